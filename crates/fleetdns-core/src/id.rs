@@ -1,0 +1,123 @@
+//! Validated names: cluster ids and service keys. Parse at the edge, then trust the type.
+
+use std::fmt;
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{what} is empty")]
+    Empty { what: &'static str },
+    #[error("{what} {value:?} is longer than 63 characters")]
+    TooLong { what: &'static str, value: String },
+    #[error(
+        "{what} {value:?} is not an RFC 1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)"
+    )]
+    NotLabel { what: &'static str, value: String },
+}
+
+/// Checks an RFC 1123 DNS label: 1..=63 of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn check_label(what: &'static str, value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty { what });
+    }
+    if value.len() > 63 {
+        return Err(IdError::TooLong {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    let bytes = value.as_bytes();
+    let ok_inner = bytes
+        .iter()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !ok_inner || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return Err(IdError::NotLabel {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A cluster id: an RFC 1123 label, unique in the fleet (MCS-6, LH-3).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClusterId(String);
+
+impl ClusterId {
+    pub fn new(value: &str) -> Result<Self, IdError> {
+        check_label("cluster id", value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ClusterId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
+/// `<namespace>/<name>` of a service; both parts are RFC 1123 labels (namespace sameness, MCS-25).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    namespace: String,
+    name: String,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: &str, name: &str) -> Result<Self, IdError> {
+        check_label("namespace", namespace)?;
+        check_label("service name", name)?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_follow_rfc1123_labels() {
+        // MCS-6 / LH-3: a cluster id must be a DNS label.
+        for good in ["a", "cluster-1", "c0", &"x".repeat(63)] {
+            assert!(ClusterId::new(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "Cluster", "a.b", "a_b", &"x".repeat(64)] {
+            assert!(ClusterId::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn service_key_rejects_bad_namespace() {
+        let err = ServiceKey::new("Bad_NS", "web").unwrap_err();
+        assert!(err.to_string().contains("namespace"), "{err}");
+    }
+}

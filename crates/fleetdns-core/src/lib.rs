@@ -1,0 +1,23 @@
+//! fleetdns vocabulary: cluster ids, exports, the merged clusterset view of a service
+//! (MCS-20..24), the Kubernetes object → export translation, and the registry trait with its
+//! in-memory implementation.
+//!
+//! This crate opens no sockets and knows nothing of kube-rs: sources (manifest files, the
+//! Kubernetes API) translate objects with [`translate`] and publish through a [`Registry`]; the
+//! DNS server compiles each [`FleetSnapshot`] into answers.
+
+pub mod id;
+pub mod kube;
+pub mod merge;
+pub mod model;
+pub mod registry;
+pub mod time;
+pub mod translate;
+
+pub use id::{ClusterId, IdError, ServiceKey};
+pub use merge::{Conflict, ConflictKind, MergedService, merge_fleet, merge_service};
+pub use model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
+pub use registry::{
+    ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,
+};
+pub use time::Timestamp;

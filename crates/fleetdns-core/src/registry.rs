@@ -1,0 +1,283 @@
+//! The registry: the fleet's shared state. Sources publish one cluster's complete export set;
+//! DNS servers subscribe to fleet snapshots.
+//!
+//! The contract (every backend keeps it):
+//! - [`Registry::publish`] replaces a cluster's whole set and marks it alive. There is no
+//!   per-service delete: a re-list is the removal path.
+//! - A cluster stays alive while its publisher calls [`Registry::heartbeat`] within the
+//!   liveness timeout (an etcd backend maps this onto a per-cluster lease, MCS-10). A dead
+//!   cluster's exports stay in the snapshot marked `alive = false`, or vanish with its lease.
+//! - [`Registry::subscribe`] yields immutable snapshots; `None` until the backend has loaded.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::{ClusterId, ExportSet, Timestamp};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type SnapshotReceiver = watch::Receiver<Option<Arc<FleetSnapshot>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("registry is shut down")]
+    Closed,
+}
+
+/// One cluster as the registry sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub alive: bool,
+    pub exports: Arc<ExportSet>,
+    /// When the set was last published (wall clock).
+    pub published: Timestamp,
+}
+
+/// The whole fleet at one moment. Immutable; a change makes a new one.
+#[derive(Debug, Clone, Default)]
+pub struct FleetSnapshot {
+    /// Grows with every change; lets consumers skip snapshots they have seen.
+    pub version: u64,
+    pub clusters: BTreeMap<ClusterId, ClusterView>,
+}
+
+impl FleetSnapshot {
+    pub fn export_count(&self) -> usize {
+        self.clusters.values().map(|c| c.exports.len()).sum()
+    }
+}
+
+/// The fleet's shared state, as seen by sources (writers) and DNS servers (readers).
+pub trait Registry: Send + Sync + 'static {
+    /// Replaces `cluster`'s complete export set and marks the cluster alive.
+    fn publish<'a>(
+        &'a self,
+        cluster: &'a ClusterId,
+        exports: ExportSet,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Keeps `cluster` alive without changing its exports.
+    fn heartbeat<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Removes `cluster` and its exports: its publisher left the fleet.
+    fn withdraw<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Snapshots as they change; `None` until the backend has loaded.
+    fn subscribe(&self) -> SnapshotReceiver;
+}
+
+/// The embedded default: one process, state in memory.
+#[derive(Debug)]
+pub struct MemoryRegistry {
+    state: Mutex<MemoryState>,
+    tx: watch::Sender<Option<Arc<FleetSnapshot>>>,
+    liveness_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    version: u64,
+    clusters: BTreeMap<ClusterId, (ClusterView, Instant)>,
+}
+
+impl MemoryRegistry {
+    /// A registry whose clusters die `liveness_timeout` after their last publish or heartbeat.
+    pub fn new(liveness_timeout: Duration) -> Self {
+        let (tx, _) = watch::channel(Some(Arc::new(FleetSnapshot::default())));
+        Self {
+            state: Mutex::new(MemoryState::default()),
+            tx,
+            liveness_timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A panic while holding this lock cannot leave the map half-written (each change is
+        // one insert), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, state: &mut MemoryState) {
+        state.version += 1;
+        let snapshot = FleetSnapshot {
+            version: state.version,
+            clusters: state
+                .clusters
+                .iter()
+                .map(|(id, (view, _))| (id.clone(), view.clone()))
+                .collect(),
+        };
+        self.tx.send_replace(Some(Arc::new(snapshot)));
+    }
+
+    /// Marks clusters whose last sign of life is older than the timeout as dead. Returns how
+    /// many changed. Called by [`MemoryRegistry::run_liveness`]; public for tests.
+    pub fn expire(&self, now: Instant) -> usize {
+        let mut state = self.lock();
+        let mut changed = 0;
+        for (id, (view, seen)) in state.clusters.iter_mut() {
+            if view.alive && now.saturating_duration_since(*seen) > self.liveness_timeout {
+                tracing::warn!(cluster = %id, "cluster missed its liveness timeout, leaving the answers");
+                view.alive = false;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.emit(&mut state);
+        }
+        changed
+    }
+
+    /// Runs the liveness sweep until `shutdown` resolves.
+    pub async fn run_liveness(&self, shutdown: impl Future<Output = ()>) {
+        let period = (self.liveness_timeout / 4).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => { self.expire(Instant::now()); }
+            }
+        }
+    }
+}
+
+impl Registry for MemoryRegistry {
+    fn publish<'a>(
+        &'a self,
+        cluster: &'a ClusterId,
+        exports: ExportSet,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            let view = ClusterView {
+                alive: true,
+                exports: Arc::new(exports),
+                published: Timestamp::now(),
+            };
+            state
+                .clusters
+                .insert(cluster.clone(), (view, Instant::now()));
+            self.emit(&mut state);
+            Ok(())
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            let revived = match state.clusters.get_mut(cluster) {
+                Some((view, seen)) => {
+                    *seen = Instant::now();
+                    let revived = !view.alive;
+                    view.alive = true;
+                    revived
+                }
+                None => false,
+            };
+            if revived {
+                tracing::info!(cluster = %cluster, "cluster alive again");
+                self.emit(&mut state);
+            }
+            Ok(())
+        })
+    }
+
+    fn withdraw<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            if state.clusters.remove(cluster).is_some() {
+                self.emit(&mut state);
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> SnapshotReceiver {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ServiceKey;
+    use crate::model::{Export, ServiceType};
+
+    fn set(cluster: &ClusterId, names: &[&str]) -> ExportSet {
+        names
+            .iter()
+            .map(|n| {
+                let key = ServiceKey::new("default", n).unwrap();
+                let export = Export {
+                    key: key.clone(),
+                    cluster: cluster.clone(),
+                    service_type: ServiceType::ClusterSetIp,
+                    ports: vec![],
+                    cluster_ips: vec!["10.0.0.1".parse().unwrap()],
+                    endpoints: vec![],
+                    created: Timestamp(1),
+                };
+                (key, Arc::new(export))
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publish_replaces_the_whole_set() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15));
+        let mut rx = reg.subscribe();
+        let a = ClusterId::new("a").unwrap();
+        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
+        reg.publish(&a, set(&a, &["web"])).await.unwrap();
+        rx.changed().await.unwrap();
+        let snap = rx.borrow().clone().unwrap();
+        assert_eq!(
+            snap.clusters[&a].exports.len(),
+            1,
+            "db must be gone after a re-publish"
+        );
+        assert_eq!(snap.version, 2);
+        reg.withdraw(&a).await.unwrap();
+        assert!(
+            reg.subscribe()
+                .borrow()
+                .as_ref()
+                .unwrap()
+                .clusters
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mcs10_cluster_dies_without_heartbeat_and_comes_back() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15));
+        let a = ClusterId::new("a").unwrap();
+        let b = ClusterId::new("b").unwrap();
+        reg.publish(&a, set(&a, &["web"])).await.unwrap();
+        reg.publish(&b, set(&b, &["web"])).await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        reg.heartbeat(&b).await.unwrap();
+        assert_eq!(reg.expire(Instant::now()), 0);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(reg.expire(Instant::now()), 1);
+        let snap = reg.subscribe().borrow().clone().unwrap();
+        assert!(!snap.clusters[&a].alive);
+        assert!(snap.clusters[&b].alive);
+        assert_eq!(
+            snap.clusters[&a].exports.len(),
+            1,
+            "a dead cluster keeps its last exports"
+        );
+        reg.heartbeat(&a).await.unwrap();
+        assert!(reg.subscribe().borrow().as_ref().unwrap().clusters[&a].alive);
+    }
+}

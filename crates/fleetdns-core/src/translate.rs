@@ -1,0 +1,299 @@
+//! Service + EndpointSlices + ServiceExport → [`Export`]: the one translation, pure, shared by the
+//! manifest-file source and the Kubernetes watcher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::id::check_label;
+use crate::kube::{ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport};
+use crate::model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
+use crate::{ClusterId, IdError, ServiceKey, Timestamp};
+
+/// Why an exported service was refused. [`Invalid::reason`] is the ServiceExport `Valid=False`
+/// reason of the mcs-api (MCS-2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("ServiceExport {key} has no Service of the same name (MCS-5)")]
+    NoService { key: String },
+    #[error("Service {key} is of type ExternalName, which cannot be exported (MCS-4)")]
+    ExternalName { key: String },
+    #[error("object has a bad name: {0}")]
+    BadName(#[from] IdError),
+    #[error("Service {key}: {reason}")]
+    BadService { key: String, reason: String },
+}
+
+impl Invalid {
+    /// The mcs-api condition reason for `Valid=False`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoService { .. } => "NoService",
+            Self::ExternalName { .. } => "InvalidServiceType",
+            Self::BadName(_) | Self::BadService { .. } => "InvalidService",
+        }
+    }
+}
+
+/// The outcome of translating one cluster's objects.
+#[derive(Debug, Default)]
+pub struct Translated {
+    pub exports: ExportSet,
+    /// ServiceExports that could not be exported, with why.
+    pub invalid: Vec<(String, Invalid)>,
+    /// Things skipped inside otherwise valid exports (bad addresses, bad hostnames).
+    pub warnings: Vec<String>,
+}
+
+/// Translates one cluster's complete object set. Only services with a ServiceExport are
+/// published (MCS-5). `first_seen` gives the creation time of a ServiceExport that carries no
+/// `creationTimestamp` (hand-written manifests); it is called with `namespace/name`.
+pub fn translate_cluster(
+    cluster: &ClusterId,
+    objects: &ClusterObjects,
+    first_seen: &mut dyn FnMut(&str) -> Timestamp,
+) -> Translated {
+    let mut out = Translated::default();
+    let services: HashMap<(&str, &str), &Service> = objects
+        .services
+        .iter()
+        .filter_map(|s| Some(((ns_of(&s.metadata), s.metadata.name.as_deref()?), s)))
+        .collect();
+    let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in &objects.endpoint_slices {
+        let ns = ns_of(&slice.metadata);
+        let Some(svc) = slice.metadata.labels.get(SERVICE_NAME_LABEL) else {
+            continue;
+        };
+        slices.entry((ns, svc.as_str())).or_default().push(slice);
+    }
+    for export in &objects.service_exports {
+        let Some(name) = export.metadata.name.as_deref() else {
+            out.invalid.push((
+                "<unnamed>".into(),
+                Invalid::BadName(IdError::Empty {
+                    what: "ServiceExport name",
+                }),
+            ));
+            continue;
+        };
+        let ns = ns_of(&export.metadata);
+        let label = format!("{ns}/{name}");
+        let service = services.get(&(ns, name)).copied();
+        let own_slices = slices.get(&(ns, name)).map(Vec::as_slice).unwrap_or(&[]);
+        let created = match export.metadata.creation_timestamp.as_deref() {
+            Some(ts) => match Timestamp::parse_rfc3339(ts) {
+                Ok(t) => t,
+                Err(e) => {
+                    out.warnings
+                        .push(format!("ServiceExport {label}: {e}; using first-seen time"));
+                    first_seen(&label)
+                }
+            },
+            None => first_seen(&label),
+        };
+        match translate(
+            cluster,
+            export,
+            service,
+            own_slices,
+            created,
+            &mut out.warnings,
+        ) {
+            Ok(exp) => {
+                out.exports.insert(exp.key.clone(), Arc::new(exp));
+            }
+            Err(e) => out.invalid.push((label, e)),
+        }
+    }
+    out
+}
+
+/// Objects without a namespace (hand-written manifests) live in `default`, as `kubectl apply` puts them.
+fn ns_of(meta: &crate::kube::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// Translates one exported service. `created` is the ServiceExport's creation time.
+pub fn translate(
+    cluster: &ClusterId,
+    export: &ServiceExport,
+    service: Option<&Service>,
+    slices: &[&EndpointSlice],
+    created: Timestamp,
+    warnings: &mut Vec<String>,
+) -> Result<Export, Invalid> {
+    let name = export.metadata.name.as_deref().unwrap_or_default();
+    let ns = ns_of(&export.metadata);
+    let label = format!("{ns}/{name}");
+    let key = ServiceKey::new(ns, name)?;
+    let Some(service) = service else {
+        return Err(Invalid::NoService { key: label });
+    };
+    let spec = &service.spec;
+    let bad = |reason: String| Invalid::BadService {
+        key: label.clone(),
+        reason,
+    };
+    let service_type = match spec.type_.as_deref().unwrap_or("ClusterIP") {
+        "ExternalName" => return Err(Invalid::ExternalName { key: label }),
+        "ClusterIP" | "NodePort" | "LoadBalancer" => {
+            if spec.cluster_ip.as_deref() == Some("None") {
+                ServiceType::Headless
+            } else {
+                ServiceType::ClusterSetIp
+            }
+        }
+        other => return Err(bad(format!("spec.type {other:?} is not a Service type"))),
+    };
+    let mut cluster_ips = Vec::new();
+    if service_type == ServiceType::ClusterSetIp {
+        let raw: Vec<&str> = if spec.cluster_ips.is_empty() {
+            spec.cluster_ip.as_deref().into_iter().collect()
+        } else {
+            spec.cluster_ips.iter().map(String::as_str).collect()
+        };
+        for ip in raw {
+            let parsed: IpAddr = ip
+                .parse()
+                .map_err(|_| bad(format!("spec.clusterIPs: {ip:?} is not an IP address")))?;
+            if !cluster_ips.contains(&parsed) {
+                cluster_ips.push(parsed);
+            }
+        }
+        if cluster_ips.is_empty() {
+            return Err(bad(
+                "spec.clusterIP is not set (a ClusterIP service needs its allocated IP)".into(),
+            ));
+        }
+    }
+    let mut ports: Vec<Port> = Vec::with_capacity(spec.ports.len());
+    for (i, p) in spec.ports.iter().enumerate() {
+        let port = u16::try_from(p.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad(format!("spec.ports[{i}].port {} is out of range", p.port)))?;
+        let protocol = match p.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            "SCTP" => Protocol::Sctp,
+            other => {
+                return Err(bad(format!(
+                    "spec.ports[{i}].protocol {other:?} is unknown"
+                )));
+            }
+        };
+        let name = match p.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let lower = n.to_ascii_lowercase();
+                check_label("port name", &lower)
+                    .map_err(|e| bad(format!("spec.ports[{i}].name: {e}")))?;
+                Some(lower)
+            }
+            None => None,
+        };
+        ports.push(Port {
+            name,
+            protocol,
+            port,
+            app_protocol: p.app_protocol.clone(),
+        });
+    }
+    let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
+    let endpoints = collect_endpoints(&label, slices, publish_not_ready, warnings);
+    Ok(Export {
+        key,
+        cluster: cluster.clone(),
+        service_type,
+        ports,
+        cluster_ips,
+        endpoints,
+        created,
+    })
+}
+
+/// Endpoints of all slices; duplicate addresses within the cluster are dropped (LH-19), a
+/// ready copy winning over a not-ready one.
+fn collect_endpoints(
+    label: &str,
+    slices: &[&EndpointSlice],
+    publish_not_ready: bool,
+    warnings: &mut Vec<String>,
+) -> Vec<Endpoint> {
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut seen: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for slice in slices {
+        let want_v6 = match slice.address_type.as_str() {
+            "IPv4" => false,
+            "IPv6" => true,
+            _ => continue, // FQDN slices carry no addresses DNS can serve
+        };
+        for ep in &slice.endpoints {
+            // K8S-16: nil means ready; K8S-17: publishNotReadyAddresses publishes everything.
+            let ready = publish_not_ready || ep.conditions.ready != Some(false);
+            let mut addresses = Vec::new();
+            for raw in &ep.addresses {
+                match raw.parse::<IpAddr>() {
+                    Ok(ip) if ip.is_ipv6() == want_v6 && routable(ip) => {
+                        if let Some(&idx) = seen.get(&ip) {
+                            if ready && !endpoints[idx].ready {
+                                endpoints[idx].addresses.retain(|a| *a != ip);
+                            } else {
+                                continue;
+                            }
+                        }
+                        addresses.push(ip);
+                    }
+                    _ => warnings.push(format!(
+                        "{label}: endpoint address {raw:?} skipped (not a routable {} address)",
+                        if want_v6 { "IPv6" } else { "IPv4" }
+                    )),
+                }
+            }
+            if addresses.is_empty() {
+                continue;
+            }
+            let hostname = match ep.hostname.as_deref() {
+                Some(h) => match check_label("endpoint hostname", &h.to_ascii_lowercase()) {
+                    Ok(()) => Some(h.to_ascii_lowercase()),
+                    Err(e) => {
+                        warnings.push(format!("{label}: {e}; using the dashed IP"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let idx = endpoints.len();
+            for ip in &addresses {
+                seen.insert(*ip, idx);
+            }
+            endpoints.push(Endpoint {
+                addresses,
+                hostname,
+                ready,
+                zone: ep.zone.clone(),
+            });
+        }
+    }
+    endpoints.retain(|e| !e.addresses.is_empty());
+    endpoints
+}
+
+/// Addresses no other cluster could ever reach are refused (LH-26).
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || v6.is_unicast_link_local())
+        }
+    }
+}
