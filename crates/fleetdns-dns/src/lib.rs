@@ -1,1 +1,18 @@
+//! fleetdns DNS: the wire format, answer tables compiled from registry snapshots, and the UDP
+//! and TCP server loops. Libraries take bound sockets and a cancellation token; they never
+//! bind or read the environment themselves.
 
+pub mod compile;
+pub mod config;
+pub mod respond;
+pub mod server;
+pub mod table;
+pub mod wire;
+
+pub use compile::compile;
+pub use config::{
+    AnswerPolicy, ClusterZones, ClustersetZone, SoaConfig, ZoneConfigError, ZonesConfig,
+};
+pub use respond::{Outcome, Transport, respond};
+pub use server::{SharedTable, TcpOptions, serve_tcp, serve_udp};
+pub use table::{AnswerTable, TableStats};

@@ -1,0 +1,315 @@
+//! Answer tables: each registry snapshot compiles into one immutable [`AnswerTable`] that holds
+//! every answer already encoded. A query does one hash lookup on its lower-cased name and copies
+//! bytes; nothing is computed per query that could be computed per snapshot.
+
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustc_hash::FxHashMap;
+
+use crate::wire::{CLASS_IN, label_offsets, rtype, write_name_against};
+
+/// How the records of an RRset are picked per query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// All records, in compiled order.
+    Fixed,
+    /// All records, starting at a position that moves with every query.
+    Rotate,
+    /// One record, moving with every query.
+    One,
+}
+
+/// One encoded RRset at a name.
+#[derive(Debug)]
+pub struct RrSet {
+    pub rtype: u16,
+    pub selection: Selection,
+    /// Each record without its owner (the owner is always the question name, written as a
+    /// pointer to offset 12): type, class, TTL, RDLENGTH, RDATA.
+    pub records: Vec<Box<[u8]>>,
+    /// Whole records for the additional section (owners compressed against the question).
+    pub additional: Vec<Box<[u8]>>,
+}
+
+/// A name in a served zone. An empty `rrsets` is an empty non-terminal: NODATA, never NXDOMAIN.
+#[derive(Debug)]
+pub struct Node {
+    pub zone: u16,
+    pub rrsets: Vec<RrSet>,
+}
+
+/// A served zone: what negative answers need.
+#[derive(Debug)]
+pub struct Zone {
+    /// Lower-case wire name of the apex.
+    pub apex: Box<[u8]>,
+    /// The SOA record without its owner (type .. RDATA), TTL = min(minimum, 300) (K8S-18).
+    pub soa: Box<[u8]>,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// The name exists in `zone`.
+    Node(&'a Node, &'a Zone),
+    /// The name is in `zone` but does not exist.
+    NxDomain(&'a Zone),
+    /// The name is in no served zone.
+    NotOurs,
+}
+
+/// Counts of what a table holds, for logs and `check-config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub zones: usize,
+    pub names: usize,
+    pub records: usize,
+}
+
+/// One compiled snapshot.
+#[derive(Debug)]
+pub struct AnswerTable {
+    nodes: FxHashMap<Box<[u8]>, Node>,
+    zones: Vec<Zone>,
+    zone_index: FxHashMap<Box<[u8]>, u16>,
+    rotation: AtomicUsize,
+    /// The registry snapshot version this table was built from.
+    pub version: u64,
+}
+
+impl AnswerTable {
+    /// Finds a lower-cased wire name.
+    pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
+        if let Some(node) = self.nodes.get(name) {
+            return Lookup::Node(node, &self.zones[node.zone as usize]);
+        }
+        // The longest served zone containing the name (K8S-20: junk under a zone is a cheap NXDOMAIN).
+        for off in label_offsets(name) {
+            if let Some(&z) = self.zone_index.get(&name[off..]) {
+                return Lookup::NxDomain(&self.zones[z as usize]);
+            }
+        }
+        Lookup::NotOurs
+    }
+
+    /// A number that moves with every call, for rotating answers.
+    pub fn next_rotation(&self) -> usize {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            zones: self.zones.len(),
+            names: self.nodes.len(),
+            records: self
+                .nodes
+                .values()
+                .flat_map(|n| n.rrsets.iter())
+                .map(|r| r.records.len())
+                .sum(),
+        }
+    }
+
+    /// Zone apexes, as dotted names.
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones
+            .iter()
+            .map(|z| crate::wire::display_name(&z.apex))
+            .collect()
+    }
+}
+
+/// Builds an [`AnswerTable`]: zones first, then records, each owner under a zone.
+#[derive(Debug, Default)]
+pub struct TableBuilder {
+    nodes: FxHashMap<Box<[u8]>, Node>,
+    zones: Vec<Zone>,
+    zone_index: FxHashMap<Box<[u8]>, u16>,
+}
+
+/// Parameters of a zone's SOA.
+#[derive(Debug, Clone)]
+pub struct SoaParams {
+    pub mname: Vec<u8>,
+    pub rname: Vec<u8>,
+    pub serial: u32,
+    pub refresh: u32,
+    pub retry: u32,
+    pub expire: u32,
+    pub minimum: u32,
+}
+
+impl TableBuilder {
+    /// Adds a zone with its SOA and NS at the apex. Returns `None` if the apex is already served.
+    pub fn add_zone(&mut self, apex: &[u8], soa: &SoaParams) -> Option<u16> {
+        if self.zone_index.contains_key(apex) {
+            return None;
+        }
+        let zone = u16::try_from(self.zones.len()).ok()?;
+        let mut rdata = Vec::with_capacity(soa.mname.len() + soa.rname.len() + 20);
+        rdata.extend_from_slice(&soa.mname);
+        rdata.extend_from_slice(&soa.rname);
+        for v in [soa.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
+            rdata.extend_from_slice(&v.to_be_bytes());
+        }
+        let soa_ttl = soa.minimum.min(300);
+        self.zones.push(Zone {
+            apex: apex.into(),
+            soa: record(rtype::SOA, soa_ttl, &rdata),
+        });
+        self.zone_index.insert(apex.into(), zone);
+        // A node under another zone's apex moves to the new, deeper zone.
+        self.nodes.insert(
+            apex.into(),
+            Node {
+                zone,
+                rrsets: Vec::new(),
+            },
+        );
+        self.add(zone, apex, rtype::SOA, soa_ttl, &rdata, Selection::Fixed);
+        self.add(
+            zone,
+            apex,
+            rtype::NS,
+            soa.minimum,
+            &soa.mname,
+            Selection::Fixed,
+        );
+        Some(zone)
+    }
+
+    /// Makes sure `owner` (and every name between it and the apex) exists.
+    pub fn ensure(&mut self, zone: u16, owner: &[u8]) {
+        let apex_len = self.zones[zone as usize].apex.len();
+        for off in label_offsets(owner) {
+            if owner.len() - off < apex_len {
+                break;
+            }
+            match self.nodes.entry(owner[off..].into()) {
+                Entry::Occupied(_) => break, // its ancestors exist already
+                Entry::Vacant(v) => {
+                    v.insert(Node {
+                        zone,
+                        rrsets: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn rrset(&mut self, zone: u16, owner: &[u8], rtype: u16, selection: Selection) -> &mut RrSet {
+        self.ensure(zone, owner);
+        let node = self.nodes.get_mut(owner).expect("ensured above");
+        let idx = match node.rrsets.iter().position(|r| r.rtype == rtype) {
+            Some(i) => i,
+            None => {
+                node.rrsets.push(RrSet {
+                    rtype,
+                    selection,
+                    records: Vec::new(),
+                    additional: Vec::new(),
+                });
+                node.rrsets.len() - 1
+            }
+        };
+        &mut node.rrsets[idx]
+    }
+
+    /// Adds one record (duplicates within an RRset are dropped).
+    pub fn add(
+        &mut self,
+        zone: u16,
+        owner: &[u8],
+        rtype: u16,
+        ttl: u32,
+        rdata: &[u8],
+        selection: Selection,
+    ) {
+        let rec = record(rtype, ttl, rdata);
+        let set = self.rrset(zone, owner, rtype, selection);
+        if !set.records.contains(&rec) {
+            set.records.push(rec);
+        }
+    }
+
+    /// Adds an A or AAAA record.
+    pub fn add_ip(&mut self, zone: u16, owner: &[u8], ip: IpAddr, ttl: u32, selection: Selection) {
+        match ip {
+            IpAddr::V4(v4) => self.add(zone, owner, rtype::A, ttl, &v4.octets(), selection),
+            IpAddr::V6(v6) => self.add(zone, owner, rtype::AAAA, ttl, &v6.octets(), selection),
+        }
+    }
+
+    /// Adds an SRV record whose target is compressed against the owner, and the target's
+    /// addresses to the additional section.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_srv(
+        &mut self,
+        zone: u16,
+        owner: &[u8],
+        ttl: u32,
+        weight: u16,
+        port: u16,
+        target: &[u8],
+        target_ips: &[IpAddr],
+    ) {
+        let mut rdata = Vec::with_capacity(6 + target.len());
+        rdata.extend_from_slice(&0u16.to_be_bytes()); // priority 0 (K8S-8)
+        rdata.extend_from_slice(&weight.to_be_bytes());
+        rdata.extend_from_slice(&port.to_be_bytes());
+        write_name_against(&mut rdata, target, owner, crate::wire::HEADER_LEN);
+        let mut extra: Vec<Box<[u8]>> = Vec::new();
+        for ip in target_ips {
+            let mut rr = Vec::with_capacity(target.len() + 26);
+            write_name_against(&mut rr, target, owner, crate::wire::HEADER_LEN);
+            let (t, data): (u16, Vec<u8>) = match ip {
+                IpAddr::V4(v4) => (rtype::A, v4.octets().to_vec()),
+                IpAddr::V6(v6) => (rtype::AAAA, v6.octets().to_vec()),
+            };
+            rr.extend_from_slice(&record(t, ttl, &data));
+            extra.push(rr.into());
+        }
+        let set = self.rrset(zone, owner, rtype::SRV, Selection::Fixed);
+        let rec = record(rtype::SRV, ttl, &rdata);
+        if !set.records.contains(&rec) {
+            set.records.push(rec);
+            for e in extra {
+                if !set.additional.contains(&e) {
+                    set.additional.push(e);
+                }
+            }
+        }
+    }
+
+    /// Adds a TXT record holding one string.
+    pub fn add_txt(&mut self, zone: u16, owner: &[u8], ttl: u32, text: &str) {
+        let bytes = &text.as_bytes()[..text.len().min(255)];
+        let mut rdata = Vec::with_capacity(bytes.len() + 1);
+        rdata.push(bytes.len() as u8);
+        rdata.extend_from_slice(bytes);
+        self.add(zone, owner, rtype::TXT, ttl, &rdata, Selection::Fixed);
+    }
+
+    pub fn build(self, version: u64) -> AnswerTable {
+        AnswerTable {
+            nodes: self.nodes,
+            zones: self.zones,
+            zone_index: self.zone_index,
+            rotation: AtomicUsize::new(0),
+            version,
+        }
+    }
+}
+
+/// type, class IN, TTL, RDLENGTH, RDATA.
+fn record(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
+    let mut r = Vec::with_capacity(10 + rdata.len());
+    r.extend_from_slice(&rtype.to_be_bytes());
+    r.extend_from_slice(&CLASS_IN.to_be_bytes());
+    r.extend_from_slice(&ttl.to_be_bytes());
+    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    r.extend_from_slice(rdata);
+    r.into()
+}

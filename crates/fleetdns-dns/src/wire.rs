@@ -1,0 +1,411 @@
+//! Just enough of the DNS wire format (RFC 1035, RFC 6891) to read a query and write answers.
+//! Parsing never panics and never loops: every read is bounds-checked and names in the
+//! question may not use compression pointers (no real client compresses the first name).
+
+/// Resource record types fleetdns serves or recognises.
+pub mod rtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const SOA: u16 = 6;
+    pub const PTR: u16 = 12;
+    pub const TXT: u16 = 16;
+    pub const AAAA: u16 = 28;
+    pub const SRV: u16 = 33;
+    pub const OPT: u16 = 41;
+    pub const IXFR: u16 = 251;
+    pub const AXFR: u16 = 252;
+    pub const ANY: u16 = 255;
+}
+
+pub const CLASS_IN: u16 = 1;
+pub const CLASS_ANY: u16 = 255;
+
+/// Response codes (the low four bits; BADVERS needs the OPT extension).
+pub mod rcode {
+    pub const NOERROR: u8 = 0;
+    pub const FORMERR: u8 = 1;
+    pub const SERVFAIL: u8 = 2;
+    pub const NXDOMAIN: u8 = 3;
+    pub const NOTIMP: u8 = 4;
+    pub const REFUSED: u8 = 5;
+    /// Extended (RFC 6891): 16, sent as 0 in the header and 1 in the OPT record.
+    pub const BADVERS: u16 = 16;
+}
+
+pub const HEADER_LEN: usize = 12;
+/// Longest name on the wire, root label included.
+pub const MAX_NAME: usize = 255;
+
+/// The parts of a query the responder needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    pub id: u16,
+    pub opcode: u8,
+    pub rd: bool,
+    pub cd: bool,
+    /// The question section exactly as received (name, type, class), to echo it back.
+    pub question: &'a [u8],
+    /// Length of the name inside `question`.
+    pub name_len: usize,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<Edns>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    pub udp_size: u16,
+    pub version: u8,
+    pub dnssec_ok: bool,
+}
+
+/// Why a packet is not a query fleetdns can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Too short for a header, or a response (QR set): not answered at all.
+    Drop,
+    /// A header we can answer with FORMERR; `question` is echoed when it parsed.
+    FormErr { id: u16, opcode: u8, rd: bool },
+    /// Not a QUERY: answered NOTIMP.
+    NotImp { id: u16, opcode: u8, rd: bool },
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+/// Reads a query. `lower` receives the question name in lower case (wire form, root included).
+pub fn parse_query<'a>(
+    packet: &'a [u8],
+    lower: &mut [u8; MAX_NAME],
+) -> Result<Query<'a>, ParseError> {
+    if packet.len() < HEADER_LEN {
+        return Err(ParseError::Drop);
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let flags = packet[2];
+    if flags & 0x80 != 0 {
+        return Err(ParseError::Drop); // a response: never answer one (reflection loops)
+    }
+    let opcode = (flags >> 3) & 0x0f;
+    let rd = flags & 0x01 != 0;
+    let cd = packet[3] & 0x10 != 0;
+    let formerr = ParseError::FormErr { id, opcode, rd };
+    if opcode != 0 {
+        return Err(ParseError::NotImp { id, opcode, rd });
+    }
+    let qdcount = u16_at(packet, 4).unwrap_or(0);
+    let ancount = u16_at(packet, 6).unwrap_or(0);
+    let nscount = u16_at(packet, 8).unwrap_or(0);
+    let arcount = u16_at(packet, 10).unwrap_or(0);
+    if qdcount != 1 {
+        return Err(formerr);
+    }
+    let name_len = read_question_name(packet, HEADER_LEN, lower).ok_or(formerr)?;
+    let mut pos = HEADER_LEN + name_len;
+    let qtype = u16_at(packet, pos).ok_or(formerr)?;
+    let qclass = u16_at(packet, pos + 2).ok_or(formerr)?;
+    pos += 4;
+    let question = &packet[HEADER_LEN..pos];
+    for _ in 0..(u32::from(ancount) + u32::from(nscount)) {
+        pos = skip_rr(packet, pos).ok_or(formerr)?.0;
+    }
+    let mut edns = None;
+    for _ in 0..arcount {
+        let (next, rr_type, owner_root, class, ttl) = skip_rr(packet, pos).ok_or(formerr)?;
+        if rr_type == rtype::OPT {
+            if edns.is_some() || !owner_root {
+                return Err(formerr); // RFC 6891 6.1.1: one OPT, owned by the root
+            }
+            edns = Some(Edns {
+                udp_size: class.max(512),
+                version: (ttl >> 16) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+            });
+        }
+        pos = next;
+    }
+    Ok(Query {
+        id,
+        opcode,
+        rd,
+        cd,
+        question,
+        name_len,
+        qtype,
+        qclass,
+        edns,
+    })
+}
+
+/// Reads an uncompressed name at `start`, writing it lower-cased into `lower`. Returns its length.
+fn read_question_name(packet: &[u8], start: usize, lower: &mut [u8; MAX_NAME]) -> Option<usize> {
+    let mut pos = start;
+    loop {
+        let len = *packet.get(pos)? as usize;
+        if len & 0xc0 != 0 {
+            return None; // compression pointer or reserved label type in the question
+        }
+        let end = pos + 1 + len;
+        if end - start > MAX_NAME || end > packet.len() {
+            return None;
+        }
+        let out = &mut lower[pos - start..end - start];
+        out[0] = len as u8;
+        for (o, i) in out[1..].iter_mut().zip(&packet[pos + 1..end]) {
+            *o = i.to_ascii_lowercase();
+        }
+        pos = end;
+        if len == 0 {
+            return Some(pos - start);
+        }
+    }
+}
+
+/// Skips a resource record. Returns (next offset, type, owner is root, class, ttl).
+/// Names here may be compressed; a pointer ends the name, so nothing is ever followed.
+fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32)> {
+    let owner_start = pos;
+    loop {
+        let len = *packet.get(pos)? as usize;
+        match len & 0xc0 {
+            0x00 if len == 0 => {
+                pos += 1;
+                break;
+            }
+            0x00 => pos += 1 + len,
+            0xc0 => {
+                pos += 2;
+                break;
+            }
+            _ => return None,
+        }
+        if pos - owner_start > MAX_NAME {
+            return None;
+        }
+    }
+    let owner_root = pos == owner_start + 1;
+    let rr_type = u16_at(packet, pos)?;
+    let class = u16_at(packet, pos + 2)?;
+    let ttl = u32::from(u16_at(packet, pos + 4)?) << 16 | u32::from(u16_at(packet, pos + 6)?);
+    let rdlen = u16_at(packet, pos + 8)? as usize;
+    let end = pos + 10 + rdlen;
+    if end > packet.len() {
+        return None;
+    }
+    Some((end, rr_type, owner_root, class, ttl))
+}
+
+/// Why a name could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name {0:?} has an empty label")]
+    EmptyLabel(String),
+    #[error("name {0:?} has a label longer than 63 bytes")]
+    LabelTooLong(String),
+    #[error("name {0:?} is longer than 255 bytes on the wire")]
+    TooLong(String),
+}
+
+/// Encodes a dotted name (trailing dot optional) in lower-case wire form, root label included.
+pub fn encode_name(dotted: &str) -> Result<Vec<u8>, NameError> {
+    let trimmed = dotted.strip_suffix('.').unwrap_or(dotted);
+    let mut out = Vec::with_capacity(trimmed.len() + 2);
+    if !trimmed.is_empty() {
+        for label in trimmed.split('.') {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel(dotted.to_owned()));
+            }
+            if label.len() > 63 {
+                return Err(NameError::LabelTooLong(dotted.to_owned()));
+            }
+            out.push(label.len() as u8);
+            out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+        }
+    }
+    out.push(0);
+    if out.len() > MAX_NAME {
+        return Err(NameError::TooLong(dotted.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Prepends labels to a wire name: `prefix_name(&["_http", "_tcp"], web.ns.svc.z.)`.
+pub fn prefix_name(labels: &[&str], base: &[u8]) -> Result<Vec<u8>, NameError> {
+    let mut out = Vec::with_capacity(base.len() + 16);
+    for label in labels {
+        if label.is_empty() {
+            return Err(NameError::EmptyLabel(labels.join(".")));
+        }
+        if label.len() > 63 {
+            return Err(NameError::LabelTooLong(labels.join(".")));
+        }
+        out.push(label.len() as u8);
+        out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    out.extend_from_slice(base);
+    if out.len() > MAX_NAME {
+        return Err(NameError::TooLong(display_name(&out)));
+    }
+    Ok(out)
+}
+
+/// Offsets of every label start in a wire name (the root label's offset last).
+pub fn label_offsets(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut pos = 0usize;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done || pos >= name.len() {
+            return None;
+        }
+        let at = pos;
+        let len = name[pos] as usize;
+        if len == 0 {
+            done = true;
+        }
+        pos += 1 + len;
+        Some(at)
+    })
+}
+
+/// Writes `target` compressed against `owner`, where `owner` sits at `owner_offset` in the
+/// message: the longest common suffix (at label boundaries) becomes a pointer.
+pub fn write_name_against(out: &mut Vec<u8>, target: &[u8], owner: &[u8], owner_offset: usize) {
+    for t_off in label_offsets(target) {
+        let suffix = &target[t_off..];
+        if suffix.len() == 1 {
+            break; // the root alone is cheaper written than pointed at
+        }
+        if owner.len() >= suffix.len() {
+            let o_off = owner.len() - suffix.len();
+            if &owner[o_off..] == suffix && label_offsets(owner).any(|x| x == o_off) {
+                let ptr = owner_offset + o_off;
+                if ptr < 0x3fff {
+                    out.extend_from_slice(&target[..t_off]);
+                    out.extend_from_slice(&(0xc000 | ptr as u16).to_be_bytes());
+                    return;
+                }
+            }
+        }
+    }
+    out.extend_from_slice(target);
+}
+
+/// `a.b.c.` for a wire name, for logs and tests.
+pub fn display_name(name: &[u8]) -> String {
+    let mut s = String::new();
+    for off in label_offsets(name) {
+        let len = name[off] as usize;
+        if len == 0 {
+            break;
+        }
+        s.push_str(&String::from_utf8_lossy(&name[off + 1..off + 1 + len]));
+        s.push('.');
+    }
+    if s.is_empty() {
+        s.push('.');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[u8], qtype: u16) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(name);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&CLASS_IN.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn parses_a_query_and_lowercases_the_name() {
+        let name = b"\x03WeB\x07DeFault\x00";
+        let p = query(name, rtype::A);
+        let mut lower = [0u8; MAX_NAME];
+        let q = parse_query(&p, &mut lower).unwrap();
+        assert_eq!(q.id, 0x1234);
+        assert!(q.rd);
+        assert_eq!(q.qtype, rtype::A);
+        assert_eq!(&lower[..q.name_len], b"\x03web\x07default\x00");
+        assert_eq!(
+            &q.question[..q.name_len],
+            name,
+            "the question keeps its case"
+        );
+        assert!(q.edns.is_none());
+    }
+
+    #[test]
+    fn reads_edns() {
+        let mut p = query(b"\x00", rtype::A);
+        p[11] = 1;
+        p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0x80, 0, 0, 0]);
+        let mut lower = [0u8; MAX_NAME];
+        let q = parse_query(&p, &mut lower).unwrap();
+        assert_eq!(
+            q.edns,
+            Some(Edns {
+                udp_size: 4096,
+                version: 0,
+                dnssec_ok: true
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read() {
+        let mut lower = [0u8; MAX_NAME];
+        assert_eq!(parse_query(&[], &mut lower).unwrap_err(), ParseError::Drop);
+        assert_eq!(
+            parse_query(&[0; 11], &mut lower).unwrap_err(),
+            ParseError::Drop
+        );
+        // A compression pointer in the question (could loop) is a FORMERR.
+        let p = query(b"\xc0\x0c", rtype::A);
+        assert!(matches!(
+            parse_query(&p, &mut lower),
+            Err(ParseError::FormErr { .. })
+        ));
+        // A label running past the end.
+        let p = query(b"\x3fabc", rtype::A);
+        assert!(matches!(
+            parse_query(&p[..16], &mut lower),
+            Err(ParseError::FormErr { .. })
+        ));
+        // A response is never answered.
+        let mut p = query(b"\x00", rtype::A);
+        p[2] |= 0x80;
+        assert_eq!(parse_query(&p, &mut lower).unwrap_err(), ParseError::Drop);
+        // Two OPT records.
+        let mut p = query(b"\x00", rtype::A);
+        p[11] = 2;
+        for _ in 0..2 {
+            p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]);
+        }
+        assert!(matches!(
+            parse_query(&p, &mut lower),
+            Err(ParseError::FormErr { .. })
+        ));
+    }
+
+    #[test]
+    fn encodes_and_compresses_names() {
+        let owner = encode_name("_http._tcp.web.ns.svc.clusterset.local").unwrap();
+        let target = encode_name("web.ns.svc.clusterset.local.").unwrap();
+        let mut out = Vec::new();
+        write_name_against(&mut out, &target, &owner, 12);
+        // "_http" (6) + "_tcp" (5) = 11 bytes before "web" → pointer to 12 + 11.
+        assert_eq!(out, vec![0xc0, 23]);
+        let pod = encode_name("pod-0.c1.web.ns.svc.clusterset.local").unwrap();
+        let owner = encode_name("web.ns.svc.clusterset.local").unwrap();
+        out.clear();
+        write_name_against(&mut out, &pod, &owner, 12);
+        assert_eq!(out, b"\x05pod-0\x02c1\xc0\x0c".to_vec());
+        assert_eq!(display_name(&pod), "pod-0.c1.web.ns.svc.clusterset.local.");
+        assert!(encode_name(&format!("{}.x", "a".repeat(64))).is_err());
+        assert!(encode_name("a..b").is_err());
+    }
+}
