@@ -1,0 +1,261 @@
+//! The TOML config: strict (an unknown key is an error naming it), parsed once at the edge.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleetdns_core::ClusterId;
+use fleetdns_dns::{ClusterZones, ClustersetZone, ZonesConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// The cluster this server runs in (for `policy = "local-first"`).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub dns: DnsConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub clusterset: ClustersetZone,
+    #[serde(default)]
+    pub cluster_zones: ClusterZones,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub listen: SocketAddr,
+    /// UDP receive loops sharing the socket.
+    pub udp_workers: usize,
+    /// SO_RCVBUF / SO_SNDBUF of the UDP socket, bytes (the kernel default drops bursts).
+    pub udp_buffer_bytes: usize,
+    pub tcp_idle_timeout_ms: u64,
+    pub tcp_max_connections: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            udp_workers: 2,
+            udp_buffer_bytes: 8 << 20,
+            tcp_idle_timeout_ms: 10_000,
+            tcp_max_connections: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RegistryConfig {
+    Memory(MemoryRegistryConfig),
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self::Memory(MemoryRegistryConfig::default())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryRegistryConfig {
+    /// A cluster whose source has not spoken for this long leaves the clusterset answers.
+    pub liveness_timeout_ms: u64,
+}
+
+impl Default for MemoryRegistryConfig {
+    fn default() -> Self {
+        Self {
+            liveness_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    Files(FilesSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSourceConfig {
+    /// One sub-folder per cluster id; relative to the config file.
+    pub path: PathBuf,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    250
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub dns: DnsConfig,
+    pub liveness_timeout: Duration,
+    pub zones: ZonesConfig,
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Files { root: PathBuf, interval: Duration },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let local_cluster = match raw.cluster_id.as_deref() {
+            Some(id) => Some(
+                ClusterId::new(id).with_context(|| format!("{}: cluster_id", path.display()))?,
+            ),
+            None => None,
+        };
+        let zones = ZonesConfig {
+            clusterset: raw.clusterset,
+            cluster_zones: raw.cluster_zones,
+            local_cluster,
+        };
+        zones
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
+        if raw.dns.udp_workers == 0 {
+            bail!("{}: dns.udp_workers must be at least 1", path.display());
+        }
+        if raw.sources.is_empty() {
+            bail!(
+                "{}: no [[sources]]: nothing would be served",
+                path.display()
+            );
+        }
+        let RegistryConfig::Memory(mem) = raw.registry;
+        let sources = raw
+            .sources
+            .into_iter()
+            .map(|s| match s {
+                SourceConfig::Files(f) => Source::Files {
+                    root: if f.path.is_absolute() {
+                        f.path
+                    } else {
+                        base.join(f.path)
+                    },
+                    interval: Duration::from_millis(f.poll_interval_ms.max(10)),
+                },
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_owned(),
+            dns: raw.dns,
+            liveness_timeout: Duration::from_millis(mem.liveness_timeout_ms.max(100)),
+            zones,
+            sources,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, Path::new("/etc/fleetdns/fleetdns.toml"))
+    }
+
+    const MINIMAL: &str = r#"
+cluster_id = "cluster-a"
+[dns]
+listen = "127.0.0.1:5353"
+[registry]
+kind = "memory"
+[[sources]]
+kind = "files"
+path = "clusters"
+"#;
+
+    #[test]
+    fn the_issue_example_parses_and_paths_are_relative_to_the_file() {
+        let c = parse(MINIMAL).unwrap();
+        let Source::Files { root, .. } = &c.sources[0];
+        assert_eq!(root, Path::new("/etc/fleetdns/clusters"));
+        assert_eq!(
+            c.zones.local_cluster.as_ref().unwrap().as_str(),
+            "cluster-a"
+        );
+        assert_eq!(c.zones.clusterset.ttl, 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (text, key) in [
+            (format!("{MINIMAL}\nbogus = 1"), "bogus"),
+            (
+                MINIMAL.replace("[dns]", "[dns]\nlisten_addr = \"x\""),
+                "listen_addr",
+            ),
+            (
+                MINIMAL.replace("path = \"clusters\"", "path = \"c\"\npoll = 1"),
+                "poll",
+            ),
+            (
+                format!("{MINIMAL}\n[clusterset]\nttl = 5\nzone = \"x\""),
+                "zone",
+            ),
+            (
+                MINIMAL.replace("kind = \"memory\"", "kind = \"memory\"\ntimeout = 3"),
+                "timeout",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let err = format!(
+            "{:#}",
+            parse(&MINIMAL.replace("cluster-a", "Cluster_A")).unwrap_err()
+        );
+        assert!(err.contains("cluster_id"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&format!("{MINIMAL}\n[clusterset]\nttl = 99999")).unwrap_err()
+        );
+        assert!(err.contains("clusterset.ttl"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&format!("{MINIMAL}\n[cluster_zones]\nsuffix = \"local\"")).unwrap_err()
+        );
+        assert!(err.contains("cluster_zones.suffix"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&MINIMAL.replace("kind = \"files\"", "kind = \"ftp\"")).unwrap_err()
+        );
+        assert!(err.contains("ftp"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse("[dns]\nlisten = \"127.0.0.1:53\"").unwrap_err()
+        );
+        assert!(err.contains("sources"), "{err}");
+        let err = format!("{:#}", parse("cluster_id = [").unwrap_err());
+        assert!(err.contains("fleetdns.toml"), "{err}");
+    }
+}

@@ -1,0 +1,257 @@
+//! `serve` and `check-config`: bind, load sources, compile snapshots into answer tables.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use fleetdns_core::{FleetSnapshot, MemoryRegistry, Registry, merge_fleet};
+use fleetdns_dns::{SharedTable, TcpOptions, ZonesConfig};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Source};
+use crate::files::FilesSource;
+
+/// How long shutdown waits for in-flight TCP answers.
+const DRAIN: Duration = Duration::from_secs(5);
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn serve(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(config_path)?;
+    if let Some(addr) = listen {
+        config.dns.listen = addr;
+    }
+    runtime()?.block_on(run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bind_udp(addr: SocketAddr, buffer: usize) -> anyhow::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Bursts of queries overflow the kernel's default 208 KB; ask for more (capped by rmem_max).
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        tracing::warn!(error = %e, "cannot size the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer) {
+        tracing::warn!(error = %e, "cannot size the UDP send buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot bind UDP {addr}"))?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("cannot bind TCP {addr}"))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = config.dns.listen;
+    let udp = Arc::new(tokio::net::UdpSocket::from_std(bind_udp(
+        addr,
+        config.dns.udp_buffer_bytes,
+    )?)?);
+    let tcp = tokio::net::TcpListener::from_std(bind_tcp(addr)?)?;
+    let table: SharedTable = Arc::new(ArcSwapOption::empty());
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    // Listeners first: until the first snapshot, authoritative zones answer SERVFAIL.
+    for _ in 0..config.dns.udp_workers {
+        tasks.spawn(fleetdns_dns::serve_udp(
+            udp.clone(),
+            table.clone(),
+            cancel.clone(),
+        ));
+    }
+    let tcp_options = TcpOptions {
+        idle_timeout: Duration::from_millis(config.dns.tcp_idle_timeout_ms),
+        max_connections: config.dns.tcp_max_connections,
+    };
+    tasks.spawn(fleetdns_dns::serve_tcp(
+        tcp,
+        table.clone(),
+        tcp_options,
+        cancel.clone(),
+    ));
+    tracing::info!(listen = %addr, "listening on UDP and TCP");
+
+    let registry = Arc::new(MemoryRegistry::new(config.liveness_timeout));
+    {
+        let (registry, cancel) = (registry.clone(), cancel.clone());
+        tasks.spawn(async move { registry.run_liveness(cancel.cancelled()).await });
+    }
+    let dyn_registry: Arc<dyn Registry> = registry.clone();
+    for source in &config.sources {
+        match source {
+            Source::Files { root, interval } => {
+                let mut files = FilesSource::new(root.clone(), *interval);
+                files
+                    .poll(&*dyn_registry)
+                    .await
+                    .with_context(|| format!("cannot read manifest folder {}", root.display()))?;
+                tasks.spawn(files.run(dyn_registry.clone(), cancel.clone()));
+            }
+        }
+    }
+
+    // Every source has loaded once: compile now and on every change.
+    let mut snapshots = registry.subscribe();
+    let zones = config.zones.clone();
+    {
+        let (table, cancel) = (table.clone(), cancel.clone());
+        tasks.spawn(async move {
+            loop {
+                let snapshot = snapshots.borrow_and_update().clone();
+                if let Some(snapshot) = snapshot {
+                    install(&table, &snapshot, &zones);
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = snapshots.changed() => if r.is_err() { return },
+                }
+            }
+        });
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+        tracing::warn!("some tasks did not stop in time");
+    }
+    Ok(())
+}
+
+/// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
+fn install(table: &SharedTable, snapshot: &FleetSnapshot, zones: &ZonesConfig) {
+    let started = std::time::Instant::now();
+    let merged = merge_fleet(snapshot);
+    for service in merged.values() {
+        for c in &service.conflicts {
+            tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
+        }
+    }
+    let compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
+    let stats = compiled.stats();
+    table.store(Some(Arc::new(compiled)));
+    tracing::info!(
+        version = snapshot.version,
+        clusters = snapshot.clusters.len(),
+        services = merged.len(),
+        names = stats.names,
+        records = stats.records,
+        micros = started.elapsed().as_micros() as u64,
+        "answer table installed"
+    );
+}
+
+fn serial_now() -> u32 {
+    fleetdns_core::Timestamp::now().0 as u32
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `check-config`: loads the config and every source once, prints what would be served.
+/// Exits 1 when a source has errors (a manifest that does not parse, a bad folder name).
+pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    runtime()?.block_on(async move {
+        let registry = MemoryRegistry::new(config.liveness_timeout);
+        let mut errors = Vec::new();
+        for source in &config.sources {
+            match source {
+                Source::Files { root, interval } => {
+                    let report = FilesSource::new(root.clone(), *interval)
+                        .poll(&registry)
+                        .await
+                        .with_context(|| {
+                            format!("cannot read manifest folder {}", root.display())
+                        })?;
+                    errors.extend(report.errors);
+                }
+            }
+        }
+        let snapshot = registry.subscribe().borrow().clone().unwrap_or_default();
+        let merged = merge_fleet(&snapshot);
+        let table = fleetdns_dns::compile(&snapshot, &merged, &config.zones, serial_now());
+        println!("config {} is valid", config.path.display());
+        println!("listen {} (UDP and TCP)", config.dns.listen);
+        println!(
+            "policy {:?}, local cluster {}",
+            config.zones.clusterset.policy,
+            config
+                .zones
+                .local_cluster
+                .as_ref()
+                .map_or("(none)", |c| c.as_str())
+        );
+        println!("zones: {}", table.zone_names().join(" "));
+        for (id, view) in &snapshot.clusters {
+            println!("cluster {id}: {} exported services", view.exports.len());
+        }
+        for service in merged.values() {
+            let members: Vec<&str> = service.members.iter().map(|e| e.cluster.as_str()).collect();
+            let ports: Vec<String> = service.ports.iter().map(ToString::to_string).collect();
+            println!(
+                "service {} {} clusters [{}] ports [{}]",
+                service.key,
+                service.service_type,
+                members.join(", "),
+                ports.join(", ")
+            );
+            for c in &service.conflicts {
+                println!("  conflict {}: {}", c.kind.reason(), c.message);
+            }
+        }
+        let stats = table.stats();
+        println!("{} names, {} records", stats.names, stats.records);
+        for e in &errors {
+            println!("error: {e}");
+        }
+        Ok(if errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
