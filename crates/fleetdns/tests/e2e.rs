@@ -1,0 +1,439 @@
+//! End to end: the real `fleetdns` binary on the demo fleet, asked by the real `dig`.
+//! Needs `dig` (Debian `dnsutils`); `.ci/run` installs it.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should happen "soon"; never a speed assertion.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Copies the demo into a temp folder (so tests can edit it) and serves it.
+    fn demo() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo_root().join("examples/demo"), dir.path());
+        Self::start(dir)
+    }
+
+    fn start(dir: tempfile::TempDir) -> Self {
+        let port = free_port();
+        let log = dir.path().join("fleetdns.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("fleetdns.toml"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("FLEETDNS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start fleetdns");
+        let server = Self {
+            child,
+            port,
+            dir,
+            log,
+        };
+        server.wait_until(|| server.status("dns-version.clusterset.local", "TXT") == "NOERROR");
+        server
+    }
+
+    fn clusters(&self) -> PathBuf {
+        self.dir.path().join("clusters")
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .arg("@127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .expect("run dig (install dnsutils)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `dig +short`, sorted.
+    fn short(&self, name: &str, qtype: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![name, qtype, "+short"];
+        args.extend_from_slice(extra);
+        let mut lines: Vec<String> = self
+            .dig(&args)
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.starts_with(';'))
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    fn status(&self, name: &str, qtype: &str) -> String {
+        let out = self.dig(&[name, qtype]);
+        out.split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("NO ANSWER")
+            .to_owned()
+    }
+
+    fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "condition not met in time; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn demo_answers_over_udp_and_tcp() {
+    let s = Server::demo();
+    for transport in [&[][..], &["+tcp"][..]] {
+        // MCS-12 + SPEC §3 local-first: cluster-a is local and ready.
+        assert_eq!(
+            s.short("payment.default.svc.clusterset.local", "A", transport),
+            ["10.96.10.10"]
+        );
+        // MCS-14: ready endpoints of every cluster; reviews-2 is not ready (K8S-16).
+        assert_eq!(
+            s.short("reviews.default.svc.clusterset.local", "A", transport),
+            ["10.244.1.20", "10.244.1.21", "10.246.1.20"]
+        );
+        // MCS-15 with hostname, and K8S-11 dashed IP for the pod without one.
+        assert_eq!(
+            s.short(
+                "reviews-1.cluster-a.reviews.default.svc.clusterset.local",
+                "A",
+                transport
+            ),
+            ["10.244.1.21"]
+        );
+        assert_eq!(
+            s.short(
+                "10-246-1-20.cluster-c.reviews.default.svc.clusterset.local",
+                "A",
+                transport
+            ),
+            ["10.246.1.20"]
+        );
+        // Dual-stack both families.
+        assert_eq!(
+            s.short("frontend.web.svc.clusterset.local", "AAAA", transport),
+            ["fd00:97::20"]
+        );
+        assert_eq!(
+            s.short("frontend.web.svc.clusterset.local", "A", transport),
+            ["10.97.20.20"]
+        );
+        // MCS-13: named ports only.
+        assert_eq!(
+            s.short("frontend.web.svc.clusterset.local", "SRV", transport),
+            ["0 100 443 frontend.web.svc.clusterset.local."]
+        );
+        // §2.2: per-cluster zone of cluster-b.
+        assert_eq!(
+            s.short("payment.default.svc.cluster-b.local", "A", transport),
+            ["10.97.10.10"]
+        );
+        // MCS-22: cluster-c's headless inventory lost the type conflict in clusterset.local but
+        // is still what cluster-c.local serves.
+        assert_eq!(
+            s.short("inventory.shop.svc.clusterset.local", "A", transport),
+            ["10.96.30.30"]
+        );
+        assert_eq!(
+            s.short("inventory.shop.svc.cluster-c.local", "A", transport),
+            ["10.246.3.30"]
+        );
+    }
+    // MCS-5: a Service without ServiceExport; MCS-4: ExternalName is never exported.
+    assert_eq!(
+        s.status("internal.web.svc.clusterset.local", "A"),
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        s.status("legacy-db.shop.svc.clusterset.local", "A"),
+        "NXDOMAIN"
+    );
+    // K8S-21: the other family of a known name is NODATA with the SOA.
+    let out = s.dig(&["payment.default.svc.clusterset.local", "AAAA"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("ANSWER: 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SOA\tns.dns.clusterset.local. hostmaster.clusterset.local."),
+        "{out}"
+    );
+    assert!(out.contains(" aa"), "authoritative answers set AA: {out}");
+    // Outside every zone: REFUSED (no forwarding yet).
+    assert_eq!(s.status("example.com", "A"), "REFUSED");
+    // MCS-18: the cluster form does not exist.
+    assert_eq!(
+        s.status("cluster-a.payment.default.svc.clusterset.local", "A"),
+        "NXDOMAIN"
+    );
+}
+
+#[test]
+fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let mut endpoints = String::new();
+    for i in 0..120 {
+        endpoints.push_str(&format!(
+            "- addresses: [\"10.250.{}.{}\"]\n",
+            i / 200,
+            i % 200 + 1
+        ));
+    }
+    std::fs::write(
+        dir.path().join("clusters/cluster-b/big.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: big, namespace: default}}\nspec: {{clusterIP: None}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: big-1\n  namespace: default\n  labels: {{kubernetes.io/service-name: big}}\naddressType: IPv4\nendpoints:\n{endpoints}---\n\
+             apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: big, namespace: default}}\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    let name = "big.default.svc.clusterset.local";
+    // Without EDNS: 512 bytes at most, TC set (+ignore keeps dig from retrying over TCP).
+    let out = s.dig(&[name, "A", "+noedns", "+ignore"]);
+    assert!(out.contains(" tc"), "expected TC without EDNS: {out}");
+    let msg_size: usize = out
+        .split("MSG SIZE  rcvd: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(msg_size <= 512, "{msg_size}");
+    // With EDNS the client's size is honoured: 120 records do not fit 1232 bytes either.
+    let out = s.dig(&[name, "A", "+bufsize=1232", "+ignore"]);
+    assert!(out.contains(" tc"), "{out}");
+    // TCP carries everything; and dig's own fallback from a truncated UDP answer gets it all.
+    assert_eq!(s.short(name, "A", &["+tcp"]).len(), 120);
+    assert_eq!(s.short(name, "A", &["+noedns"]).len(), 120);
+}
+
+#[test]
+fn manifest_edits_show_without_restart_and_bad_files_keep_the_last_good_state() {
+    let s = Server::demo();
+    let payment_b = s.clusters().join("cluster-b/payment.yaml");
+    let name = "payment.default.svc.cluster-b.local";
+    assert_eq!(s.short(name, "A", &[]), ["10.97.10.10"]);
+
+    // An edit.
+    let text = std::fs::read_to_string(&payment_b).unwrap();
+    std::fs::write(&payment_b, text.replace("10.97.10.10", "10.97.10.77")).unwrap();
+    s.wait_until(|| s.short(name, "A", &[]) == ["10.97.10.77"]);
+
+    // A file that does not parse: reported with file and line; the last good state stays.
+    std::fs::write(
+        s.clusters().join("cluster-b/broken.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
+    )
+    .unwrap();
+    s.wait_until(|| s.log_text().contains("broken.yaml:"));
+    assert_eq!(s.short(name, "A", &[]), ["10.97.10.77"]);
+    assert_eq!(
+        s.short("frontend.web.svc.clusterset.local", "A", &[]),
+        ["10.97.20.20"]
+    );
+    std::fs::remove_file(s.clusters().join("cluster-b/broken.yaml")).unwrap();
+
+    // A new file.
+    std::fs::write(
+        s.clusters().join("cluster-c/cart.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: cart, namespace: shop}\nspec: {clusterIP: 10.98.1.1}\n---\n\
+         apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {name: cart, namespace: shop}\n",
+    )
+    .unwrap();
+    s.wait_until(|| s.short("cart.shop.svc.clusterset.local", "A", &[]) == ["10.98.1.1"]);
+
+    // A removed file.
+    std::fs::remove_file(s.clusters().join("cluster-b/frontend.yaml")).unwrap();
+    s.wait_until(|| s.status("frontend.web.svc.clusterset.local", "A") == "NXDOMAIN");
+
+    // A removed cluster folder withdraws the cluster and its zone.
+    std::fs::remove_dir_all(s.clusters().join("cluster-c")).unwrap();
+    s.wait_until(|| s.status("cart.shop.svc.cluster-c.local", "A") == "REFUSED");
+    assert_eq!(
+        s.short("reviews.default.svc.clusterset.local", "A", &[]),
+        ["10.244.1.20", "10.244.1.21"]
+    );
+}
+
+#[test]
+fn malformed_packets_get_formerr_or_silence_and_the_server_keeps_answering() {
+    let s = Server::demo();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(40)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut packets: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0x12],
+        vec![0xab, 0xcd, 0x01, 0x00, 0x00, 0x01], // truncated header
+        vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0], // qdcount 1, no question
+        vec![
+            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c, 0, 1, 0, 1,
+        ], // pointer loop
+        vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x3f, b'a'], // label past the end
+    ];
+    for _ in 0..300 {
+        let len = (next() % 300) as usize;
+        packets.push((0..len).map(|_| next() as u8).collect());
+    }
+    for p in &packets {
+        sock.send_to(p, s.addr()).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            // Whatever comes back is a response header with the packet's ID.
+            assert!(n >= 12, "short response to {p:?}");
+            assert_eq!(&buf[..2], &p[..2], "ID echoed");
+            assert!(buf[2] & 0x80 != 0, "QR set");
+        }
+    }
+    // The FORMERR cases answer FORMERR.
+    for p in &packets[3..6] {
+        sock.send_to(p, s.addr()).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).expect("a FORMERR answer");
+        assert!(n >= 12);
+        assert_eq!(buf[3] & 0x0f, 1, "FORMERR for {p:?}");
+    }
+    // And it still answers, over both transports.
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &[]),
+        ["10.96.10.10"]
+    );
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &["+tcp"]),
+        ["10.96.10.10"]
+    );
+    // A TCP client sending garbage, then a half message, does not disturb anyone.
+    use std::io::Write;
+    let mut tcp = std::net::TcpStream::connect(s.addr()).unwrap();
+    let _ = tcp.write_all(&[0x00, 0x05, 1, 2, 3, 4, 5, 0x40, 0x00, 1]);
+    assert_eq!(
+        s.short(
+            "reviews-0.cluster-a.reviews.default.svc.clusterset.local",
+            "A",
+            &["+tcp"]
+        ),
+        ["10.244.1.20"]
+    );
+}
+
+fn fleetdns(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn check_config_prints_what_it_would_serve_and_names_what_is_wrong() {
+    let demo = repo_root().join("examples/demo/fleetdns.toml");
+    let (code, out) = fleetdns(&["check-config", demo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("zones: clusterset.local. cluster-a.local. cluster-b.local. cluster-c.local."),
+        "{out}"
+    );
+    assert!(
+        out.contains("service default/payment ClusterSetIP clusters [cluster-a, cluster-b]"),
+        "{out}"
+    );
+    assert!(out.contains("conflict TypeConflict"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    std::fs::write(
+        dir.path().join("clusters/cluster-a/bad.yaml"),
+        "apiVersion: v1\nkind: Service\nspec:\n  ports: [\n",
+    )
+    .unwrap();
+    let (code, out) = fleetdns(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("bad.yaml:"), "names the file and line: {out}");
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[dns]", "[dns]\nlissen = \"x\"")).unwrap();
+    let (code, out) = fleetdns(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("lissen"), "names the unknown key: {out}");
+}
