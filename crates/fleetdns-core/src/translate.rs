@@ -297,3 +297,294 @@ fn routable(ip: IpAddr) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::{EndpointConditions, ObjectMeta, ServicePort, ServiceSpec, SliceEndpoint};
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            creation_timestamp: Some("2026-01-01T00:00:00Z".into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn service(
+        name: &str,
+        ty: Option<&str>,
+        cluster_ip: Option<&str>,
+        ports: Vec<ServicePort>,
+    ) -> Service {
+        Service {
+            metadata: meta(name),
+            spec: ServiceSpec {
+                type_: ty.map(Into::into),
+                cluster_ip: cluster_ip.map(Into::into),
+                ports,
+                ..ServiceSpec::default()
+            },
+        }
+    }
+
+    fn slice(
+        svc: &str,
+        family: &str,
+        eps: Vec<(&str, Option<bool>, Option<&str>)>,
+    ) -> EndpointSlice {
+        let mut m = meta(&format!("{svc}-{family}"));
+        m.labels.insert(SERVICE_NAME_LABEL.into(), svc.into());
+        EndpointSlice {
+            metadata: m,
+            address_type: family.into(),
+            endpoints: eps
+                .into_iter()
+                .map(|(ip, ready, host)| SliceEndpoint {
+                    addresses: vec![ip.into()],
+                    conditions: EndpointConditions { ready },
+                    hostname: host.map(Into::into),
+                    zone: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn export_of(name: &str) -> ServiceExport {
+        ServiceExport {
+            metadata: meta(name),
+        }
+    }
+
+    fn port(name: Option<&str>, port: i64, protocol: Option<&str>) -> ServicePort {
+        ServicePort {
+            name: name.map(Into::into),
+            protocol: protocol.map(Into::into),
+            port,
+            app_protocol: None,
+        }
+    }
+
+    fn run(objects: ClusterObjects) -> Translated {
+        let cluster = ClusterId::new("c1").unwrap();
+        translate_cluster(&cluster, &objects, &mut |_| Timestamp(42))
+    }
+
+    fn one(svc: Service, slices: Vec<EndpointSlice>) -> Result<Export, Invalid> {
+        let name = svc.metadata.name.clone().unwrap();
+        let t = run(ClusterObjects {
+            services: vec![svc],
+            endpoint_slices: slices,
+            service_exports: vec![export_of(&name)],
+        });
+        match t.invalid.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok((*t.exports.into_values().next().unwrap()).clone()),
+        }
+    }
+
+    #[test]
+    fn mcs4_service_types() {
+        for (ty, ip, want) in [
+            (None, Some("10.0.0.1"), ServiceType::ClusterSetIp),
+            (
+                Some("ClusterIP"),
+                Some("10.0.0.1"),
+                ServiceType::ClusterSetIp,
+            ),
+            (
+                Some("NodePort"),
+                Some("10.0.0.1"),
+                ServiceType::ClusterSetIp,
+            ),
+            (
+                Some("LoadBalancer"),
+                Some("10.0.0.1"),
+                ServiceType::ClusterSetIp,
+            ),
+            (Some("ClusterIP"), Some("None"), ServiceType::Headless),
+        ] {
+            let e = one(service("web", ty, ip, vec![]), vec![]).unwrap();
+            assert_eq!(e.service_type, want, "{ty:?} {ip:?}");
+        }
+    }
+
+    #[test]
+    fn mcs4_external_name_is_invalid_service_type() {
+        let err = one(
+            service("legacy", Some("ExternalName"), None, vec![]),
+            vec![],
+        )
+        .unwrap_err();
+        assert_eq!(err.reason(), "InvalidServiceType");
+    }
+
+    #[test]
+    fn mcs5_only_exported_services_are_published() {
+        let t = run(ClusterObjects {
+            services: vec![
+                service("web", None, Some("10.0.0.1"), vec![]),
+                service("db", None, Some("10.0.0.2"), vec![]),
+            ],
+            endpoint_slices: vec![],
+            service_exports: vec![export_of("web"), export_of("ghost")],
+        });
+        let names: Vec<&str> = t.exports.keys().map(|k| k.name()).collect();
+        assert_eq!(names, ["web"]);
+        assert_eq!(t.invalid.len(), 1);
+        assert_eq!(t.invalid[0].1.reason(), "NoService");
+    }
+
+    #[test]
+    fn named_and_unnamed_ports() {
+        let e = one(
+            service(
+                "web",
+                None,
+                Some("10.0.0.1"),
+                vec![port(Some("HTTP"), 80, None), port(None, 8443, Some("UDP"))],
+            ),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            e.ports[0].name.as_deref(),
+            Some("http"),
+            "port names compare lower-case (K8S-2)"
+        );
+        assert_eq!(
+            e.ports[0].protocol,
+            Protocol::Tcp,
+            "protocol defaults to TCP"
+        );
+        assert_eq!(e.ports[1].name, None);
+        assert_eq!(e.ports[1].protocol, Protocol::Udp);
+        let err = one(
+            service("web", None, Some("10.0.0.1"), vec![port(None, 70000, None)]),
+            vec![],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("spec.ports[0].port"), "{err}");
+    }
+
+    #[test]
+    fn k8s16_readiness_nil_means_ready() {
+        let e = one(
+            service("web", None, Some("None"), vec![]),
+            vec![slice(
+                "web",
+                "IPv4",
+                vec![
+                    ("10.1.0.1", None, None),
+                    ("10.1.0.2", Some(true), None),
+                    ("10.1.0.3", Some(false), None),
+                ],
+            )],
+        )
+        .unwrap();
+        let ready: Vec<bool> = e.endpoints.iter().map(|ep| ep.ready).collect();
+        assert_eq!(ready, [true, true, false]);
+    }
+
+    #[test]
+    fn k8s17_publish_not_ready_addresses_makes_everything_ready() {
+        let mut svc = service("web", None, Some("None"), vec![]);
+        svc.spec.publish_not_ready_addresses = Some(true);
+        let e = one(
+            svc,
+            vec![slice("web", "IPv4", vec![("10.1.0.3", Some(false), None)])],
+        )
+        .unwrap();
+        assert!(e.endpoints[0].ready);
+    }
+
+    #[test]
+    fn dual_stack_cluster_ips_and_endpoints() {
+        let mut svc = service("web", None, Some("10.0.0.1"), vec![]);
+        svc.spec.cluster_ips = vec!["10.0.0.1".into(), "fd00::1".into()];
+        let e = one(
+            svc,
+            vec![
+                slice("web", "IPv4", vec![("10.1.0.1", None, Some("web-0"))]),
+                slice("web", "IPv6", vec![("fd00:1::1", None, Some("web-0"))]),
+                slice("web", "FQDN", vec![("example.com", None, None)]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            e.cluster_ips,
+            [
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(e.endpoints.len(), 2, "FQDN slices are ignored");
+        assert!(
+            e.endpoints
+                .iter()
+                .all(|ep| ep.hostname.as_deref() == Some("web-0"))
+        );
+    }
+
+    #[test]
+    fn lh19_lh26_duplicates_and_unroutable_addresses_are_dropped() {
+        let e = one(
+            service("web", None, Some("None"), vec![]),
+            vec![
+                slice(
+                    "web",
+                    "IPv4",
+                    vec![
+                        ("10.1.0.1", Some(false), None),
+                        ("127.0.0.1", None, None),
+                        ("v4?", None, None),
+                    ],
+                ),
+                slice("web", "IPv4", vec![("10.1.0.1", Some(true), None)]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(e.endpoints.len(), 1);
+        assert!(e.endpoints[0].ready, "the ready copy of a duplicate wins");
+    }
+
+    #[test]
+    fn bad_hostnames_fall_back_to_the_dashed_ip() {
+        let e = one(
+            service("web", None, Some("None"), vec![]),
+            vec![slice(
+                "web",
+                "IPv4",
+                vec![("10.1.0.1", None, Some("not_a_label"))],
+            )],
+        )
+        .unwrap();
+        assert_eq!(e.endpoints[0].hostname, None);
+    }
+
+    #[test]
+    fn creation_time_comes_from_the_service_export_or_first_seen() {
+        let e = one(service("web", None, Some("10.0.0.1"), vec![]), vec![]).unwrap();
+        assert_eq!(
+            e.created,
+            Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap()
+        );
+        let mut ex = export_of("web");
+        ex.metadata.creation_timestamp = None;
+        let t = run(ClusterObjects {
+            services: vec![service("web", None, Some("10.0.0.1"), vec![])],
+            endpoint_slices: vec![],
+            service_exports: vec![ex],
+        });
+        assert_eq!(t.exports.values().next().unwrap().created, Timestamp(42));
+    }
+
+    #[test]
+    fn a_cluster_ip_service_without_its_ip_is_refused() {
+        let err = one(service("web", None, None, vec![]), vec![]).unwrap_err();
+        assert!(err.to_string().contains("clusterIP"), "{err}");
+        let err = one(service("web", None, Some("10.0.0.999"), vec![]), vec![]).unwrap_err();
+        assert!(err.to_string().contains("not an IP"), "{err}");
+    }
+}
