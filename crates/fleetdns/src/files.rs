@@ -144,6 +144,8 @@ pub struct PollReport {
     pub published: Vec<ClusterId>,
     pub withdrawn: Vec<ClusterId>,
     pub errors: Vec<String>,
+    /// ServiceExports refused (with the mcs-api reason) and parts of exports skipped.
+    pub notes: Vec<String>,
 }
 
 impl FilesSource {
@@ -201,7 +203,8 @@ impl FilesSource {
             }
             state.fingerprint = fingerprint;
             match load_cluster(&id, &dir, &mut state.first_seen) {
-                Ok(exports) => {
+                Ok((exports, notes)) => {
+                    report.notes.extend(notes);
                     if state.last_error.take().is_some() {
                         tracing::info!(cluster = %id, "manifests parse again");
                     }
@@ -297,12 +300,12 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads and translates one cluster folder. Any unreadable file fails the whole folder, so a
-/// half-edited set never replaces a good one.
+/// half-edited set never replaces a good one. Returns the exports and notes on what was refused.
 pub fn load_cluster(
     cluster: &ClusterId,
     dir: &Path,
     first_seen: &mut HashMap<String, Timestamp>,
-) -> Result<ExportSet, ManifestError> {
+) -> Result<(ExportSet, Vec<String>), ManifestError> {
     let mut objects = ClusterObjects::default();
     for file in manifest_files(dir) {
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError {
@@ -321,13 +324,16 @@ pub fn load_cluster(
     let now = Timestamp::now();
     let mut seen = |label: &str| *first_seen.entry(label.to_owned()).or_insert(now);
     let translated = translate_cluster(cluster, &objects, &mut seen);
+    let mut notes = Vec::new();
     for (label, why) in &translated.invalid {
         tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
+        notes.push(format!("{cluster}: ServiceExport {label} Valid=False ({}): {why}", why.reason()));
     }
     for w in &translated.warnings {
         tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
+        notes.push(format!("{cluster}: {w}"));
     }
-    Ok(translated.exports)
+    Ok((translated.exports, notes))
 }
 
 #[cfg(test)]

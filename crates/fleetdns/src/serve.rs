@@ -198,6 +198,7 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let registry = MemoryRegistry::new(config.liveness_timeout);
         let mut errors = Vec::new();
+        let mut notes = Vec::new();
         for source in &config.sources {
             match source {
                 Source::Files { root, interval } => {
@@ -208,6 +209,7 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
                             format!("cannot read manifest folder {}", root.display())
                         })?;
                     errors.extend(report.errors);
+                    notes.extend(report.notes);
                 }
             }
         }
@@ -245,6 +247,9 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         let stats = table.stats();
         println!("{} names, {} records", stats.names, stats.records);
+        for n in &notes {
+            println!("not exported: {n}");
+        }
         for e in &errors {
             println!("error: {e}");
         }
