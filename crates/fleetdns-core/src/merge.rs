@@ -205,18 +205,26 @@ fn join(ids: &[ClusterId]) -> String {
         .join(", ")
 }
 
-/// Merges every service of the fleet (every cluster in the registry, alive or not: conflicts
-/// are fleet facts; the answers use only live members).
+/// Merges every service of the fleet over the clusters that are alive: a dead cluster takes
+/// no part in deciding a live service's type or ports. A service exported only by dead
+/// clusters is still merged (over those), so its name stays known (NODATA, not NXDOMAIN) until
+/// the registry drops them.
 pub fn merge_fleet(snapshot: &FleetSnapshot) -> BTreeMap<ServiceKey, MergedService> {
-    let mut by_key: BTreeMap<&ServiceKey, Vec<Arc<Export>>> = BTreeMap::new();
+    /// (exports of live clusters, exports of dead ones)
+    type LiveDead = (Vec<Arc<Export>>, Vec<Arc<Export>>);
+    let mut by_key: BTreeMap<&ServiceKey, LiveDead> = BTreeMap::new();
     for view in snapshot.clusters.values() {
         for (key, export) in view.exports.iter() {
-            by_key.entry(key).or_default().push(export.clone());
+            let (live, dead) = by_key.entry(key).or_default();
+            if view.alive { live } else { dead }.push(export.clone());
         }
     }
     by_key
         .into_iter()
-        .filter_map(|(key, exports)| Some((key.clone(), merge_service(exports)?)))
+        .filter_map(|(key, (live, dead))| {
+            let exports = if live.is_empty() { dead } else { live };
+            Some((key.clone(), merge_service(exports)?))
+        })
         .collect()
 }
 
@@ -387,5 +395,38 @@ mod tests {
             .unwrap();
         assert_eq!(c.kind.reason(), "IPFamilyConflict");
         assert_eq!(m.members.len(), 2, "a family conflict changes no answer");
+    }
+
+    #[test]
+    fn a_dead_cluster_does_not_decide_a_live_service() {
+        use crate::registry::ClusterView;
+        let old_dead = export("a", 100, ServiceType::Headless, vec![], "10.0.0.1");
+        let new_live = export("b", 200, ServiceType::ClusterSetIp, vec![], "10.0.0.2");
+        let only_dead = Arc::new(Export {
+            key: ServiceKey::new("default", "db").unwrap(),
+            ..(*old_dead).clone()
+        });
+        let view = |alive, exports: Vec<Arc<Export>>| ClusterView {
+            alive,
+            exports: Arc::new(exports.into_iter().map(|e| (e.key.clone(), e)).collect()),
+            published: crate::Timestamp(0),
+        };
+        let mut snap = FleetSnapshot::default();
+        snap.clusters.insert(
+            old_dead.cluster.clone(),
+            view(false, vec![old_dead, only_dead]),
+        );
+        snap.clusters
+            .insert(new_live.cluster.clone(), view(true, vec![new_live]));
+        let merged = merge_fleet(&snap);
+        let web = &merged[&ServiceKey::new("default", "web").unwrap()];
+        assert_eq!(web.service_type, ServiceType::ClusterSetIp);
+        assert!(web.conflicts.is_empty(), "{:?}", web.conflicts);
+        let db = &merged[&ServiceKey::new("default", "db").unwrap()];
+        assert_eq!(
+            db.members[0].cluster.as_str(),
+            "a",
+            "a service of dead clusters only stays known"
+        );
     }
 }

@@ -50,6 +50,12 @@ pub fn compile(
             if let Ok(owner) = prefix_name(&["dns-version"], &apex) {
                 b.add_txt(zone, &owner, VERSION_TTL, K8S_DNS_VERSION);
             }
+            ensure_svc(&mut b, zone, &apex);
+            // A.6: `pod.<zone>` exists (NODATA); pod names themselves are off, as in CoreDNS's
+            // default `pods disabled`, so `<ip>.<ns>.pod.<zone>` is NXDOMAIN.
+            if let Ok(owner) = prefix_name(&["pod"], &apex) {
+                b.ensure(zone, &owner);
+            }
             for export in view.exports.values() {
                 cluster_service(&mut b, zone, &apex, ttl, export);
             }
@@ -77,6 +83,14 @@ fn soa_params(cfg: &SoaConfig, apex: &[u8], ttl: u32, serial: u32) -> SoaParams 
         retry: cfg.retry,
         expire: cfg.expire,
         minimum: cfg.minimum.unwrap_or(ttl),
+    }
+}
+
+/// `svc.<zone>` always exists (NODATA, never NXDOMAIN; dns-behaviour A.6), even before any
+/// service is exported, so a negative answer never denies the whole `svc` subtree (RFC 8020).
+fn ensure_svc(b: &mut TableBuilder, zone: u16, apex: &[u8]) {
+    if let Ok(owner) = prefix_name(&["svc"], apex) {
+        b.ensure(zone, &owner);
     }
 }
 
@@ -131,6 +145,7 @@ fn compile_clusterset(
     if let Ok(owner) = prefix_name(&["dns-version"], &apex) {
         b.add_txt(zone, &owner, VERSION_TTL, MCS_DNS_VERSION);
     }
+    ensure_svc(b, zone, &apex);
     let alive = |c: &ClusterId| snapshot.clusters.get(c).is_some_and(|v| v.alive);
     for (key, service) in merged {
         let Some(svc_name) = service_name(key, &apex) else {
@@ -161,16 +176,23 @@ fn compile_clusterset(
             }
         }
         if cs.lighthouse_names {
-            // LH-12: that cluster's own addresses, even when it is unhealthy.
-            for export in &service.members {
+            // LH-12: that cluster's own addresses, even when it is unhealthy (dead clusters
+            // take no part in the merge, so read every cluster's export of the same type).
+            let of_type = snapshot
+                .clusters
+                .values()
+                .filter_map(|view| view.exports.get(key))
+                .filter(|e| e.service_type == service.service_type);
+            for export in of_type {
                 let Ok(owner) = prefix_name(&[export.cluster.as_str()], &svc_name) else {
                     continue;
                 };
-                b.ensure(zone, &owner);
                 let ips: Vec<IpAddr> = match export.service_type {
                     ServiceType::ClusterSetIp => export.cluster_ips.clone(),
                     ServiceType::Headless => ready_ips(export),
                 };
+                // No address, no name: an empty `<cluster>.<svc>` node would turn a headless
+                // service without ready endpoints from NXDOMAIN (MCS-14) into NODATA.
                 for ip in ips {
                     b.add_ip(zone, &owner, ip, cs.ttl, Selection::Fixed);
                 }

@@ -136,6 +136,8 @@ impl ZonesConfig {
         for (key, v) in [
             ("clusterset.soa.mname", &self.clusterset.soa.mname),
             ("clusterset.soa.rname", &self.clusterset.soa.rname),
+            ("cluster_zones.soa.mname", &self.cluster_zones.soa.mname),
+            ("cluster_zones.soa.rname", &self.cluster_zones.soa.rname),
         ] {
             if let Some(v) = v {
                 name(key, v)?;

@@ -327,7 +327,10 @@ pub fn load_cluster(
     let mut notes = Vec::new();
     for (label, why) in &translated.invalid {
         tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
-        notes.push(format!("{cluster}: ServiceExport {label} Valid=False ({}): {why}", why.reason()));
+        notes.push(format!(
+            "{cluster}: ServiceExport {label} Valid=False ({}): {why}",
+            why.reason()
+        ));
     }
     for w in &translated.warnings {
         tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
