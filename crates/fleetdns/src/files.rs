@@ -34,8 +34,18 @@ pub enum Object {
 /// Parses a (multi-document) YAML manifest. Kinds fleetdns does not read are skipped; a `List`
 /// is unpacked.
 pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestError> {
+    // serde-saphyr's default budget (1024 documents, 250k nodes) protects against YAML bombs
+    // but refuses an ordinary `kubectl get -o yaml` dump of a big cluster; keep the protection,
+    // at sizes real manifest sets reach.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 200_000,
+            max_nodes: 10_000_000,
+            max_events: 40_000_000,
+        },
+    };
     let docs: Vec<serde_saphyr::Spanned<Value>> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError {
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| ManifestError {
             file: file.to_owned(),
             line: e.location().map(|l| l.line()).unwrap_or(0),
             reason: first_line(&e.to_string()),
@@ -375,6 +385,14 @@ mod tests {
         assert!(err.reason.contains("mapping"), "{err}");
         let err = parse_manifest(Path::new("x.yaml"), "kind: Service\n").unwrap_err();
         assert!(err.reason.contains("apiVersion"), "{err}");
+    }
+
+    #[test]
+    fn large_manifest_files_parse() {
+        let doc = "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: web}\n---\n";
+        let text = doc.repeat(2000);
+        let objs = parse_manifest(Path::new("big.yaml"), &text).unwrap();
+        assert_eq!(objs.len(), 2000);
     }
 
     #[test]
