@@ -145,8 +145,7 @@ def main():
     for c, cname in enumerate(clusters):
         d = os.path.join(fleet, "clusters", cname)
         os.makedirs(d, exist_ok=True)
-        # fleetdns refuses a YAML file of more than 1024 documents (serde-saphyr's budget):
-        # 100 services (300 documents) per file.
+        # 100 services (300 documents) per file, as real manifest sets are split.
         for start in range(0, S, 100):
             with open(os.path.join(d, f"services-{start // 100:04d}.yaml"), "w") as f:
                 for i in range(start, min(S, start + 100)):
