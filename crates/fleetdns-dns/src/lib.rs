@@ -2,8 +2,10 @@
 //! and TCP server loops. Libraries take bound sockets and a cancellation token; they never
 //! bind or read the environment themselves.
 
+pub mod cache;
 pub mod compile;
 pub mod config;
+pub mod forward;
 pub mod respond;
 pub mod server;
 pub mod table;
