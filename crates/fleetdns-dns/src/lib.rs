@@ -2,6 +2,7 @@
 //! and TCP server loops. Libraries take bound sockets and a cancellation token; they never
 //! bind or read the environment themselves.
 
+pub mod acl;
 pub mod cache;
 pub mod compile;
 pub mod config;
