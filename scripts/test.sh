@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
+command -v knotd >/dev/null 2>&1 || need_apt+=(knot)   # a real upstream for forward zones
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} for the tests" >&2
   sudo_cmd=()

@@ -1,5 +1,5 @@
-//! fleetdns DNS: the wire format, answer tables compiled from registry snapshots, and the UDP
-//! and TCP server loops. Libraries take bound sockets and a cancellation token; they never
+//! fleetdns DNS: the wire format, answer tables compiled from registry snapshots, the UDP
+//! and TCP server loops and their metrics. Libraries take bound sockets and a cancellation token; they never
 //! bind or read the environment themselves.
 
 pub mod acl;
@@ -7,6 +7,7 @@ pub mod cache;
 pub mod compile;
 pub mod config;
 pub mod forward;
+pub mod metrics;
 pub mod respond;
 pub mod server;
 pub mod table;
@@ -16,6 +17,7 @@ pub use compile::compile;
 pub use config::{
     AnswerPolicy, ClusterZones, ClustersetZone, SoaConfig, ZoneConfigError, ZonesConfig,
 };
+pub use metrics::Metrics;
 pub use respond::{Outcome, Transport, respond};
 pub use server::{SharedTable, TcpOptions, serve_tcp, serve_udp};
 pub use table::{AnswerTable, TableStats};

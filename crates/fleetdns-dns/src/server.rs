@@ -1,9 +1,10 @@
-//! UDP and TCP loops. Each takes an already bound socket, the shared table and a cancellation
-//! token; every task it spawns is tracked and stops with the token.
+//! UDP and TCP loops. Each takes an already bound socket, the shared table, the shared
+//! [`Metrics`] and a cancellation token; every task it spawns is tracked and stops with the
+//! token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,13 +13,19 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::Metrics;
 use crate::respond::{Outcome, Transport, respond};
 
 /// The table queries read: swapped whole on every registry change, read without locks.
 pub type SharedTable = Arc<ArcSwapOption<crate::AnswerTable>>;
 
 /// Serves DNS over UDP on `socket` until `cancel` fires.
-pub async fn serve_udp(socket: Arc<UdpSocket>, table: SharedTable, cancel: CancellationToken) {
+pub async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    table: SharedTable,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -33,14 +40,23 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, table: SharedTable, cancel: Cance
                 }
             },
         };
+        let started = Instant::now();
         let current = table.load();
         let outcome = respond(current.as_deref(), &buf[..len], Transport::Udp, &mut out);
         if outcome == Outcome::Dropped {
+            metrics.dropped(Transport::Udp);
             continue;
         }
         if let Err(e) = socket.send_to(&out, peer).await {
             tracing::debug!(error = %e, peer = %peer, "udp send failed");
         }
+        metrics.record(
+            Transport::Udp,
+            &buf[..len],
+            outcome,
+            &out,
+            started.elapsed(),
+        );
     }
 }
 
@@ -67,6 +83,7 @@ impl Default for TcpOptions {
 pub async fn serve_tcp(
     listener: TcpListener,
     table: SharedTable,
+    metrics: Arc<Metrics>,
     options: TcpOptions,
     cancel: CancellationToken,
 ) {
@@ -88,9 +105,9 @@ pub async fn serve_tcp(
             tracing::warn!(peer = %peer, "tcp connection limit reached, closing");
             continue;
         };
-        let (table, cancel) = (table.clone(), cancel.clone());
+        let (table, metrics, cancel) = (table.clone(), metrics.clone(), cancel.clone());
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, peer, table, options, cancel).await {
+            if let Err(e) = connection(stream, peer, table, &metrics, options, cancel).await {
                 tracing::debug!(error = %e, peer = %peer, "tcp connection ended with an error");
             }
             drop(permit);
@@ -104,6 +121,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     table: SharedTable,
+    metrics: &Metrics,
     options: TcpOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -127,14 +145,19 @@ async fn connection(
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "message body timed out")
             })??;
+        let started = Instant::now();
         let current = table.load();
-        if respond(current.as_deref(), body, Transport::Tcp, &mut out) == Outcome::Dropped {
+        let outcome = respond(current.as_deref(), body, Transport::Tcp, &mut out);
+        if outcome == Outcome::Dropped {
+            metrics.dropped(Transport::Tcp);
             tracing::debug!(peer = %peer, "tcp message is not a query, closing");
             return Ok(());
         }
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
-        stream.write_all(&framed).await?;
+        let sent = stream.write_all(&framed).await;
+        metrics.record(Transport::Tcp, body, outcome, &out, started.elapsed());
+        sent?;
     }
 }

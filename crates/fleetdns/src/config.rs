@@ -25,6 +25,17 @@ pub struct RawConfig {
     pub cluster_zones: ClusterZones,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub ops: OpsConfig,
+}
+
+/// The operations HTTP listener (`/health`, `/ready`, `/metrics`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Absent: no listener.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +116,7 @@ pub struct Config {
     pub liveness_timeout: Duration,
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
+    pub ops: OpsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +179,7 @@ impl Config {
             liveness_timeout: Duration::from_millis(mem.liveness_timeout_ms.max(100)),
             zones,
             sources,
+            ops: raw.ops,
         })
     }
 }
@@ -200,6 +213,22 @@ path = "clusters"
             "cluster-a"
         );
         assert_eq!(c.zones.clusterset.ttl, 5);
+        assert_eq!(c.ops.listen, None);
+    }
+
+    #[test]
+    fn ops_listen_is_optional() {
+        let c = parse(&format!("{MINIMAL}\n[ops]\nlisten = \"127.0.0.1:9153\"")).unwrap();
+        assert_eq!(c.ops.listen, Some(SocketAddr::from(([127, 0, 0, 1], 9153))));
+        assert_eq!(
+            parse(&format!("{MINIMAL}\n[ops]")).unwrap().ops.listen,
+            None
+        );
+        let err = format!(
+            "{:#}",
+            parse(&format!("{MINIMAL}\n[ops]\nlisten = \"nowhere\"")).unwrap_err()
+        );
+        assert!(err.contains("listen"), "{err}");
     }
 
     #[test]
@@ -222,6 +251,7 @@ path = "clusters"
                 MINIMAL.replace("kind = \"memory\"", "kind = \"memory\"\ntimeout = 3"),
                 "timeout",
             ),
+            (format!("{MINIMAL}\n[ops]\nport = 9153"), "port"),
         ] {
             let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains(key), "error for {key} does not name it: {err}");

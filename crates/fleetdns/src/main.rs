@@ -2,6 +2,7 @@
 
 mod config;
 mod files;
+mod ops;
 mod serve;
 
 use std::net::SocketAddr;

@@ -4,18 +4,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use fleetdns_core::{FleetSnapshot, MemoryRegistry, Registry, merge_fleet};
-use fleetdns_dns::{SharedTable, TcpOptions, ZonesConfig};
+use fleetdns_dns::{Metrics, SharedTable, TcpOptions, ZonesConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Source};
 use crate::files::FilesSource;
+use crate::ops::{self, Installed, OpsState};
 
 /// How long shutdown waits for in-flight TCP answers.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -70,15 +71,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.dns.udp_buffer_bytes,
     )?)?);
     let tcp = tokio::net::TcpListener::from_std(bind_tcp(addr)?)?;
+    let ops_listener = match config.ops.listen {
+        Some(ops_addr) => Some(
+            tokio::net::TcpListener::bind(ops_addr)
+                .await
+                .with_context(|| format!("cannot bind the ops listener {ops_addr}"))?,
+        ),
+        None => None,
+    };
     let table: SharedTable = Arc::new(ArcSwapOption::empty());
+    let metrics = Arc::new(Metrics::new());
+    let ops = Arc::new(OpsState::new(metrics.clone()));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
 
+    // /health answers while sources load; /ready waits for the first table.
+    if let Some(listener) = ops_listener {
+        tracing::info!(listen = %listener.local_addr()?, "ops listening (/health, /ready, /metrics)");
+        tasks.spawn(ops::serve_ops(listener, ops.clone(), cancel.clone()));
+    }
     // Listeners first: until the first snapshot, authoritative zones answer SERVFAIL.
     for _ in 0..config.dns.udp_workers {
         tasks.spawn(fleetdns_dns::serve_udp(
             udp.clone(),
             table.clone(),
+            metrics.clone(),
             cancel.clone(),
         ));
     }
@@ -89,9 +106,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(fleetdns_dns::serve_tcp(
         tcp,
         table.clone(),
+        metrics,
         tcp_options,
         cancel.clone(),
     ));
+    ops.set_listening();
     tracing::info!(listen = %addr, "listening on UDP and TCP");
 
     let registry = Arc::new(MemoryRegistry::new(config.liveness_timeout));
@@ -117,12 +136,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut snapshots = registry.subscribe();
     let zones = config.zones.clone();
     {
-        let (table, cancel) = (table.clone(), cancel.clone());
+        let (table, ops, cancel) = (table.clone(), ops.clone(), cancel.clone());
         tasks.spawn(async move {
             loop {
                 let snapshot = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = snapshot {
-                    install(&table, &snapshot, &zones);
+                    install(&table, &snapshot, &zones, &ops);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -143,8 +162,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
-fn install(table: &SharedTable, snapshot: &FleetSnapshot, zones: &ZonesConfig) {
-    let started = std::time::Instant::now();
+fn install(table: &SharedTable, snapshot: &FleetSnapshot, zones: &ZonesConfig, ops: &OpsState) {
+    let started = Instant::now();
     let merged = merge_fleet(snapshot);
     for service in merged.values() {
         for c in &service.conflicts {
@@ -154,6 +173,17 @@ fn install(table: &SharedTable, snapshot: &FleetSnapshot, zones: &ZonesConfig) {
     let compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
     let stats = compiled.stats();
     table.store(Some(Arc::new(compiled)));
+    let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
+    ops.table_installed(Installed {
+        received: started,
+        snapshot_version: snapshot.version,
+        clusters_alive,
+        clusters_dead: snapshot.clusters.len() - clusters_alive,
+        exports: snapshot.export_count(),
+        services: merged.len(),
+        table: stats,
+        compile: started.elapsed(),
+    });
     tracing::info!(
         version = snapshot.version,
         clusters = snapshot.clusters.len(),

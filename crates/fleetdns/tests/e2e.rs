@@ -437,3 +437,148 @@ fn check_config_prints_what_it_would_serve_and_names_what_is_wrong() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("lissen"), "names the unknown key: {out}");
 }
+
+/// One HTTP/1.1 request over a plain socket: (status, body).
+fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the ops listener");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(request).unwrap();
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    (status, body.to_owned())
+}
+
+#[test]
+fn ops_listener_reports_health_readiness_and_metrics_that_count_queries() {
+    use fleetdns_dns::metrics::{Sample, parse_exposition, sample_value};
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let ops_port = free_port();
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n"),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let get = |path: &str| {
+        http(
+            ops,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+    };
+    s.wait_until(|| get("/ready").0 == 200);
+    assert_eq!(get("/health"), (200, "ok\n".to_owned()));
+
+    let scrape = || -> Vec<Sample> {
+        let (status, body) = get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))
+    };
+    let value = |samples: &[Sample], name: &str, labels: &[(&str, &str)]| {
+        sample_value(samples, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
+    };
+    let req = "fleetdns_dns_requests_total";
+    let resp = "fleetdns_dns_responses_total";
+    let count = "fleetdns_dns_request_duration_seconds_count";
+    let total = |samples: &[Sample]| -> f64 {
+        samples
+            .iter()
+            .filter(|x| x.name == resp)
+            .map(|x| x.value)
+            .sum()
+    };
+    let before = scrape();
+
+    // The answer is sent before it is counted: dig may return first. Wait for the counts.
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &[]),
+        ["10.96.10.10"]
+    );
+    assert_eq!(
+        s.status("payment.default.svc.clusterset.local", "AAAA"),
+        "NOERROR"
+    );
+    assert_eq!(
+        s.status("nope.default.svc.clusterset.local", "A"),
+        "NXDOMAIN"
+    );
+    assert_eq!(s.status("example.com", "A"), "REFUSED");
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &["+tcp"]),
+        ["10.96.10.10"]
+    );
+    let mut after = scrape();
+    s.wait_until(|| {
+        after = scrape();
+        total(&after) >= total(&before) + 5.0
+    });
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    assert_eq!(delta(req, &[("transport", "udp"), ("qtype", "A")]), 3.0);
+    assert_eq!(delta(req, &[("transport", "udp"), ("qtype", "AAAA")]), 1.0);
+    assert_eq!(delta(req, &[("transport", "tcp"), ("qtype", "A")]), 1.0);
+    assert_eq!(
+        delta(resp, &[("outcome", "answer"), ("rcode", "NOERROR")]),
+        2.0
+    );
+    assert_eq!(
+        delta(resp, &[("outcome", "nodata"), ("rcode", "NOERROR")]),
+        1.0
+    );
+    assert_eq!(
+        delta(resp, &[("outcome", "nxdomain"), ("rcode", "NXDOMAIN")]),
+        1.0
+    );
+    assert_eq!(
+        delta(resp, &[("outcome", "refused"), ("rcode", "REFUSED")]),
+        1.0
+    );
+    assert_eq!(total(&after) - total(&before), 5.0);
+    assert_eq!(delta(count, &[]), 5.0);
+    assert!(
+        value(
+            &after,
+            resp,
+            &[("outcome", "nxdomain"), ("rcode", "NXDOMAIN")]
+        ) >= 1.0
+    );
+    assert!(
+        value(&after, req, &[("transport", "tcp"), ("qtype", "A")]) >= 1.0,
+        "a TCP query was counted"
+    );
+
+    // What the demo serves: three live clusters, a table with names in it.
+    let clusters = "fleetdns_registry_clusters";
+    assert_eq!(value(&after, clusters, &[("state", "alive")]), 3.0);
+    assert!(value(&after, "fleetdns_registry_exports", &[]) >= 3.0);
+    assert!(value(&after, "fleetdns_table_names", &[]) > 0.0);
+    assert!(value(&after, "fleetdns_table_records", &[]) > 0.0);
+    assert!(value(&after, "fleetdns_table_installs_total", &[]) >= 1.0);
+    assert!(value(&after, "fleetdns_registry_snapshot_age_seconds", &[]) >= 0.0);
+    assert!(
+        after
+            .iter()
+            .any(|x| x.name == "fleetdns_build_info" && x.value == 1.0)
+    );
+
+    // Unknown paths, garbage and a client that says nothing leave the listener serving.
+    assert_eq!(get("/nope").0, 404);
+    assert_eq!(http(ops, b"\x16\x03\x01garbage\r\n\r\n").0, 400);
+    assert_eq!(http(ops, b"GET /health\r\n\r\n").0, 400);
+    drop(std::net::TcpStream::connect(ops).unwrap());
+    assert_eq!(get("/health"), (200, "ok\n".to_owned()));
+    assert_eq!(get("/ready").0, 200);
+}
