@@ -19,5 +19,5 @@ pub use config::{
 };
 pub use metrics::Metrics;
 pub use respond::{Outcome, Transport, respond};
-pub use server::{SharedTable, TcpOptions, serve_tcp, serve_udp};
+pub use server::{Served, TcpOptions, serve_tcp, serve_udp};
 pub use table::{AnswerTable, TableStats};

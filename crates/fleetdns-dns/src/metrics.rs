@@ -26,7 +26,7 @@ const QTYPE_OTHER: usize = 7;
 const QTYPE_NONE: usize = 8;
 
 /// `(outcome, rcode)` label pairs of the responses counter, by index.
-const RESPONSES: [(&str, &str); 8] = [
+const RESPONSES: [(&str, &str); 13] = [
     ("answer", "NOERROR"),
     ("nodata", "NOERROR"),
     ("nxdomain", "NXDOMAIN"),
@@ -35,7 +35,13 @@ const RESPONSES: [(&str, &str); 8] = [
     ("formerr", "FORMERR"),
     ("formerr", "BADVERS"),
     ("notimp", "NOTIMP"),
+    ("forwarded", "NOERROR"),
+    ("forwarded", "NXDOMAIN"),
+    ("forwarded", "SERVFAIL"),
+    ("forwarded", "REFUSED"),
+    ("forwarded", "other"),
 ];
+const RESPONSE_FORWARDED: usize = 8;
 const RESPONSE_BADVERS: usize = 6;
 
 /// Upper bounds of the duration histogram, nanoseconds, with their `le` labels (seconds).
@@ -114,6 +120,14 @@ impl Metrics {
             Outcome::FormErr if response.get(3).is_some_and(|b| b & 0x0f == 0) => RESPONSE_BADVERS,
             Outcome::FormErr => 5,
             Outcome::NotImp => 7,
+            // Forwarded answers are counted by the rcode the upstream (or the cache) gave.
+            Outcome::Forward(_) => match response.get(3).map(|b| b & 0x0f) {
+                Some(0) => RESPONSE_FORWARDED,
+                Some(3) => RESPONSE_FORWARDED + 1,
+                Some(2) => RESPONSE_FORWARDED + 2,
+                Some(5) => RESPONSE_FORWARDED + 3,
+                _ => RESPONSE_FORWARDED + 4,
+            },
             Outcome::Dropped => {
                 self.dropped(transport);
                 return;

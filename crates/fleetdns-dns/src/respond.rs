@@ -1,6 +1,7 @@
 //! One query in, one response out: the response rules of SPEC §2 applied to a compiled table.
 //! Pure: no I/O, no locks, no allocation beyond the reused output buffer.
 
+use crate::forward::{Forwarder, Question};
 use crate::table::{AnswerTable, Lookup, RrSet, Selection, Zone};
 use crate::wire::{
     self, CLASS_ANY, CLASS_IN, Edns, HEADER_LEN, MAX_NAME, ParseError, Query, rcode, rtype,
@@ -30,12 +31,29 @@ pub enum Outcome {
     NotImp,
     /// Nothing to send (not a query).
     Dropped,
+    /// Not answered here: forward zone `.0` of the forwarder takes it (nothing written).
+    Forward(usize),
 }
 
 /// Writes the response to `packet` into `out` (cleared first). `table` is `None` before the
 /// first snapshot. Returns what was written; `Dropped` means send nothing.
 pub fn respond(
     table: Option<&AnswerTable>,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    respond_with(table, None, false, packet, transport, out)
+}
+
+/// [`respond`] with forward zones. A name goes to a forward zone when that zone is longer than
+/// the authoritative zone holding it (an authoritative zone wins a tie, and a name that exists
+/// in an authoritative zone is always answered there). `client_allowed` says whether the client
+/// may use forward zones (`[dns] allow`); others get REFUSED.
+pub fn respond_with(
+    table: Option<&AnswerTable>,
+    forwarder: Option<&Forwarder>,
+    client_allowed: bool,
     packet: &[u8],
     transport: Transport,
     out: &mut Vec<u8>,
@@ -77,16 +95,33 @@ pub fn respond(
         w.finish(rcode::FORMERR as u16, false, false);
         return Outcome::FormErr;
     }
+    // The forward zone for the name, if it is longer than `auth_len` (the authoritative zone).
+    let forward_zone = |auth_len: usize| {
+        forwarder
+            .and_then(|f| f.find(name))
+            .filter(|(_, len)| *len > auth_len)
+            .map(|(zone, _)| zone)
+    };
     let Some(table) = table else {
+        // Forward zones do not wait for the first snapshot.
+        if let Some(zone) = forward_zone(0) {
+            return w.forward(zone, client_allowed);
+        }
         w.finish(rcode::SERVFAIL as u16, false, false);
         return Outcome::ServFail;
     };
     match table.lookup(name) {
         Lookup::NotOurs => {
+            if let Some(zone) = forward_zone(0) {
+                return w.forward(zone, client_allowed);
+            }
             w.finish(rcode::REFUSED as u16, false, false);
             Outcome::Refused
         }
         Lookup::NxDomain(zone) => {
+            if let Some(fz) = forward_zone(zone.apex.len()) {
+                return w.forward(fz, client_allowed);
+            }
             w.soa(zone, name.len());
             w.finish(rcode::NXDOMAIN as u16, true, false);
             Outcome::NxDomain
@@ -212,6 +247,17 @@ impl<'a> Writer<'a> {
         self.ns += 1;
     }
 
+    /// Hands the query to forward zone `zone`, or refuses a client that may not use it.
+    fn forward(self, zone: usize, client_allowed: bool) -> Outcome {
+        if client_allowed {
+            self.out.clear();
+            Outcome::Forward(zone)
+        } else {
+            self.finish(rcode::REFUSED as u16, false, false);
+            Outcome::Refused
+        }
+    }
+
     fn finish(mut self, rcode: u16, aa: bool, tc: bool) {
         if self.edns {
             self.out.extend_from_slice(&[0, 0, 41]);
@@ -232,5 +278,162 @@ impl<'a> Writer<'a> {
         self.out[6..8].copy_from_slice(&self.an.to_be_bytes());
         self.out[8..10].copy_from_slice(&self.ns.to_be_bytes());
         self.out[10..12].copy_from_slice(&self.ar.to_be_bytes());
+    }
+}
+
+/// Re-reads a query the responder sent to a forward zone, as the forwarder's [`Question`].
+pub fn forward_question<'a>(
+    packet: &'a [u8],
+    lower: &'a mut [u8; MAX_NAME],
+) -> Option<Question<'a>> {
+    let q = wire::parse_query(packet, lower).ok()?;
+    Some(Question {
+        id: q.id,
+        question: q.question,
+        lower_name: &lower[..q.name_len],
+        qtype: q.qtype,
+        qclass: q.qclass,
+        edns: q.edns.is_some(),
+        udp_limit: q.edns.map_or(512, |e| e.udp_size as usize),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheLimits;
+    use crate::forward::{ForwardZoneConfig, UpstreamPolicy};
+    use crate::table::{SoaParams, TableBuilder};
+    use crate::wire::encode_name;
+
+    fn forwarder(zones: &[&str]) -> Forwarder {
+        let cfg: Vec<ForwardZoneConfig> = zones
+            .iter()
+            .map(|z| ForwardZoneConfig {
+                zone: (*z).into(),
+                upstreams: vec!["192.0.2.1".into()],
+                force_tcp: false,
+                prefer_udp: false,
+                policy: UpstreamPolicy::Random,
+                health_check_ms: 500,
+                max_fails: 2,
+                timeout_ms: 100,
+                max_concurrent: 10,
+            })
+            .collect();
+        Forwarder::new(&cfg, CacheLimits::default()).unwrap()
+    }
+
+    /// A table serving `clusterset.local` with `a.clusterset.local` existing.
+    fn table() -> AnswerTable {
+        let mut b = TableBuilder::default();
+        let apex = encode_name("clusterset.local").unwrap();
+        let soa = SoaParams {
+            mname: encode_name("ns.dns.clusterset.local").unwrap(),
+            rname: encode_name("hostmaster.clusterset.local").unwrap(),
+            serial: 1,
+            refresh: 1,
+            retry: 1,
+            expire: 1,
+            minimum: 5,
+        };
+        let zone = b.add_zone(&apex, &soa).unwrap();
+        let owner = encode_name("a.clusterset.local").unwrap();
+        b.add_ip(
+            zone,
+            &owner,
+            "10.0.0.1".parse().unwrap(),
+            5,
+            Selection::Fixed,
+        );
+        b.build(1)
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut p = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&encode_name(name).unwrap());
+        p.extend_from_slice(&[0, 1, 0, 1]);
+        p
+    }
+
+    fn route(table: Option<&AnswerTable>, f: &Forwarder, allowed: bool, name: &str) -> Outcome {
+        respond_with(
+            table,
+            Some(f),
+            allowed,
+            &query(name),
+            Transport::Udp,
+            &mut Vec::new(),
+        )
+    }
+
+    #[test]
+    fn longest_zone_wins_and_authoritative_wins_a_tie() {
+        let t = table();
+        let f = forwarder(&[
+            "cluster3.local",
+            "sub.clusterset.local",
+            "clusterset.local",
+            ".",
+        ]);
+        let idx = |z: &str| f.find(&encode_name(z).unwrap()).unwrap().0;
+        assert_eq!(
+            route(Some(&t), &f, true, "web.cluster3.local"),
+            Outcome::Forward(idx("x.cluster3.local"))
+        );
+        // A deeper forward zone under an authoritative zone takes its names...
+        assert_eq!(
+            route(Some(&t), &f, true, "x.sub.clusterset.local"),
+            Outcome::Forward(idx("x.sub.clusterset.local"))
+        );
+        // ...but an authoritative zone wins over a forward zone of the same name.
+        assert_eq!(
+            route(Some(&t), &f, true, "nope.clusterset.local"),
+            Outcome::NxDomain
+        );
+        assert_eq!(
+            route(Some(&t), &f, true, "a.clusterset.local"),
+            Outcome::Answer
+        );
+        // The root forward zone catches everything else.
+        assert_eq!(
+            route(Some(&t), &f, true, "example.com"),
+            Outcome::Forward(idx("example.com"))
+        );
+        // Forward zones work before the first snapshot; authoritative names are SERVFAIL then.
+        assert_eq!(
+            route(None, &f, true, "web.cluster3.local"),
+            Outcome::Forward(idx("x.cluster3.local"))
+        );
+        assert_eq!(
+            route(
+                None,
+                &forwarder(&["cluster3.local"]),
+                true,
+                "a.clusterset.local"
+            ),
+            Outcome::ServFail
+        );
+    }
+
+    #[test]
+    fn clients_outside_allow_are_refused_forwarding_but_get_authoritative_answers() {
+        let t = table();
+        let f = forwarder(&["cluster3.local"]);
+        let mut out = Vec::new();
+        let outcome = respond_with(
+            Some(&t),
+            Some(&f),
+            false,
+            &query("web.cluster3.local"),
+            Transport::Udp,
+            &mut out,
+        );
+        assert_eq!(outcome, Outcome::Refused);
+        assert_eq!(out[3] & 0x0f, rcode::REFUSED);
+        assert_eq!(
+            route(Some(&t), &f, false, "a.clusterset.local"),
+            Outcome::Answer
+        );
     }
 }

@@ -1,36 +1,95 @@
-//! UDP and TCP loops. Each takes an already bound socket, the shared table, the shared
-//! [`Metrics`] and a cancellation token; every task it spawns is tracked and stops with the
-//! token.
+//! UDP and TCP loops. Each takes an already bound socket, the shared [`Served`] state and a
+//! cancellation token; every task it spawns is tracked and stops with the token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::acl::{self, Cidr};
+use crate::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::respond::{Outcome, Transport, respond};
+use crate::respond::{Outcome, Transport, forward_question, respond_with};
+use crate::wire::MAX_NAME;
 
-/// The table queries read: swapped whole on every registry change, read without locks.
-pub type SharedTable = Arc<ArcSwapOption<crate::AnswerTable>>;
+/// What every server task reads. Each part is swapped whole (a new registry snapshot, a
+/// reloaded config) and read without locks.
+#[derive(Debug)]
+pub struct Served {
+    /// `None` until the first snapshot: authoritative names answer SERVFAIL.
+    pub table: ArcSwapOption<crate::AnswerTable>,
+    /// Forward zones and their cache; `None` when none are configured.
+    pub forwarder: ArcSwapOption<Forwarder>,
+    /// Clients allowed to use forward zones (authoritative zones answer everyone).
+    pub allow: ArcSwap<Vec<Cidr>>,
+    pub metrics: Arc<Metrics>,
+}
 
-/// Serves DNS over UDP on `socket` until `cancel` fires.
-pub async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    table: SharedTable,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
+impl Served {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            table: ArcSwapOption::empty(),
+            forwarder: ArcSwapOption::empty(),
+            allow: ArcSwap::from_pointee(acl::default_allow()),
+            metrics,
+        }
+    }
+
+    /// Answers `packet` from `peer` locally, or says which forward zone takes it.
+    fn answer(
+        &self,
+        packet: &[u8],
+        peer: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> (Outcome, Option<Arc<Forwarder>>) {
+        let table = self.table.load();
+        let forwarder = self.forwarder.load_full();
+        let allowed = forwarder.is_some() && acl::allowed(&self.allow.load(), peer.ip());
+        let outcome = respond_with(
+            table.as_deref(),
+            forwarder.as_deref(),
+            allowed,
+            packet,
+            transport,
+            out,
+        );
+        (outcome, forwarder)
+    }
+}
+
+/// Forwards `packet` to forward zone `zone` and writes the answer into `out`.
+async fn forward(
+    forwarder: &Forwarder,
+    zone: usize,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut Vec<u8>,
 ) {
+    let mut lower = [0u8; MAX_NAME];
+    match forward_question(packet, &mut lower) {
+        Some(q) => {
+            forwarder.resolve(zone, &q, transport, out).await;
+        }
+        None => out.clear(), // cannot happen: the responder parsed it already
+    }
+}
+
+/// Serves DNS over UDP on `socket` until `cancel` fires. Forwarded queries run in their own
+/// tasks (bounded by each zone's `max_concurrent`), so a slow upstream never stalls the loop.
+pub async fn serve_udp(socket: Arc<UdpSocket>, served: Arc<Served>, cancel: CancellationToken) {
+    let tracker = TaskTracker::new();
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
     loop {
         let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => break,
             r = socket.recv_from(&mut buf) => match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -41,23 +100,42 @@ pub async fn serve_udp(
             },
         };
         let started = Instant::now();
-        let current = table.load();
-        let outcome = respond(current.as_deref(), &buf[..len], Transport::Udp, &mut out);
-        if outcome == Outcome::Dropped {
-            metrics.dropped(Transport::Udp);
-            continue;
+        let packet = &buf[..len];
+        let (outcome, forwarder) = served.answer(packet, peer, Transport::Udp, &mut out);
+        match (outcome, forwarder) {
+            (Outcome::Dropped, _) => {
+                served.metrics.dropped(Transport::Udp);
+                continue;
+            }
+            (Outcome::Forward(zone), Some(forwarder)) => {
+                let (packet, socket, served) = (packet.to_vec(), socket.clone(), served.clone());
+                tracker.spawn(async move {
+                    let mut out = Vec::new();
+                    forward(&forwarder, zone, &packet, Transport::Udp, &mut out).await;
+                    if let Err(e) = socket.send_to(&out, peer).await {
+                        tracing::debug!(error = %e, peer = %peer, "udp send failed");
+                    }
+                    served.metrics.record(
+                        Transport::Udp,
+                        &packet,
+                        Outcome::Forward(zone),
+                        &out,
+                        started.elapsed(),
+                    );
+                });
+                continue;
+            }
+            _ => {}
         }
         if let Err(e) = socket.send_to(&out, peer).await {
             tracing::debug!(error = %e, peer = %peer, "udp send failed");
         }
-        metrics.record(
-            Transport::Udp,
-            &buf[..len],
-            outcome,
-            &out,
-            started.elapsed(),
-        );
+        served
+            .metrics
+            .record(Transport::Udp, packet, outcome, &out, started.elapsed());
     }
+    tracker.close();
+    tracker.wait().await;
 }
 
 /// Limits of the TCP server.
@@ -82,8 +160,7 @@ impl Default for TcpOptions {
 /// they are answering.
 pub async fn serve_tcp(
     listener: TcpListener,
-    table: SharedTable,
-    metrics: Arc<Metrics>,
+    served: Arc<Served>,
     options: TcpOptions,
     cancel: CancellationToken,
 ) {
@@ -105,9 +182,9 @@ pub async fn serve_tcp(
             tracing::warn!(peer = %peer, "tcp connection limit reached, closing");
             continue;
         };
-        let (table, metrics, cancel) = (table.clone(), metrics.clone(), cancel.clone());
+        let (served, cancel) = (served.clone(), cancel.clone());
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, peer, table, &metrics, options, cancel).await {
+            if let Err(e) = connection(stream, peer, &served, options, cancel).await {
                 tracing::debug!(error = %e, peer = %peer, "tcp connection ended with an error");
             }
             drop(permit);
@@ -120,8 +197,7 @@ pub async fn serve_tcp(
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    table: SharedTable,
-    metrics: &Metrics,
+    served: &Served,
     options: TcpOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -146,18 +222,25 @@ async fn connection(
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "message body timed out")
             })??;
         let started = Instant::now();
-        let current = table.load();
-        let outcome = respond(current.as_deref(), body, Transport::Tcp, &mut out);
-        if outcome == Outcome::Dropped {
-            metrics.dropped(Transport::Tcp);
-            tracing::debug!(peer = %peer, "tcp message is not a query, closing");
-            return Ok(());
+        let (outcome, forwarder) = served.answer(body, peer, Transport::Tcp, &mut out);
+        match (outcome, forwarder) {
+            (Outcome::Dropped, _) => {
+                served.metrics.dropped(Transport::Tcp);
+                tracing::debug!(peer = %peer, "tcp message is not a query, closing");
+                return Ok(());
+            }
+            (Outcome::Forward(zone), Some(forwarder)) => {
+                forward(&forwarder, zone, body, Transport::Tcp, &mut out).await;
+            }
+            _ => {}
         }
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
         let sent = stream.write_all(&framed).await;
-        metrics.record(Transport::Tcp, body, outcome, &out, started.elapsed());
+        served
+            .metrics
+            .record(Transport::Tcp, body, outcome, &out, started.elapsed());
         sent?;
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use fleetdns_core::ClusterId;
+use fleetdns_dns::acl::Cidr;
+use fleetdns_dns::cache::CacheLimits;
+use fleetdns_dns::forward::{ForwardZoneConfig, Forwarder};
 use fleetdns_dns::{ClusterZones, ClustersetZone, ZonesConfig};
 use serde::Deserialize;
 
@@ -27,6 +30,35 @@ pub struct RawConfig {
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub ops: OpsConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub forward: Vec<ForwardZoneConfig>,
+}
+
+/// The cache in front of forward zones (CDNS-6..8).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub capacity: usize,
+    pub max_ttl: u32,
+    pub max_negative_ttl: u32,
+    pub min_ttl: u32,
+    /// Serve expired answers this long when every upstream fails (RFC 8767); 0 = never.
+    pub serve_stale_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        let d = CacheLimits::default();
+        Self {
+            capacity: d.capacity,
+            max_ttl: d.max_ttl,
+            max_negative_ttl: d.max_negative_ttl,
+            min_ttl: d.min_ttl,
+            serve_stale_ms: d.serve_stale.as_millis() as u64,
+        }
+    }
 }
 
 /// The operations HTTP listener (`/health`, `/ready`, `/metrics`).
@@ -48,6 +80,8 @@ pub struct DnsConfig {
     pub udp_buffer_bytes: usize,
     pub tcp_idle_timeout_ms: u64,
     pub tcp_max_connections: usize,
+    /// Clients that may use forward zones (CIDRs); authoritative zones answer everyone.
+    pub allow: Vec<String>,
 }
 
 impl Default for DnsConfig {
@@ -58,6 +92,10 @@ impl Default for DnsConfig {
             udp_buffer_bytes: 8 << 20,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,
+            allow: fleetdns_dns::acl::default_allow()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 }
@@ -117,6 +155,9 @@ pub struct Config {
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
     pub ops: OpsConfig,
+    pub allow: Vec<Cidr>,
+    pub cache: CacheLimits,
+    pub forward: Vec<ForwardZoneConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,12 +193,29 @@ impl Config {
         if raw.dns.udp_workers == 0 {
             bail!("{}: dns.udp_workers must be at least 1", path.display());
         }
-        if raw.sources.is_empty() {
+        if raw.sources.is_empty() && raw.forward.is_empty() {
             bail!(
-                "{}: no [[sources]]: nothing would be served",
+                "{}: no [[sources]] and no [[forward]]: nothing would be served",
                 path.display()
             );
         }
+        let allow = raw
+            .dns
+            .allow
+            .iter()
+            .map(|c| c.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: dns.allow", path.display()))?;
+        let cache = CacheLimits {
+            capacity: raw.cache.capacity,
+            max_ttl: raw.cache.max_ttl,
+            max_negative_ttl: raw.cache.max_negative_ttl,
+            min_ttl: raw.cache.min_ttl,
+            serve_stale: Duration::from_millis(raw.cache.serve_stale_ms),
+        };
+        // Built once to check zone names and upstreams; `serve` builds its own.
+        Forwarder::new(&raw.forward, cache)
+            .with_context(|| format!("{}: forward", path.display()))?;
         let RegistryConfig::Memory(mem) = raw.registry;
         let sources = raw
             .sources
@@ -180,6 +238,9 @@ impl Config {
             zones,
             sources,
             ops: raw.ops,
+            allow,
+            cache,
+            forward: raw.forward,
         })
     }
 }
@@ -256,6 +317,41 @@ path = "clusters"
             let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains(key), "error for {key} does not name it: {err}");
         }
+    }
+
+    #[test]
+    fn forward_zones_cache_and_allow() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[cache]\ncapacity = 5\nserve_stale_ms = 1000\n[[forward]]\nzone = \"cluster3.local\"\nupstreams = [\"10.244.0.5\", \"10.244.0.6:5353\"]\nforce_tcp = true\npolicy = \"round_robin\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.forward.len(), 1);
+        assert!(c.forward[0].force_tcp);
+        assert_eq!(c.cache.capacity, 5);
+        assert!(c.allow.iter().any(|a| a.to_string() == "10.0.0.0/8"));
+        for (extra, key) in [
+            (
+                "[[forward]]\nzone = \"x.local\"\nupstreams = [\"not-an-ip\"]\n",
+                "not-an-ip",
+            ),
+            (
+                "[[forward]]\nzone = \"x.local\"\nupstreams = [\"10.0.0.1\"]\nretries = 3\n",
+                "retries",
+            ),
+            (
+                "[[forward]]\nzone = \"x.local\"\nupstreams = [\"10.0.0.1\"]\npolicy = \"best\"\n",
+                "best",
+            ),
+            ("[cache]\nsize = 3\n", "size"),
+        ] {
+            let err = format!("{:#}", parse(&format!("{MINIMAL}\n{extra}")).unwrap_err());
+            assert!(err.contains(key), "error does not name {key}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            parse(&MINIMAL.replace("[dns]", "[dns]\nallow = [\"10.0.0.0/99\"]")).unwrap_err()
+        );
+        assert!(err.contains("dns.allow"), "{err}");
     }
 
     #[test]

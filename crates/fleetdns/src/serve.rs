@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use fleetdns_core::{FleetSnapshot, MemoryRegistry, Registry, merge_fleet};
-use fleetdns_dns::{Metrics, SharedTable, TcpOptions, ZonesConfig};
+use fleetdns_dns::forward::Forwarder;
+use fleetdns_dns::{AnswerTable, Metrics, Served, TcpOptions, ZonesConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -79,8 +80,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let table: SharedTable = Arc::new(ArcSwapOption::empty());
     let metrics = Arc::new(Metrics::new());
+    let served = Arc::new(Served::new(metrics.clone()));
+    served.allow.store(Arc::new(config.allow.clone()));
+    if !config.forward.is_empty() {
+        let forwarder =
+            Arc::new(Forwarder::new(&config.forward, config.cache).context("forward zones")?);
+        served.forwarder.store(Some(forwarder));
+    }
     let ops = Arc::new(OpsState::new(metrics.clone()));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -94,8 +101,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     for _ in 0..config.dns.udp_workers {
         tasks.spawn(fleetdns_dns::serve_udp(
             udp.clone(),
-            table.clone(),
-            metrics.clone(),
+            served.clone(),
             cancel.clone(),
         ));
     }
@@ -105,11 +111,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     tasks.spawn(fleetdns_dns::serve_tcp(
         tcp,
-        table.clone(),
-        metrics,
+        served.clone(),
         tcp_options,
         cancel.clone(),
     ));
+    if let Some(forwarder) = served.forwarder.load_full() {
+        tasks.spawn(forwarder.run_health_checks(cancel.clone()));
+    }
     ops.set_listening();
     tracing::info!(listen = %addr, "listening on UDP and TCP");
 
@@ -136,12 +144,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut snapshots = registry.subscribe();
     let zones = config.zones.clone();
     {
-        let (table, ops, cancel) = (table.clone(), ops.clone(), cancel.clone());
+        let (served, ops, cancel) = (served.clone(), ops.clone(), cancel.clone());
         tasks.spawn(async move {
             loop {
                 let snapshot = snapshots.borrow_and_update().clone();
                 if let Some(snapshot) = snapshot {
-                    install(&table, &snapshot, &zones, &ops);
+                    install(&served.table, &snapshot, &zones, &ops);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -162,7 +170,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
-fn install(table: &SharedTable, snapshot: &FleetSnapshot, zones: &ZonesConfig, ops: &OpsState) {
+fn install(
+    table: &ArcSwapOption<AnswerTable>,
+    snapshot: &FleetSnapshot,
+    zones: &ZonesConfig,
+    ops: &OpsState,
+) {
     let started = Instant::now();
     let merged = merge_fleet(snapshot);
     for service in merged.values() {

@@ -582,3 +582,118 @@ fn ops_listener_reports_health_readiness_and_metrics_that_count_queries() {
     assert_eq!(get("/health"), (200, "ok\n".to_owned()));
     assert_eq!(get("/ready").0, 200);
 }
+
+/// A real Knot DNS on loopback serving `cluster3.local`, stopped when dropped.
+struct Knot {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("cluster3.local.zone"),
+            "$ORIGIN cluster3.local.\n$TTL 1\n@ SOA ns hostmaster 1 7200 1800 86400 1\n@ NS ns\nns A 127.0.0.1\n\
+             web.default.svc A 10.3.0.1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("knot.conf"),
+            format!(
+                "server:\n    rundir: {d}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+                 database:\n    storage: {d}\nlog:\n  - target: stderr\n    any: warning\n\
+                 zone:\n  - domain: cluster3.local\n    file: {d}/cluster3.local.zone\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start knotd (install knot)");
+        let knot = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while !Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "+time=1",
+                "+tries=1",
+                "+short",
+                "web.default.svc.cluster3.local",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("10.3.0.1"))
+            .unwrap_or(false)
+        {
+            assert!(start.elapsed() < PATIENCE, "knotd did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        knot
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn forward_zone_to_a_real_knot_with_cache_and_stale_answers() {
+    let mut knot = Knot::start();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[cache]\nmin_ttl = 0\nserve_stale_ms = 600000\n\n[[forward]]\nzone = \"cluster3.local\"\nupstreams = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\nmax_fails = 1\n",
+            knot.port
+        ),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    // Forwarded, over both transports; authoritative zones still answer.
+    assert_eq!(
+        s.short("web.default.svc.cluster3.local", "A", &[]),
+        ["10.3.0.1"]
+    );
+    assert_eq!(
+        s.short("WEB.default.svc.cluster3.local", "A", &["+tcp"]),
+        ["10.3.0.1"]
+    );
+    assert_eq!(s.status("nope.cluster3.local", "A"), "NXDOMAIN");
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &[]),
+        ["10.96.10.10"]
+    );
+    assert_eq!(
+        s.status("example.org", "A"),
+        "REFUSED",
+        "no forward zone for it"
+    );
+    // Upstream gone: the cached answer (TTL 1 s, expired) is served stale; an unknown name is
+    // SERVFAIL, not NXDOMAIN and not a hang.
+    let _ = knot.child.kill();
+    let _ = knot.child.wait();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        s.short("web.default.svc.cluster3.local", "A", &[]),
+        ["10.3.0.1"]
+    );
+    assert_eq!(s.status("other.cluster3.local", "A"), "SERVFAIL");
+}
