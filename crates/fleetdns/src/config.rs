@@ -160,7 +160,7 @@ pub struct Config {
     pub forward: Vec<ForwardZoneConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     Files { root: PathBuf, interval: Duration },
 }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use fleetdns_core::{FleetSnapshot, MemoryRegistry, Registry, merge_fleet};
+use fleetdns_core::{ClusterId, FleetSnapshot, MemoryRegistry, Registry, merge_fleet};
 use fleetdns_dns::forward::Forwarder;
 use fleetdns_dns::{AnswerTable, Metrics, Served, TcpOptions, ZonesConfig};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -126,40 +127,63 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let (registry, cancel) = (registry.clone(), cancel.clone());
         tasks.spawn(async move { registry.run_liveness(cancel.cancelled()).await });
     }
-    let dyn_registry: Arc<dyn Registry> = registry.clone();
-    for source in &config.sources {
-        match source {
-            Source::Files { root, interval } => {
-                let mut files = FilesSource::new(root.clone(), *interval);
-                files
-                    .poll(&*dyn_registry)
-                    .await
-                    .with_context(|| format!("cannot read manifest folder {}", root.display()))?;
-                tasks.spawn(files.run(dyn_registry.clone(), cancel.clone()));
-            }
-        }
-    }
+    let (zones_tx, mut zones_rx) = watch::channel(config.zones.clone());
+    let mut live = Live {
+        served: served.clone(),
+        registry: registry.clone(),
+        zones: zones_tx,
+        tasks: tasks.clone(),
+        sources_gen: cancel.child_token(),
+        checks_gen: cancel.child_token(),
+        root: cancel.clone(),
+        config,
+    };
+    live.start_sources(&live.config.sources.clone(), live.sources_gen.clone())
+        .await?;
+    live.start_health_checks();
 
-    // Every source has loaded once: compile now and on every change.
+    // Every source has loaded once: compile now, on every registry change and on new zones.
     let mut snapshots = registry.subscribe();
-    let zones = config.zones.clone();
     {
         let (served, ops, cancel) = (served.clone(), ops.clone(), cancel.clone());
         tasks.spawn(async move {
             loop {
                 let snapshot = snapshots.borrow_and_update().clone();
+                let zones = zones_rx.borrow_and_update().clone();
                 if let Some(snapshot) = snapshot {
                     install(&served.table, &snapshot, &zones, &ops);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     r = snapshots.changed() => if r.is_err() { return },
+                    r = zones_rx.changed() => if r.is_err() { return },
                 }
             }
         });
     }
 
-    shutdown_signal().await;
+    // Reload on SIGHUP and when the config file changes; stop on SIGINT/SIGTERM.
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut hangup = hangup_signal()?;
+    let mut last_seen = file_stamp(&live.config.path);
+    let mut tick = tokio::time::interval(CONFIG_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let why = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => "SIGHUP",
+            _ = tick.tick() => {
+                let stamp = file_stamp(&live.config.path);
+                if stamp == last_seen {
+                    continue;
+                }
+                last_seen = stamp;
+                "config file changed"
+            }
+        };
+        live.reload(why).await;
+    }
     tracing::info!("shutting down");
     cancel.cancel();
     tasks.close();
@@ -167,6 +191,143 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("some tasks did not stop in time");
     }
     Ok(())
+}
+
+/// How often the config file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_millis(500);
+
+/// (modified, length) of a file; changes when it is rewritten.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+#[cfg(unix)]
+fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")
+}
+
+/// The running config and what a reload may replace without touching the listeners.
+struct Live {
+    served: Arc<Served>,
+    registry: Arc<MemoryRegistry>,
+    zones: watch::Sender<ZonesConfig>,
+    tasks: TaskTracker,
+    /// Cancels the current sources' tasks.
+    sources_gen: CancellationToken,
+    /// Cancels the current forwarder's health checker.
+    checks_gen: CancellationToken,
+    /// The server's own token: every generation is a child of it.
+    root: CancellationToken,
+    config: Config,
+}
+
+impl Live {
+    /// Loads every source once (so the first table is complete), then keeps them polling.
+    /// Returns the clusters they published.
+    async fn start_sources(
+        &self,
+        sources: &[Source],
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Vec<ClusterId>> {
+        let registry: Arc<dyn Registry> = self.registry.clone();
+        let mut published = Vec::new();
+        for source in sources {
+            match source {
+                Source::Files { root, interval } => {
+                    let mut files = FilesSource::new(root.clone(), *interval);
+                    let report = files.poll(&*registry).await.with_context(|| {
+                        format!("cannot read manifest folder {}", root.display())
+                    })?;
+                    published.extend(report.published);
+                    self.tasks
+                        .spawn(files.run(registry.clone(), cancel.clone()));
+                }
+            }
+        }
+        Ok(published)
+    }
+
+    fn start_health_checks(&self) {
+        if let Some(forwarder) = self.served.forwarder.load_full() {
+            self.tasks
+                .spawn(forwarder.run_health_checks(self.checks_gen.clone()));
+        }
+    }
+
+    /// Re-reads the config. A config that does not load is logged with its key and changes
+    /// nothing; a good one replaces zones, forward zones, cache, allow-list and sources.
+    /// Listeners stay open throughout, so no query is dropped.
+    async fn reload(&mut self, why: &str) {
+        let new = match Config::load(&self.config.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(trigger = why, error = %format!("{e:#}"), "config reload failed; keeping the running config");
+                return;
+            }
+        };
+        let old = &self.config;
+        if new.dns.listen != old.dns.listen
+            || new.dns.udp_workers != old.dns.udp_workers
+            || new.ops.listen != old.ops.listen
+        {
+            tracing::warn!(
+                "listen addresses and worker counts change only on restart; the rest is applied"
+            );
+        }
+        self.served.allow.store(Arc::new(new.allow.clone()));
+        if new.forward != old.forward || new.cache != old.cache {
+            let forwarder = if new.forward.is_empty() {
+                None
+            } else {
+                match Forwarder::new(&new.forward, new.cache) {
+                    Ok(f) => Some(Arc::new(f)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "config reload failed; keeping the running config");
+                        return;
+                    }
+                }
+            };
+            self.served.forwarder.store(forwarder);
+            self.checks_gen.cancel();
+            self.checks_gen = self.tasks_token();
+            self.start_health_checks();
+        }
+        if new.sources != old.sources {
+            let generation = self.tasks_token();
+            match self.start_sources(&new.sources, generation.clone()).await {
+                Ok(published) => {
+                    self.sources_gen.cancel();
+                    self.sources_gen = generation;
+                    let snapshot = self
+                        .registry
+                        .subscribe()
+                        .borrow()
+                        .clone()
+                        .unwrap_or_default();
+                    for cluster in snapshot.clusters.keys().filter(|c| !published.contains(c)) {
+                        tracing::info!(cluster = %cluster, "cluster no longer in any source, withdrawn");
+                        let _ = self.registry.withdraw(cluster).await;
+                    }
+                }
+                Err(e) => {
+                    generation.cancel();
+                    tracing::error!(error = %format!("{e:#}"), "new sources failed to load; keeping the running sources");
+                }
+            }
+        }
+        if new.zones != old.zones {
+            self.zones.send_replace(new.zones.clone());
+        }
+        tracing::info!(trigger = why, "config reloaded");
+        self.config = new;
+    }
+
+    /// A token that stops with the server.
+    fn tasks_token(&self) -> CancellationToken {
+        self.root.child_token()
+    }
 }
 
 /// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.

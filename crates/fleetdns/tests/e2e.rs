@@ -697,3 +697,79 @@ fn forward_zone_to_a_real_knot_with_cache_and_stale_answers() {
     );
     assert_eq!(s.status("other.cluster3.local", "A"), "SERVFAIL");
 }
+
+/// Sends `payment.default.svc.clusterset.local A` over UDP until `stop`; returns (sent, failed).
+/// A failure is a timeout or anything but NOERROR with an answer.
+fn query_loop(addr: SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u64, u64) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut q = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["payment", "default", "svc", "clusterset", "local"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let mut buf = [0u8; 512];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        sent += 1;
+        q[..2].copy_from_slice(&(sent as u16).to_be_bytes());
+        sock.send_to(&q, addr).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, _)) if n >= 12 && buf[..2] == q[..2] && buf[3] & 0x0f == 0 && buf[7] > 0 => {}
+            _ => failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (sent, failed)
+}
+
+#[test]
+fn config_reload_on_change_and_sighup_drops_no_query_and_keeps_a_good_config() {
+    let s = Server::demo();
+    let config = s.dir.path().join("fleetdns.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let name = "payment.default.svc.clusterset.local";
+    assert_eq!(s.short(name, "A", &[]), ["10.96.10.10"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (addr, stop) = (s.addr(), stop.clone());
+        std::thread::spawn(move || query_loop(addr, stop))
+    };
+    let write = |text: &str| {
+        let tmp = s.dir.path().join("fleetdns.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+
+    // A valid change: policy "all" answers both clusters.
+    write(&original.replace("policy = \"local-first\"", "policy = \"all\""));
+    s.wait_until(|| s.short(name, "A", &[]) == ["10.96.10.10", "10.97.10.10"]);
+
+    // An invalid one: logged with the key at fault; the running config stays.
+    write(&original.replace("policy = \"local-first\"", "polcy = \"all\""));
+    s.wait_until(|| s.log_text().contains("config reload failed"));
+    assert!(s.log_text().contains("polcy"), "{}", s.log_text());
+    assert_eq!(s.short(name, "A", &[]), ["10.96.10.10", "10.97.10.10"]);
+
+    // Fixed again, and SIGHUP re-reads it too.
+    write(&original);
+    s.wait_until(|| s.short(name, "A", &[]) == ["10.96.10.10"]);
+    let status = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    s.wait_until(|| {
+        s.log_text().contains("trigger=\"SIGHUP\"") || s.log_text().contains("trigger=SIGHUP")
+    });
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.join().unwrap();
+    assert!(sent > 20, "the load loop ran ({sent} queries)");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} queries failed during reloads"
+    );
+    assert_eq!(s.short(name, "A", &["+tcp"]), ["10.96.10.10"]);
+}
