@@ -522,6 +522,96 @@ fn error_response(out: &mut Vec<u8>, q: &Question<'_>, code: u8) {
     out.extend_from_slice(q.question);
 }
 
+/// Writes the cache and upstream metrics. The cache series are always written (zero without
+/// forward zones); upstream series exist per configured upstream.
+pub fn render_metrics(forwarder: Option<&Forwarder>, out: &mut crate::metrics::Exposition<'_>) {
+    use crate::cache::CacheStats;
+    let zero = CacheStats::default();
+    let (stats, entries) = match forwarder {
+        Some(f) => (&f.cache.stats, f.cache.len()),
+        None => (&zero, 0),
+    };
+    for (name, help, value) in [
+        (
+            "fleetdns_cache_hits_total",
+            "Forwarded queries answered from the cache.",
+            &stats.hits,
+        ),
+        (
+            "fleetdns_cache_misses_total",
+            "Forwarded queries not in the cache (or expired).",
+            &stats.misses,
+        ),
+        (
+            "fleetdns_cache_evictions_total",
+            "Entries dropped to stay within the cache capacity.",
+            &stats.evictions,
+        ),
+        (
+            "fleetdns_cache_stale_total",
+            "Expired answers served because every upstream failed (RFC 8767).",
+            &stats.stale,
+        ),
+    ] {
+        out.header(name, "counter", help);
+        out.sample(name, &[], value.load(Ordering::Relaxed));
+    }
+    out.header(
+        "fleetdns_cache_entries",
+        "gauge",
+        "Answers held in the cache.",
+    );
+    out.sample("fleetdns_cache_entries", &[], entries);
+    let Some(f) = forwarder.filter(|f| f.upstreams().next().is_some()) else {
+        return;
+    };
+    let series: Vec<(&str, &Upstream, u32, String)> = f
+        .zones
+        .iter()
+        .flat_map(|z| {
+            z.upstreams.iter().map(move |u| {
+                (
+                    z.display.as_str(),
+                    &**u,
+                    z.cfg.max_fails,
+                    u.addr.to_string(),
+                )
+            })
+        })
+        .collect();
+    type Value = fn(&Upstream, u32) -> u64;
+    let metrics: [(&str, &str, &str, Value); 3] = [
+        (
+            "fleetdns_upstream_requests_total",
+            "counter",
+            "Queries sent to an upstream.",
+            |u, _| u.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "fleetdns_upstream_failures_total",
+            "counter",
+            "Upstream exchanges that timed out or failed.",
+            |u, _| u.failures.load(Ordering::Relaxed),
+        ),
+        (
+            "fleetdns_upstream_healthy",
+            "gauge",
+            "1 while the upstream is in use, 0 while it is down (after max_fails failures, until a health check answers).",
+            |u, m| u64::from(u.healthy(m)),
+        ),
+    ];
+    for (name, kind, help, value) in metrics {
+        out.header(name, kind, help);
+        for (zone, u, max_fails, addr) in &series {
+            out.sample(
+                name,
+                &[("zone", zone), ("upstream", addr)],
+                value(u, *max_fails),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

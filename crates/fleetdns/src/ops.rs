@@ -42,6 +42,8 @@ pub struct Installed {
 #[derive(Debug)]
 pub struct OpsState {
     dns: Arc<Metrics>,
+    /// The served state, for the cache and upstream metrics of forward zones.
+    served: Option<Arc<fleetdns_dns::Served>>,
     listening: AtomicBool,
     installs: AtomicU64,
     installed: Mutex<Option<Installed>>,
@@ -51,10 +53,17 @@ impl OpsState {
     pub fn new(dns: Arc<Metrics>) -> Self {
         Self {
             dns,
+            served: None,
             listening: AtomicBool::new(false),
             installs: AtomicU64::new(0),
             installed: Mutex::new(None),
         }
+    }
+
+    /// Reports the forwarder of `served` too.
+    pub fn with_served(mut self, served: Arc<fleetdns_dns::Served>) -> Self {
+        self.served = Some(served);
+        self
     }
 
     /// The DNS listeners are bound and serving.
@@ -92,6 +101,8 @@ impl OpsState {
             1,
         );
         self.dns.render(&mut out);
+        let forwarder = self.served.as_ref().and_then(|s| s.forwarder.load_full());
+        fleetdns_dns::forward::render_metrics(forwarder.as_deref(), &mut out);
 
         let name = "fleetdns_table_installs_total";
         out.header(
@@ -350,7 +361,16 @@ mod tests {
     use fleetdns_dns::{Outcome, Transport};
 
     fn state() -> OpsState {
-        OpsState::new(Arc::new(Metrics::new()))
+        let served = Arc::new(fleetdns_dns::Served::new(Arc::new(Metrics::new())));
+        let zone: fleetdns_dns::forward::ForwardZoneConfig =
+            toml::from_str("zone = \"cluster3.local\"\nupstreams = [\"192.0.2.1\"]").unwrap();
+        let forwarder = fleetdns_dns::forward::Forwarder::new(
+            &[zone],
+            fleetdns_dns::cache::CacheLimits::default(),
+        )
+        .unwrap();
+        served.forwarder.store(Some(Arc::new(forwarder)));
+        OpsState::new(served.metrics.clone()).with_served(served)
     }
 
     fn installed() -> Installed {

@@ -89,7 +89,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(Forwarder::new(&config.forward, config.cache).context("forward zones")?);
         served.forwarder.store(Some(forwarder));
     }
-    let ops = Arc::new(OpsState::new(metrics.clone()));
+    let ops = Arc::new(OpsState::new(metrics.clone()).with_served(served.clone()));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
 
