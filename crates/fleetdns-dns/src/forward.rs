@@ -149,6 +149,11 @@ struct Zone {
     cfg: ForwardZoneConfig,
     inflight: Arc<Semaphore>,
     next: AtomicUsize,
+    /// `<random>.fleetdns-loop.<zone>`: sent to the upstreams at start; if it ever reaches this
+    /// server, an upstream forwards the zone back to us (CDNS-13).
+    probe: Box<[u8]>,
+    probe_hits: AtomicU32,
+    looped: std::sync::atomic::AtomicBool,
 }
 
 /// The question of a query being forwarded.
@@ -179,6 +184,7 @@ impl Forwarder {
         configs: &[ForwardZoneConfig],
         cache: CacheLimits,
     ) -> Result<Self, ForwardConfigError> {
+        let ids = RandomState::new();
         let mut zones = Vec::new();
         for cfg in configs {
             let name = encode_name(&cfg.zone).map_err(|source| ForwardConfigError::Zone {
@@ -196,7 +202,20 @@ impl Forwarder {
                     })
                 })
                 .collect();
+            let mut h = ids.build_hasher();
+            h.write(&name);
+            let label = format!("{:016x}", h.finish());
+            let probe =
+                crate::wire::prefix_name(&[&label, "fleetdns-loop"], &name).map_err(|source| {
+                    ForwardConfigError::Zone {
+                        zone: cfg.zone.clone(),
+                        source,
+                    }
+                })?;
             zones.push(Zone {
+                probe: probe.into(),
+                probe_hits: AtomicU32::new(0),
+                looped: std::sync::atomic::AtomicBool::new(false),
                 display: crate::wire::display_name(&name),
                 name: name.into(),
                 upstreams,
@@ -209,7 +228,7 @@ impl Forwarder {
         Ok(Self {
             zones,
             cache: Cache::new(cache),
-            ids: RandomState::new(),
+            ids,
             id_counter: AtomicU64::new(0),
         })
     }
@@ -252,6 +271,19 @@ impl Forwarder {
         out: &mut Vec<u8>,
     ) -> u8 {
         let zone = &self.zones[zone];
+        if q.lower_name == &*zone.probe {
+            // Our own probe came back: whoever sent it forwards this zone to us.
+            let hits = zone.probe_hits.fetch_add(1, Ordering::Relaxed) + 1;
+            if hits >= 2 && !zone.looped.swap(true, Ordering::Relaxed) {
+                tracing::error!(zone = %zone.display, "forward loop detected (CDNS-13): an upstream sends this zone back to this server; the zone answers SERVFAIL until the config changes");
+            }
+            error_response(out, q, rcode::SERVFAIL);
+            return rcode::SERVFAIL;
+        }
+        if zone.looped.load(Ordering::Relaxed) {
+            error_response(out, q, rcode::SERVFAIL);
+            return rcode::SERVFAIL;
+        }
         let now = Instant::now();
         if self.cache.get(
             q.lower_name,
@@ -355,6 +387,37 @@ impl Forwarder {
             UpstreamPolicy::Random => self.random_id() as usize % n,
         };
         (0..n.min(3)).map(|i| healthy[(start + i) % n]).collect()
+    }
+
+    /// Whether a forward loop was detected for the zone named `zone` (dotted, trailing dot).
+    pub fn looped(&self, zone: &str) -> bool {
+        self.zones
+            .iter()
+            .any(|z| z.display == zone && z.looped.load(Ordering::Relaxed))
+    }
+
+    /// Sends each zone's loop probe (three times) to each of its upstreams. If the probe comes
+    /// back to this server, [`Forwarder::resolve`] marks the zone looped.
+    pub async fn probe_loops(self: Arc<Self>) {
+        for zone in &self.zones {
+            let mut question = zone.probe.to_vec();
+            question.extend_from_slice(&[0, 13, 0, 1]); // HINFO IN: nobody caches or answers it
+            let q = Question {
+                id: 0,
+                question: &question,
+                lower_name: &zone.probe,
+                qtype: 13,
+                qclass: 1,
+                edns: false,
+                udp_limit: 512,
+            };
+            for u in &zone.upstreams {
+                for _ in 0..3 {
+                    let query = build_query(self.random_id(), &q);
+                    let _ = exchange_udp(u.addr, &query, &q, Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// Probes down upstreams until `cancel` fires; an upstream that answers is up again.

@@ -29,6 +29,8 @@ pub struct Served {
     /// Clients allowed to use forward zones (authoritative zones answer everyone).
     pub allow: ArcSwap<Vec<Cidr>>,
     pub metrics: Arc<Metrics>,
+    /// Log every query (opt-in; `[dns] query_log`).
+    pub query_log: std::sync::atomic::AtomicBool,
 }
 
 impl Served {
@@ -38,6 +40,40 @@ impl Served {
             forwarder: ArcSwapOption::empty(),
             allow: ArcSwap::from_pointee(acl::default_allow()),
             metrics,
+            query_log: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Counts an answered message and, when the query log is on, logs it.
+    fn done(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        request: &[u8],
+        outcome: Outcome,
+        response: &[u8],
+        started: Instant,
+    ) {
+        let elapsed = started.elapsed();
+        self.metrics
+            .record(transport, request, outcome, response, elapsed);
+        if self.query_log.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut lower = [0u8; MAX_NAME];
+            let (name, qtype) = match crate::wire::parse_query(request, &mut lower) {
+                Ok(q) => (crate::wire::display_name(&lower[..q.name_len]), q.qtype),
+                Err(_) => (String::from("-"), 0),
+            };
+            tracing::info!(
+                client = %peer,
+                transport = ?transport,
+                name = %name,
+                qtype,
+                rcode = response.get(3).map_or(0, |b| b & 0x0f),
+                outcome = ?outcome,
+                bytes = response.len(),
+                micros = elapsed.as_micros() as u64,
+                "query"
+            );
         }
     }
 
@@ -115,12 +151,13 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, served: Arc<Served>, cancel: Canc
                     if let Err(e) = socket.send_to(&out, peer).await {
                         tracing::debug!(error = %e, peer = %peer, "udp send failed");
                     }
-                    served.metrics.record(
+                    served.done(
                         Transport::Udp,
+                        peer,
                         &packet,
                         Outcome::Forward(zone),
                         &out,
-                        started.elapsed(),
+                        started,
                     );
                 });
                 continue;
@@ -130,9 +167,7 @@ pub async fn serve_udp(socket: Arc<UdpSocket>, served: Arc<Served>, cancel: Canc
         if let Err(e) = socket.send_to(&out, peer).await {
             tracing::debug!(error = %e, peer = %peer, "udp send failed");
         }
-        served
-            .metrics
-            .record(Transport::Udp, packet, outcome, &out, started.elapsed());
+        served.done(Transport::Udp, peer, packet, outcome, &out, started);
     }
     tracker.close();
     tracker.wait().await;
@@ -238,9 +273,7 @@ async fn connection(
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
         let sent = stream.write_all(&framed).await;
-        served
-            .metrics
-            .record(Transport::Tcp, body, outcome, &out, started.elapsed());
+        served.done(Transport::Tcp, peer, body, outcome, &out, started);
         sent?;
     }
 }

@@ -82,6 +82,8 @@ pub struct DnsConfig {
     pub tcp_max_connections: usize,
     /// Clients that may use forward zones (CIDRs); authoritative zones answer everyone.
     pub allow: Vec<String>,
+    /// Log every query at info level (client, name, type, rcode, duration).
+    pub query_log: bool,
 }
 
 impl Default for DnsConfig {
@@ -92,6 +94,7 @@ impl Default for DnsConfig {
             udp_buffer_bytes: 8 << 20,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,
+            query_log: false,
             allow: fleetdns_dns::acl::default_allow()
                 .iter()
                 .map(ToString::to_string)

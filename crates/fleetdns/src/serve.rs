@@ -84,6 +84,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let served = Arc::new(Served::new(metrics.clone()));
     served.allow.store(Arc::new(config.allow.clone()));
+    served
+        .query_log
+        .store(config.dns.query_log, std::sync::atomic::Ordering::Relaxed);
     if !config.forward.is_empty() {
         let forwarder =
             Arc::new(Forwarder::new(&config.forward, config.cache).context("forward zones")?);
@@ -116,9 +119,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tcp_options,
         cancel.clone(),
     ));
-    if let Some(forwarder) = served.forwarder.load_full() {
-        tasks.spawn(forwarder.run_health_checks(cancel.clone()));
-    }
     ops.set_listening();
     tracing::info!(listen = %addr, "listening on UDP and TCP");
 
@@ -252,7 +252,15 @@ impl Live {
     fn start_health_checks(&self) {
         if let Some(forwarder) = self.served.forwarder.load_full() {
             self.tasks
-                .spawn(forwarder.run_health_checks(self.checks_gen.clone()));
+                .spawn(forwarder.clone().run_health_checks(self.checks_gen.clone()));
+            // CDNS-13: a zone whose upstream forwards it back here is found at once.
+            let cancel = self.checks_gen.clone();
+            self.tasks.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = forwarder.probe_loops() => {}
+                }
+            });
         }
     }
 
@@ -277,6 +285,9 @@ impl Live {
             );
         }
         self.served.allow.store(Arc::new(new.allow.clone()));
+        self.served
+            .query_log
+            .store(new.dns.query_log, std::sync::atomic::Ordering::Relaxed);
         if new.forward != old.forward || new.cache != old.cache {
             let forwarder = if new.forward.is_empty() {
                 None

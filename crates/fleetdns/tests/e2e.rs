@@ -53,7 +53,10 @@ impl Server {
     }
 
     fn start(dir: tempfile::TempDir) -> Self {
-        let port = free_port();
+        Self::start_on(dir, free_port())
+    }
+
+    fn start_on(dir: tempfile::TempDir, port: u16) -> Self {
         let log = dir.path().join("fleetdns.log");
         let child = Command::new(env!("CARGO_BIN_EXE_fleetdns"))
             .arg("serve")
@@ -772,4 +775,25 @@ fn config_reload_on_change_and_sighup_drops_no_query_and_keeps_a_good_config() {
         "{failed} of {sent} queries failed during reloads"
     );
     assert_eq!(s.short(name, "A", &["+tcp"]), ["10.96.10.10"]);
+}
+
+#[test]
+fn cdns13_a_forward_zone_pointing_back_at_this_server_is_detected_not_a_storm() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let port = free_port();
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[forward]]\nzone = \"loop.test\"\nupstreams = [\"127.0.0.1:{port}\"]\ntimeout_ms = 500\n"),
+    )
+    .unwrap();
+    let s = Server::start_on(dir, port);
+    s.wait_until(|| s.log_text().contains("forward loop detected"));
+    assert_eq!(s.status("www.loop.test", "A"), "SERVFAIL");
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &[]),
+        ["10.96.10.10"]
+    );
 }
