@@ -22,6 +22,9 @@ pub struct CacheLimits {
     pub min_ttl: u32,
     /// How long past expiry an answer may still be served when every upstream fails (RFC 8767).
     pub serve_stale: Duration,
+    /// Refresh an entry asked this many times once less than 10% of its TTL is left
+    /// (CoreDNS `prefetch`); 0 turns prefetching off.
+    pub prefetch: u32,
 }
 
 impl Default for CacheLimits {
@@ -32,6 +35,7 @@ impl Default for CacheLimits {
             max_negative_ttl: 1800,
             min_ttl: 5,
             serve_stale: Duration::ZERO,
+            prefetch: 0,
         }
     }
 }
@@ -49,12 +53,17 @@ struct Entry {
     stored: Instant,
     /// The cached lifetime (the smallest TTL, capped and floored).
     ttl: Duration,
+    hits: std::sync::atomic::AtomicU32,
+    /// A prefetch was handed out for this entry.
+    prefetching: std::sync::atomic::AtomicBool,
 }
 
 /// What a lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Hit {
     Fresh,
+    /// Fresh, popular and near expiry: the caller should refresh it in the background.
+    Prefetch,
     Stale,
 }
 
@@ -119,7 +128,18 @@ impl Cache {
         };
         let age = now.saturating_duration_since(e.stored);
         let hit = if age < e.ttl {
-            Hit::Fresh
+            let hits = e.hits.fetch_add(1, Ordering::Relaxed) + 1;
+            let left = e.ttl - age;
+            let near_end = left <= (e.ttl / 10).max(Duration::from_secs(1));
+            if self.limits.prefetch > 0
+                && hits >= self.limits.prefetch
+                && near_end
+                && !e.prefetching.swap(true, Ordering::Relaxed)
+            {
+                Hit::Prefetch
+            } else {
+                Hit::Fresh
+            }
         } else if allow_stale && age < e.ttl + self.limits.serve_stale {
             Hit::Stale
         } else {
@@ -135,13 +155,13 @@ impl Cache {
         for &(off, ttl) in e.ttls.iter() {
             // RFC 8767: stale answers go out with a small TTL (30 s suggested; we use the floor).
             let left = match hit {
-                Hit::Fresh => ttl.saturating_sub(elapsed).max(1),
+                Hit::Fresh | Hit::Prefetch => ttl.saturating_sub(elapsed).max(1),
                 Hit::Stale => self.limits.min_ttl.max(1),
             };
             out[off..off + 4].copy_from_slice(&left.to_be_bytes());
         }
         match hit {
-            Hit::Fresh => self.stats.hits.fetch_add(1, Ordering::Relaxed),
+            Hit::Fresh | Hit::Prefetch => self.stats.hits.fetch_add(1, Ordering::Relaxed),
             Hit::Stale => self.stats.stale.fetch_add(1, Ordering::Relaxed),
         };
         Some(hit)
@@ -185,6 +205,8 @@ impl Cache {
             ttls: scan.ttl_fields.into_boxed_slice(),
             stored: now,
             ttl: Duration::from_secs(u64::from(ttl)),
+            hits: std::sync::atomic::AtomicU32::new(0),
+            prefetching: std::sync::atomic::AtomicBool::new(false),
         };
         let mut entries = self.lock();
         let key: Key = (name.into(), qtype, qclass, edns);
@@ -471,6 +493,44 @@ mod tests {
                 "type {t} cached"
             );
         }
+    }
+
+    #[test]
+    fn cdns8_prefetch_once_for_popular_entries_near_expiry() {
+        let cache = Cache::new(CacheLimits {
+            prefetch: 3,
+            min_ttl: 0,
+            ..CacheLimits::default()
+        });
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        cache.put(NAME, 1, 1, false, &response(0, &[100], None), t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        let mut get = |t| cache.get(NAME, 1, 1, false, 1, t, false, &mut out);
+        assert_eq!(get(at(10)), Some(Hit::Fresh));
+        assert_eq!(get(at(20)), Some(Hit::Fresh));
+        assert_eq!(
+            get(at(30)),
+            Some(Hit::Fresh),
+            "popular, but 70% of the TTL is left"
+        );
+        assert_eq!(
+            get(at(95)),
+            Some(Hit::Prefetch),
+            "popular and in the last 10%"
+        );
+        assert_eq!(get(at(96)), Some(Hit::Fresh), "one refresh per entry");
+        let cold = Cache::new(CacheLimits {
+            prefetch: 3,
+            min_ttl: 0,
+            ..CacheLimits::default()
+        });
+        cold.put(NAME, 1, 1, false, &response(0, &[100], None), t0);
+        assert_eq!(
+            cold.get(NAME, 1, 1, false, 1, at(95), false, &mut out),
+            Some(Hit::Fresh),
+            "not popular"
+        );
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub struct Forwarder {
     pub cache: Cache,
     ids: RandomState,
     id_counter: AtomicU64,
+    /// Background refreshes of popular cache entries (prefetch); bounded by `max_concurrent`.
+    refreshes: tokio_util::task::TaskTracker,
 }
 
 impl Forwarder {
@@ -230,6 +232,7 @@ impl Forwarder {
             cache: Cache::new(cache),
             ids,
             id_counter: AtomicU64::new(0),
+            refreshes: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -264,13 +267,13 @@ impl Forwarder {
     /// Answers `q` from the cache or the zone's upstreams. Never fails: errors become SERVFAIL
     /// (or REFUSED when the zone is at its concurrency limit).
     pub async fn resolve(
-        &self,
-        zone: usize,
+        self: &Arc<Self>,
+        index: usize,
         q: &Question<'_>,
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> u8 {
-        let zone = &self.zones[zone];
+        let zone = &self.zones[index];
         if q.lower_name == &*zone.probe {
             // Our own probe came back: whoever sent it forwards this zone to us.
             let hits = zone.probe_hits.fetch_add(1, Ordering::Relaxed) + 1;
@@ -285,7 +288,7 @@ impl Forwarder {
             return rcode::SERVFAIL;
         }
         let now = Instant::now();
-        if self.cache.get(
+        match self.cache.get(
             q.lower_name,
             q.qtype,
             q.qclass,
@@ -294,21 +297,71 @@ impl Forwarder {
             now,
             false,
             out,
-        ) == Some(Hit::Fresh)
-        {
-            return fit(out, q, transport);
+        ) {
+            Some(Hit::Fresh) => return fit(out, q, transport),
+            Some(Hit::Prefetch) => {
+                // CDNS-8: answer from the cache now, refresh it in the background.
+                let (me, question, lower) =
+                    (self.clone(), q.question.to_vec(), q.lower_name.to_vec());
+                let (qtype, qclass, edns) = (q.qtype, q.qclass, q.edns);
+                self.refreshes.spawn(async move {
+                    let q = Question {
+                        id: 0,
+                        question: &question,
+                        lower_name: &lower,
+                        qtype,
+                        qclass,
+                        edns,
+                        udp_limit: 512,
+                    };
+                    let zone = &me.zones[index];
+                    if let Ok(_permit) = zone.inflight.clone().try_acquire_owned() {
+                        me.fetch(zone, &q, Transport::Udp).await;
+                    }
+                });
+                return fit(out, q, transport);
+            }
+            _ => {}
         }
         let Ok(_permit) = zone.inflight.clone().try_acquire_owned() else {
             error_response(out, q, rcode::REFUSED);
             return rcode::REFUSED;
         };
+        if let Some(resp) = self.fetch(zone, q, transport).await {
+            out.clear();
+            out.extend_from_slice(&resp);
+            out[..2].copy_from_slice(&q.id.to_be_bytes());
+            return fit(out, q, transport);
+        }
+        // Every upstream failed or is down: a stale answer if allowed, else SERVFAIL at once.
+        if self
+            .cache
+            .get(
+                q.lower_name,
+                q.qtype,
+                q.qclass,
+                q.edns,
+                q.id,
+                Instant::now(),
+                true,
+                out,
+            )
+            .is_some()
+        {
+            return fit(out, q, transport);
+        }
+        error_response(out, q, rcode::SERVFAIL);
+        rcode::SERVFAIL
+    }
+
+    /// Asks the zone's healthy upstreams in policy order; caches and returns the first answer.
+    async fn fetch(&self, zone: &Zone, q: &Question<'_>, transport: Transport) -> Option<Vec<u8>> {
         let cfg = &zone.cfg;
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
         let use_tcp = cfg.force_tcp || (transport == Transport::Tcp && !cfg.prefer_udp);
         for upstream in self.order(zone) {
             upstream.requests.fetch_add(1, Ordering::Relaxed);
-            let id = self.random_id();
-            let query = build_query(id, q);
+            let query = build_query(self.random_id(), q);
             let result = if use_tcp {
                 exchange_tcp(upstream.addr, &query, q, timeout).await
             } else {
@@ -333,10 +386,7 @@ impl Forwarder {
                         &resp,
                         Instant::now(),
                     );
-                    out.clear();
-                    out.extend_from_slice(&resp);
-                    out[..2].copy_from_slice(&q.id.to_be_bytes());
-                    return fit(out, q, transport);
+                    return Some(resp);
                 }
                 Err(e) => {
                     upstream.failures.fetch_add(1, Ordering::Relaxed);
@@ -349,25 +399,7 @@ impl Forwarder {
                 }
             }
         }
-        // Every upstream failed or is down: a stale answer if allowed, else SERVFAIL at once.
-        if self
-            .cache
-            .get(
-                q.lower_name,
-                q.qtype,
-                q.qclass,
-                q.edns,
-                q.id,
-                Instant::now(),
-                true,
-                out,
-            )
-            .is_some()
-        {
-            return fit(out, q, transport);
-        }
-        error_response(out, q, rcode::SERVFAIL);
-        rcode::SERVFAIL
+        None
     }
 
     /// Healthy upstreams in policy order (at most three tries per query).
@@ -782,11 +814,13 @@ mod tests {
     #[tokio::test]
     async fn forwards_validates_and_caches() {
         let up = upstream(Mode::ForgeFirst, 7, Arc::new(AtomicBool::new(true))).await;
-        let f = Forwarder::new(
-            &[zone(&[up], UpstreamPolicy::Random)],
-            CacheLimits::default(),
-        )
-        .unwrap();
+        let f = Arc::new(
+            Forwarder::new(
+                &[zone(&[up], UpstreamPolicy::Random)],
+                CacheLimits::default(),
+            )
+            .unwrap(),
+        );
         assert_eq!(f.find(LOWER), Some((0, 10)));
         assert_eq!(
             f.find(b"\x03www\x04xfwd\x04test\x00"),
@@ -834,11 +868,13 @@ mod tests {
     #[tokio::test]
     async fn a_truncated_udp_answer_is_retried_over_tcp() {
         let up = upstream(Mode::Truncate, 9, Arc::new(AtomicBool::new(true))).await;
-        let f = Forwarder::new(
-            &[zone(&[up], UpstreamPolicy::Random)],
-            CacheLimits::default(),
-        )
-        .unwrap();
+        let f = Arc::new(
+            Forwarder::new(
+                &[zone(&[up], UpstreamPolicy::Random)],
+                CacheLimits::default(),
+            )
+            .unwrap(),
+        );
         let mut out = Vec::new();
         assert_eq!(
             f.resolve(0, &question(5), Transport::Udp, &mut out).await,
@@ -853,14 +889,16 @@ mod tests {
         let alive = Arc::new(AtomicBool::new(true));
         let silent = upstream(Mode::Silent, 1, alive.clone()).await;
         let good = upstream(Mode::Good, 2, alive).await;
-        let f = Forwarder::new(
-            &[zone(&[silent, good], UpstreamPolicy::Sequential)],
-            CacheLimits {
-                capacity: 0,
-                ..CacheLimits::default()
-            },
-        )
-        .unwrap();
+        let f = Arc::new(
+            Forwarder::new(
+                &[zone(&[silent, good], UpstreamPolicy::Sequential)],
+                CacheLimits {
+                    capacity: 0,
+                    ..CacheLimits::default()
+                },
+            )
+            .unwrap(),
+        );
         let mut out = Vec::new();
         assert_eq!(
             f.resolve(0, &question(5), Transport::Udp, &mut out).await,

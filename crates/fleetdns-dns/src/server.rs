@@ -102,7 +102,7 @@ impl Served {
 
 /// Forwards `packet` to forward zone `zone` and writes the answer into `out`.
 async fn forward(
-    forwarder: &Forwarder,
+    forwarder: &Arc<Forwarder>,
     zone: usize,
     packet: &[u8],
     transport: Transport,

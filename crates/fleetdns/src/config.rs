@@ -46,6 +46,8 @@ pub struct CacheConfig {
     pub min_ttl: u32,
     /// Serve expired answers this long when every upstream fails (RFC 8767); 0 = never.
     pub serve_stale_ms: u64,
+    /// Refresh entries asked this often once under 10% of their TTL is left; 0 = off.
+    pub prefetch: u32,
 }
 
 impl Default for CacheConfig {
@@ -57,6 +59,7 @@ impl Default for CacheConfig {
             max_negative_ttl: d.max_negative_ttl,
             min_ttl: d.min_ttl,
             serve_stale_ms: d.serve_stale.as_millis() as u64,
+            prefetch: d.prefetch,
         }
     }
 }
@@ -215,6 +218,7 @@ impl Config {
             max_negative_ttl: raw.cache.max_negative_ttl,
             min_ttl: raw.cache.min_ttl,
             serve_stale: Duration::from_millis(raw.cache.serve_stale_ms),
+            prefetch: raw.cache.prefetch,
         };
         // Built once to check zone names and upstreams; `serve` builds its own.
         Forwarder::new(&raw.forward, cache)

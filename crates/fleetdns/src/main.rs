@@ -4,6 +4,7 @@ mod config;
 mod files;
 mod ops;
 mod serve;
+mod stub_domains;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ enum Command {
     },
     /// Validate a config and its sources, and print what would be served.
     CheckConfig { config: PathBuf },
+    /// Print what a cluster's DNS needs to delegate the fleet's zones to fleetdns, or patch
+    /// it into a Corefile.
+    StubDomains(stub_domains::Args),
 }
 
 fn init_logs(format: LogFormat) {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen } => serve::serve(&config, listen),
         Command::CheckConfig { config } => serve::check_config(&config),
+        Command::StubDomains(args) => stub_domains::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -797,3 +797,35 @@ fn cdns13_a_forward_zone_pointing_back_at_this_server_is_detected_not_a_storm() 
         ["10.96.10.10"]
     );
 }
+
+#[test]
+fn stub_domains_patch_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let corefile = dir.path().join("Corefile");
+    let original = ".:53 {\n    errors\n    forward . /etc/resolv.conf\n    cache 30\n}\n";
+    std::fs::write(&corefile, original).unwrap();
+    let args = [
+        "stub-domains",
+        "--server",
+        "10.96.0.53",
+        "--config",
+        config.to_str().unwrap(),
+        "--patch",
+        corefile.to_str().unwrap(),
+    ];
+
+    let (code, out) = fleetdns(&args);
+    assert_eq!(code, 0, "{out}");
+    let once = std::fs::read_to_string(&corefile).unwrap();
+    let (code, out) = fleetdns(&args);
+    assert_eq!(code, 0, "{out}");
+    let twice = std::fs::read_to_string(&corefile).unwrap();
+
+    assert_eq!(once, twice, "a second run changes nothing");
+    assert!(once.starts_with(original), "the existing Corefile is kept");
+    assert!(once.contains("cluster-b.local:53 {"), "{once}");
+    assert!(once.contains("    forward . 10.96.0.53:53\n"), "{once}");
+    assert_eq!(once.matches("# fleetdns:begin").count(), 1, "{once}");
+}
