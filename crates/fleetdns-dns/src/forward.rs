@@ -154,6 +154,7 @@ struct Zone {
     probe: Box<[u8]>,
     probe_hits: AtomicU32,
     looped: std::sync::atomic::AtomicBool,
+    requests: Option<Arc<AtomicU64>>,
 }
 
 /// The question of a query being forwarded.
@@ -215,6 +216,7 @@ impl Forwarder {
                     }
                 })?;
             zones.push(Zone {
+                requests: None,
                 probe: probe.into(),
                 probe_hits: AtomicU32::new(0),
                 looped: std::sync::atomic::AtomicBool::new(false),
@@ -238,6 +240,13 @@ impl Forwarder {
 
     pub fn is_empty(&self) -> bool {
         self.zones.is_empty()
+    }
+
+    /// Gives every forward zone its request counter from `metrics`. Call before sharing.
+    pub fn attach_counters(&mut self, metrics: &crate::metrics::Metrics) {
+        for zone in &mut self.zones {
+            zone.requests = Some(metrics.zone_counter(&zone.display));
+        }
     }
 
     /// The longest forward zone containing `name` (lower-case wire form): (index, apex length).
@@ -274,6 +283,9 @@ impl Forwarder {
         out: &mut Vec<u8>,
     ) -> u8 {
         let zone = &self.zones[index];
+        if let Some(c) = &zone.requests {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         if q.lower_name == &*zone.probe {
             // Our own probe came back: whoever sent it forwards this zone to us.
             let hits = zone.probe_hits.fetch_add(1, Ordering::Relaxed) + 1;

@@ -85,6 +85,9 @@ pub struct Metrics {
     /// everything above the largest bound. The histogram's count is the sum of all slots.
     duration_slots: [AtomicU64; BUCKETS_NANOS.len() + 1],
     duration_sum_nanos: AtomicU64,
+    /// Requests by zone name (authoritative and forward zones); entries are never removed, so
+    /// a zone's count survives table swaps and reloads.
+    zones: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<AtomicU64>>>,
 }
 
 fn transport_index(t: Transport) -> usize {
@@ -152,8 +155,29 @@ impl Metrics {
         self.dropped[transport_index(transport)].fetch_add(1, Relaxed);
     }
 
-    /// Appends every DNS metric, zeros included, to `out`.
+    /// The request counter of zone `name` (dotted, trailing dot), created on first use.
+    pub fn zone_counter(&self, name: &str) -> std::sync::Arc<AtomicU64> {
+        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+        zones.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Appends every DNS metric, zeros included (zone series once a zone exists), to `out`.
     pub fn render(&self, out: &mut Exposition<'_>) {
+        {
+            // Written once a zone exists (a header without samples is not valid exposition).
+            let name = "fleetdns_dns_zone_requests_total";
+            let zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+            if !zones.is_empty() {
+                out.header(
+                    name,
+                    "counter",
+                    "DNS requests answered in a zone (authoritative or forward), by zone name.",
+                );
+            }
+            for (zone, count) in zones.iter() {
+                out.sample(name, &[("zone", zone)], count.load(Relaxed));
+            }
+        }
         let name = "fleetdns_dns_requests_total";
         out.header(
             name,

@@ -122,11 +122,13 @@ pub fn respond_with(
             if let Some(fz) = forward_zone(zone.apex.len()) {
                 return w.forward(fz, client_allowed);
             }
+            count(zone);
             w.soa(zone, name.len());
             w.finish(rcode::NXDOMAIN as u16, true, false);
             Outcome::NxDomain
         }
         Lookup::Node(node, zone) => {
+            count(zone);
             if matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
                 w.finish(rcode::REFUSED as u16, false, false);
                 return Outcome::Refused;
@@ -151,6 +153,12 @@ pub fn respond_with(
                 }
             }
         }
+    }
+}
+
+fn count(zone: &Zone) {
+    if let Some(c) = &zone.requests {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Zone {
     pub apex: Box<[u8]>,
     /// The SOA record without its owner (type .. RDATA), TTL = min(minimum, 300) (K8S-18).
     pub soa: Box<[u8]>,
+    /// Queries answered in this zone; shared with the next table's zone of the same name
+    /// (see [`AnswerTable::attach_counters`]), so the count survives table swaps.
+    pub requests: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What a lookup found.
@@ -92,6 +95,14 @@ impl AnswerTable {
             }
         }
         Lookup::NotOurs
+    }
+
+    /// Gives every zone its request counter from `metrics` (by zone name). Call before the
+    /// table is shared.
+    pub fn attach_counters(&mut self, metrics: &crate::metrics::Metrics) {
+        for zone in &mut self.zones {
+            zone.requests = Some(metrics.zone_counter(&crate::wire::display_name(&zone.apex)));
+        }
     }
 
     /// A number that moves with every call, for rotating answers.
@@ -156,6 +167,7 @@ impl TableBuilder {
         }
         let soa_ttl = soa.minimum.min(300);
         self.zones.push(Zone {
+            requests: None,
             apex: apex.into(),
             soa: record(rtype::SOA, soa_ttl, &rdata),
         });

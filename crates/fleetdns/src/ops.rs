@@ -364,11 +364,12 @@ mod tests {
         let served = Arc::new(fleetdns_dns::Served::new(Arc::new(Metrics::new())));
         let zone: fleetdns_dns::forward::ForwardZoneConfig =
             toml::from_str("zone = \"cluster3.local\"\nupstreams = [\"192.0.2.1\"]").unwrap();
-        let forwarder = fleetdns_dns::forward::Forwarder::new(
+        let mut forwarder = fleetdns_dns::forward::Forwarder::new(
             &[zone],
             fleetdns_dns::cache::CacheLimits::default(),
         )
         .unwrap();
+        forwarder.attach_counters(&served.metrics);
         served.forwarder.store(Some(Arc::new(forwarder)));
         OpsState::new(served.metrics.clone()).with_served(served)
     }

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arc_swap::ArcSwapOption;
 use fleetdns_core::{ClusterId, FleetSnapshot, MemoryRegistry, Registry, merge_fleet};
 use fleetdns_dns::forward::Forwarder;
-use fleetdns_dns::{AnswerTable, Metrics, Served, TcpOptions, ZonesConfig};
+use fleetdns_dns::{Metrics, Served, TcpOptions, ZonesConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -88,8 +87,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .query_log
         .store(config.dns.query_log, std::sync::atomic::Ordering::Relaxed);
     if !config.forward.is_empty() {
-        let forwarder =
-            Arc::new(Forwarder::new(&config.forward, config.cache).context("forward zones")?);
+        let forwarder = Arc::new(forwarder_for(&config, &metrics).context("forward zones")?);
         served.forwarder.store(Some(forwarder));
     }
     let ops = Arc::new(OpsState::new(metrics.clone()).with_served(served.clone()));
@@ -151,7 +149,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 let snapshot = snapshots.borrow_and_update().clone();
                 let zones = zones_rx.borrow_and_update().clone();
                 if let Some(snapshot) = snapshot {
-                    install(&served.table, &snapshot, &zones, &ops);
+                    install(&served, &snapshot, &zones, &ops);
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -191,6 +189,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("some tasks did not stop in time");
     }
     Ok(())
+}
+
+/// The forward zones of `config`, counting into `metrics`.
+fn forwarder_for(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Forwarder, fleetdns_dns::forward::ForwardConfigError> {
+    let mut forwarder = Forwarder::new(&config.forward, config.cache)?;
+    forwarder.attach_counters(metrics);
+    Ok(forwarder)
 }
 
 /// How often the config file is checked for changes.
@@ -292,7 +300,7 @@ impl Live {
             let forwarder = if new.forward.is_empty() {
                 None
             } else {
-                match Forwarder::new(&new.forward, new.cache) {
+                match forwarder_for(&new, &self.served.metrics) {
                     Ok(f) => Some(Arc::new(f)),
                     Err(e) => {
                         tracing::error!(error = %e, "config reload failed; keeping the running config");
@@ -342,12 +350,7 @@ impl Live {
 }
 
 /// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
-fn install(
-    table: &ArcSwapOption<AnswerTable>,
-    snapshot: &FleetSnapshot,
-    zones: &ZonesConfig,
-    ops: &OpsState,
-) {
+fn install(served: &Served, snapshot: &FleetSnapshot, zones: &ZonesConfig, ops: &OpsState) {
     let started = Instant::now();
     let merged = merge_fleet(snapshot);
     for service in merged.values() {
@@ -355,9 +358,10 @@ fn install(
             tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
         }
     }
-    let compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
+    let mut compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
+    compiled.attach_counters(&served.metrics);
     let stats = compiled.stats();
-    table.store(Some(Arc::new(compiled)));
+    served.table.store(Some(Arc::new(compiled)));
     let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
     ops.table_installed(Installed {
         received: started,

@@ -551,6 +551,14 @@ fn ops_listener_reports_health_readiness_and_metrics_that_count_queries() {
     );
     assert_eq!(total(&after) - total(&before), 5.0);
     assert_eq!(delta(count, &[]), 5.0);
+    // Requests by zone: four went to clusterset.local (the REFUSED one is in no zone).
+    assert_eq!(
+        delta(
+            "fleetdns_dns_zone_requests_total",
+            &[("zone", "clusterset.local.")]
+        ),
+        4.0
+    );
     assert!(
         value(
             &after,
