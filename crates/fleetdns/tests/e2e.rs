@@ -837,3 +837,75 @@ fn stub_domains_patch_is_idempotent() {
     assert!(once.contains("    forward . 10.96.0.53:53\n"), "{once}");
     assert_eq!(once.matches("# fleetdns:begin").count(), 1, "{once}");
 }
+
+/// A loopback UDP upstream that answers every A query with 192.0.2.99 after `delay`.
+fn slow_upstream(delay: Duration) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let q = buf[..n].to_vec();
+            let sock = sock.try_clone().unwrap();
+            std::thread::spawn(move || {
+                // Header + question as asked, QR set, one answer.
+                let mut end = 12;
+                while end < q.len() && q[end] != 0 {
+                    end += 1 + q[end] as usize;
+                }
+                end += 5;
+                if end > q.len() {
+                    return;
+                }
+                std::thread::sleep(delay);
+                let mut r = q[..end].to_vec();
+                r[2] |= 0x80;
+                r[7] = 1;
+                r[11] = 0;
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 99]);
+                let _ = sock.send_to(&r, peer);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_tcp_query() {
+    use std::io::{Read, Write};
+    let upstream = slow_upstream(Duration::from_secs(1));
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[forward]]\nzone = \"slow.test\"\nupstreams = [\"{upstream}\"]\ntimeout_ms = 4000\nprefer_udp = true\n"),
+    )
+    .unwrap();
+    let mut s = Server::start(dir);
+    let mut tcp = std::net::TcpStream::connect(s.addr()).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut q = vec![0x51, 0x52, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    q.extend_from_slice(b"\x03www\x04slow\x04test\x00\x00\x01\x00\x01");
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    tcp.write_all(&framed).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the query is now waiting on the upstream
+    let status = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut len = [0u8; 2];
+    tcp.read_exact(&mut len)
+        .expect("the in-flight answer arrives after SIGTERM");
+    let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+    tcp.read_exact(&mut resp).unwrap();
+    assert_eq!(&resp[..2], &[0x51, 0x52]);
+    assert_eq!(resp[3] & 0x0f, 0, "NOERROR from the upstream");
+    assert_eq!(&resp[resp.len() - 4..], &[192, 0, 2, 99]);
+    let exit = s.child.wait().unwrap();
+    assert!(exit.success(), "clean exit after draining: {exit:?}");
+    assert!(s.log_text().contains("shutting down"));
+}
