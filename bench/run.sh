@@ -64,8 +64,9 @@ ROOT=$(cd "$BENCH/.." && pwd)
 OUT=$BENCH/out
 FLEETDNS_BIN=${FLEETDNS_BIN:-$ROOT/target/release/fleetdns}
 export PATH="$PATH:/usr/sbin:/sbin"
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+LOG_TAG=bench
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"   # log, die, install_missing, stop_pid, port_free, pin_threads, cpu_ticks, ...
 
 # ---------------------------------------------------------------- tools
 need_pkgs=()
@@ -74,11 +75,7 @@ command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
 command -v dig >/dev/null || need_pkgs+=(dnsutils)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-  log "installing ${need_pkgs[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_pkgs[@]}"
-fi
+install_missing ${need_pkgs[@]+"${need_pkgs[@]}"}
 # Knot's package may start a system knotd on port 53; it does not matter, ours use their own ports.
 
 NCPU=$(nproc)
@@ -91,14 +88,6 @@ TICKS=$(getconf CLK_TCK)
 # ---------------------------------------------------------------- cleanup
 KNOT_PID=""; FLEETDNS_PID=""; DNSPERF_PID=""
 SYSCTL_RESTORE=()
-stop_pid() { # pid name: TERM, wait up to 5 s, then KILL
-  local pid=$1 name=$2 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then log "$name ($pid) did not stop, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -114,47 +103,14 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- socket buffers
 SYSCTL_NOTE=""
-old_max=$(sysctl -n net.core.rmem_max 2>/dev/null || echo "?")
-old_def=$(sysctl -n net.core.rmem_default 2>/dev/null || echo "?")
-if sysctl -q -w net.core.rmem_max=8388608 >/dev/null 2>&1 && sysctl -q -w net.core.rmem_default=8388608 >/dev/null 2>&1; then
-  SYSCTL_RESTORE=("net.core.rmem_max=$old_max" "net.core.rmem_default=$old_def")
-  SYSCTL_NOTE="net.core.rmem_max and rmem_default set to 8388608 for the run (were $old_max and $old_def; restored on exit)"
-else
-  SYSCTL_NOTE="could not set net.core.rmem_max/rmem_default (not permitted here); kernel values rmem_max=$old_max rmem_default=$old_def were used"
-fi
-log "$SYSCTL_NOTE"
+raise_rmem
 
-port_free() { # true if UDP and TCP 127.0.0.1:$1 can be bound
-  python3 - "$1" <<'EOF'
-import socket, sys
-p = int(sys.argv[1])
-for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        sys.exit(1)
-    finally:
-        s.close()
-EOF
-}
-
-pin_threads() { # pid cpu: pin every thread (Knot re-pins its own workers at start)
-  local t
-  for t in /proc/"$1"/task/*; do taskset -p -c "$2" "${t##*/}" >/dev/null; done
-}
-cpu_ticks() { # utime + stime of the whole process (all threads), /proc/PID/stat fields 14 and 15
-  awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$1/stat"
-}
 loaded() { # port: the zones answer and every cluster's services are in
   local port=$1 c
   dig @127.0.0.1 -p "$port" +norec +time=1 +tries=1 +short clusterset.local SOA 2>/dev/null | grep -q hostmaster || return 1
   for ((c = 0; c < CLUSTERS; c++)); do
     dig @127.0.0.1 -p "$port" +norec +time=1 +tries=1 +short "svc-0.ns-0.svc.cluster-$c.local" A 2>/dev/null | grep -q '^10\.' || return 1
   done
-}
-cpu_stat() { # cpu: "busy steal total" ticks of one CPU from /proc/stat
-  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, $9, t }' /proc/stat
 }
 wait_answering() { # name port pid timeout_s
   local name=$1 port=$2 pid=$3 deadline=$((SECONDS + $4))
@@ -177,7 +133,7 @@ if [ "$KNOT_ONLY" != 1 ]; then
 fi
 
 # ---------------------------------------------------------------- generate
-rm -rf "$OUT"
+rm -rf "$OUT/fleet" "$OUT/knot" "$OUT/runs" "$OUT"/compare-*.txt "$OUT/queries.txt" "$OUT/check-names.txt" "$OUT/fleetdns.log" "$OUT/results.md"
 mkdir -p "$OUT/knot/run" "$OUT/knot/storage" "$OUT/runs"
 SERIAL=$(date +%s)
 log "generating $CLUSTERS clusters x $SERVICES services"
@@ -283,11 +239,8 @@ run_one() { # server pid port mode
   # What else ran on the server's CPU during the run (its busy time less the server's own),
   # the hypervisor's steal there, and how busy the client's CPU was (100% = client-bound).
   local other steal client
-  read -r other steal < <(awk -v a="$s0" -v b="$s1" -v d=$((after - before)) 'BEGIN {
-    split(a, x, " "); split(b, y, " "); t = y[3] - x[3]; if (t <= 0) t = 1
-    o = (y[1] - x[1] - (y[2] - x[2]) - d) * 100 / t; if (o < 0) o = 0
-    printf "%.1f %.1f\n", o, (y[2] - x[2]) * 100 / t }')
-  client=$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[3] - x[3]; if (t <= 0) t = 1; printf "%.0f", (y[1] - x[1]) * 100 / t }')
+  read -r other steal < <(other_steal "$s0" "$s1" $((after - before)))
+  client=$(cpu_busy_pct "$c0" "$c1")
   RCODE_ROWS+=("| $server | $mode | $completed | $rcodes | $(awk -v d=$((after - before)) -v t="$TICKS" 'BEGIN { printf "%.2f", d / t }') | $other | $steal | $client |")
   # Keep dnsperf's summary, drop the per-query lines (they can be hundreds of MB).
   grep -v '^> ' "$file" >"$file.tmp" && mv "$file.tmp" "$file"
@@ -309,8 +262,6 @@ bench_server knot "$KNOT_PID" "$KNOT_PORT"
 
 compare after
 
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-threads() { ls "/proc/$1/task" | wc -l; }
 
 # ---------------------------------------------------------------- report
 {
