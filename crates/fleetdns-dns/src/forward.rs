@@ -1011,6 +1011,41 @@ mod tests {
         assert_eq!(f.cache.stats.stale.load(Ordering::Relaxed), 1);
     }
 
+    #[tokio::test]
+    async fn queries_beyond_max_concurrent_are_refused() {
+        let silent = upstream(Mode::Silent, 1, Arc::new(AtomicBool::new(true))).await;
+        let mut cfg = zone(&[silent], UpstreamPolicy::Random);
+        cfg.max_concurrent = 1;
+        cfg.timeout_ms = 1000;
+        let f = Arc::new(Forwarder::new(&[cfg], CacheLimits::default()).unwrap());
+        let first = {
+            let f = f.clone();
+            tokio::spawn(async move {
+                f.resolve(0, &question(1), Transport::Udp, &mut Vec::new())
+                    .await
+            })
+        };
+        // Let the first query take the only slot (it waits on the silent upstream).
+        while f
+            .upstreams()
+            .next()
+            .unwrap()
+            .1
+            .requests
+            .load(Ordering::Relaxed)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            f.resolve(0, &question(2), Transport::Udp, &mut out).await,
+            rcode::REFUSED
+        );
+        assert_eq!(&out[..2], &[0, 2]);
+        assert_eq!(first.await.unwrap(), rcode::SERVFAIL);
+    }
+
     #[test]
     fn upstream_addresses_and_resolv_conf() {
         let dir = std::env::temp_dir().join(format!("fleetdns-resolv-{}", std::process::id()));

@@ -909,3 +909,61 @@ fn sigterm_drains_an_in_flight_tcp_query() {
     assert!(exit.success(), "clean exit after draining: {exit:?}");
     assert!(s.log_text().contains("shutting down"));
 }
+
+#[test]
+fn json_logs_and_the_query_log() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[dns]", "[dns]\nquery_log = true")).unwrap();
+    let port = free_port();
+    let log = dir.path().join("json.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+        .args(["--log-format", "json", "serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let query_logged = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| {
+                v["fields"]["message"] == "query"
+                    && v["fields"]["name"] == "payment.default.svc.clusterset.local."
+            })
+    };
+    let start = Instant::now();
+    while !query_logged() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no JSON query log line:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        let _ = Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "+time=1",
+                "+tries=1",
+                "+short",
+                "payment.default.svc.clusterset.local",
+            ])
+            .output();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Every line is JSON.
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
