@@ -40,9 +40,32 @@ impl Default for CacheLimits {
     }
 }
 
-/// (lower-case wire name, qtype, qclass, the query had EDNS): an answer with OPT is never
+/// Lower-case wire name, qtype, qclass and whether the query had EDNS, packed into one byte
+/// string so a lookup borrows a stack buffer instead of allocating. An answer with OPT is never
 /// replayed to a client that sent none (RFC 6891 6.1.1).
-type Key = (Box<[u8]>, u16, u16, bool);
+type Key = Box<[u8]>;
+
+/// Longest packed key: a 255-byte name and 5 bytes of type, class and EDNS.
+const KEY_MAX: usize = crate::wire::MAX_NAME + 5;
+
+/// Packs the key into `buf`; `None` for a name longer than any valid one.
+fn pack<'b>(
+    buf: &'b mut [u8; KEY_MAX],
+    name: &[u8],
+    qtype: u16,
+    qclass: u16,
+    edns: bool,
+) -> Option<&'b [u8]> {
+    let n = name.len();
+    if n > crate::wire::MAX_NAME {
+        return None;
+    }
+    buf[..n].copy_from_slice(name);
+    buf[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
+    buf[n + 2..n + 4].copy_from_slice(&qclass.to_be_bytes());
+    buf[n + 4] = u8::from(edns);
+    Some(&buf[..n + 5])
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -118,9 +141,10 @@ impl Cache {
         allow_stale: bool,
         out: &mut Vec<u8>,
     ) -> Option<Hit> {
+        let mut buf = [0u8; KEY_MAX];
+        let key = pack(&mut buf, name, qtype, qclass, edns)?;
         let entries = self.lock();
-        let key: Key = (name.into(), qtype, qclass, edns);
-        let Some(e) = entries.get(&key) else {
+        let Some(e) = entries.get(key) else {
             if !allow_stale {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
             }
@@ -208,8 +232,12 @@ impl Cache {
             hits: std::sync::atomic::AtomicU32::new(0),
             prefetching: std::sync::atomic::AtomicBool::new(false),
         };
+        let mut buf = [0u8; KEY_MAX];
+        let Some(key) = pack(&mut buf, name, qtype, qclass, edns) else {
+            return;
+        };
+        let key: Key = key.into();
         let mut entries = self.lock();
-        let key: Key = (name.into(), qtype, qclass, edns);
         if entries.len() >= self.limits.capacity && !entries.contains_key(&key) {
             // Expired entries go first; otherwise one arbitrary entry (HashMap order is random).
             let window = self.limits.serve_stale;

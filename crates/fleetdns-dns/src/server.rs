@@ -85,8 +85,10 @@ impl Served {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> (Outcome, Option<Arc<Forwarder>>) {
+        // Guards, not clones: no reference-count traffic on the hot path. The forwarder is
+        // cloned only for a query that is forwarded.
         let table = self.table.load();
-        let forwarder = self.forwarder.load_full();
+        let forwarder = self.forwarder.load();
         let allowed = forwarder.is_some() && acl::allowed(&self.allow.load(), peer.ip());
         let outcome = respond_with(
             table.as_deref(),
@@ -96,6 +98,10 @@ impl Served {
             transport,
             out,
         );
+        let forwarder = match outcome {
+            Outcome::Forward(_) => forwarder.as_ref().map(Arc::clone),
+            _ => None,
+        };
         (outcome, forwarder)
     }
 }
