@@ -205,28 +205,49 @@ pub async fn serve_tcp(
     options: TcpOptions,
     cancel: CancellationToken,
 ) {
+    let max = options.max_connections;
+    accept_loop(listener, max, cancel.clone(), "dns", move |stream, peer| {
+        let (served, cancel) = (served.clone(), cancel.clone());
+        async move { connection(stream, peer, &served, options, cancel).await }
+    })
+    .await;
+}
+
+/// Accepts TCP connections until `cancel` fires, at most `max_connections` at once (more are
+/// closed at once), each handled by `handle` in a tracked task; then waits for those tasks.
+/// `listener` names the listener in logs.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    max_connections: usize,
+    cancel: CancellationToken,
+    name: &'static str,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
+                    tracing::warn!(listener = name, error = %e, "tcp accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "tcp connection limit reached, closing");
+            tracing::warn!(listener = name, peer = %peer, "tcp connection limit reached, closing");
             continue;
         };
-        let (served, cancel) = (served.clone(), cancel.clone());
+        let work = handle(stream, peer);
         tracker.spawn(async move {
-            if let Err(e) = connection(stream, peer, &served, options, cancel).await {
-                tracing::debug!(error = %e, peer = %peer, "tcp connection ended with an error");
+            if let Err(e) = work.await {
+                tracing::debug!(listener = name, error = %e, peer = %peer, "tcp connection ended with an error");
             }
             drop(permit);
         });

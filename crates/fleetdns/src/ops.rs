@@ -12,9 +12,7 @@ use fleetdns_dns::metrics::{CONTENT_TYPE, Exposition};
 use fleetdns_dns::{Metrics, TableStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// The request line and headers may not be longer than this.
 const MAX_HEAD: usize = 8 * 1024;
@@ -174,34 +172,17 @@ impl OpsState {
 
 /// Serves `/health`, `/ready` and `/metrics` on `listener` until `cancel` fires.
 pub async fn serve_ops(listener: TcpListener, state: Arc<OpsState>, cancel: CancellationToken) {
-    let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ops accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, "ops connection limit reached, closing");
-            continue;
-        };
-        let (state, cancel) = (state.clone(), cancel.clone());
-        tracker.spawn(async move {
-            if let Err(e) = connection(stream, &state, &cancel).await {
-                tracing::debug!(error = %e, peer = %peer, "ops connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+    fleetdns_dns::server::accept_loop(
+        listener,
+        MAX_CONNECTIONS,
+        cancel.clone(),
+        "ops",
+        move |stream, _| {
+            let (state, cancel) = (state.clone(), cancel.clone());
+            async move { connection(stream, &state, &cancel).await }
+        },
+    )
+    .await;
 }
 
 async fn connection(
