@@ -79,6 +79,8 @@ pub struct DnsConfig {
     pub listen: SocketAddr,
     /// UDP receive loops sharing the socket.
     pub udp_workers: usize,
+    /// One UDP socket per worker with SO_REUSEPORT, instead of one socket shared by all.
+    pub reuse_port: bool,
     /// SO_RCVBUF / SO_SNDBUF of the UDP socket, bytes (the kernel default drops bursts).
     pub udp_buffer_bytes: usize,
     pub tcp_idle_timeout_ms: u64,
@@ -94,6 +96,7 @@ impl Default for DnsConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
             udp_workers: 2,
+            reuse_port: false,
             udp_buffer_bytes: 8 << 20,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,

@@ -38,8 +38,17 @@ pub fn serve(config_path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn bind_udp(addr: SocketAddr, buffer: usize) -> anyhow::Result<std::net::UdpSocket> {
+fn bind_udp(
+    addr: SocketAddr,
+    buffer: usize,
+    reuse_port: bool,
+) -> anyhow::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket
+            .set_reuse_port(true)
+            .context("cannot set SO_REUSEPORT")?;
+    }
     // Bursts of queries overflow the kernel's default 208 KB; ask for more (capped by rmem_max).
     if let Err(e) = socket.set_recv_buffer_size(buffer) {
         tracing::warn!(error = %e, "cannot size the UDP receive buffer");
@@ -67,11 +76,18 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.dns.listen;
-    let udp = Arc::new(tokio::net::UdpSocket::from_std(bind_udp(
-        addr,
-        config.dns.udp_buffer_bytes,
-    )?)?);
-    let tcp = tokio::net::TcpListener::from_std(bind_tcp(addr)?)?;
+    // One socket shared by every UDP worker, or with `reuse_port` one socket per worker (the
+    // kernel spreads queries over them by source address and port).
+    let first = bind_udp(addr, config.dns.udp_buffer_bytes, config.dns.reuse_port)?;
+    let bound = first.local_addr()?; // the real port when `listen` asks for port 0
+    let mut udp = vec![Arc::new(tokio::net::UdpSocket::from_std(first)?)];
+    if config.dns.reuse_port {
+        for _ in 1..config.dns.udp_workers {
+            let more = bind_udp(bound, config.dns.udp_buffer_bytes, true)?;
+            udp.push(Arc::new(tokio::net::UdpSocket::from_std(more)?));
+        }
+    }
+    let tcp = tokio::net::TcpListener::from_std(bind_tcp(bound)?)?; // same port as UDP, even for port 0
     let ops_listener = match config.ops.listen {
         Some(ops_addr) => Some(
             tokio::net::TcpListener::bind(ops_addr)
@@ -100,9 +116,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(ops::serve_ops(listener, ops.clone(), cancel.clone()));
     }
     // Listeners first: until the first snapshot, authoritative zones answer SERVFAIL.
-    for _ in 0..config.dns.udp_workers {
+    for worker in 0..config.dns.udp_workers {
+        let socket = udp[worker % udp.len()].clone();
         tasks.spawn(fleetdns_dns::serve_udp(
-            udp.clone(),
+            socket,
             served.clone(),
             cancel.clone(),
         ));
@@ -118,7 +135,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cancel.clone(),
     ));
     ops.set_listening();
-    tracing::info!(listen = %addr, "listening on UDP and TCP");
+    tracing::info!(listen = %bound, "listening on UDP and TCP");
 
     let registry = Arc::new(MemoryRegistry::new(config.liveness_timeout));
     {
@@ -286,6 +303,7 @@ impl Live {
         let old = &self.config;
         if new.dns.listen != old.dns.listen
             || new.dns.udp_workers != old.dns.udp_workers
+            || new.dns.reuse_port != old.dns.reuse_port
             || new.ops.listen != old.ops.listen
         {
             tracing::warn!(

@@ -967,3 +967,34 @@ fn json_logs_and_the_query_log() {
         );
     }
 }
+
+#[test]
+fn reuse_port_serves_from_one_socket_per_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[dns]", "[dns]\nreuse_port = true\nudp_workers = 4"),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    // Each dig comes from a new source port, so the kernel spreads them over the sockets:
+    // every one of them must answer.
+    for _ in 0..20 {
+        assert_eq!(
+            s.short("payment.default.svc.clusterset.local", "A", &[]),
+            ["10.96.10.10"]
+        );
+    }
+    let sockets = std::fs::read_dir(format!("/proc/{}/fd", s.child.id()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .count();
+    assert!(
+        sockets >= 5,
+        "4 UDP sockets + the TCP listener, found {sockets}"
+    );
+}
