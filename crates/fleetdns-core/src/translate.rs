@@ -138,7 +138,9 @@ pub fn translate(
     let service_type = match spec.type_.as_deref().unwrap_or("ClusterIP") {
         "ExternalName" => return Err(Invalid::ExternalName { key: label }),
         "ClusterIP" | "NodePort" | "LoadBalancer" => {
-            if spec.cluster_ip.as_deref() == Some("None") {
+            if spec.cluster_ip.as_deref() == Some("None")
+                || spec.cluster_ips.first().map(String::as_str) == Some("None")
+            {
                 ServiceType::Headless
             } else {
                 ServiceType::ClusterSetIp
@@ -408,6 +410,16 @@ mod tests {
             let e = one(service("web", ty, ip, vec![]), vec![]).unwrap();
             assert_eq!(e.service_type, want, "{ty:?} {ip:?}");
         }
+    }
+
+    #[test]
+    fn headless_declared_by_cluster_ips_alone() {
+        let mut svc = service("web", None, None, vec![]);
+        svc.spec.cluster_ips = vec!["None".into()];
+        assert_eq!(
+            one(svc, vec![]).unwrap().service_type,
+            ServiceType::Headless
+        );
     }
 
     #[test]

@@ -179,7 +179,11 @@ impl Cache {
         for &(off, ttl) in e.ttls.iter() {
             // RFC 8767: stale answers go out with a small TTL (30 s suggested; we use the floor).
             let left = match hit {
-                Hit::Fresh | Hit::Prefetch => ttl.saturating_sub(elapsed).max(1),
+                // Capped too (CDNS-6): a record never goes out with more than the entry's life.
+                Hit::Fresh | Hit::Prefetch => ttl
+                    .min(e.ttl.as_secs() as u32)
+                    .saturating_sub(elapsed)
+                    .max(1),
                 Hit::Stale => self.limits.min_ttl.max(1),
             };
             out[off..off + 4].copy_from_slice(&left.to_be_bytes());
@@ -386,7 +390,11 @@ mod tests {
             Some(Hit::Fresh)
         );
         assert_eq!(&out[..2], &[0x12, 0x34]);
-        assert_eq!((ttl_at(&out, 0), ttl_at(&out, 1)), (75, 35));
+        assert_eq!(
+            (ttl_at(&out, 0), ttl_at(&out, 1)),
+            (35, 35),
+            "capped at the entry's 60 s"
+        );
         // The entry lives as long as its smallest TTL.
         assert_eq!(
             cache.get(

@@ -63,6 +63,9 @@ fn default_max_fails() -> u32 {
 fn default_timeout_ms() -> u64 {
     2000
 }
+/// The most in-flight queries a zone may allow (the config refuses more).
+pub const MAX_CONCURRENT: usize = 1_000_000;
+
 fn default_max_concurrent() -> usize {
     1000
 }
@@ -136,8 +139,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// `max_fails = 0` means never marked down (CDNS-2).
     pub fn healthy(&self, max_fails: u32) -> bool {
-        self.fails.load(Ordering::Relaxed) < max_fails
+        max_fails == 0 || self.fails.load(Ordering::Relaxed) < max_fails
     }
 }
 
@@ -223,7 +227,7 @@ impl Forwarder {
                 display: crate::wire::display_name(&name),
                 name: name.into(),
                 upstreams,
-                inflight: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+                inflight: Arc::new(Semaphore::new(cfg.max_concurrent.clamp(1, MAX_CONCURRENT))),
                 cfg: cfg.clone(),
                 next: AtomicUsize::new(0),
             });
@@ -544,7 +548,10 @@ fn matches(resp: &[u8], query: &[u8]) -> bool {
     let Some(end) = skip_name(query, HEADER_LEN).map(|e| e + 4) else {
         return false;
     };
-    resp.len() >= end && resp[HEADER_LEN..end].eq_ignore_ascii_case(&query[HEADER_LEN..end])
+    // The name case-insensitively, type and class exactly.
+    resp.len() >= end
+        && resp[HEADER_LEN..end - 4].eq_ignore_ascii_case(&query[HEADER_LEN..end - 4])
+        && resp[end - 4..end] == query[end - 4..end]
 }
 
 async fn exchange_udp(
@@ -606,6 +613,12 @@ async fn exchange_tcp(
 
 /// Cuts a UDP answer that exceeds the client's size to header + question with TC set.
 fn fit(out: &mut Vec<u8>, q: &Question<'_>, transport: Transport) -> u8 {
+    // The client's own question, case included (DNS 0x20): a cached answer holds the case of
+    // whoever asked first. Same length, and compression pointers do not depend on case.
+    let end = HEADER_LEN + q.question.len();
+    if out.len() >= end {
+        out[HEADER_LEN..end].copy_from_slice(q.question);
+    }
     let code = out.get(3).map_or(rcode::SERVFAIL, |b| b & 0x0f);
     let limit = if q.edns {
         q.udp_limit.min(MAX_UDP_SIZE)
@@ -1009,6 +1022,42 @@ mod tests {
             rcode::NOERROR
         );
         assert_eq!(f.cache.stats.stale.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cache_hit_echoes_the_askers_case_and_max_fails_zero_never_marks_down() {
+        let up = upstream(Mode::Good, 4, Arc::new(AtomicBool::new(true))).await;
+        let mut cfg = zone(&[up], UpstreamPolicy::Random);
+        cfg.max_fails = 0;
+        let f = Arc::new(Forwarder::new(&[cfg], CacheLimits::default()).unwrap());
+        assert!(
+            f.upstreams().next().unwrap().1.healthy(0),
+            "max_fails = 0: never down"
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            f.resolve(0, &question(1), Transport::Udp, &mut out).await,
+            rcode::NOERROR
+        );
+        let other_case = b"\x03wWw\x03FwD\x04tEsT\x00\x00\x01\x00\x01";
+        let q = Question {
+            question: other_case,
+            ..question(2)
+        };
+        assert_eq!(
+            f.resolve(0, &q, Transport::Udp, &mut out).await,
+            rcode::NOERROR
+        );
+        assert_eq!(
+            f.cache.stats.hits.load(Ordering::Relaxed),
+            1,
+            "served from the cache"
+        );
+        assert_eq!(
+            &out[12..12 + other_case.len()],
+            other_case,
+            "DNS 0x20: the asker's own case"
+        );
     }
 
     #[tokio::test]

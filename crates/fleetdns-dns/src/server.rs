@@ -227,7 +227,9 @@ pub async fn accept_loop<F, Fut>(
     Fut: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
 {
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(
+        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -299,7 +301,12 @@ async fn connection(
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
-        let sent = stream.write_all(&framed).await;
+        // A client that never reads must not hold its connection slot forever.
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = tokio::time::timeout(options.idle_timeout, stream.write_all(&framed)) => r
+                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read"))),
+        };
         served.done(Transport::Tcp, peer, body, outcome, &out, started);
         sent?;
     }

@@ -199,8 +199,25 @@ impl Config {
         zones
             .validate()
             .with_context(|| format!("{}", path.display()))?;
-        if raw.dns.udp_workers == 0 {
-            bail!("{}: dns.udp_workers must be at least 1", path.display());
+        if !(1..=1024).contains(&raw.dns.udp_workers) {
+            bail!("{}: dns.udp_workers must be 1 to 1024", path.display());
+        }
+        if !(1..=1_000_000).contains(&raw.dns.tcp_max_connections) {
+            bail!(
+                "{}: dns.tcp_max_connections must be 1 to 1000000",
+                path.display()
+            );
+        }
+        if let Some(f) = raw
+            .forward
+            .iter()
+            .find(|f| !(1..=fleetdns_dns::forward::MAX_CONCURRENT).contains(&f.max_concurrent))
+        {
+            bail!(
+                "{}: forward zone {:?}: max_concurrent must be 1 to 1000000",
+                path.display(),
+                f.zone
+            );
         }
         if raw.sources.is_empty() && raw.forward.is_empty() {
             bail!(
@@ -353,6 +370,10 @@ path = "clusters"
                 "best",
             ),
             ("[cache]\nsize = 3\n", "size"),
+            (
+                "[[forward]]\nzone = \"x.local\"\nupstreams = [\"10.0.0.1\"]\nmax_concurrent = 4611686018427387904\n",
+                "max_concurrent",
+            ),
         ] {
             let err = format!("{:#}", parse(&format!("{MINIMAL}\n{extra}")).unwrap_err());
             assert!(err.contains(key), "error does not name {key}: {err}");

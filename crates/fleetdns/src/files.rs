@@ -152,6 +152,8 @@ struct ClusterState {
 #[derive(Debug, Default)]
 pub struct PollReport {
     pub published: Vec<ClusterId>,
+    /// Every cluster folder found, including those whose manifests do not parse right now.
+    pub present: Vec<ClusterId>,
     pub withdrawn: Vec<ClusterId>,
     pub errors: Vec<String>,
     /// ServiceExports refused (with the mcs-api reason) and parts of exports skipped.
@@ -240,6 +242,7 @@ impl FilesSource {
                 }
             }
         }
+        report.present = present.clone();
         let gone: Vec<ClusterId> = self
             .clusters
             .keys()

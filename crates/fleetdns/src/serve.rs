@@ -265,7 +265,9 @@ impl Live {
                     let report = files.poll(&*registry).await.with_context(|| {
                         format!("cannot read manifest folder {}", root.display())
                     })?;
-                    published.extend(report.published);
+                    // Every folder found: a cluster whose manifests fail to parse right now keeps
+                    // its last good state and must not be withdrawn.
+                    published.extend(report.present);
                     self.tasks
                         .spawn(files.run(registry.clone(), cancel.clone()));
                 }
@@ -310,12 +312,11 @@ impl Live {
                 "listen addresses and worker counts change only on restart; the rest is applied"
             );
         }
-        self.served.allow.store(Arc::new(new.allow.clone()));
-        self.served
-            .query_log
-            .store(new.dns.query_log, std::sync::atomic::Ordering::Relaxed);
-        if new.forward != old.forward || new.cache != old.cache {
-            let forwarder = if new.forward.is_empty() {
+        let mut new = new;
+        let forward_changed = new.forward != old.forward || new.cache != old.cache;
+        // Every fallible step first: a reload that fails changes nothing.
+        let forwarder = if forward_changed {
+            let built = if new.forward.is_empty() {
                 None
             } else {
                 match forwarder_for(&new, &self.served.metrics) {
@@ -326,6 +327,15 @@ impl Live {
                     }
                 }
             };
+            Some(built)
+        } else {
+            None
+        };
+        self.served.allow.store(Arc::new(new.allow.clone()));
+        self.served
+            .query_log
+            .store(new.dns.query_log, std::sync::atomic::Ordering::Relaxed);
+        if let Some(forwarder) = forwarder {
             self.served.forwarder.store(forwarder);
             self.checks_gen.cancel();
             self.checks_gen = self.tasks_token();
@@ -351,6 +361,8 @@ impl Live {
                 Err(e) => {
                     generation.cancel();
                     tracing::error!(error = %format!("{e:#}"), "new sources failed to load; keeping the running sources");
+                    // Remembered as still running, so the next reload tries the new ones again.
+                    new.sources = self.config.sources.clone();
                 }
             }
         }

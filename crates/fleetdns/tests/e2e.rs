@@ -998,3 +998,28 @@ fn reuse_port_serves_from_one_socket_per_worker() {
         "4 UDP sockets + the TCP listener, found {sockets}"
     );
 }
+
+#[test]
+fn a_reload_that_swaps_sources_keeps_a_cluster_whose_manifest_is_broken() {
+    let s = Server::demo();
+    let name = "payment.default.svc.cluster-b.local";
+    std::fs::write(s.clusters().join("cluster-b/broken.yaml"), "kind: [\n").unwrap();
+    s.wait_until(|| s.log_text().contains("broken.yaml:"));
+    let config = s.dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "path = \"clusters\"",
+            "path = \"clusters\"\npoll_interval_ms = 200",
+        ),
+    )
+    .unwrap();
+    s.wait_until(|| s.log_text().contains("config reloaded"));
+    assert!(!s.log_text().contains("withdrawn"), "{}", s.log_text());
+    assert_eq!(
+        s.short(name, "A", &[]),
+        ["10.97.10.10"],
+        "the last good state is still served"
+    );
+}
