@@ -301,12 +301,16 @@ async fn connection(
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
         framed.extend_from_slice(&out);
-        // A client that never reads must not hold its connection slot forever.
-        let sent = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = tokio::time::timeout(options.idle_timeout, stream.write_all(&framed)) => r
-                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read"))),
-        };
+        // A client that never reads must not hold its connection slot forever. No shutdown arm
+        // here: an answer in flight is always finished (the drain is bounded by the caller).
+        let sent = tokio::time::timeout(options.idle_timeout, stream.write_all(&framed))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client does not read",
+                ))
+            });
         served.done(Transport::Tcp, peer, body, outcome, &out, started);
         sent?;
     }
