@@ -140,6 +140,29 @@ impl Default for MemoryRegistryConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
     Files(FilesSourceConfig),
+    Kubernetes(KubernetesSourceConfig),
+}
+
+/// One cluster's Kubernetes API (SPEC §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSourceConfig {
+    /// Else the ClusterProperty `cluster.clusterset.k8s.io` (MCS-6).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Relative to the config file; else `KUBECONFIG`, else the in-cluster service account.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Write ServiceExport status, ServiceImports and EndpointSlices; `false` for read-only
+    /// credentials.
+    #[serde(default = "yes")]
+    pub write_back: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,7 +194,17 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    Files { root: PathBuf, interval: Duration },
+    Files {
+        root: PathBuf,
+        interval: Duration,
+    },
+    Kubernetes {
+        cluster_id: Option<ClusterId>,
+        /// `None`: `KUBECONFIG` or in-cluster, resolved when the source starts.
+        kubeconfig: Option<PathBuf>,
+        context: Option<String>,
+        write_back: bool,
+    },
 }
 
 impl Config {
@@ -244,20 +277,41 @@ impl Config {
         Forwarder::new(&raw.forward, cache)
             .with_context(|| format!("{}: forward", path.display()))?;
         let RegistryConfig::Memory(mem) = raw.registry;
-        let sources = raw
-            .sources
-            .into_iter()
-            .map(|s| match s {
+        let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let mut sources = Vec::new();
+        for (i, s) in raw.sources.into_iter().enumerate() {
+            sources.push(match s {
                 SourceConfig::Files(f) => Source::Files {
-                    root: if f.path.is_absolute() {
-                        f.path
-                    } else {
-                        base.join(f.path)
-                    },
+                    root: relative(f.path),
                     interval: Duration::from_millis(f.poll_interval_ms.max(10)),
                 },
-            })
-            .collect();
+                SourceConfig::Kubernetes(k) => Source::Kubernetes {
+                    cluster_id: match k.cluster_id.as_deref() {
+                        Some(id) => Some(ClusterId::new(id).with_context(|| {
+                            format!("{}: sources[{i}].cluster_id", path.display())
+                        })?),
+                        None => None,
+                    },
+                    kubeconfig: k.kubeconfig.map(relative),
+                    context: k.context,
+                    write_back: k.write_back,
+                },
+            });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for s in &sources {
+            if let Source::Kubernetes {
+                cluster_id: Some(id),
+                ..
+            } = s
+                && !ids.insert(id.clone())
+            {
+                bail!(
+                    "{}: two kubernetes sources claim cluster_id {id:?}",
+                    path.display()
+                );
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             dns: raw.dns,
@@ -294,7 +348,9 @@ path = "clusters"
     #[test]
     fn the_issue_example_parses_and_paths_are_relative_to_the_file() {
         let c = parse(MINIMAL).unwrap();
-        let Source::Files { root, .. } = &c.sources[0];
+        let Source::Files { root, .. } = &c.sources[0] else {
+            panic!("not a files source")
+        };
         assert_eq!(root, Path::new("/etc/fleetdns/clusters"));
         assert_eq!(
             c.zones.local_cluster.as_ref().unwrap().as_str(),
@@ -302,6 +358,56 @@ path = "clusters"
         );
         assert_eq!(c.zones.clusterset.ttl, 5);
         assert_eq!(c.ops.listen, None);
+    }
+
+    #[test]
+    fn kubernetes_sources_parse_with_defaults_and_checked_ids() {
+        let text = r#"
+[[sources]]
+kind = "kubernetes"
+cluster_id = "cluster1"
+kubeconfig = "kube/c1.yaml"
+context = "c1"
+[[sources]]
+kind = "kubernetes"
+write_back = false
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(
+            c.sources[0],
+            Source::Kubernetes {
+                cluster_id: Some(ClusterId::new("cluster1").unwrap()),
+                kubeconfig: Some(PathBuf::from("/etc/fleetdns/kube/c1.yaml")),
+                context: Some("c1".into()),
+                write_back: true,
+            }
+        );
+        assert_eq!(
+            c.sources[1],
+            Source::Kubernetes {
+                cluster_id: None,
+                kubeconfig: None,
+                context: None,
+                write_back: false,
+            }
+        );
+        for (bad, needle) in [
+            (
+                "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"Not_A_Label\"",
+                "sources[0].cluster_id",
+            ),
+            (
+                "[[sources]]\nkind = \"kubernetes\"\nkubecfg = \"x\"",
+                "kubecfg",
+            ),
+            (
+                "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"a\"\n[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"a\"",
+                "two kubernetes sources",
+            ),
+        ] {
+            let err = format!("{:#}", parse(bad).unwrap_err());
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

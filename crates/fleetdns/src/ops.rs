@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use fleetdns_dns::metrics::{CONTENT_TYPE, Exposition};
 use fleetdns_dns::{Metrics, TableStats};
+use fleetdns_k8s::SourceStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,9 @@ pub struct Installed {
     pub compile: Duration,
 }
 
+/// (name, help, how to read it) of one per-source metric.
+type SourceMetric = (&'static str, &'static str, fn(&SourceStatus) -> u64);
+
 /// State the ops listener reports: the DNS counters, and what the serve loop has done.
 #[derive(Debug)]
 pub struct OpsState {
@@ -45,6 +49,8 @@ pub struct OpsState {
     listening: AtomicBool,
     installs: AtomicU64,
     installed: Mutex<Option<Installed>>,
+    /// The running Kubernetes sources (replaced when a reload restarts the sources).
+    sources: Mutex<Vec<Arc<SourceStatus>>>,
 }
 
 impl OpsState {
@@ -55,6 +61,7 @@ impl OpsState {
             listening: AtomicBool::new(false),
             installs: AtomicU64::new(0),
             installed: Mutex::new(None),
+            sources: Mutex::new(Vec::new()),
         }
     }
 
@@ -73,6 +80,74 @@ impl OpsState {
     pub fn table_installed(&self, installed: Installed) {
         *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = Some(installed);
         self.installs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Kubernetes sources now running.
+    pub fn set_sources(&self, sources: Vec<Arc<SourceStatus>>) {
+        *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = sources;
+    }
+
+    fn render_sources(&self, out: &mut Exposition<'_>) {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if sources.is_empty() {
+            return; // a family without samples is not valid exposition
+        }
+        let gauges: [SourceMetric; 3] = [
+            (
+                "fleetdns_source_connected",
+                "1 while the cluster's API server answers; 0 while it is unreachable (its last known exports stay served).",
+                |s| u64::from(s.connected.load(Ordering::Relaxed)),
+            ),
+            (
+                "fleetdns_source_synced",
+                "1 once every watched kind was listed and the cluster's set published.",
+                |s| u64::from(s.synced.load(Ordering::Relaxed)),
+            ),
+            (
+                "fleetdns_source_exports",
+                "Exported services in the cluster's last published set.",
+                |s| s.exports.load(Ordering::Relaxed),
+            ),
+        ];
+        let counters: [SourceMetric; 5] = [
+            (
+                "fleetdns_source_watch_errors_total",
+                "Failed lists and watches (each retried with backoff; 410 Gone re-lists count too).",
+                |s| s.watch_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_source_bad_objects_total",
+                "Objects skipped because they could not be read.",
+                |s| s.bad_objects.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_source_publishes_total",
+                "Export sets published to the registry (only when the set changed).",
+                |s| s.publishes.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_source_writes_total",
+                "Writes into the cluster: ServiceExport status, ServiceImports, EndpointSlices, deletes.",
+                |s| s.writes.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_source_write_errors_total",
+                "Writes into the cluster that failed (retried with backoff).",
+                |s| s.write_errors.load(Ordering::Relaxed),
+            ),
+        ];
+        for (kind, list) in [("gauge", &gauges[..]), ("counter", &counters[..])] {
+            for (name, help, read) in list {
+                out.header(name, kind, help);
+                for s in &sources {
+                    out.sample(name, &[("cluster", s.cluster.as_str())], read(s));
+                }
+            }
+        }
     }
 
     fn last_installed(&self) -> Option<Installed> {
@@ -101,6 +176,7 @@ impl OpsState {
         self.dns.render(&mut out);
         let forwarder = self.served.as_ref().and_then(|s| s.forwarder.load_full());
         fleetdns_dns::forward::render_metrics(forwarder.as_deref(), &mut out);
+        self.render_sources(&mut out);
 
         let name = "fleetdns_table_installs_total";
         out.header(
@@ -352,7 +428,10 @@ mod tests {
         .unwrap();
         forwarder.attach_counters(&served.metrics);
         served.forwarder.store(Some(Arc::new(forwarder)));
-        OpsState::new(served.metrics.clone()).with_served(served)
+        let state = OpsState::new(served.metrics.clone()).with_served(served);
+        let cluster = fleetdns_core::ClusterId::new("cluster-a").unwrap();
+        state.set_sources(vec![Arc::new(SourceStatus::new(cluster))]);
+        state
     }
 
     fn installed() -> Installed {

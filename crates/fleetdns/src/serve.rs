@@ -21,6 +21,62 @@ use crate::ops::{self, Installed, OpsState};
 
 /// How long shutdown waits for in-flight TCP answers.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How long `serve` waits for a Kubernetes source's first list before serving without it.
+const INITIAL_SYNC: Duration = Duration::from_secs(5);
+
+/// The source's kubeconfig, else `KUBECONFIG` (its first file), else the pod's service account.
+fn kube_credentials(source: &Source) -> anyhow::Result<fleetdns_k8s::Credentials> {
+    let Source::Kubernetes {
+        kubeconfig,
+        context,
+        ..
+    } = source
+    else {
+        anyhow::bail!("not a kubernetes source");
+    };
+    let path = kubeconfig.clone().or_else(|| {
+        std::env::var_os("KUBECONFIG")
+            .and_then(|v| std::env::split_paths(&v).find(|p| !p.as_os_str().is_empty()))
+    });
+    Ok(match path {
+        Some(path) => fleetdns_k8s::Credentials::Kubeconfig {
+            path,
+            context: context.clone(),
+        },
+        None if context.is_some() => anyhow::bail!(
+            "kubernetes source: `context` needs a kubeconfig (set `kubeconfig` or KUBECONFIG)"
+        ),
+        None => fleetdns_k8s::Credentials::InCluster,
+    })
+}
+
+/// Connects a kubernetes source and learns its cluster id; nothing runs yet. Credentials: the
+/// source's kubeconfig, else `KUBECONFIG` (its first file), else the pod's service account.
+async fn kube_source(
+    source: &Source,
+    liveness: Duration,
+) -> anyhow::Result<fleetdns_k8s::ClusterSource> {
+    let Source::Kubernetes {
+        cluster_id,
+        write_back,
+        ..
+    } = source
+    else {
+        anyhow::bail!("not a kubernetes source");
+    };
+    let credentials = kube_credentials(source)?;
+    let client = fleetdns_k8s::connect(&credentials).await?;
+    let id = fleetdns_k8s::cluster_id(&client, cluster_id.as_ref())
+        .await
+        .with_context(|| format!("kubernetes source ({credentials})"))?;
+    tracing::info!(cluster = %id, credentials = %credentials, write_back, "kubernetes source");
+    let options = fleetdns_k8s::SourceOptions {
+        write_back: *write_back,
+        heartbeat: liveness / 3,
+        ..Default::default()
+    };
+    Ok(fleetdns_k8s::ClusterSource::new(client, id, options))
+}
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -145,6 +201,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (zones_tx, mut zones_rx) = watch::channel(config.zones.clone());
     let mut live = Live {
         served: served.clone(),
+        ops: ops.clone(),
         registry: registry.clone(),
         zones: zones_tx,
         tasks: tasks.clone(),
@@ -236,6 +293,7 @@ fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
 /// The running config and what a reload may replace without touching the listeners.
 struct Live {
     served: Arc<Served>,
+    ops: Arc<OpsState>,
     registry: Arc<MemoryRegistry>,
     zones: watch::Sender<ZonesConfig>,
     tasks: TaskTracker,
@@ -249,8 +307,8 @@ struct Live {
 }
 
 impl Live {
-    /// Loads every source once (so the first table is complete), then keeps them polling.
-    /// Returns the clusters they published.
+    /// Loads every source once (so the first table is complete), then keeps them running.
+    /// Returns the clusters they publish.
     async fn start_sources(
         &self,
         sources: &[Source],
@@ -258,6 +316,7 @@ impl Live {
     ) -> anyhow::Result<Vec<ClusterId>> {
         let registry: Arc<dyn Registry> = self.registry.clone();
         let mut published = Vec::new();
+        let mut kube_sources = Vec::new();
         for source in sources {
             match source {
                 Source::Files { root, interval } => {
@@ -271,8 +330,39 @@ impl Live {
                     self.tasks
                         .spawn(files.run(registry.clone(), cancel.clone()));
                 }
+                Source::Kubernetes { .. } => {
+                    let source = kube_source(source, self.config.liveness_timeout).await?;
+                    if published.contains(source.cluster()) {
+                        anyhow::bail!(
+                            "two sources publish cluster {}: give each kubernetes source its own cluster_id",
+                            source.cluster()
+                        );
+                    }
+                    published.push(source.cluster().clone());
+                    kube_sources.push(source);
+                }
             }
         }
+        // Everything checked: start the watchers, and give them a moment to list their
+        // clusters so the first table has them (CoreDNS multicluster waits 5 s too, CMC-5).
+        let mut synced = Vec::new();
+        let mut statuses = Vec::new();
+        for source in kube_sources {
+            synced.push((source.cluster().clone(), source.synced()));
+            statuses.push(source.status());
+            self.tasks
+                .spawn(source.run(registry.clone(), cancel.clone()));
+        }
+        self.ops.set_sources(statuses);
+        let waits = synced.iter_mut().map(|(cluster, rx)| async move {
+            if tokio::time::timeout(INITIAL_SYNC, rx.wait_for(|s| *s))
+                .await
+                .is_err()
+            {
+                tracing::warn!(cluster = %cluster, "cluster not listed yet; serving without it until it is");
+            }
+        });
+        futures::future::join_all(waits).await;
         Ok(published)
     }
 
@@ -459,6 +549,20 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
                         })?;
                     errors.extend(report.errors);
                     notes.extend(report.notes);
+                }
+                Source::Kubernetes { cluster_id, .. } => {
+                    // Credentials are loaded (a bad kubeconfig is an error); the cluster itself
+                    // is not contacted, so the check works anywhere.
+                    match kube_credentials(source).map(|c| (c.to_string(), c)) {
+                        Ok((what, credentials)) => match fleetdns_k8s::connect(&credentials).await {
+                            Ok(_) => notes.push(format!(
+                                "kubernetes source {} ({what}): credentials load; the cluster is not contacted by check-config",
+                                cluster_id.as_ref().map_or("(id from the ClusterProperty)", |c| c.as_str())
+                            )),
+                            Err(e) => errors.push(e.to_string()),
+                        },
+                        Err(e) => errors.push(format!("{e:#}")),
+                    }
                 }
             }
         }

@@ -145,6 +145,15 @@ pub fn zones_from_config(config: &Config) -> anyhow::Result<Vec<String>> {
         for source in &config.sources {
             match source {
                 Source::Files { root, .. } => clusters.extend(cluster_folders(root)?),
+                // An id from the ClusterProperty is only known once the cluster is asked; only
+                // configured ids get a per-cluster zone here.
+                Source::Kubernetes {
+                    cluster_id: Some(id),
+                    ..
+                } => {
+                    clusters.insert(id.clone());
+                }
+                Source::Kubernetes { .. } => {}
             }
         }
         zones.extend(

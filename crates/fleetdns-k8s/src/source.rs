@@ -1,0 +1,520 @@
+//! One cluster's watcher: Services, EndpointSlices and ServiceExports (plus, when writing back,
+//! Namespaces and fleetdns's own ServiceImports) kept in local stores, translated with
+//! `fleetdns_core::translate` and published to the registry as the cluster's whole set.
+//!
+//! A re-list replaces a store whole (deletes are never the only removal path). While the API
+//! server is unreachable the cluster keeps heartbeating, so its last known exports stay
+//! served; `SourceStatus::connected` and a log line say so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
+use fleetdns_core::translate::{Invalid, translate_cluster};
+use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
+use futures::stream::{BoxStream, StreamExt};
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::resources::{
+    self, APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, SLICE_MANAGER,
+};
+use crate::status::{Observed, observed_conditions};
+use crate::writer;
+
+/// How a source behaves; the binary fills it from the config.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Write ServiceExport status, ServiceImports and EndpointSlices into the cluster.
+    pub write_back: bool,
+    /// How often the cluster is kept alive in the registry (a third of its liveness timeout).
+    pub heartbeat: Duration,
+    /// Changes arriving within this window are published together.
+    pub settle: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            write_back: true,
+            heartbeat: Duration::from_secs(5),
+            settle: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What a running source reports, for metrics and `/ready`. Updated with relaxed atomics.
+#[derive(Debug)]
+pub struct SourceStatus {
+    pub cluster: ClusterId,
+    /// The last request to the API server succeeded.
+    pub connected: AtomicBool,
+    /// Every watched kind has been listed once and the set published.
+    pub synced: AtomicBool,
+    pub watch_errors: AtomicU64,
+    /// Objects that could not be read (skipped; the rest of the cluster is served).
+    pub bad_objects: AtomicU64,
+    pub publishes: AtomicU64,
+    pub exports: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+impl SourceStatus {
+    pub fn new(cluster: ClusterId) -> Self {
+        Self {
+            cluster,
+            connected: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
+            watch_errors: AtomicU64::new(0),
+            bad_objects: AtomicU64::new(0),
+            publishes: AtomicU64::new(0),
+            exports: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What the watcher knows of its own cluster, handed to the writer.
+#[derive(Debug, Default)]
+pub(crate) struct LocalView {
+    pub export_version: &'static str,
+    /// `namespace/name` of each ServiceExport the translation refused, with why.
+    pub invalid: BTreeMap<String, Invalid>,
+    /// Every ServiceExport with its observed conditions.
+    pub exports: BTreeMap<(String, String), Vec<Observed>>,
+    pub namespaces: BTreeSet<String>,
+    /// ServiceImports carrying fleetdns's managed-by label.
+    pub our_imports: BTreeSet<(String, String)>,
+    /// EndpointSlices carrying fleetdns's managed-by label.
+    pub our_slices: BTreeSet<(String, String)>,
+    /// Every other EndpointSlice: never touched, even when a name matches.
+    pub other_slices: BTreeSet<(String, String)>,
+}
+
+type Key = (String, String);
+
+/// Objects of one kind, replaced whole by each (re-)list.
+struct Store<T> {
+    items: BTreeMap<Key, T>,
+    pending: Option<BTreeMap<Key, T>>,
+    synced: bool,
+}
+
+impl<T> Default for Store<T> {
+    fn default() -> Self {
+        Self {
+            items: BTreeMap::new(),
+            pending: None,
+            synced: false,
+        }
+    }
+}
+
+fn key_of(obj: &DynamicObject) -> Option<Key> {
+    Some((
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone()?,
+    ))
+}
+
+impl<T> Store<T> {
+    /// Applies one watcher event; returns whether the served state may have changed.
+    fn apply(
+        &mut self,
+        event: Event<DynamicObject>,
+        parse: impl Fn(&DynamicObject) -> Option<T>,
+    ) -> bool {
+        match event {
+            Event::Init => {
+                self.pending = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(obj) => {
+                if let (Some(key), Some(value)) = (key_of(&obj), parse(&obj)) {
+                    self.pending
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key, value);
+                }
+                false
+            }
+            Event::InitDone => {
+                // The re-list is the whole truth: whatever it did not list is gone.
+                self.items = self.pending.take().unwrap_or_default();
+                self.synced = true;
+                true
+            }
+            Event::Apply(obj) => match (key_of(&obj), parse(&obj)) {
+                (Some(key), Some(value)) => {
+                    self.items.insert(key, value);
+                    true
+                }
+                // Unreadable now: drop it rather than serve a stale version of it.
+                (Some(key), None) => self.items.remove(&key).is_some(),
+                _ => false,
+            },
+            Event::Delete(obj) => key_of(&obj).is_some_and(|k| self.items.remove(&k).is_some()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Services,
+    Slices,
+    Exports,
+    Namespaces,
+    Imports,
+}
+
+type Stream = BoxStream<'static, (Kind, Result<Event<DynamicObject>, watcher::Error>)>;
+
+/// Watches one cluster and publishes it.
+pub struct ClusterSource {
+    client: Client,
+    options: SourceOptions,
+    status: Arc<SourceStatus>,
+    synced_tx: watch::Sender<bool>,
+}
+
+impl ClusterSource {
+    pub fn new(client: Client, cluster: ClusterId, options: SourceOptions) -> Self {
+        Self {
+            client,
+            options,
+            status: Arc::new(SourceStatus::new(cluster)),
+            synced_tx: watch::Sender::new(false),
+        }
+    }
+
+    pub fn cluster(&self) -> &ClusterId {
+        &self.status.cluster
+    }
+
+    pub fn status(&self) -> Arc<SourceStatus> {
+        self.status.clone()
+    }
+
+    /// Turns true once the cluster's first complete set is published.
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        self.synced_tx.subscribe()
+    }
+
+    /// Runs until `cancel`: discovery, watches, publishing, heartbeats and (with `write_back`)
+    /// the writer. Never returns an error: failures are retried with backoff and reported.
+    pub async fn run(self, registry: Arc<dyn Registry>, cancel: CancellationToken) {
+        let cluster = self.status.cluster.clone();
+        let Some(version) = self.discover(&cancel).await else {
+            return;
+        };
+        tracing::info!(cluster = %cluster, version, "watching ServiceExports");
+        let (view_tx, view_rx) = watch::channel(None);
+        let fleet = registry.subscribe();
+        let writer = async {
+            if self.options.write_back {
+                writer::run(
+                    self.client.clone(),
+                    self.status.clone(),
+                    view_rx,
+                    fleet,
+                    self.options.settle,
+                    cancel.clone(),
+                )
+                .await;
+            }
+        };
+        tokio::join!(self.watch(version, &*registry, view_tx, &cancel), writer);
+    }
+
+    /// The ServiceExport version, retried until the API server answers and serves the MCS
+    /// CRDs. `None` when cancelled first.
+    async fn discover(&self, cancel: &CancellationToken) -> Option<&'static str> {
+        let mut wait = Duration::from_millis(500);
+        let mut said = false;
+        loop {
+            match crate::export_version(&self.client).await {
+                Ok(Some(v)) => {
+                    self.status.connected.store(true, Ordering::Relaxed);
+                    return Some(v);
+                }
+                Ok(None) => {
+                    self.status.connected.store(true, Ordering::Relaxed);
+                    if !said {
+                        tracing::warn!(cluster = %self.status.cluster, "the cluster serves no multicluster.x-k8s.io ServiceExports (MCS CRDs not installed); waiting for them");
+                        said = true;
+                    }
+                }
+                Err(e) => {
+                    self.status.connected.store(false, Ordering::Relaxed);
+                    self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(cluster = %self.status.cluster, error = %e, "cluster API unreachable; retrying");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    fn streams(&self, version: &'static str) -> Vec<Stream> {
+        let config = watcher::Config::default();
+        let watch = |ar: kube::core::ApiResource, config: watcher::Config, kind: Kind| -> Stream {
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+            watcher::watcher(api, config)
+                .default_backoff()
+                .map(move |e| (kind, e))
+                .boxed()
+        };
+        let mut out = vec![
+            watch(resources::services(), config.clone(), Kind::Services),
+            watch(resources::endpoint_slices(), config.clone(), Kind::Slices),
+            watch(
+                resources::service_exports(version),
+                config.clone(),
+                Kind::Exports,
+            ),
+        ];
+        if self.options.write_back {
+            out.push(watch(
+                resources::namespaces(),
+                config.clone(),
+                Kind::Namespaces,
+            ));
+            out.push(watch(
+                resources::service_imports(version),
+                config.labels(&format!("{APP_MANAGED_BY_LABEL}={IMPORT_MANAGER}")),
+                Kind::Imports,
+            ));
+        }
+        out
+    }
+
+    async fn watch(
+        &self,
+        version: &'static str,
+        registry: &dyn Registry,
+        view_tx: watch::Sender<Option<Arc<LocalView>>>,
+        cancel: &CancellationToken,
+    ) {
+        let cluster = &self.status.cluster;
+        let mut events = futures::stream::select_all(self.streams(version));
+        let mut stores = Stores::default();
+        let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
+        let mut last: Option<ExportSet> = None;
+        let mut publish_at: Option<Instant> = None;
+        let mut heartbeat = tokio::time::interval(self.options.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                event = events.next() => {
+                    let Some((kind, event)) = event else { return };
+                    match event {
+                        Ok(event) => {
+                            self.reachable();
+                            if stores.apply(kind, event, &self.status) && publish_at.is_none() {
+                                publish_at = Some(Instant::now() + self.options.settle);
+                            }
+                        }
+                        Err(e) => self.watch_failed(kind, &e),
+                    }
+                }
+                _ = sleep_until(publish_at) => {
+                    publish_at = None;
+                    if !stores.synced(self.options.write_back) {
+                        continue;
+                    }
+                    let objects = stores.objects();
+                    let translated = translate_cluster(cluster, &objects, &mut |label| {
+                        *first_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
+                    });
+                    for w in &translated.warnings {
+                        tracing::warn!(cluster = %cluster, detail = %w, "export partly skipped");
+                    }
+                    if last.as_ref() != Some(&translated.exports) {
+                        let count = translated.exports.len();
+                        match registry.publish(cluster, translated.exports.clone()).await {
+                            Ok(()) => {
+                                self.status.publishes.fetch_add(1, Ordering::Relaxed);
+                                self.status.exports.store(count as u64, Ordering::Relaxed);
+                                tracing::info!(cluster = %cluster, exports = count, invalid = translated.invalid.len(), "cluster published");
+                                last = Some(translated.exports);
+                            }
+                            Err(e) => {
+                                tracing::warn!(cluster = %cluster, error = %e, "registry publish failed; retrying");
+                                publish_at = Some(Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
+                    if last.is_some() {
+                        self.status.synced.store(true, Ordering::Relaxed);
+                        self.synced_tx.send_replace(true);
+                    }
+                    if self.options.write_back {
+                        view_tx.send_replace(Some(Arc::new(stores.view(version, translated.invalid))));
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if !self.status.connected.load(Ordering::Relaxed) {
+                        self.probe().await;
+                    }
+                    if last.is_some()
+                        && let Err(e) = registry.heartbeat(cluster).await
+                    {
+                        tracing::warn!(cluster = %cluster, error = %e, "registry heartbeat failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn reachable(&self) {
+        if !self.status.connected.swap(true, Ordering::Relaxed) {
+            tracing::info!(cluster = %self.status.cluster, "cluster API reachable");
+        }
+    }
+
+    fn watch_failed(&self, kind: Kind, e: &watcher::Error) {
+        self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+        // 410 Gone is the API server asking for a re-list, not an outage.
+        if let watcher::Error::WatchError(status) = e
+            && status.code == 410
+        {
+            tracing::debug!(cluster = %self.status.cluster, kind = ?kind, "watch expired; re-listing");
+            return;
+        }
+        if self.status.connected.swap(false, Ordering::Relaxed) {
+            tracing::warn!(cluster = %self.status.cluster, kind = ?kind, error = %e, "cluster API unreachable; serving its last known exports");
+        } else {
+            tracing::debug!(cluster = %self.status.cluster, kind = ?kind, error = %e, "watch failed");
+        }
+    }
+
+    /// After a failure the watchers resume silently when nothing changed; a cheap list tells
+    /// whether the API server answers again.
+    async fn probe(&self) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resources::services());
+        if api
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .is_ok()
+        {
+            self.reachable();
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn parse<T: DeserializeOwned>(obj: &DynamicObject, status: &SourceStatus) -> Option<T> {
+    let parsed = serde_json::to_value(obj).and_then(serde_json::from_value);
+    match parsed {
+        Ok(v) => Some(v),
+        Err(e) => {
+            status.bad_objects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                cluster = %status.cluster,
+                namespace = obj.metadata.namespace.as_deref().unwrap_or(""),
+                name = obj.metadata.name.as_deref().unwrap_or(""),
+                error = %e,
+                "object skipped: cannot be read"
+            );
+            None
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stores {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    exports: Store<(ServiceExport, Vec<Observed>)>,
+    namespaces: Store<()>,
+    imports: Store<()>,
+}
+
+impl Stores {
+    fn apply(&mut self, kind: Kind, event: Event<DynamicObject>, status: &SourceStatus) -> bool {
+        match kind {
+            Kind::Services => self.services.apply(event, |o| parse(o, status)),
+            Kind::Slices => self.slices.apply(event, |o| parse(o, status)),
+            Kind::Exports => self.exports.apply(event, |o| {
+                let conditions = observed_conditions(&o.data);
+                Some((parse(o, status)?, conditions))
+            }),
+            Kind::Namespaces => self.namespaces.apply(event, |_| Some(())),
+            Kind::Imports => self.imports.apply(event, |_| Some(())),
+        }
+    }
+
+    fn synced(&self, write_back: bool) -> bool {
+        self.services.synced
+            && self.slices.synced
+            && self.exports.synced
+            && (!write_back || (self.namespaces.synced && self.imports.synced))
+    }
+
+    fn objects(&self) -> ClusterObjects {
+        ClusterObjects {
+            services: self.services.items.values().cloned().collect(),
+            endpoint_slices: self.slices.items.values().cloned().collect(),
+            service_exports: self
+                .exports
+                .items
+                .values()
+                .map(|(e, _)| e.clone())
+                .collect(),
+        }
+    }
+
+    fn view(&self, version: &'static str, invalid: Vec<(String, Invalid)>) -> LocalView {
+        let mut view = LocalView {
+            export_version: version,
+            invalid: invalid.into_iter().collect(),
+            exports: self
+                .exports
+                .items
+                .iter()
+                .map(|(k, (_, c))| (k.clone(), c.clone()))
+                .collect(),
+            namespaces: self
+                .namespaces
+                .items
+                .keys()
+                .map(|(_, n)| n.clone())
+                .collect(),
+            our_imports: self.imports.items.keys().cloned().collect(),
+            ..LocalView::default()
+        };
+        for (key, slice) in &self.slices.items {
+            if slice
+                .metadata
+                .labels
+                .get(MANAGED_BY_LABEL)
+                .map(String::as_str)
+                == Some(SLICE_MANAGER)
+            {
+                view.our_slices.insert(key.clone());
+            } else {
+                view.other_slices.insert(key.clone());
+            }
+        }
+        view
+    }
+}

@@ -1,0 +1,319 @@
+//! Writing back into one cluster, as an MCS implementation must: ServiceExport conditions for
+//! the cluster's own exports, and for the fleet's services a ServiceImport and EndpointSlices
+//! where the namespace exists. Server-side apply with fleetdns's field manager; an object is
+//! written only when what fleetdns wants differs from what it last wrote or observed, and
+//! stale ServiceImports and slices carrying fleetdns's label are deleted.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fleetdns_core::merge::merge_fleet;
+use fleetdns_core::registry::SnapshotReceiver;
+use fleetdns_core::{ClusterId, ServiceKey, Timestamp};
+use kube::Client;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::imports::desired_imports;
+use crate::resources::{self, FIELD_MANAGER, MCS_GROUP};
+use crate::source::{LocalView, SourceStatus};
+use crate::status::{export_conditions, status_patch, up_to_date};
+
+/// How long a write is trusted before the watch must show it.
+const ECHO: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Object {
+    ExportStatus,
+    Import,
+    ImportStatus,
+    Slice,
+}
+
+type Key = (Object, String, String);
+
+struct Writer {
+    client: Client,
+    status: Arc<SourceStatus>,
+    /// What was last written, by hash, and when.
+    written: HashMap<Key, (u64, Instant)>,
+    warned: BTreeSet<(String, String)>,
+}
+
+pub(crate) async fn run(
+    client: Client,
+    status: Arc<SourceStatus>,
+    mut local: watch::Receiver<Option<Arc<LocalView>>>,
+    mut fleet: SnapshotReceiver,
+    settle: Duration,
+    cancel: CancellationToken,
+) {
+    let mut writer = Writer {
+        client,
+        status,
+        written: HashMap::new(),
+        warned: BTreeSet::new(),
+    };
+    let mut retry: Option<Instant> = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = local.changed() => if r.is_err() { return },
+            r = fleet.changed() => if r.is_err() { return },
+            _ = async {
+                match retry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        // Let a burst of changes settle, then write once.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settle) => {}
+        }
+        let view = local.borrow_and_update().clone();
+        let snapshot = fleet.borrow_and_update().clone();
+        let (Some(view), Some(snapshot)) = (view, snapshot) else {
+            continue;
+        };
+        if writer.pass(&view, &snapshot, &cancel).await {
+            retry = None;
+            backoff = Duration::from_secs(1);
+        } else {
+            retry = Some(Instant::now() + backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+fn hash(v: &Value) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+impl Writer {
+    fn cluster(&self) -> &ClusterId {
+        &self.status.cluster
+    }
+
+    /// One reconciliation. Returns false when some write failed (retried with backoff).
+    async fn pass(
+        &mut self,
+        view: &LocalView,
+        snapshot: &fleetdns_core::FleetSnapshot,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let merged = merge_fleet(snapshot);
+        let alive: BTreeSet<ClusterId> = snapshot
+            .clusters
+            .iter()
+            .filter(|(_, c)| c.alive)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let version = view.export_version;
+        let mut ok = true;
+        let now = Timestamp::now().to_string();
+
+        // The cluster's own ServiceExports (MCS-2, MCS-20..24).
+        let exports_api = resources::service_exports(version);
+        for ((ns, name), observed) in &view.exports {
+            if cancel.is_cancelled() {
+                return true;
+            }
+            let label = format!("{ns}/{name}");
+            let service = ServiceKey::new(ns, name).ok().and_then(|k| merged.get(&k));
+            let desired = export_conditions(self.cluster(), view.invalid.get(&label), service);
+            if up_to_date(observed, &desired) {
+                continue;
+            }
+            let body = json!({
+                "apiVersion": format!("{MCS_GROUP}/{version}"),
+                "kind": "ServiceExport",
+                "metadata": { "name": name, "namespace": ns },
+                "status": status_patch(observed, &desired, &now),
+            });
+            let key = (Object::ExportStatus, ns.clone(), name.clone());
+            // The hash leaves out the transition times, which change with `now`.
+            let digest = hash(&json!(format!("{desired:?}")));
+            if self.fresh_unseen(&key, digest) {
+                continue;
+            }
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), ns, &exports_api);
+            let r = api
+                .patch_status(name, &apply(), &Patch::Apply(&body))
+                .await
+                .map(drop);
+            ok &= self.done(key, digest, "ServiceExport status", r);
+        }
+
+        // ServiceImports and their EndpointSlices (MCS-3, MCS-9, MCS-26).
+        let desired = desired_imports(&merged, &alive, &view.namespaces, version);
+        let imports_api = resources::service_imports(version);
+        let slices_api = resources::endpoint_slices();
+        let mut want_imports = BTreeSet::new();
+        let mut want_slices = BTreeSet::new();
+        for import in &desired.imports {
+            if cancel.is_cancelled() {
+                return true;
+            }
+            let (ns, name) = (&import.object.namespace, &import.object.name);
+            want_imports.insert((ns.clone(), name.clone()));
+            let seen = view.our_imports.contains(&(ns.clone(), name.clone()));
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), ns, &imports_api);
+            let key = (Object::Import, ns.clone(), name.clone());
+            let digest = hash(&import.object.body);
+            if !(self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest)) {
+                let r = api
+                    .patch(name, &apply(), &Patch::Apply(&import.object.body))
+                    .await
+                    .map(drop);
+                if !self.done(key, digest, "ServiceImport", r) {
+                    ok = false;
+                    continue; // its status cannot be written without it
+                }
+            }
+            let body = json!({
+                "apiVersion": import.object.body["apiVersion"],
+                "kind": "ServiceImport",
+                "metadata": { "name": name, "namespace": ns },
+                "status": import.status,
+            });
+            let key = (Object::ImportStatus, ns.clone(), name.clone());
+            let digest = hash(&body);
+            if !(self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest)) {
+                let r = api
+                    .patch_status(name, &apply(), &Patch::Apply(&body))
+                    .await
+                    .map(drop);
+                ok &= self.done(key, digest, "ServiceImport status", r);
+            }
+        }
+        for slice in &desired.slices {
+            if cancel.is_cancelled() {
+                return true;
+            }
+            let id = (slice.namespace.clone(), slice.name.clone());
+            want_slices.insert(id.clone());
+            if view.other_slices.contains(&id) {
+                if self.warned.insert(id.clone()) {
+                    tracing::warn!(cluster = %self.cluster(), namespace = %id.0, name = %id.1, "an EndpointSlice of that name is not fleetdns's; leaving it alone");
+                }
+                continue;
+            }
+            let seen = view.our_slices.contains(&id);
+            let key = (Object::Slice, id.0.clone(), id.1.clone());
+            let digest = hash(&slice.body);
+            if self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest) {
+                continue;
+            }
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &slice.namespace, &slices_api);
+            let r = api
+                .patch(&slice.name, &apply(), &Patch::Apply(&slice.body))
+                .await
+                .map(drop);
+            ok &= self.done(key, digest, "EndpointSlice", r);
+        }
+
+        // Garbage: what carries fleetdns's label but is no longer wanted.
+        for (ns, name) in view.our_imports.difference(&want_imports) {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), ns, &imports_api);
+            ok &= self
+                .delete(&api, Object::Import, ns, name, "ServiceImport")
+                .await;
+        }
+        for (ns, name) in view.our_slices.difference(&want_slices) {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), ns, &slices_api);
+            ok &= self
+                .delete(&api, Object::Slice, ns, name, "EndpointSlice")
+                .await;
+        }
+        ok
+    }
+
+    /// Written with this content and either seen since, or too recently to be seen yet.
+    fn fresh(&self, key: &Key, digest: u64) -> bool {
+        self.written.get(key).is_some_and(|(d, _)| *d == digest)
+    }
+
+    fn fresh_unseen(&self, key: &Key, digest: u64) -> bool {
+        self.written
+            .get(key)
+            .is_some_and(|(d, at)| *d == digest && at.elapsed() < ECHO)
+    }
+
+    fn done(
+        &mut self,
+        key: Key,
+        digest: u64,
+        what: &'static str,
+        r: Result<(), kube::Error>,
+    ) -> bool {
+        match r {
+            Ok(()) => {
+                self.status.writes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(cluster = %self.status.cluster, namespace = %key.1, name = %key.2, what, "applied");
+                self.written.insert(key, (digest, Instant::now()));
+                true
+            }
+            Err(e) => {
+                self.status.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(cluster = %self.status.cluster, namespace = %key.1, name = %key.2, what, error = %e, "write failed; will retry");
+                self.written.remove(&key);
+                false
+            }
+        }
+    }
+
+    async fn delete(
+        &mut self,
+        api: &Api<DynamicObject>,
+        object: Object,
+        ns: &str,
+        name: &str,
+        what: &'static str,
+    ) -> bool {
+        let key = (object, ns.to_owned(), name.to_owned());
+        if self
+            .written
+            .get(&key)
+            .is_some_and(|(d, at)| *d == 0 && at.elapsed() < ECHO)
+        {
+            return true; // deleted a moment ago; the watch has not caught up
+        }
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                self.status.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(cluster = %self.status.cluster, namespace = ns, name, what, error = %e, "delete failed; will retry");
+                return false;
+            }
+        }
+        self.status.writes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(cluster = %self.status.cluster, namespace = ns, name, what, "deleted: no longer exported");
+        if object == Object::Import {
+            self.written
+                .remove(&(Object::ImportStatus, ns.to_owned(), name.to_owned()));
+        }
+        self.written.insert(key, (0, Instant::now()));
+        true
+    }
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
