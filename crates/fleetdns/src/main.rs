@@ -1,5 +1,6 @@
 //! `fleetdns`: one DNS namespace for a fleet of Kubernetes clusters.
 
+mod agent;
 mod config;
 mod files;
 mod ops;
@@ -42,6 +43,12 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Watch the one kubernetes source of the config (the cluster this agent runs in),
+    /// publish it to the registry and write back into it; no DNS listener.
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate a config and its sources, and print what would be served.
     CheckConfig { config: PathBuf },
     /// Print what a cluster's DNS needs to delegate the fleet's zones to fleetdns, or patch
@@ -77,11 +84,12 @@ fn exit_quietly_on_closed_stdout() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Agent { .. }) {
         exit_quietly_on_closed_stdout();
     }
     let result = match cli.command {
         Command::Serve { config, listen } => serve::serve(&config, listen),
+        Command::Agent { config } => agent::agent(&config),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::StubDomains(args) => stub_domains::run(&args),
     };

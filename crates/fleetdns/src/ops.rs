@@ -47,6 +47,8 @@ pub struct OpsState {
     /// The served state, for the cache and upstream metrics of forward zones.
     served: Option<Arc<fleetdns_dns::Served>>,
     listening: AtomicBool,
+    /// An agent has no answer table: it is ready once its source has synced.
+    ready_without_table: AtomicBool,
     installs: AtomicU64,
     installed: Mutex<Option<Installed>>,
     /// The running Kubernetes sources (replaced when a reload restarts the sources).
@@ -59,6 +61,7 @@ impl OpsState {
             dns,
             served: None,
             listening: AtomicBool::new(false),
+            ready_without_table: AtomicBool::new(false),
             installs: AtomicU64::new(0),
             installed: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
@@ -154,9 +157,16 @@ impl OpsState {
         *self.installed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ready: the DNS listeners are bound and the first answer table is installed.
+    /// Ready: the DNS listeners are bound and the first answer table is installed (for an
+    /// agent: its cluster is listed and published).
     pub fn is_ready(&self) -> bool {
-        self.listening.load(Ordering::Acquire) && self.last_installed().is_some()
+        self.ready_without_table.load(Ordering::Acquire)
+            || self.listening.load(Ordering::Acquire) && self.last_installed().is_some()
+    }
+
+    /// For `agent`, which serves no DNS.
+    pub fn set_ready_without_table(&self) {
+        self.ready_without_table.store(true, Ordering::Release);
     }
 
     /// The whole exposition. The registry and table gauges appear once a table is installed.

@@ -52,7 +52,7 @@ fn kube_credentials(source: &Source) -> anyhow::Result<fleetdns_k8s::Credentials
 
 /// Connects a kubernetes source and learns its cluster id; nothing runs yet. Credentials: the
 /// source's kubeconfig, else `KUBECONFIG` (its first file), else the pod's service account.
-async fn kube_source(
+pub(crate) async fn kube_source(
     source: &Source,
     liveness: Duration,
 ) -> anyhow::Result<fleetdns_k8s::ClusterSource> {
@@ -78,7 +78,7 @@ async fn kube_source(
     Ok(fleetdns_k8s::ClusterSource::new(client, id, options))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -508,7 +508,7 @@ fn serial_now() -> u32 {
     fleetdns_core::Timestamp::now().0 as u32
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

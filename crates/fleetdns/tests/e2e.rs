@@ -1023,3 +1023,143 @@ fn a_reload_that_swaps_sources_keeps_a_cluster_whose_manifest_is_broken() {
         "the last good state is still served"
     );
 }
+
+/// The issue 4 "done when": one `fleetdns serve` with two kubernetes sources (fake API servers,
+/// one serving ServiceExports as v1alpha1 and one as v1beta1, the first naming itself by its
+/// ClusterProperty) answers `clusterset.local` for both, writes ServiceExport conditions and
+/// ServiceImports into both, and follows a ServiceExport deleted in one of them.
+#[test]
+fn two_kubernetes_sources_become_clusterset_answers_with_status_and_imports() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    use serde_json::json;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, b) = rt.block_on(async {
+        (
+            FakeApiServer::start().await.unwrap(),
+            FakeApiServer::start().await.unwrap(),
+        )
+    });
+    a.serve_group("multicluster.x-k8s.io", &["v1alpha1"]);
+    a.serve_group("about.k8s.io", &["v1alpha1"]);
+    b.serve_group("multicluster.x-k8s.io", &["v1beta1"]);
+    a.put(json!({"apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+                 "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "cluster-a"}}));
+    for (server, version, svc, ip, created) in [
+        (
+            &a,
+            "v1alpha1",
+            "payment",
+            "10.96.1.1",
+            "2026-01-01T00:00:00Z",
+        ),
+        (
+            &b,
+            "v1beta1",
+            "payment",
+            "10.97.1.1",
+            "2026-02-01T00:00:00Z",
+        ),
+        (
+            &b,
+            "v1beta1",
+            "reviews",
+            "10.97.2.2",
+            "2026-02-01T00:00:00Z",
+        ),
+    ] {
+        server
+            .put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}));
+        server.put(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"name": "http", "protocol": "TCP", "port": 80}]}}));
+        server.put(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{svc}-x1y2z"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.9"], "conditions": {"ready": true}}]}),
+        );
+        server.put(json!({"apiVersion": format!("multicluster.x-k8s.io/{version}"), "kind": "ServiceExport",
+            "metadata": {"name": svc, "namespace": "default", "creationTimestamp": created}}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    a.write_kubeconfig(&dir.path().join("a.kubeconfig"), "ctx-a")
+        .unwrap();
+    b.write_kubeconfig(&dir.path().join("b.kubeconfig"), "ctx-b")
+        .unwrap();
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        r#"
+cluster_id = "cluster-a"
+[[sources]]
+kind = "kubernetes"
+kubeconfig = "a.kubeconfig"
+context = "ctx-a"
+[[sources]]
+kind = "kubernetes"
+cluster_id = "cluster-b"
+kubeconfig = "b.kubeconfig"
+"#,
+    )
+    .unwrap();
+    let server = Server::start(dir);
+    // local-first: this server is in cluster-a, which exports payment with a ready endpoint.
+    server.wait_until(|| {
+        server.short("payment.default.svc.clusterset.local", "A", &[]) == ["10.96.1.1"]
+    });
+    assert_eq!(
+        server.short("reviews.default.svc.clusterset.local", "A", &[]),
+        ["10.97.2.2"]
+    );
+    assert_eq!(
+        server.short("payment.default.svc.cluster-b.local", "A", &[]),
+        ["10.97.1.1"]
+    );
+    let condition = |obj: &serde_json::Value, ty: &str| -> Option<String> {
+        let c = obj
+            .pointer("/status/conditions")?
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == ty)?;
+        Some(format!(
+            "{}/{}",
+            c["status"].as_str()?,
+            c["reason"].as_str()?
+        ))
+    };
+    server.wait_until(|| {
+        [(&a, "payment"), (&b, "payment"), (&b, "reviews")]
+            .iter()
+            .all(|(s, name)| {
+                s.get("ServiceExport", Some("default"), name)
+                    .and_then(|o| condition(&o, "Ready"))
+                    .as_deref()
+                    == Some("True/Exported")
+            })
+    });
+    server.wait_until(|| {
+        [&a, &b].iter().all(|s| {
+            s.get("ServiceImport", Some("default"), "payment")
+                .and_then(|o| o.pointer("/status/clusters").cloned())
+                == Some(json!([{"cluster": "cluster-a"}, {"cluster": "cluster-b"}]))
+                && s.get("ServiceImport", Some("default"), "reviews").is_some()
+        })
+    });
+    // cluster-b stops exporting reviews: it leaves the answers and the ServiceImports.
+    assert!(b.delete(
+        "multicluster.x-k8s.io/v1beta1",
+        "ServiceExport",
+        Some("default"),
+        "reviews"
+    ));
+    server.wait_until(|| server.status("reviews.default.svc.clusterset.local", "A") == "NXDOMAIN");
+    server.wait_until(|| a.get("ServiceImport", Some("default"), "reviews").is_none());
+    drop(server);
+    drop((a, b));
+    drop(rt);
+}

@@ -1,0 +1,567 @@
+//! Watch plumbing and write-back against the fake API server (`fleetdns_k8s::fake`): list +
+//! watch with resourceVersion, 410 Gone, dropped connections, bookmarks, server-side apply.
+//! Waits are bounded (`eventually`); nothing here measures speed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fleetdns_core::{ClusterId, FleetSnapshot, MemoryRegistry, Registry, ServiceKey};
+use fleetdns_k8s::fake::FakeApiServer;
+use fleetdns_k8s::{ClusterSource, SourceOptions, SourceStatus};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn id(s: &str) -> ClusterId {
+    ClusterId::new(s).unwrap()
+}
+
+fn client(server: &FakeApiServer) -> kube::Client {
+    kube::Client::try_from(kube::Config::new(server.url().parse().unwrap())).unwrap()
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+fn service(ns: &str, name: &str, ip: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                 "ports": [{"name": "http", "protocol": "TCP", "port": port}]}
+    })
+}
+
+fn slice(ns: &str, svc: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{svc}-abcde"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": svc,
+                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}]
+    })
+}
+
+fn export(version: &str, ns: &str, name: &str, created: &str) -> Value {
+    json!({
+        "apiVersion": format!("multicluster.x-k8s.io/{version}"), "kind": "ServiceExport",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": created}
+    })
+}
+
+/// A cluster with `default` and one exported ClusterIP service `web`.
+async fn cluster(version: &str, ip: &str, port: u16, created: &str) -> FakeApiServer {
+    let server = FakeApiServer::start().await.unwrap();
+    server.serve_group("multicluster.x-k8s.io", &[version]);
+    server.put(namespace("default"));
+    server.put(service("default", "web", ip, port));
+    server.put(slice("default", "web", "10.1.0.1"));
+    server.put(export(version, "default", "web", created));
+    server
+}
+
+struct Running {
+    registry: Arc<MemoryRegistry>,
+    statuses: Vec<Arc<SourceStatus>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Running {
+    async fn start(clusters: &[(&str, &FakeApiServer)], write_back: bool) -> Self {
+        let registry = Arc::new(MemoryRegistry::new(Duration::from_secs(15)));
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut statuses = Vec::new();
+        for (name, server) in clusters {
+            let options = SourceOptions {
+                write_back,
+                heartbeat: Duration::from_millis(200),
+                settle: Duration::from_millis(20),
+            };
+            let source = ClusterSource::new(client(server), id(name), options);
+            statuses.push(source.status());
+            let reg: Arc<dyn Registry> = registry.clone();
+            tasks.spawn(source.run(reg, cancel.clone()));
+        }
+        Self {
+            registry,
+            statuses,
+            cancel,
+            tasks,
+        }
+    }
+
+    fn snapshot(&self) -> Arc<FleetSnapshot> {
+        self.registry
+            .subscribe()
+            .borrow()
+            .clone()
+            .unwrap_or_default()
+    }
+
+    fn exports_of(&self, cluster: &str) -> Option<Vec<String>> {
+        let snapshot = self.snapshot();
+        let view = snapshot.clusters.get(&id(cluster))?;
+        Some(view.exports.keys().map(ToString::to_string).collect())
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .expect("sources stop on cancel");
+    }
+}
+
+fn condition(object: &Value, ty: &str) -> Option<(String, String, String)> {
+    let c = object
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == ty)?;
+    Some((
+        c["status"].as_str()?.to_owned(),
+        c["reason"].as_str()?.to_owned(),
+        c["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+fn writes(server: &FakeApiServer) -> Vec<(String, String)> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
+/// The "done when": two clusters (one serving v1alpha1, one v1beta1) become one
+/// clusterset; each ServiceExport gets conditions (MCS-2, a PortConflict naming the winner,
+/// MCS-20/21) and each cluster gets the ServiceImport and one slice per source cluster (MCS-9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_become_one_clusterset_with_status_and_imports() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let b = cluster("v1beta1", "10.96.0.2", 81, "2026-02-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    eventually("both clusters in the registry", || {
+        (run.exports_of("cluster-a")? == ["default/web"]
+            && run.exports_of("cluster-b")? == ["default/web"])
+        .then_some(())
+    })
+    .await;
+    let snapshot = run.snapshot();
+    let export =
+        &snapshot.clusters[&id("cluster-b")].exports[&ServiceKey::new("default", "web").unwrap()];
+    assert_eq!(
+        export.cluster_ips,
+        vec!["10.96.0.2".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(export.endpoints.len(), 1);
+
+    for (server, version) in [(&a, "v1alpha1"), (&b, "v1beta1")] {
+        let exported = eventually("ServiceExport conditions", || {
+            let obj = server.get("ServiceExport", Some("default"), "web")?;
+            (condition(&obj, "Conflict")?.0 == "True").then_some(obj)
+        })
+        .await;
+        assert_eq!(
+            exported["apiVersion"],
+            format!("multicluster.x-k8s.io/{version}")
+        );
+        let (status, reason, message) = condition(&exported, "Conflict").unwrap();
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "PortConflict"));
+        assert!(
+            message.contains("cluster-a (the oldest export)"),
+            "{message}"
+        );
+        assert_eq!(condition(&exported, "Valid").unwrap().1, "Valid");
+        assert_eq!(condition(&exported, "Ready").unwrap().1, "Exported");
+
+        let import = eventually("ServiceImport with both clusters", || {
+            let obj = server.get("ServiceImport", Some("default"), "web")?;
+            (obj.pointer("/status/clusters")?.as_array()?.len() == 2).then_some(obj)
+        })
+        .await;
+        assert_eq!(import["spec"]["type"], "ClusterSetIP");
+        // MCS-21: merged by name first; both name theirs `http`, so the oldest (cluster-a) wins.
+        assert_eq!(
+            import["spec"]["ports"],
+            json!([{"name": "http", "protocol": "TCP", "port": 80}])
+        );
+        assert_eq!(
+            import["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "fleetdns"
+        );
+        for (source, ip) in [("cluster-a", "10.96.0.1"), ("cluster-b", "10.96.0.2")] {
+            let name = format!("web-{source}-fdns-v4");
+            let s = eventually("imported slice", || {
+                server.get("EndpointSlice", Some("default"), &name)
+            })
+            .await;
+            assert_eq!(
+                s["metadata"]["labels"]["multicluster.kubernetes.io/source-cluster"],
+                source
+            );
+            assert_eq!(
+                s["metadata"]["labels"]["multicluster.kubernetes.io/service-name"],
+                "web"
+            );
+            assert_eq!(
+                s["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+                "fleetdns.io"
+            );
+            assert_eq!(s["endpoints"][0]["addresses"][0], ip);
+        }
+        // Server-side apply with our field manager, nothing else.
+        for r in server.requests().iter().filter(|r| r.method == "PATCH") {
+            assert_eq!(
+                r.content_type.as_deref(),
+                Some("application/apply-patch+yaml"),
+                "{}",
+                r.path
+            );
+            assert!(
+                r.query
+                    .contains(&("fieldManager".into(), "fleetdns".into())),
+                "{:?}",
+                r.query
+            );
+        }
+    }
+    // Our own slices are never read back as endpoints of a local service.
+    let snapshot = run.snapshot();
+    let export =
+        &snapshot.clusters[&id("cluster-a")].exports[&ServiceKey::new("default", "web").unwrap()];
+    assert_eq!(export.endpoints.len(), 1);
+
+    // Settled: another pass writes nothing (written only when they change).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.clear_requests();
+    a.bookmark();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(writes(&a), Vec::<(String, String)>::new());
+    run.stop().await;
+}
+
+/// MCS-26 and a service that leaves: no import where the namespace does not exist; when one
+/// exporter leaves its slices go from every cluster; when the last leaves the ServiceImport
+/// goes (MCS-5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_follow_namespaces_and_leaving_services() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let b = cluster("v1alpha1", "10.96.0.2", 80, "2026-02-01T00:00:00Z").await;
+    a.put(namespace("payments"));
+    a.put(service("payments", "ledger", "10.96.5.5", 443));
+    a.put(export(
+        "v1alpha1",
+        "payments",
+        "ledger",
+        "2026-01-01T00:00:00Z",
+    ));
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    eventually("ledger imported in cluster-a", || {
+        a.get("ServiceImport", Some("payments"), "ledger")
+    })
+    .await;
+    eventually("web imported in cluster-b", || {
+        b.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        b.requests()
+            .iter()
+            .all(|r| !r.path.contains("/namespaces/payments/")),
+        "cluster-b has no payments namespace and must get no write there: {:?}",
+        writes(&b)
+    );
+    assert!(b.get("ServiceImport", Some("payments"), "ledger").is_none());
+
+    // cluster-b stops exporting web: its slices leave both clusters, the import stays.
+    a.clear_requests();
+    assert!(b.delete(
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceExport",
+        Some("default"),
+        "web"
+    ));
+    for server in [&a, &b] {
+        eventually("cluster-b's slice deleted", || {
+            server
+                .get("EndpointSlice", Some("default"), "web-cluster-b-fdns-v4")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        eventually("status.clusters without cluster-b", || {
+            let obj = server.get("ServiceImport", Some("default"), "web")?;
+            (obj.pointer("/status/clusters")? == &json!([{"cluster": "cluster-a"}])).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        writes(&a).contains(&(
+            "DELETE".into(),
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/web-cluster-b-fdns-v4"
+                .into()
+        )),
+        "{:?}",
+        writes(&a)
+    );
+    // The real slice of the local service is never touched.
+    assert!(
+        a.get("EndpointSlice", Some("default"), "web-abcde")
+            .is_some()
+    );
+
+    // The last exporter leaves: the ServiceImport goes everywhere.
+    assert!(a.delete(
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceExport",
+        Some("default"),
+        "web"
+    ));
+    for server in [&a, &b] {
+        eventually("ServiceImport deleted", || {
+            server
+                .get("ServiceImport", Some("default"), "web")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+    assert!(writes(&b).contains(&(
+        "DELETE".into(),
+        "/apis/multicluster.x-k8s.io/v1alpha1/namespaces/default/serviceimports/web".into()
+    )));
+    run.stop().await;
+}
+
+/// A dropped connection and a 410 Gone: the watcher re-lists, and a delete that happened
+/// while it was away is noticed because a re-list replaces the cluster's set. While the API
+/// server is unreachable the last known exports stay in the registry and `connected` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_410_catches_a_delete_missed_while_disconnected() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.put(service("default", "api", "10.96.0.9", 80));
+    a.put(export("v1alpha1", "default", "api", "2026-01-01T00:00:00Z"));
+    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let status = run.statuses[0].clone();
+    eventually("synced", || {
+        (run.exports_of("cluster-a")?.len() == 2).then_some(())
+    })
+    .await;
+    assert!(status.connected.load(Ordering::Relaxed));
+
+    a.set_offline(true);
+    eventually("disconnected", || {
+        (!status.connected.load(Ordering::Relaxed)).then_some(())
+    })
+    .await;
+    // Deleted while the watcher cannot see it, and the history forgotten: only a re-list can tell.
+    assert!(a.delete(
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceExport",
+        Some("default"),
+        "api"
+    ));
+    a.compact();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let snapshot = run.snapshot();
+    let view = &snapshot.clusters[&id("cluster-a")];
+    assert!(
+        view.alive,
+        "an unreachable API server does not kill the cluster"
+    );
+    assert_eq!(
+        view.exports.len(),
+        2,
+        "last known exports stay served while unreachable"
+    );
+
+    a.set_offline(false);
+    eventually("the missed delete noticed", || {
+        (run.exports_of("cluster-a")? == ["default/web"]).then_some(())
+    })
+    .await;
+    eventually("connected again", || {
+        status.connected.load(Ordering::Relaxed).then_some(())
+    })
+    .await;
+    assert!(status.watch_errors.load(Ordering::Relaxed) > 0);
+    let relisted = a
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.path.ends_with("/serviceexports") && !r.query.iter().any(|(k, _)| k == "watch")
+        })
+        .count();
+    assert!(relisted >= 2, "the ServiceExports were listed again");
+    run.stop().await;
+}
+
+/// Bookmarks and plain dropped watches lose nothing; changes after a reconnect arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_watches_and_bookmarks_keep_following_changes() {
+    let a = cluster("v1beta1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a)], false).await;
+    eventually("synced", || run.exports_of("cluster-a")).await;
+    a.bookmark();
+    a.drop_watches();
+    a.put(service("default", "late", "10.96.0.7", 80));
+    a.put(export("v1beta1", "default", "late", "2026-03-01T00:00:00Z"));
+    eventually("change after a dropped watch", || {
+        (run.exports_of("cluster-a")?.len() == 2).then_some(())
+    })
+    .await;
+    a.bookmark();
+    a.put(service("default", "web", "10.96.0.55", 80));
+    eventually("ClusterIP change followed", || {
+        let snapshot = run.snapshot();
+        let e = snapshot
+            .clusters
+            .get(&id("cluster-a"))?
+            .exports
+            .get(&ServiceKey::new("default", "web").unwrap())?
+            .clone();
+        (e.cluster_ips == vec!["10.96.0.55".parse::<std::net::IpAddr>().unwrap()]).then_some(())
+    })
+    .await;
+    run.stop().await;
+}
+
+/// Bad objects are skipped and counted; ExternalName and a missing Service get Valid=False
+/// with the mcs-api reasons (MCS-2, MCS-4, MCS-5); with write_back off nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_exports_get_valid_false_and_bad_objects_are_skipped() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.put(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "example.com"}
+    }));
+    a.put(export("v1alpha1", "default", "ext", "2026-01-01T00:00:00Z"));
+    a.put(export(
+        "v1alpha1",
+        "default",
+        "ghost",
+        "2026-01-01T00:00:00Z",
+    ));
+    a.put(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "broken", "namespace": "default"},
+        "spec": {"ports": "not a list"}
+    }));
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let status = run.statuses[0].clone();
+    eventually("synced", || {
+        (run.exports_of("cluster-a")? == ["default/web"]).then_some(())
+    })
+    .await;
+    let ext = eventually("ExternalName refused", || {
+        let obj = a.get("ServiceExport", Some("default"), "ext")?;
+        condition(&obj, "Valid")
+    })
+    .await;
+    assert_eq!(
+        (ext.0.as_str(), ext.1.as_str()),
+        ("False", "InvalidServiceType")
+    );
+    let ghost = eventually("missing Service refused", || {
+        let obj = a.get("ServiceExport", Some("default"), "ghost")?;
+        condition(&obj, "Valid")
+    })
+    .await;
+    assert_eq!((ghost.0.as_str(), ghost.1.as_str()), ("False", "NoService"));
+    assert!(status.bad_objects.load(Ordering::Relaxed) >= 1);
+    run.stop().await;
+
+    let b = cluster("v1alpha1", "10.96.0.2", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-b", &b)], false).await;
+    eventually("synced", || run.exports_of("cluster-b")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        writes(&b),
+        Vec::<(String, String)>::new(),
+        "write_back = false writes nothing"
+    );
+    run.stop().await;
+}
+
+/// Failed writes are retried: a 500 on the first ServiceImport apply still ends with the import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_writes_are_retried() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.fail_next("PATCH", "/serviceimports/web", 500);
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    eventually("import written after a failure", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    let status = run.statuses[0].clone();
+    assert!(status.write_errors.load(Ordering::Relaxed) >= 1);
+    run.stop().await;
+}
+
+/// MCS-6: the cluster id comes from the ClusterProperty when not configured; a bad or
+/// missing one is refused with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_id_from_the_cluster_property() {
+    let a = FakeApiServer::start().await.unwrap();
+    a.serve_group("about.k8s.io", &["v1alpha1"]);
+    let c = client(&a);
+    let err = fleetdns_k8s::cluster_id(&c, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no cluster_id") && err.contains("cluster.clusterset.k8s.io"),
+        "{err}"
+    );
+    assert_eq!(
+        fleetdns_k8s::cluster_id(&c, Some(&id("given")))
+            .await
+            .unwrap()
+            .as_str(),
+        "given"
+    );
+    let property = |value: &str| {
+        json!({"apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+               "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": value}})
+    };
+    a.put(property("Not_A_Label"));
+    let err = fleetdns_k8s::cluster_id(&c, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Not_A_Label") && err.contains("set cluster_id"),
+        "{err}"
+    );
+    a.put(property("east-1"));
+    assert_eq!(
+        fleetdns_k8s::cluster_id(&c, None).await.unwrap().as_str(),
+        "east-1"
+    );
+}
