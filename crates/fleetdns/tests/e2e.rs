@@ -1163,3 +1163,124 @@ kubeconfig = "b.kubeconfig"
     drop((a, b));
     drop(rt);
 }
+
+/// MCS-6 / LH-3: a kubernetes source with no `cluster_id` and no ClusterProperty, or with a
+/// ClusterProperty that is not a DNS label, refuses to start and says why.
+#[test]
+fn a_kubernetes_source_without_a_cluster_id_refuses_to_start() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.serve_group("about.k8s.io", &["v1alpha1"]);
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&dir.path().join("kubeconfig"), "c")
+        .unwrap();
+    let config = dir.path().join("fleetdns.toml");
+    std::fs::write(
+        &config,
+        "[[sources]]\nkind = \"kubernetes\"\nkubeconfig = \"kubeconfig\"\n",
+    )
+    .unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "no cluster_id in the source and no ClusterProperty cluster.clusterset.k8s.io"
+        ),
+        "{stderr}"
+    );
+    api.put(
+        serde_json::json!({"apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+        "metadata": {"name": "cluster.clusterset.k8s.io"}, "spec": {"value": "a.b.example"}}),
+    );
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("\"a.b.example\"") && stderr.contains("set cluster_id"),
+        "{stderr}"
+    );
+}
+
+/// `fleetdns agent`: one kubernetes source, no DNS; ready on /ready once its cluster is listed
+/// and published; writes ServiceExport status into its own cluster.
+#[test]
+fn the_agent_publishes_its_cluster_and_writes_back() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    use serde_json::json;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.serve_group("multicluster.x-k8s.io", &["v1alpha1"]);
+    api.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}));
+    api.put(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}}));
+    api.put(
+        json!({"apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceExport",
+        "metadata": {"name": "web", "namespace": "default"}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&dir.path().join("kubeconfig"), "c")
+        .unwrap();
+    let ops_port = free_port();
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        format!(
+            "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"east\"\nkubeconfig = \"kubeconfig\"\n[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+        .args(["agent", "--config"])
+        .arg(dir.path().join("fleetdns.toml"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let start = Instant::now();
+    let ready = loop {
+        let ok = std::net::TcpStream::connect(ops).is_ok()
+            && http(ops, b"GET /ready HTTP/1.1\r\n\r\n").0 == 200
+            && api
+                .get("ServiceExport", Some("default"), "web")
+                .and_then(|o| o.pointer("/status/conditions").cloned())
+                .is_some();
+        if ok || start.elapsed() > PATIENCE {
+            break ok;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, metrics) = http(ops, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ready,
+        "agent not ready; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        metrics.contains("fleetdns_source_synced{cluster=\"east\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetdns_source_exports{cluster=\"east\"} 1"),
+        "{metrics}"
+    );
+    assert!(api.get("ServiceImport", Some("default"), "web").is_some());
+}
