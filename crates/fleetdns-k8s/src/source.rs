@@ -332,7 +332,9 @@ impl ClusterSource {
                 }
                 _ = sleep_until(publish_at) => {
                     publish_at = None;
-                    if !stores.synced(self.options.write_back) {
+                    // Publishing needs only what the translation reads: a write-back kind
+                    // that cannot be listed (RBAC) must not stop the cluster being served.
+                    if !stores.synced(false) {
                         continue;
                     }
                     let objects = stores.objects();
@@ -361,7 +363,7 @@ impl ClusterSource {
                         self.status.synced.store(true, Ordering::Relaxed);
                         self.synced_tx.send_replace(true);
                     }
-                    if self.options.write_back {
+                    if self.options.write_back && stores.synced(true) {
                         view_tx.send_replace(Some(Arc::new(stores.view(version, translated.invalid))));
                     }
                 }
@@ -387,17 +389,30 @@ impl ClusterSource {
 
     fn watch_failed(&self, kind: Kind, e: &watcher::Error) {
         self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
-        // 410 Gone is the API server asking for a re-list, not an outage.
-        if let watcher::Error::WatchError(status) = e
-            && status.code == 410
-        {
-            tracing::debug!(cluster = %self.status.cluster, kind = ?kind, "watch expired; re-listing");
-            return;
-        }
-        if self.status.connected.swap(false, Ordering::Relaxed) {
-            tracing::warn!(cluster = %self.status.cluster, kind = ?kind, error = %e, "cluster API unreachable; serving its last known exports");
-        } else {
-            tracing::debug!(cluster = %self.status.cluster, kind = ?kind, error = %e, "watch failed");
+        let answered = match e {
+            watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+            | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+            watcher::Error::WatchError(s) => Some(s.code),
+            _ => None,
+        };
+        match answered {
+            // 410 Gone is the API server asking for a re-list, not an outage.
+            Some(410) => {
+                tracing::debug!(cluster = %self.status.cluster, kind = ?kind, "watch expired; re-listing");
+            }
+            // The API server answered (403 from RBAC, say): reachable, but this kind is not.
+            Some(code) => {
+                self.reachable();
+                tracing::warn!(cluster = %self.status.cluster, kind = ?kind, code, error = %e, "the API server refused a list or watch; retrying");
+            }
+            None => {
+                if self.status.connected.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(cluster = %self.status.cluster, kind = ?kind, error = %e, "cluster API unreachable; serving its last known exports");
+                } else {
+                    tracing::debug!(cluster = %self.status.cluster, kind = ?kind, error = %e, "watch failed");
+                }
+            }
         }
     }
 

@@ -565,3 +565,33 @@ async fn cluster_id_from_the_cluster_property() {
         "east-1"
     );
 }
+
+/// A write-back kind the credentials may not list (403 on Namespaces) does not stop the
+/// cluster being published, nor count as the API server being unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_back_list_does_not_block_publishing() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    for _ in 0..3 {
+        a.fail_next("GET", "/api/v1/namespaces", 403);
+    }
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let status = run.statuses[0].clone();
+    eventually("published", || run.exports_of("cluster-a")).await;
+    let namespace_lists = a
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/namespaces" && r.param("watch").is_none())
+        .count();
+    assert!(
+        namespace_lists <= 3,
+        "published only after Namespaces could be listed ({namespace_lists} lists)"
+    );
+    assert!(status.connected.load(Ordering::Relaxed));
+    // Once the list is allowed (the queued refusals are used up) the writer catches up.
+    eventually("import written", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    assert!(status.watch_errors.load(Ordering::Relaxed) >= 1);
+    run.stop().await;
+}
