@@ -277,6 +277,11 @@ impl FakeApiServer {
         of_kind.map(|(_, v)| v.clone()).collect()
     }
 
+    /// The current (latest) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.inner.lock().rv
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.inner.lock().requests.clone()
     }
@@ -505,8 +510,8 @@ fn now_rfc3339() -> String {
 
 // ---- selectors ----------------------------------------------------------------------------
 
-/// One selector term: label or field `key`, and `Some((equal, value))` for `=`/`==`/`!=`,
-/// `None` for an existence test (`k` or `!k`, `equal` then says which).
+/// One selector term on a label or field `key`: with a `value`, `=`/`==` (`equal`) or `!=`;
+/// without, `k` (`equal`: it exists) or `!k`.
 struct Term {
     field: bool,
     key: String,
@@ -1051,10 +1056,8 @@ fn list(st: &State, t: &Target, query: &[(String, String)]) -> Result<Reply, Rep
         limit.min(items.len())
     };
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
-    if let Some((last, _)) = items
-        .get(take.wrapping_sub(1))
-        .filter(|_| take < items.len())
-    {
+    if take < items.len() {
+        let last = items[take - 1].0; // take >= 1: a limit is set
         metadata["continue"] = hex(&format!("{list_rv}/{}/{}", last.2, last.3)).into();
         metadata["remainingItemCount"] = (items.len() - take).into();
     }
@@ -1122,11 +1125,10 @@ fn watch_plan(
     }
     let filter = Filter::new(t.ns.clone(), &query)?;
     let bookmarks = matches!(param(&query, "allowWatchBookmarks"), Some("true" | "1"));
-    let timeout = match param(&query, "timeoutSeconds") {
-        None => 1800, // the real server picks 30 to 60 minutes
-        Some(s) => s
-            .parse()
-            .map_err(|_| error(400, "invalid timeoutSeconds"))?,
+    let timeout = match param(&query, "timeoutSeconds").map(str::parse) {
+        None | Some(Ok(0)) => 1800, // the real server picks 30 to 60 minutes
+        Some(Ok(seconds)) => seconds,
+        Some(Err(_)) => return Err(error(400, "invalid timeoutSeconds")),
     };
     let rv = param(&query, "resourceVersion").unwrap_or("");
     let initial = || {

@@ -95,6 +95,8 @@ pub(crate) struct LocalView {
     pub namespaces: BTreeSet<String>,
     /// ServiceImports carrying fleetdns's managed-by label.
     pub our_imports: BTreeSet<(String, String)>,
+    /// Every other ServiceImport (another MCS implementation's): never touched.
+    pub other_imports: BTreeSet<(String, String)>,
     /// EndpointSlices carrying fleetdns's managed-by label.
     pub our_slices: BTreeSet<(String, String)>,
     /// Every other EndpointSlice: never touched, even when a name matches.
@@ -291,9 +293,10 @@ impl ClusterSource {
                 config.clone(),
                 Kind::Namespaces,
             ));
+            // Every ServiceImport, not only ours: one another tool owns is seen and left alone.
             out.push(watch(
                 resources::service_imports(version),
-                config.labels(&format!("{APP_MANAGED_BY_LABEL}={IMPORT_MANAGER}")),
+                config,
                 Kind::Imports,
             ));
         }
@@ -461,7 +464,8 @@ struct Stores {
     slices: Store<EndpointSlice>,
     exports: Store<(ServiceExport, Vec<Observed>)>,
     namespaces: Store<()>,
-    imports: Store<()>,
+    /// ServiceImports, by whether fleetdns's label is on them.
+    imports: Store<bool>,
 }
 
 impl Stores {
@@ -474,7 +478,15 @@ impl Stores {
                 Some((parse(o, status)?, conditions))
             }),
             Kind::Namespaces => self.namespaces.apply(event, |_| Some(())),
-            Kind::Imports => self.imports.apply(event, |_| Some(())),
+            Kind::Imports => self.imports.apply(event, |o| {
+                let labels = o.metadata.labels.as_ref();
+                Some(
+                    labels
+                        .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
+                        .map(String::as_str)
+                        == Some(IMPORT_MANAGER),
+                )
+            }),
         }
     }
 
@@ -514,9 +526,15 @@ impl Stores {
                 .keys()
                 .map(|(_, n)| n.clone())
                 .collect(),
-            our_imports: self.imports.items.keys().cloned().collect(),
             ..LocalView::default()
         };
+        for (key, ours) in &self.imports.items {
+            if *ours {
+                view.our_imports.insert(key.clone());
+            } else {
+                view.other_imports.insert(key.clone());
+            }
+        }
         for (key, slice) in &self.slices.items {
             if slice
                 .metadata

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::imports::desired_imports;
-use crate::resources::{self, FIELD_MANAGER, MCS_GROUP};
+use crate::resources::{self, FIELD_MANAGER, MCS_GROUP, MCS_SERVICE_NAME_LABEL};
 use crate::source::{LocalView, SourceStatus};
 use crate::status::{export_conditions, status_patch, up_to_date};
 
@@ -168,6 +168,12 @@ impl Writer {
             }
             let (ns, name) = (&import.object.namespace, &import.object.name);
             want_imports.insert((ns.clone(), name.clone()));
+            if view.other_imports.contains(&(ns.clone(), name.clone())) {
+                if self.warned.insert((format!("import {ns}"), name.clone())) {
+                    tracing::warn!(cluster = %self.cluster(), namespace = %ns, name = %name, "a ServiceImport of that name is not fleetdns's; leaving it alone");
+                }
+                continue;
+            }
             let seen = view.our_imports.contains(&(ns.clone(), name.clone()));
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), ns, &imports_api);
@@ -205,6 +211,15 @@ impl Writer {
             }
             let id = (slice.namespace.clone(), slice.name.clone());
             want_slices.insert(id.clone());
+            let service = slice.body["metadata"]["labels"][MCS_SERVICE_NAME_LABEL]
+                .as_str()
+                .unwrap_or_default();
+            if view
+                .other_imports
+                .contains(&(slice.namespace.clone(), service.to_owned()))
+            {
+                continue; // another implementation imports this service
+            }
             if view.other_slices.contains(&id) {
                 if self.warned.insert(id.clone()) {
                     tracing::warn!(cluster = %self.cluster(), namespace = %id.0, name = %id.1, "an EndpointSlice of that name is not fleetdns's; leaving it alone");

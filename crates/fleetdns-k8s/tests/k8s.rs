@@ -595,3 +595,30 @@ async fn a_refused_write_back_list_does_not_block_publishing() {
     assert!(status.watch_errors.load(Ordering::Relaxed) >= 1);
     run.stop().await;
 }
+
+/// A ServiceImport another MCS implementation owns (no fleetdns label) is never written or
+/// deleted, and no slices are added under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_implementations_service_import_is_left_alone() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let theirs = json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+        "metadata": {"name": "web", "namespace": "default",
+                     "labels": {"app.kubernetes.io/managed-by": "lighthouse-agent"}},
+        "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]}
+    });
+    let before = a.put(theirs);
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    eventually("status written (the writer ran)", || {
+        condition(&a.get("ServiceExport", Some("default"), "web")?, "Ready")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let touched: Vec<(String, String)> = writes(&a)
+        .into_iter()
+        .filter(|(_, p)| p.contains("/serviceimports/") || p.contains("/endpointslices/"))
+        .collect();
+    assert_eq!(touched, Vec::<(String, String)>::new());
+    assert_eq!(a.get("ServiceImport", Some("default"), "web"), Some(before));
+    run.stop().await;
+}

@@ -204,14 +204,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ops: ops.clone(),
         registry: registry.clone(),
         zones: zones_tx,
+        in_cluster: None,
         tasks: tasks.clone(),
         sources_gen: cancel.child_token(),
         checks_gen: cancel.child_token(),
         root: cancel.clone(),
         config,
     };
-    live.start_sources(&live.config.sources.clone(), live.sources_gen.clone())
+    let (_, in_cluster) = live
+        .start_sources(&live.config.sources.clone(), live.sources_gen.clone())
         .await?;
+    live.in_cluster = in_cluster;
+    if live.config.zones.local_cluster.is_none()
+        && let Some(id) = &live.in_cluster
+    {
+        tracing::info!(cluster = %id, "local cluster (for local-first): the in-cluster source's");
+        live.zones
+            .send_replace(live.effective_zones(&live.config.zones));
+    }
     live.start_health_checks();
 
     // Every source has loaded once: compile now, on every registry change and on new zones.
@@ -296,6 +306,9 @@ struct Live {
     ops: Arc<OpsState>,
     registry: Arc<MemoryRegistry>,
     zones: watch::Sender<ZonesConfig>,
+    /// The id of the one in-cluster kubernetes source: the local cluster (for local-first)
+    /// when the config names none.
+    in_cluster: Option<ClusterId>,
     tasks: TaskTracker,
     /// Cancels the current sources' tasks.
     sources_gen: CancellationToken,
@@ -308,14 +321,16 @@ struct Live {
 
 impl Live {
     /// Loads every source once (so the first table is complete), then keeps them running.
-    /// Returns the clusters they publish.
+    /// Returns the clusters they publish, and the cluster of the one in-cluster kubernetes
+    /// source if there is exactly one.
     async fn start_sources(
         &self,
         sources: &[Source],
         cancel: CancellationToken,
-    ) -> anyhow::Result<Vec<ClusterId>> {
+    ) -> anyhow::Result<(Vec<ClusterId>, Option<ClusterId>)> {
         let registry: Arc<dyn Registry> = self.registry.clone();
         let mut published = Vec::new();
+        let mut in_cluster = Vec::new();
         let mut kube_sources = Vec::new();
         for source in sources {
             match source {
@@ -331,12 +346,16 @@ impl Live {
                         .spawn(files.run(registry.clone(), cancel.clone()));
                 }
                 Source::Kubernetes { .. } => {
+                    let in_pod = kube_credentials(source)? == fleetdns_k8s::Credentials::InCluster;
                     let source = kube_source(source, self.config.liveness_timeout).await?;
                     if published.contains(source.cluster()) {
                         anyhow::bail!(
                             "two sources publish cluster {}: give each kubernetes source its own cluster_id",
                             source.cluster()
                         );
+                    }
+                    if in_pod {
+                        in_cluster.push(source.cluster().clone());
                     }
                     published.push(source.cluster().clone());
                     kube_sources.push(source);
@@ -363,7 +382,18 @@ impl Live {
             }
         });
         futures::future::join_all(waits).await;
-        Ok(published)
+        let in_cluster = (in_cluster.len() == 1).then(|| in_cluster.remove(0));
+        Ok((published, in_cluster))
+    }
+
+    /// The zones to serve: the config's, with the in-cluster source's id as the local cluster
+    /// when the config names none (so `local-first` works in the stock deploy/).
+    fn effective_zones(&self, zones: &ZonesConfig) -> ZonesConfig {
+        let mut zones = zones.clone();
+        if zones.local_cluster.is_none() {
+            zones.local_cluster = self.in_cluster.clone();
+        }
+        zones
     }
 
     fn start_health_checks(&self) {
@@ -434,7 +464,8 @@ impl Live {
         if new.sources != old.sources {
             let generation = self.tasks_token();
             match self.start_sources(&new.sources, generation.clone()).await {
-                Ok(published) => {
+                Ok((published, in_cluster)) => {
+                    self.in_cluster = in_cluster;
                     self.sources_gen.cancel();
                     self.sources_gen = generation;
                     let snapshot = self
@@ -456,8 +487,9 @@ impl Live {
                 }
             }
         }
-        if new.zones != old.zones {
-            self.zones.send_replace(new.zones.clone());
+        let zones = self.effective_zones(&new.zones);
+        if *self.zones.borrow() != zones {
+            self.zones.send_replace(zones);
         }
         tracing::info!(trigger = why, "config reloaded");
         self.config = new;
@@ -538,6 +570,7 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         let registry = MemoryRegistry::new(config.liveness_timeout);
         let mut errors = Vec::new();
         let mut notes = Vec::new();
+        let mut source_notes = Vec::new();
         for source in &config.sources {
             match source {
                 Source::Files { root, interval } => {
@@ -555,7 +588,7 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
                     // is not contacted, so the check works anywhere.
                     match kube_credentials(source).map(|c| (c.to_string(), c)) {
                         Ok((what, credentials)) => match fleetdns_k8s::connect(&credentials).await {
-                            Ok(_) => notes.push(format!(
+                            Ok(_) => source_notes.push(format!(
                                 "kubernetes source {} ({what}): credentials load; the cluster is not contacted by check-config",
                                 cluster_id.as_ref().map_or("(id from the ClusterProperty)", |c| c.as_str())
                             )),
@@ -600,6 +633,9 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         let stats = table.stats();
         println!("{} names, {} records", stats.names, stats.records);
+        for n in &source_notes {
+            println!("{n}");
+        }
         for n in &notes {
             println!("not exported: {n}");
         }
