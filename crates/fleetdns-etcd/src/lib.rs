@@ -1,0 +1,20 @@
+//! The fleetdns registry on etcd v3, for fleets that outgrow one process: agents publish their
+//! clusters under per-cluster leases (a dead agent's exports expire with its lease, MCS-10),
+//! DNS servers load one consistent snapshot and follow the watch from its revision.
+//!
+//! [`codec`] documents the key layout and value encoding (versioned).
+
+pub mod codec;
+mod registry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use registry::{EtcdConfig, EtcdRegistry, EtcdStatus, TlsPem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd: {0}")]
+    Client(#[from] etcd_client::Error),
+    #[error("etcd config: {0}")]
+    Config(String),
+}

@@ -1,0 +1,652 @@
+//! [`EtcdRegistry`]: the [`Registry`] trait on etcd. Writers (agents) hold one lease per
+//! cluster and publish whole sets in transactions; readers (DNS servers) load a snapshot at one
+//! revision and follow the watch from the next. A compacted revision or a lost connection
+//! means a fresh snapshot, never a missed update; meanwhile the last snapshot stays served and
+//! [`EtcdStatus::stale`] says so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use fleetdns_core::registry::{BoxFuture, SnapshotReceiver};
+use fleetdns_core::{
+    ClusterId, ClusterView, ExportSet, FleetSnapshot, Registry, RegistryError, Timestamp,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::EtcdError;
+use crate::codec::{self, ClusterRecord, ExportRecord, Layout, Parsed};
+
+/// etcd refuses transactions of more than 128 operations by default (`--max-txn-ops`).
+const MAX_TXN_OPS: usize = 120;
+
+/// PEM bytes for TLS; the binary reads the files.
+#[derive(Debug, Clone, Default)]
+pub struct TlsPem {
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    /// Key prefix, e.g. `/fleetdns/v1`.
+    pub prefix: String,
+    /// Each publishing cluster's lease: a cluster whose agent stops heartbeating leaves every
+    /// answer within this time.
+    pub lease_ttl_secs: i64,
+    pub dial_timeout: Duration,
+    /// Bound on each request (a watch is not a request).
+    pub request_timeout: Duration,
+    pub user: Option<(String, String)>,
+    pub tls: Option<TlsPem>,
+}
+
+/// What the registry reports, for metrics. Relaxed atomics.
+#[derive(Debug, Default)]
+pub struct EtcdStatus {
+    /// 1 while the snapshot served may be behind etcd (not loaded, or the watch is down).
+    pub stale: AtomicBool,
+    /// Snapshots loaded: the first, and one after every compaction or lost connection.
+    pub loads: AtomicU64,
+    /// The etcd revision the served snapshot reflects.
+    pub revision: AtomicI64,
+    pub watch_errors: AtomicU64,
+    /// Values that could not be decoded (skipped).
+    pub bad_values: AtomicU64,
+    pub publishes: AtomicU64,
+    pub publish_errors: AtomicU64,
+}
+
+/// One cluster this process publishes.
+struct Writer {
+    lease: Option<i64>,
+    keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
+    generation: u64,
+    /// What is in etcd under `generation`, as last written by this process.
+    published: Option<ExportSet>,
+}
+
+pub struct EtcdRegistry {
+    client: Client,
+    layout: Layout,
+    lease_ttl: i64,
+    writers: tokio::sync::Mutex<HashMap<ClusterId, Writer>>,
+    tx: watch::Sender<Option<Arc<FleetSnapshot>>>,
+    status: Arc<EtcdStatus>,
+}
+
+impl std::fmt::Debug for EtcdRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdRegistry")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Unavailable(e.to_string())
+}
+
+impl EtcdRegistry {
+    /// Builds the client. The connection is made lazily: an etcd that is down now is retried
+    /// by [`EtcdRegistry::run`] and by every write.
+    pub async fn connect(config: &EtcdConfig) -> Result<Self, EtcdError> {
+        if config.endpoints.is_empty() {
+            return Err(EtcdError::Config("no endpoints".into()));
+        }
+        if config.lease_ttl_secs < 1 {
+            return Err(EtcdError::Config(
+                "lease_ttl_secs must be at least 1".into(),
+            ));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.dial_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &config.user {
+            options = options.with_user(user, password);
+        }
+        if let Some(tls) = &config.tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(t);
+        }
+        let client = Client::connect(&config.endpoints, Some(options)).await?;
+        Ok(Self {
+            client,
+            layout: Layout::new(&config.prefix),
+            lease_ttl: config.lease_ttl_secs,
+            writers: tokio::sync::Mutex::new(HashMap::new()),
+            tx: watch::Sender::new(None),
+            status: Arc::new(EtcdStatus {
+                stale: AtomicBool::new(true),
+                ..EtcdStatus::default()
+            }),
+        })
+    }
+
+    pub fn status(&self) -> Arc<EtcdStatus> {
+        self.status.clone()
+    }
+
+    /// Follows etcd into snapshots until `cancel`: load at one revision, watch from the next,
+    /// start over on compaction or a lost connection (with backoff). Only readers need it;
+    /// an agent that writes back runs it too.
+    pub async fn run(&self, cancel: CancellationToken) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.load_and_follow() => r,
+            };
+            self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+            if !self.status.stale.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %outcome, "etcd registry stale: serving the last snapshot until etcd answers");
+            } else {
+                tracing::debug!(error = %outcome, "etcd registry still unreachable");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// One snapshot and the watch that follows it; returns why it stopped.
+    async fn load_and_follow(&self) -> String {
+        match self.load().await {
+            Ok((state, revision)) => self.follow(state, revision).await,
+            Err(e) => e,
+        }
+    }
+
+    /// Loads every key at one revision and serves it.
+    async fn load(&self) -> Result<(ReaderState, i64), String> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(self.layout.root(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| format!("loading the snapshot: {e}"))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut state = ReaderState::default();
+        for kv in resp.kvs() {
+            state.put(&self.layout, kv.key(), kv.value(), &self.status);
+        }
+        self.status.loads.fetch_add(1, Ordering::Relaxed);
+        if self.status.stale.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                revision,
+                clusters = state.clusters.len(),
+                "etcd registry loaded"
+            );
+        }
+        self.emit(&mut state, revision);
+        Ok((state, revision))
+    }
+
+    /// Applies the watch from `revision + 1` until it fails; returns why.
+    async fn follow(&self, mut state: ReaderState, revision: i64) -> String {
+        let mut watch_client = self.client.watch_client();
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision + 1);
+        let (_watcher, mut stream) =
+            match watch_client.watch(self.layout.root(), Some(options)).await {
+                Ok(w) => w,
+                Err(e) => return format!("starting the watch: {e}"),
+            };
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return "the watch ended".into(),
+                Err(e) => return format!("the watch failed: {e}"),
+            };
+            if resp.compact_revision() > 0 {
+                return format!(
+                    "revision {} was compacted (now {}); loading a fresh snapshot",
+                    revision + 1,
+                    resp.compact_revision()
+                );
+            }
+            if resp.canceled() {
+                return format!("the watch was cancelled: {}", resp.cancel_reason());
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            // One response carries whole revisions: a transaction is applied at once.
+            let mut last = revision;
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                last = last.max(kv.mod_revision());
+                match event.event_type() {
+                    EventType::Put => state.put(&self.layout, kv.key(), kv.value(), &self.status),
+                    EventType::Delete => state.delete(&self.layout, kv.key()),
+                }
+            }
+            self.emit(&mut state, last);
+        }
+    }
+
+    /// For tests: follows the watch from an old revision after loading (to see what a
+    /// compaction does to it). Returns why it stopped.
+    #[doc(hidden)]
+    pub async fn follow_from(&self, revision: i64) -> String {
+        match self.load().await {
+            Ok((state, _)) => self.follow(state, revision).await,
+            Err(e) => e,
+        }
+    }
+
+    /// The client, for tests and tools (compaction, raw keys).
+    #[doc(hidden)]
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    fn emit(&self, state: &mut ReaderState, revision: i64) {
+        self.status.revision.store(revision, Ordering::Relaxed);
+        let version = revision.max(0) as u64;
+        let snapshot = state.snapshot(version);
+        self.tx.send_replace(Some(Arc::new(snapshot)));
+    }
+
+    async fn grant(&self, w: &mut Writer) -> Result<i64, RegistryError> {
+        if let Some(id) = w.lease {
+            return Ok(id);
+        }
+        let resp = self
+            .client
+            .lease_client()
+            .grant(self.lease_ttl, None)
+            .await
+            .map_err(unavailable)?;
+        w.lease = Some(resp.id());
+        w.keeper = None;
+        w.published = None; // every key must move onto the new lease
+        Ok(resp.id())
+    }
+
+    /// Writes `exports` as a new generation, then flips the cluster key to it in one
+    /// transaction and deletes every other generation.
+    async fn publish_generation(
+        &self,
+        cluster: &ClusterId,
+        w: &mut Writer,
+        exports: &ExportSet,
+        lease: i64,
+    ) -> Result<(), RegistryError> {
+        let mut kv = self.client.kv_client();
+        let current = kv
+            .get(self.layout.cluster(cluster), None)
+            .await
+            .map_err(unavailable)?;
+        let in_etcd = current
+            .kvs()
+            .first()
+            .and_then(|kv| codec::decode_cluster(kv.value()).ok())
+            .map_or(0, |r| r.generation);
+        let generation = in_etcd.max(w.generation) + 1;
+        let put = PutOptions::new().with_lease(lease);
+        let ops: Vec<TxnOp> = exports
+            .iter()
+            .map(|(key, e)| {
+                TxnOp::put(
+                    self.layout.export(cluster, generation, key),
+                    codec::encode(&ExportRecord::from_export(e)),
+                    Some(put.clone()),
+                )
+            })
+            .collect();
+        for chunk in ops.chunks(MAX_TXN_OPS) {
+            kv.txn(Txn::new().and_then(chunk.to_vec()))
+                .await
+                .map_err(unavailable)?;
+        }
+        let record = ClusterRecord {
+            v: codec::VERSION,
+            generation,
+            published: Timestamp::now().0,
+            exports: exports.len(),
+        };
+        kv.txn(Txn::new().and_then(vec![TxnOp::put(
+            self.layout.cluster(cluster),
+            codec::encode(&record),
+            Some(put),
+        )]))
+        .await
+        .map_err(unavailable)?;
+        // Every other generation goes: generations are numbers, so delete the ranges below
+        // and above this one.
+        let base = self.layout.cluster_exports(cluster);
+        let this = self.layout.generation(cluster, generation);
+        let old = kv
+            .get(
+                base.clone(),
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut stale: Vec<String> = old
+            .kvs()
+            .iter()
+            .filter_map(|kv| std::str::from_utf8(kv.key()).ok())
+            .filter(|k| !k.starts_with(&this))
+            .filter_map(|k| k.strip_prefix(&base)?.split('/').next().map(str::to_owned))
+            .collect();
+        stale.sort();
+        stale.dedup();
+        for g in stale {
+            kv.delete(
+                format!("{base}{g}/"),
+                Some(DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        w.generation = generation;
+        w.published = Some(exports.clone());
+        Ok(())
+    }
+
+    /// The operations that turn `old` into `new` inside the current generation.
+    fn diff(
+        &self,
+        cluster: &ClusterId,
+        generation: u64,
+        old: &ExportSet,
+        new: &ExportSet,
+        lease: i64,
+    ) -> Vec<TxnOp> {
+        let put = PutOptions::new().with_lease(lease);
+        let mut ops = Vec::new();
+        for (key, e) in new {
+            if old.get(key).is_none_or(|o| o != e) {
+                ops.push(TxnOp::put(
+                    self.layout.export(cluster, generation, key),
+                    codec::encode(&ExportRecord::from_export(e)),
+                    Some(put.clone()),
+                ));
+            }
+        }
+        for key in old.keys().filter(|k| !new.contains_key(*k)) {
+            ops.push(TxnOp::delete(
+                self.layout.export(cluster, generation, key),
+                None,
+            ));
+        }
+        ops
+    }
+
+    async fn publish_inner(
+        &self,
+        cluster: &ClusterId,
+        exports: ExportSet,
+    ) -> Result<(), RegistryError> {
+        let mut writers = self.writers.lock().await;
+        let w = writers.entry(cluster.clone()).or_insert_with(|| Writer {
+            lease: None,
+            keeper: None,
+            generation: 0,
+            published: None,
+        });
+        let lease = self.grant(w).await?;
+        let Some(old) = &w.published else {
+            return self.publish_generation(cluster, w, &exports, lease).await;
+        };
+        let mut ops = self.diff(cluster, w.generation, old, &exports, lease);
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if ops.len() + 1 > MAX_TXN_OPS {
+            return self.publish_generation(cluster, w, &exports, lease).await;
+        }
+        let record = ClusterRecord {
+            v: codec::VERSION,
+            generation: w.generation,
+            published: Timestamp::now().0,
+            exports: exports.len(),
+        };
+        ops.push(TxnOp::put(
+            self.layout.cluster(cluster),
+            codec::encode(&record),
+            Some(PutOptions::new().with_lease(lease)),
+        ));
+        // Only while the cluster key still names our generation; else (another writer, or the
+        // lease expired and took the keys) write a whole new generation.
+        let guard = Compare::value(
+            self.layout.cluster(cluster),
+            CompareOp::NotEqual,
+            Vec::<u8>::new(),
+        );
+        let generation_key = self.layout.cluster(cluster);
+        let resp = self
+            .client
+            .kv_client()
+            .get(generation_key.clone(), None)
+            .await
+            .map_err(unavailable)?;
+        let current = resp.kvs().first();
+        let ours = current
+            .and_then(|kv| codec::decode_cluster(kv.value()).ok())
+            .is_some_and(|r| r.generation == w.generation)
+            && current.is_some_and(|kv| kv.lease() == lease);
+        if !ours {
+            return self.publish_generation(cluster, w, &exports, lease).await;
+        }
+        let mod_rev = current.map_or(0, |kv| kv.mod_revision());
+        let txn = Txn::new()
+            .when(vec![
+                guard,
+                Compare::mod_revision(generation_key, CompareOp::Equal, mod_rev),
+            ])
+            .and_then(ops);
+        let done = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?;
+        if !done.succeeded() {
+            return self.publish_generation(cluster, w, &exports, lease).await;
+        }
+        w.published = Some(exports);
+        Ok(())
+    }
+}
+
+impl Registry for EtcdRegistry {
+    fn publish<'a>(
+        &'a self,
+        cluster: &'a ClusterId,
+        exports: ExportSet,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let r = self.publish_inner(cluster, exports).await;
+            match &r {
+                Ok(()) => self.status.publishes.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.status.publish_errors.fetch_add(1, Ordering::Relaxed),
+            };
+            r
+        })
+    }
+
+    /// Keeps the cluster's lease alive. A lease that expired meanwhile (etcd was away longer
+    /// than its TTL) took the keys with it: the last set is published again on a new lease.
+    fn heartbeat<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut writers = self.writers.lock().await;
+            let Some(w) = writers.get_mut(cluster) else {
+                return Ok(());
+            };
+            let Some(lease) = w.lease else { return Ok(()) };
+            if w.keeper.is_none() {
+                let k = self
+                    .client
+                    .lease_client()
+                    .keep_alive(lease)
+                    .await
+                    .map_err(unavailable)?;
+                w.keeper = Some(k);
+            }
+            let (keeper, stream) = w.keeper.as_mut().expect("set above");
+            let alive = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
+            .await;
+            let ttl = match alive {
+                Ok(Some(resp)) => resp.ttl(),
+                Ok(None) => 0,
+                Err(e) => {
+                    w.keeper = None;
+                    return Err(unavailable(e));
+                }
+            };
+            if ttl > 0 {
+                return Ok(());
+            }
+            tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");
+            w.lease = None;
+            w.keeper = None;
+            let set = w.published.take().unwrap_or_default();
+            let lease = self.grant(w).await?;
+            self.publish_generation(cluster, w, &set, lease).await
+        })
+    }
+
+    /// Revokes the cluster's lease: its keys go at once.
+    fn withdraw<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut writers = self.writers.lock().await;
+            if let Some(w) = writers.remove(cluster)
+                && let Some(lease) = w.lease
+            {
+                self.client
+                    .lease_client()
+                    .revoke(lease)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> SnapshotReceiver {
+        self.tx.subscribe()
+    }
+}
+
+/// What a reader has seen, key by key.
+#[derive(Default)]
+struct ReaderState {
+    clusters: BTreeMap<ClusterId, ClusterRecord>,
+    /// (cluster, generation) → exports.
+    exports: BTreeMap<(ClusterId, u64), ExportSet>,
+    /// Views built for the last snapshot, rebuilt only for clusters that changed.
+    views: BTreeMap<ClusterId, Arc<ExportSet>>,
+}
+
+impl ReaderState {
+    fn put(&mut self, layout: &Layout, key: &[u8], value: &[u8], status: &EtcdStatus) {
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            status.bad_values.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(key = %String::from_utf8_lossy(key), what, error = %e, "etcd value skipped");
+        };
+        match layout.parse(key) {
+            Parsed::Cluster(c) => match codec::decode_cluster(value) {
+                Ok(r) => {
+                    self.views.remove(&c);
+                    self.clusters.insert(c, r);
+                }
+                Err(e) => bad("cluster", &e),
+            },
+            Parsed::Export {
+                cluster,
+                generation,
+                key,
+            } => {
+                let decoded = serde_json::from_slice::<ExportRecord>(value)
+                    .map_err(codec::DecodeError::from)
+                    .and_then(|r| r.into_export(key.clone(), cluster.clone()));
+                match decoded {
+                    Ok(e) => {
+                        self.views.remove(&cluster);
+                        self.exports
+                            .entry((cluster, generation))
+                            .or_default()
+                            .insert(key, Arc::new(e));
+                    }
+                    Err(e) => bad("export", &e),
+                }
+            }
+            Parsed::Other => {}
+        }
+    }
+
+    fn delete(&mut self, layout: &Layout, key: &[u8]) {
+        match layout.parse(key) {
+            Parsed::Cluster(c) => {
+                self.views.remove(&c);
+                self.clusters.remove(&c);
+            }
+            Parsed::Export {
+                cluster,
+                generation,
+                key,
+            } => {
+                self.views.remove(&cluster);
+                let id = (cluster, generation);
+                if let Some(set) = self.exports.get_mut(&id) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.exports.remove(&id);
+                    }
+                }
+            }
+            Parsed::Other => {}
+        }
+    }
+
+    fn snapshot(&mut self, version: u64) -> FleetSnapshot {
+        let mut clusters = BTreeMap::new();
+        for (id, record) in &self.clusters {
+            let exports = self
+                .views
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    Arc::new(
+                        self.exports
+                            .get(&(id.clone(), record.generation))
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                })
+                .clone();
+            clusters.insert(
+                id.clone(),
+                ClusterView {
+                    alive: true,
+                    exports,
+                    published: Timestamp(record.published),
+                },
+            );
+        }
+        FleetSnapshot { version, clusters }
+    }
+}

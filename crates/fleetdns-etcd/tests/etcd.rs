@@ -1,0 +1,393 @@
+//! The registry contract, passed by both the memory and the etcd registry, and the etcd
+//! faults: lease expiry, etcd restarted under a reader, a compacted revision. Against a real
+//! etcd (Debian's `etcd-server`) on loopback. Waits are bounded; nothing measures speed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fleetdns_core::model::{Endpoint, Export, Port, Protocol, ServiceType};
+use fleetdns_core::{
+    ClusterId, ExportSet, FleetSnapshot, MemoryRegistry, Registry, ServiceKey, Timestamp,
+};
+use fleetdns_etcd::testing::TestEtcd;
+use fleetdns_etcd::{EtcdConfig, EtcdRegistry};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn id(s: &str) -> ClusterId {
+    ClusterId::new(s).unwrap()
+}
+
+fn export(cluster: &str, ns: &str, name: &str, ip: &str) -> (ServiceKey, Arc<Export>) {
+    let key = ServiceKey::new(ns, name).unwrap();
+    let e = Export {
+        key: key.clone(),
+        cluster: id(cluster),
+        service_type: ServiceType::ClusterSetIp,
+        ports: vec![Port {
+            name: Some("http".into()),
+            protocol: Protocol::Tcp,
+            port: 80,
+            app_protocol: None,
+        }],
+        cluster_ips: vec![ip.parse().unwrap()],
+        endpoints: vec![Endpoint {
+            addresses: vec!["10.1.0.1".parse().unwrap()],
+            hostname: None,
+            ready: true,
+            zone: None,
+        }],
+        created: Timestamp(1_700_000_000),
+    };
+    (key, Arc::new(e))
+}
+
+fn set(cluster: &str, names: &[&str], ip: &str) -> ExportSet {
+    names
+        .iter()
+        .map(|n| export(cluster, "default", n, ip))
+        .collect()
+}
+
+fn many(cluster: &str, n: usize, ip: &str) -> ExportSet {
+    (0..n)
+        .map(|i| export(cluster, "bulk", &format!("svc-{i}"), ip))
+        .collect()
+}
+
+async fn until(
+    registry: &dyn Registry,
+    what: &str,
+    mut ok: impl FnMut(&FleetSnapshot) -> bool,
+) -> Arc<FleetSnapshot> {
+    let mut rx = registry.subscribe();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(s) = rx.borrow_and_update().clone()
+            && ok(&s)
+        {
+            return s;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+fn names(s: &FleetSnapshot, cluster: &str) -> Option<Vec<String>> {
+    let v = s.clusters.get(&id(cluster))?;
+    v.alive
+        .then(|| v.exports.keys().map(|k| k.name().to_owned()).collect())
+}
+
+fn alive(s: &FleetSnapshot, cluster: &str) -> bool {
+    s.clusters.get(&id(cluster)).is_some_and(|v| v.alive)
+}
+
+/// What every registry backend promises (fleetdns_core::registry's module docs).
+async fn contract(registry: Arc<dyn Registry>, liveness: Duration) {
+    let r = &*registry;
+    // Publishing replaces the whole set; exports come back as they were published.
+    r.publish(&id("east"), set("east", &["a", "b"], "10.0.0.1"))
+        .await
+        .unwrap();
+    r.publish(&id("west"), set("west", &["a"], "10.0.0.2"))
+        .await
+        .unwrap();
+    let s = until(r, "both clusters", |s| {
+        names(s, "east").is_some() && names(s, "west").is_some()
+    })
+    .await;
+    assert_eq!(names(&s, "east").unwrap(), ["a", "b"]);
+    assert_eq!(
+        *s.clusters[&id("east")].exports,
+        set("east", &["a", "b"], "10.0.0.1"),
+        "exports round-trip"
+    );
+    r.publish(&id("east"), set("east", &["b", "c"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(r, "replaced set", |s| {
+        names(s, "east") == Some(vec!["b".into(), "c".into()])
+    })
+    .await;
+    // A changed export shows.
+    r.publish(&id("east"), set("east", &["b", "c"], "10.0.0.9"))
+        .await
+        .unwrap();
+    let nine: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+    until(r, "changed export", |s| {
+        s.clusters
+            .get(&id("east"))
+            .is_some_and(|v| v.exports.values().all(|e| e.cluster_ips == vec![nine]))
+    })
+    .await;
+    // A large set (more than one etcd transaction holds) is never seen half-written.
+    r.publish(&id("bulk"), many("bulk", 300, "10.0.1.1"))
+        .await
+        .unwrap();
+    until(r, "300 exports", |s| {
+        names(s, "bulk").is_some_and(|n| n.len() == 300)
+    })
+    .await;
+    let mut rx = r.subscribe();
+    rx.borrow_and_update();
+    let seen = tokio::spawn(async move {
+        let mut sizes = BTreeSet::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(s) = rx.borrow_and_update().clone()
+                && let Some(v) = s.clusters.get(&id("bulk"))
+            {
+                let n = v.exports.len();
+                let ips: BTreeSet<String> = v
+                    .exports
+                    .values()
+                    .map(|e| e.cluster_ips[0].to_string())
+                    .collect();
+                sizes.insert((n, ips.into_iter().collect::<Vec<_>>()));
+                if n == 500 {
+                    return sizes;
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return sizes;
+            }
+        }
+    });
+    r.publish(&id("bulk"), many("bulk", 500, "10.0.2.2"))
+        .await
+        .unwrap();
+    let sizes = seen.await.unwrap();
+    assert!(
+        sizes
+            .iter()
+            .all(|(n, ips)| (*n == 300 && ips == &["10.0.1.1"])
+                || (*n == 500 && ips == &["10.0.2.2"])),
+        "every snapshot holds the old set or the new one: {sizes:?}"
+    );
+    assert!(sizes.iter().any(|(n, _)| *n == 500), "{sizes:?}");
+    // Withdraw removes a cluster.
+    r.withdraw(&id("bulk")).await.unwrap();
+    until(r, "withdrawn", |s| !s.clusters.contains_key(&id("bulk"))).await;
+    // Heartbeats keep a cluster alive past its liveness time; without them it leaves.
+    for _ in 0..6 {
+        tokio::time::sleep(liveness / 3).await;
+        r.heartbeat(&id("east")).await.unwrap();
+    }
+    let s = until(r, "snapshot", |_| true).await;
+    assert!(alive(&s, "east"), "heartbeats keep east alive");
+    assert!(!alive(&s, "west"), "west (no heartbeats) left");
+}
+
+fn etcd_config(etcd: &TestEtcd, prefix: &str, ttl: i64) -> EtcdConfig {
+    EtcdConfig {
+        endpoints: vec![etcd.endpoint()],
+        prefix: prefix.into(),
+        lease_ttl_secs: ttl,
+        dial_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        user: None,
+        tls: None,
+    }
+}
+
+async fn etcd_registry(
+    etcd: &TestEtcd,
+    prefix: &str,
+    ttl: i64,
+) -> (Arc<EtcdRegistry>, CancellationToken) {
+    let r = Arc::new(
+        EtcdRegistry::connect(&etcd_config(etcd, prefix, ttl))
+            .await
+            .unwrap(),
+    );
+    let cancel = CancellationToken::new();
+    let reader = r.clone();
+    let c = cancel.clone();
+    tokio::spawn(async move { reader.run(c).await });
+    (r, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_registry_keeps_the_contract() {
+    let liveness = Duration::from_secs(2);
+    let r = Arc::new(MemoryRegistry::new(liveness));
+    let cancel = CancellationToken::new();
+    let sweeper = r.clone();
+    let c = cancel.clone();
+    tokio::spawn(async move { sweeper.run_liveness(c.cancelled()).await });
+    contract(r, liveness).await;
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_registry_keeps_the_contract() {
+    let etcd = TestEtcd::start();
+    let (r, cancel) = etcd_registry(&etcd, "/contract", 2).await;
+    contract(r, Duration::from_secs(2)).await;
+    cancel.cancel();
+}
+
+/// MCS-10 / SPEC §3: a publisher that stops (no revoke, as after SIGKILL) leaves every reader
+/// within the lease TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_publisher_expires_with_its_lease_in_other_readers() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/lease", 2).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/lease", 2).await;
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "reader sees east", |s| names(s, "east").is_some()).await;
+    cancel_w.cancel();
+    drop(writer); // nothing revokes the lease: it just stops being kept alive
+    until(&*reader, "east expired", |s| {
+        !s.clusters.contains_key(&id("east"))
+    })
+    .await;
+    cancel_r.cancel();
+}
+
+/// etcd stops under a running reader: the last snapshot stays, `stale` says so; after the
+/// restart the reader catches up with what is written since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restarted_under_a_reader_and_a_writer() {
+    let mut etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/restart", 2).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/restart", 2).await;
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    etcd.stop();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !status.stale.load(Ordering::Relaxed) {
+        assert!(tokio::time::Instant::now() < deadline, "stale never set");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = reader.subscribe().borrow().clone().unwrap();
+    assert_eq!(
+        names(&s, "east").unwrap(),
+        ["web"],
+        "the last snapshot is still served"
+    );
+    assert!(writer.heartbeat(&id("east")).await.is_err(), "etcd is down");
+    tokio::time::sleep(Duration::from_secs(3)).await; // longer than the lease TTL
+    etcd.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while writer.heartbeat(&id("east")).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "heartbeat never worked again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    writer
+        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "state after the restart", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+    assert!(!status.stale.load(Ordering::Relaxed));
+    assert!(
+        status.loads.load(Ordering::Relaxed) >= 2,
+        "a fresh snapshot after the outage"
+    );
+    cancel_w.cancel();
+    cancel_r.cancel();
+}
+
+/// A watch from a compacted revision is cancelled by etcd; the reader loads a fresh snapshot
+/// instead of missing what was compacted away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_revision_forces_a_fresh_snapshot() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/compact", 30).await;
+    writer
+        .publish(&id("east"), set("east", &["a"], "10.0.0.1"))
+        .await
+        .unwrap();
+    let before = until(&*writer, "a", |s| names(s, "east").is_some())
+        .await
+        .version as i64;
+    writer
+        .publish(&id("east"), set("east", &["a", "b"], "10.0.0.1"))
+        .await
+        .unwrap();
+    writer
+        .publish(&id("east"), set("east", &["b"], "10.0.0.1"))
+        .await
+        .unwrap();
+    let mut client = writer.client();
+    let now = client
+        .get("/compact/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    client.compact(now, None).await.unwrap();
+    let why = tokio::time::timeout(WAIT, writer.follow_from(before))
+        .await
+        .expect("the watch ends");
+    assert!(why.contains("compacted"), "{why}");
+    until(&*writer, "final state", |s| {
+        names(s, "east") == Some(vec!["b".into()])
+    })
+    .await;
+    cancel_w.cancel();
+}
+
+/// Values that do not decode (a newer format, garbage) are skipped and counted; the rest of
+/// the fleet is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_values_are_skipped() {
+    let etcd = TestEtcd::start();
+    let (r, cancel) = etcd_registry(&etcd, "/bad", 30).await;
+    r.publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*r, "east", |s| names(s, "east").is_some()).await;
+    let mut client = r.client();
+    client
+        .put("/bad/clusters/west", "{not json", None)
+        .await
+        .unwrap();
+    client
+        .put(
+            "/bad/clusters/north",
+            r#"{"v":99,"generation":1,"published":0,"exports":0}"#,
+            None,
+        )
+        .await
+        .unwrap();
+    client
+        .put("/bad/exports/east/1/default/zzz", "garbage", None)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while r.status().bad_values.load(Ordering::Relaxed) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bad values not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = r.subscribe().borrow().clone().unwrap();
+    assert_eq!(names(&s, "east").unwrap(), ["web"]);
+    assert!(!s.clusters.contains_key(&id("west")) && !s.clusters.contains_key(&id("north")));
+    cancel.cancel();
+}
