@@ -72,6 +72,9 @@ struct Writer {
     generation: u64,
     /// What is in etcd under `generation`, as last written by this process.
     published: Option<ExportSet>,
+    /// The last keep-alive etcd confirmed: sources may heartbeat often, etcd hears a third
+    /// of the TTL at most.
+    kept: Option<tokio::time::Instant>,
 }
 
 pub struct EtcdRegistry {
@@ -404,6 +407,7 @@ impl EtcdRegistry {
             keeper: None,
             generation: 0,
             published: None,
+            kept: None,
         });
         let lease = self.grant(w).await?;
         let Some(old) = &w.published else {
@@ -495,6 +499,10 @@ impl Registry for EtcdRegistry {
                 return Ok(());
             };
             let Some(lease) = w.lease else { return Ok(()) };
+            let third = Duration::from_secs(self.lease_ttl as u64) / 3;
+            if w.kept.is_some_and(|at| at.elapsed() < third) {
+                return Ok(());
+            }
             if w.keeper.is_none() {
                 let k = self
                     .client
@@ -519,6 +527,7 @@ impl Registry for EtcdRegistry {
                 }
             };
             if ttl > 0 {
+                w.kept = Some(tokio::time::Instant::now());
                 return Ok(());
             }
             tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");

@@ -1,60 +1,82 @@
-//! `fleetdns agent`: the kubernetes source of the cluster it runs in, publishing to the
-//! configured registry and writing back into its own cluster, without a DNS listener. With the
-//! `memory` registry the published set is visible only in this process; a shared registry
-//! (etcd) is what makes the agent useful across machines: only the backend changes.
+//! `fleetdns agent`: runs the config's sources (the cluster it runs in, as a kubernetes source;
+//! or manifest folders standing in for clusters) and publishes them to the configured
+//! registry, without a DNS listener. With `[registry] kind = "etcd"` every DNS server of the
+//! fleet reads what it publishes; with `memory` it is visible only inside this process.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use fleetdns_core::{MemoryRegistry, Registry};
 use fleetdns_dns::Metrics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::Backend;
 use crate::config::{Config, Source};
+use crate::files::FilesSource;
 use crate::ops::{self, OpsState};
 use crate::serve::{kube_source, runtime, shutdown_signal};
 
 pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let [source @ Source::Kubernetes { .. }] = config.sources.as_slice() else {
+    if config.sources.is_empty() {
         bail!(
-            "{}: an agent needs exactly one [[sources]] of kind \"kubernetes\": the cluster it runs in",
+            "{}: an agent needs [[sources]] (the cluster it runs in)",
             config.path.display()
         );
-    };
+    }
     runtime()?.block_on(async move {
-        // The registry backend; issue 5 adds etcd here.
-        let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(config.liveness_timeout));
-        tracing::warn!(
-            "registry kind \"memory\": this agent's exports are visible only inside this process"
-        );
-        let source = kube_source(source, config.liveness_timeout).await?;
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let backend = Backend::open(&config).await?;
+        if config.etcd.is_none() {
+            tracing::warn!("registry kind \"memory\": this agent's exports are visible only inside this process");
+        }
+        backend.spawn(&tasks, &cancel);
+        let registry = backend.registry.clone();
         let ops = Arc::new(OpsState::new(Arc::new(Metrics::new())));
-        ops.set_sources(vec![source.status()]);
+        ops.set_etcd(backend.etcd_status());
         if let Some(addr) = config.ops.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot bind the ops listener {addr}"))?;
             tasks.spawn(ops::serve_ops(listener, ops.clone(), cancel.clone()));
         }
-        let mut synced = source.synced();
-        tracing::info!(cluster = %source.cluster(), "agent running");
-        tasks.spawn(source.run(registry, cancel.clone()));
+        let mut statuses = Vec::new();
+        let mut synced = Vec::new();
+        for source in &config.sources {
+            match source {
+                Source::Files { root, interval } => {
+                    let mut files = FilesSource::new(root.clone(), *interval);
+                    files.poll(&*registry).await.with_context(|| {
+                        format!("cannot read manifest folder {}", root.display())
+                    })?;
+                    tasks.spawn(files.run(registry.clone(), cancel.clone()));
+                }
+                Source::Kubernetes { .. } => {
+                    let source = kube_source(source, config.liveness_timeout).await?;
+                    statuses.push(source.status());
+                    synced.push(source.synced());
+                    tracing::info!(cluster = %source.cluster(), "agent watching");
+                    tasks.spawn(source.run(registry.clone(), cancel.clone()));
+                }
+            }
+        }
+        ops.set_sources(statuses);
         {
-            let ops = ops.clone();
-            let cancel = cancel.clone();
+            let (ops, cancel) = (ops.clone(), cancel.clone());
             tasks.spawn(async move {
+                let all = futures::future::join_all(synced.iter_mut().map(|rx| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }));
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    r = synced.wait_for(|s| *s) => if r.is_ok() { ops.set_ready_without_table() },
+                    _ = all => ops.set_ready_without_table(),
                 }
             });
         }
+        tracing::info!("agent running");
         shutdown_signal().await;
         tracing::info!("shutting down");
         cancel.cancel();

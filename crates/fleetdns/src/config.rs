@@ -113,6 +113,47 @@ impl Default for DnsConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum RegistryConfig {
     Memory(MemoryRegistryConfig),
+    Etcd(EtcdRegistryConfig),
+}
+
+/// `[registry] kind = "etcd"`: the fleet's state in etcd, shared by agents and DNS servers.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdRegistryConfig {
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// A publisher's lease: its clusters leave every answer this long after it stops.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    #[serde(default = "default_dial_timeout")]
+    pub dial_timeout_ms: u64,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM files, relative to the config file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_prefix() -> String {
+    "/fleetdns/v1".into()
+}
+fn default_lease_ttl() -> u64 {
+    15
+}
+fn default_dial_timeout() -> u64 {
+    2000
+}
+fn default_request_timeout() -> u64 {
+    5000
 }
 
 impl Default for RegistryConfig {
@@ -183,7 +224,11 @@ fn default_poll_ms() -> u64 {
 pub struct Config {
     pub path: PathBuf,
     pub dns: DnsConfig,
+    /// How long a silent cluster stays in the answers: the memory registry's liveness timeout,
+    /// or the etcd lease TTL.
     pub liveness_timeout: Duration,
+    /// `Some` for `[registry] kind = "etcd"`, paths made absolute.
+    pub etcd: Option<EtcdRegistryConfig>,
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
     pub ops: OpsConfig,
@@ -252,7 +297,8 @@ impl Config {
                 f.zone
             );
         }
-        if raw.sources.is_empty() && raw.forward.is_empty() {
+        let shared = matches!(raw.registry, RegistryConfig::Etcd(_));
+        if raw.sources.is_empty() && raw.forward.is_empty() && !shared {
             bail!(
                 "{}: no [[sources]] and no [[forward]]: nothing would be served",
                 path.display()
@@ -276,8 +322,43 @@ impl Config {
         // Built once to check zone names and upstreams; `serve` builds its own.
         Forwarder::new(&raw.forward, cache)
             .with_context(|| format!("{}: forward", path.display()))?;
-        let RegistryConfig::Memory(mem) = raw.registry;
         let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let (liveness_timeout, etcd) = match raw.registry {
+            RegistryConfig::Memory(mem) => (
+                Duration::from_millis(mem.liveness_timeout_ms.max(100)),
+                None,
+            ),
+            RegistryConfig::Etcd(mut e) => {
+                if e.endpoints.is_empty() {
+                    bail!("{}: registry.endpoints is empty", path.display());
+                }
+                if !(1..=3600).contains(&e.lease_ttl_secs) {
+                    bail!(
+                        "{}: registry.lease_ttl_secs must be 1 to 3600",
+                        path.display()
+                    );
+                }
+                if !e.prefix.starts_with('/') {
+                    bail!("{}: registry.prefix must start with /", path.display());
+                }
+                if e.username.is_some() != e.password.is_some() {
+                    bail!(
+                        "{}: registry.username and registry.password go together",
+                        path.display()
+                    );
+                }
+                if e.cert_file.is_some() != e.key_file.is_some() {
+                    bail!(
+                        "{}: registry.cert_file and registry.key_file go together",
+                        path.display()
+                    );
+                }
+                e.ca_file = e.ca_file.map(relative);
+                e.cert_file = e.cert_file.map(relative);
+                e.key_file = e.key_file.map(relative);
+                (Duration::from_secs(e.lease_ttl_secs), Some(e))
+            }
+        };
         let mut sources = Vec::new();
         for (i, s) in raw.sources.into_iter().enumerate() {
             sources.push(match s {
@@ -315,7 +396,8 @@ impl Config {
         Ok(Self {
             path: path.to_owned(),
             dns: raw.dns,
-            liveness_timeout: Duration::from_millis(mem.liveness_timeout_ms.max(100)),
+            liveness_timeout,
+            etcd,
             zones,
             sources,
             ops: raw.ops,

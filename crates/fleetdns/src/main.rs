@@ -1,6 +1,7 @@
 //! `fleetdns`: one DNS namespace for a fleet of Kubernetes clusters.
 
 mod agent;
+mod backend;
 mod config;
 mod files;
 mod ops;
@@ -43,8 +44,8 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Watch the one kubernetes source of the config (the cluster this agent runs in),
-    /// publish it to the registry and write back into it; no DNS listener.
+    /// Run the config's sources (the cluster this agent runs in) and publish them to the
+    /// registry (etcd: shared with every DNS server); write back into Kubernetes; no DNS.
     Agent {
         #[arg(long)]
         config: PathBuf,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use fleetdns_dns::metrics::{CONTENT_TYPE, Exposition};
 use fleetdns_dns::{Metrics, TableStats};
+use fleetdns_etcd::EtcdStatus;
 use fleetdns_k8s::SourceStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +54,8 @@ pub struct OpsState {
     installed: Mutex<Option<Installed>>,
     /// The running Kubernetes sources (replaced when a reload restarts the sources).
     sources: Mutex<Vec<Arc<SourceStatus>>>,
+    /// The etcd registry's state, when that is the registry.
+    etcd: Mutex<Option<Arc<EtcdStatus>>>,
 }
 
 impl OpsState {
@@ -65,6 +68,7 @@ impl OpsState {
             installs: AtomicU64::new(0),
             installed: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
+            etcd: Mutex::new(None),
         }
     }
 
@@ -88,6 +92,64 @@ impl OpsState {
     /// The Kubernetes sources now running.
     pub fn set_sources(&self, sources: Vec<Arc<SourceStatus>>) {
         *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = sources;
+    }
+
+    pub fn set_etcd(&self, status: Option<Arc<EtcdStatus>>) {
+        *self.etcd.lock().unwrap_or_else(|e| e.into_inner()) = status;
+    }
+
+    fn render_etcd(&self, out: &mut Exposition<'_>) {
+        let Some(s) = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let rows: [(&str, &str, &str, u64); 7] = [
+            (
+                "fleetdns_registry_stale",
+                "gauge",
+                "1 while the etcd snapshot served may be behind etcd (not loaded yet, or the watch is down); the last snapshot keeps being served.",
+                u64::from(s.stale.load(Ordering::Relaxed)),
+            ),
+            (
+                "fleetdns_registry_revision",
+                "gauge",
+                "The etcd revision the served snapshot reflects.",
+                s.revision.load(Ordering::Relaxed).max(0) as u64,
+            ),
+            (
+                "fleetdns_registry_loads_total",
+                "counter",
+                "Snapshots loaded from etcd: the first, then one after every compaction or lost connection.",
+                s.loads.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_registry_watch_errors_total",
+                "counter",
+                "etcd snapshot loads and watches that failed (each retried with backoff).",
+                s.watch_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_registry_bad_values_total",
+                "counter",
+                "etcd values that could not be decoded (skipped).",
+                s.bad_values.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_registry_publishes_total",
+                "counter",
+                "Export sets this process wrote to etcd.",
+                s.publishes.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_registry_publish_errors_total",
+                "counter",
+                "Export sets this process failed to write to etcd (retried by the source).",
+                s.publish_errors.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            out.header(name, kind, help);
+            out.sample(name, &[], value);
+        }
     }
 
     fn render_sources(&self, out: &mut Exposition<'_>) {
@@ -187,6 +249,7 @@ impl OpsState {
         let forwarder = self.served.as_ref().and_then(|s| s.forwarder.load_full());
         fleetdns_dns::forward::render_metrics(forwarder.as_deref(), &mut out);
         self.render_sources(&mut out);
+        self.render_etcd(&mut out);
 
         let name = "fleetdns_table_installs_total";
         out.header(
@@ -441,6 +504,7 @@ mod tests {
         let state = OpsState::new(served.metrics.clone()).with_served(served);
         let cluster = fleetdns_core::ClusterId::new("cluster-a").unwrap();
         state.set_sources(vec![Arc::new(SourceStatus::new(cluster))]);
+        state.set_etcd(Some(Arc::new(EtcdStatus::default())));
         state
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::Backend;
 use crate::config::{Config, Source};
 use crate::files::FilesSource;
 use crate::ops::{self, Installed, OpsState};
@@ -193,11 +194,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ops.set_listening();
     tracing::info!(listen = %bound, "listening on UDP and TCP");
 
-    let registry = Arc::new(MemoryRegistry::new(config.liveness_timeout));
-    {
-        let (registry, cancel) = (registry.clone(), cancel.clone());
-        tasks.spawn(async move { registry.run_liveness(cancel.cancelled()).await });
-    }
+    let backend = Backend::open(&config).await?;
+    backend.spawn(&tasks, &cancel);
+    ops.set_etcd(backend.etcd_status());
+    let registry = backend.registry.clone();
     let (zones_tx, mut zones_rx) = watch::channel(config.zones.clone());
     let mut live = Live {
         served: served.clone(),
@@ -304,7 +304,7 @@ fn hangup_signal() -> anyhow::Result<tokio::signal::unix::Signal> {
 struct Live {
     served: Arc<Served>,
     ops: Arc<OpsState>,
-    registry: Arc<MemoryRegistry>,
+    registry: Arc<dyn Registry>,
     zones: watch::Sender<ZonesConfig>,
     /// The id of the one in-cluster kubernetes source: the local cluster (for local-first)
     /// when the config names none.

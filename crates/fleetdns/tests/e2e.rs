@@ -1284,3 +1284,152 @@ fn the_agent_publishes_its_cluster_and_writes_back() {
     );
     assert!(api.get("ServiceImport", Some("default"), "web").is_some());
 }
+
+/// A process of the fleet that is not a DNS server: `fleetdns agent`.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// An agent publishing one demo cluster (a manifest folder standing in for a cluster).
+    fn start(cluster: &str, etcd: &str, ttl: u64) -> (Self, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(
+            &repo_root().join("examples/demo/clusters").join(cluster),
+            &dir.path().join("clusters").join(cluster),
+        );
+        std::fs::write(
+            dir.path().join("agent.toml"),
+            format!(
+                "[registry]\nkind = \"etcd\"\nendpoints = [\"{etcd}\"]\nlease_ttl_secs = {ttl}\n[[sources]]\nkind = \"files\"\npath = \"clusters\"\n"
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("agent.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+            .args(["agent", "--config"])
+            .arg(dir.path().join("agent.toml"))
+            .env("FLEETDNS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let folder = dir.path().join("clusters").join(cluster);
+        (
+            Self {
+                child,
+                log,
+                _dir: dir,
+            },
+            folder,
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 5's topology: three agents (manifest folders standing in for clusters) and two DNS
+/// servers on one real etcd. An edit in one agent's cluster reaches both servers; an agent
+/// killed with SIGKILL leaves the answers within its lease TTL (SPEC §3, MCS-10); etcd stopped
+/// under the servers leaves them answering from the last snapshot, and what is written after
+/// its restart arrives.
+#[test]
+fn agents_and_dns_servers_share_one_etcd() {
+    let mut etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let endpoint = etcd.endpoint();
+    let ttl = 2;
+    let (mut agent_a, _) = Agent::start("cluster-a", &endpoint, ttl);
+    let (_agent_b, folder_b) = Agent::start("cluster-b", &endpoint, ttl);
+    let (_agent_c, folder_c) = Agent::start("cluster-c", &endpoint, ttl);
+    let server = |ops: u16| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("fleetdns.toml"),
+            format!(
+                "cluster_id = \"cluster-a\"\n[registry]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl_secs = {ttl}\n[ops]\nlisten = \"127.0.0.1:{ops}\"\n"
+            ),
+        )
+        .unwrap();
+        Server::start(dir)
+    };
+    let ops1 = free_port();
+    let s1 = server(ops1);
+    let s2 = server(free_port());
+    for s in [&s1, &s2] {
+        s.wait_until(|| {
+            s.short("payment.default.svc.clusterset.local", "A", &[]) == ["10.96.10.10"]
+                && s.short("reviews.default.svc.clusterset.local", "A", &[])
+                    .len()
+                    == 3
+                && s.short("payment.default.svc.cluster-b.local", "A", &[]) == ["10.97.10.10"]
+        });
+    }
+    // An edit in cluster-b reaches both servers.
+    let payment_b = folder_b.join("payment.yaml");
+    let text = std::fs::read_to_string(&payment_b).unwrap();
+    assert!(text.contains("10.97.10.10"));
+    std::fs::write(&payment_b, text.replace("10.97.10.10", "10.97.10.99")).unwrap();
+    for s in [&s1, &s2] {
+        s.wait_until(|| {
+            s.short("payment.default.svc.cluster-b.local", "A", &[]) == ["10.97.10.99"]
+        });
+    }
+    // SIGKILL the agent of cluster-a: its lease expires, its exports leave every answer, and
+    // local-first falls back to the other exporting cluster.
+    agent_a.child.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    for s in [&s1, &s2] {
+        s.wait_until(|| {
+            s.short("payment.default.svc.clusterset.local", "A", &[]) == ["10.97.10.99"]
+        });
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(ttl + 6),
+        "gone within the lease TTL (plus etcd's lease check); log:\n{}",
+        std::fs::read_to_string(&agent_a.log).unwrap_or_default()
+    );
+    // etcd stops: both servers keep answering from the last snapshot, and say it is stale.
+    etcd.stop();
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops1));
+    s1.wait_until(|| {
+        http(ops, b"GET /metrics HTTP/1.1\r\n\r\n")
+            .1
+            .contains("fleetdns_registry_stale 1")
+    });
+    assert_eq!(
+        http(ops, b"GET /ready HTTP/1.1\r\n\r\n").0,
+        200,
+        "still ready"
+    );
+    for s in [&s1, &s2] {
+        assert_eq!(
+            s.short("payment.default.svc.clusterset.local", "A", &[]),
+            ["10.97.10.99"]
+        );
+    }
+    // Restarted: an edit made meanwhile arrives (the agent retries its publish).
+    let reviews_c = folder_c.join("reviews.yaml");
+    let text = std::fs::read_to_string(&reviews_c).unwrap();
+    assert!(text.contains("10.246.1.20"));
+    std::fs::write(&reviews_c, text.replace("10.246.1.20", "10.246.1.77")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    etcd.restart();
+    for s in [&s1, &s2] {
+        s.wait_until(|| {
+            s.short("reviews.default.svc.clusterset.local", "A", &[])
+                .contains(&"10.246.1.77".to_string())
+        });
+    }
+    s1.wait_until(|| {
+        http(ops, b"GET /metrics HTTP/1.1\r\n\r\n")
+            .1
+            .contains("fleetdns_registry_stale 0")
+    });
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs, when missing, what the build and the tests need from Debian: protoc and the
+# protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
+# etcd (the etcd registry's tests and the fleet demo).
+set -euo pipefail
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
+command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]}" >&2
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
