@@ -13,6 +13,7 @@ pub mod model;
 pub mod registry;
 pub mod time;
 pub mod translate;
+pub mod vip;
 
 pub use id::{ClusterId, IdError, ServiceKey};
 pub use merge::{Conflict, ConflictKind, MergedService, merge_fleet, merge_service};
@@ -21,3 +22,4 @@ pub use registry::{
     ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,
 };
 pub use time::Timestamp;
+pub use vip::VipRange;

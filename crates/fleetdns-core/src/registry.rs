@@ -9,8 +9,9 @@
 //!   cluster's exports stay in the snapshot marked `alive = false`, or vanish with its lease.
 //! - [`Registry::subscribe`] yields immutable snapshots; `None` until the backend has loaded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::{ClusterId, ExportSet, Timestamp};
+use crate::{ClusterId, ExportSet, ServiceKey, Timestamp, VipRange};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type SnapshotReceiver = watch::Receiver<Option<Arc<FleetSnapshot>>>;
@@ -46,6 +47,8 @@ pub struct FleetSnapshot {
     /// Grows with every change; lets consumers skip snapshots they have seen.
     pub version: u64,
     pub clusters: BTreeMap<ClusterId, ClusterView>,
+    /// Clusterset VIPs by service (SPEC §4), when the registry allocates them.
+    pub vips: BTreeMap<ServiceKey, IpAddr>,
 }
 
 impl FleetSnapshot {
@@ -79,12 +82,17 @@ pub struct MemoryRegistry {
     state: Mutex<MemoryState>,
     tx: watch::Sender<Option<Arc<FleetSnapshot>>>,
     liveness_timeout: Duration,
+    /// VIP range and how long a VIP outlives the last export of its service.
+    vips: Option<(VipRange, Duration)>,
 }
 
 #[derive(Debug, Default)]
 struct MemoryState {
     version: u64,
     clusters: BTreeMap<ClusterId, (ClusterView, Instant)>,
+    /// Allocated VIPs, with when their service lost its last export.
+    vips: BTreeMap<ServiceKey, (Ipv4Addr, Option<Instant>)>,
+    taken: BTreeSet<Ipv4Addr>,
 }
 
 impl MemoryRegistry {
@@ -95,7 +103,61 @@ impl MemoryRegistry {
             state: Mutex::new(MemoryState::default()),
             tx,
             liveness_timeout,
+            vips: None,
         }
+    }
+
+    /// Allocates a VIP from `range` for every exported service, released `grace` after the
+    /// service's last export is gone.
+    pub fn with_vips(mut self, range: VipRange, grace: Duration) -> Self {
+        self.vips = Some((range, grace));
+        self
+    }
+
+    fn allocate(&self, state: &mut MemoryState, keys: impl Iterator<Item = ServiceKey>) {
+        let Some((range, _)) = self.vips else { return };
+        for key in keys {
+            if state.vips.contains_key(&key) {
+                continue;
+            }
+            let free = range.candidates(&key).find(|ip| !state.taken.contains(ip));
+            match free {
+                Some(ip) => {
+                    state.taken.insert(ip);
+                    state.vips.insert(key, (ip, None));
+                }
+                None => tracing::warn!(service = %key, range = %range, "VIP range exhausted"),
+            }
+        }
+    }
+
+    /// Releases VIPs whose service has had no export for longer than the grace period.
+    fn release(&self, state: &mut MemoryState, now: Instant) -> bool {
+        let Some((_, grace)) = self.vips else {
+            return false;
+        };
+        let exported: BTreeSet<&ServiceKey> = state
+            .clusters
+            .values()
+            .flat_map(|(v, _)| v.exports.keys())
+            .collect();
+        let mut gone = Vec::new();
+        for (key, (ip, since)) in state.vips.iter_mut() {
+            if exported.contains(key) {
+                *since = None;
+                continue;
+            }
+            let since = *since.get_or_insert(now);
+            if now.saturating_duration_since(since) > grace {
+                gone.push((key.clone(), *ip));
+            }
+        }
+        for (key, ip) in &gone {
+            tracing::info!(service = %key, vip = %ip, "VIP released: no export for longer than the grace period");
+            state.vips.remove(key);
+            state.taken.remove(ip);
+        }
+        !gone.is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
@@ -113,6 +175,11 @@ impl MemoryRegistry {
                 .iter()
                 .map(|(id, (view, _))| (id.clone(), view.clone()))
                 .collect(),
+            vips: state
+                .vips
+                .iter()
+                .map(|(k, (ip, _))| (k.clone(), IpAddr::V4(*ip)))
+                .collect(),
         };
         self.tx.send_replace(Some(Arc::new(snapshot)));
     }
@@ -129,7 +196,8 @@ impl MemoryRegistry {
                 changed += 1;
             }
         }
-        if changed > 0 {
+        let released = self.release(&mut state, now);
+        if changed > 0 || released {
             self.emit(&mut state);
         }
         changed
@@ -158,6 +226,7 @@ impl Registry for MemoryRegistry {
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let mut state = self.lock();
+            self.allocate(&mut state, exports.keys().cloned());
             let view = ClusterView {
                 alive: true,
                 exports: Arc::new(exports),
@@ -166,6 +235,8 @@ impl Registry for MemoryRegistry {
             state
                 .clusters
                 .insert(cluster.clone(), (view, Instant::now()));
+            // Notes services that just lost their last export (their grace period starts now).
+            self.release(&mut state, Instant::now());
             self.emit(&mut state);
             Ok(())
         })
@@ -195,6 +266,7 @@ impl Registry for MemoryRegistry {
         Box::pin(async move {
             let mut state = self.lock();
             if state.clusters.remove(cluster).is_some() {
+                self.release(&mut state, Instant::now());
                 self.emit(&mut state);
             }
             Ok(())
@@ -279,5 +351,42 @@ mod tests {
         );
         reg.heartbeat(&a).await.unwrap();
         assert!(reg.subscribe().borrow().as_ref().unwrap().clusters[&a].alive);
+    }
+
+    /// SPEC §4: one VIP per service, the same from every cluster's publish, stable while any
+    /// export lives, released only after the grace period.
+    #[tokio::test(start_paused = true)]
+    async fn vips_are_stable_unique_and_released_after_the_grace_period() {
+        let range: VipRange = "240.240.0.0/16".parse().unwrap();
+        let reg =
+            MemoryRegistry::new(Duration::from_secs(15)).with_vips(range, Duration::from_secs(60));
+        let a = ClusterId::new("a").unwrap();
+        let b = ClusterId::new("b").unwrap();
+        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
+        reg.publish(&b, set(&b, &["web"])).await.unwrap();
+        let vips = |reg: &MemoryRegistry| reg.subscribe().borrow().as_ref().unwrap().vips.clone();
+        let first = vips(&reg);
+        assert_eq!(first.len(), 2);
+        assert_ne!(first.values().next(), first.values().nth(1), "unique");
+        assert!(first.values().all(|ip| match ip {
+            IpAddr::V4(v4) => range.contains(*v4),
+            IpAddr::V6(_) => false,
+        }));
+        // web leaves a, db leaves entirely: web keeps its VIP (b exports it), db keeps its
+        // VIP through the grace period, then loses it.
+        reg.publish(&a, ExportSet::new()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        reg.heartbeat(&a).await.unwrap();
+        reg.heartbeat(&b).await.unwrap();
+        reg.expire(Instant::now());
+        assert_eq!(vips(&reg), first, "within the grace period");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        reg.heartbeat(&a).await.unwrap();
+        reg.heartbeat(&b).await.unwrap();
+        reg.expire(Instant::now());
+        let web = ServiceKey::new("default", "web").unwrap();
+        let now = vips(&reg);
+        assert_eq!(now.len(), 1);
+        assert_eq!(now[&web], first[&web], "stable for the service's life");
     }
 }

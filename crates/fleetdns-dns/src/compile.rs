@@ -170,6 +170,7 @@ fn compile_clusterset(
                 config.local_cluster.as_ref(),
                 service,
                 &live,
+                snapshot.vips.get(key).copied(),
             ),
             ServiceType::Headless => {
                 clusterset_headless(b, zone, &svc_name, cs.ttl, service, &live)
@@ -220,6 +221,7 @@ fn clusterset_ip(
     local: Option<&ClusterId>,
     service: &MergedService,
     live: &[&Export],
+    vip: Option<IpAddr>,
 ) {
     b.ensure(zone, owner);
     let ready: Vec<&Export> = live
@@ -230,16 +232,26 @@ fn clusterset_ip(
     // SPEC §3: no ready endpoint anywhere → the ClusterIPs of every healthy exporting cluster.
     let pool: &[&Export] = if ready.is_empty() { live } else { &ready };
     let local_ready = ready.iter().find(|e| Some(&e.cluster) == local);
-    let (chosen, selection): (Vec<&Export>, Selection) = match (policy, local_ready) {
-        (AnswerPolicy::LocalFirst, Some(own)) => (vec![*own], Selection::Fixed),
-        (AnswerPolicy::LocalFirst | AnswerPolicy::All, _) => (pool.to_vec(), Selection::Rotate),
-        (AnswerPolicy::RoundRobin, _) => (pool.to_vec(), Selection::One),
-    };
     let mut ips = Vec::new();
-    for export in &chosen {
-        for ip in &export.cluster_ips {
-            b.add_ip(zone, owner, *ip, ttl, selection);
-            ips.push(*ip);
+    if let (AnswerPolicy::Vip, Some(vip)) = (policy, vip) {
+        // SPEC §4 / LH-13: the one clusterset VIP; the dataplane routes it.
+        b.add_ip(zone, owner, vip, ttl, Selection::Fixed);
+        ips.push(vip);
+    } else {
+        let (chosen, selection): (Vec<&Export>, Selection) = match (policy, local_ready) {
+            (AnswerPolicy::LocalFirst | AnswerPolicy::Vip, Some(own)) => {
+                (vec![*own], Selection::Fixed)
+            }
+            (AnswerPolicy::LocalFirst | AnswerPolicy::All | AnswerPolicy::Vip, _) => {
+                (pool.to_vec(), Selection::Rotate)
+            }
+            (AnswerPolicy::RoundRobin, _) => (pool.to_vec(), Selection::One),
+        };
+        for export in &chosen {
+            for ip in &export.cluster_ips {
+                b.add_ip(zone, owner, *ip, ttl, selection);
+                ips.push(*ip);
+            }
         }
     }
     // MCS-13: SRV per named port, at `_<port>._<proto>.<svc>` and at the bare name.

@@ -16,6 +16,9 @@ pub enum AnswerPolicy {
     All,
     /// One IP per answer, rotating over healthy ready clusters (Lighthouse LH-15).
     RoundRobin,
+    /// The service's clusterset VIP (SPEC §4, LH-13); a service without one yet is answered
+    /// as with `local-first`.
+    Vip,
 }
 
 /// SOA fields; `mname`/`rname` default to `ns.dns.<zone>` / `hostmaster.<zone>` (CoreDNS),

@@ -157,6 +157,7 @@ fn fleet() -> FleetSnapshot {
     let mut snap = FleetSnapshot {
         version: 9,
         clusters: BTreeMap::new(),
+        vips: BTreeMap::new(),
     };
     cluster(
         &mut snap,
@@ -1277,4 +1278,31 @@ fn random_and_mutated_packets_never_panic() {
         answered += usize::from(!out.is_empty());
     }
     assert!(answered > 1000, "only {answered} packets were answered");
+}
+
+#[test]
+fn spec4_policy_vip_answers_the_vip_and_falls_back_without_one() {
+    // SPEC §4 / LH-13: with `policy = "vip"` a service with a VIP answers that one address
+    // (SRV targets unchanged); a service without one yet is answered as with local-first.
+    let mut snap = fleet();
+    let web = fleetdns_core::ServiceKey::new("default", "web").unwrap();
+    snap.vips.insert(web, ip("240.240.0.7"));
+    let mut cfg = config("std");
+    cfg.clusterset.policy = AnswerPolicy::Vip;
+    let t = compile(&snap, &merge_fleet(&snap), &cfg, SERIAL);
+    for _ in 0..3 {
+        assert_eq!(
+            a_answers(&t, "web.default.svc.clusterset.local."),
+            ["A 240.240.0.7"]
+        );
+    }
+    let std = table("std");
+    let m = ask(&t, "api.default.svc.clusterset.local.", RecordType::A);
+    let s = ask(&std, "api.default.svc.clusterset.local.", RecordType::A);
+    assert!(!m.answers.is_empty());
+    assert_eq!(
+        sorted_answers(&m),
+        sorted_answers(&s),
+        "no VIP: local-first"
+    );
 }

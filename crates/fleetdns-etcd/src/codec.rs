@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | `<prefix>/clusters/<cluster>` | [`ClusterRecord`]: the generation of its export set, when published, how many | the cluster's |
 //! | `<prefix>/exports/<cluster>/<generation>/<namespace>/<service>` | [`ExportRecord`] | the cluster's |
+//! | `<prefix>/vips/<namespace>/<service>` | [`VipRecord`]: the service's clusterset VIP | none (persisted) |
+//! | `<prefix>/vip-ips/<ip>` | `<namespace>/<service>`: the claim that makes an address unique | none |
 //!
 //! A cluster's set is the exports under the generation its cluster key names. A small change
 //! is one transaction inside the current generation; a large one (or the first publish of a
@@ -66,6 +68,24 @@ pub struct ExportRecord {
     pub endpoints: Vec<EndpointRecord>,
     /// The ServiceExport's creation time, unix seconds (MCS-20).
     pub created: i64,
+}
+
+/// A service's clusterset VIP (SPEC §4). Created together with its address claim in one
+/// compare-and-swap transaction, so no address is handed out twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipRecord {
+    pub v: u32,
+    pub ip: std::net::Ipv4Addr,
+    /// Unix seconds.
+    pub allocated: i64,
+}
+
+pub fn decode_vip(bytes: &[u8]) -> Result<VipRecord, DecodeError> {
+    let r: VipRecord = serde_json::from_slice(bytes)?;
+    if r.v > VERSION {
+        return Err(DecodeError::Version(r.v));
+    }
+    Ok(r)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +200,7 @@ pub enum Parsed {
         generation: u64,
         key: ServiceKey,
     },
+    Vip(ServiceKey),
     Other,
 }
 
@@ -218,6 +239,14 @@ impl Layout {
         )
     }
 
+    pub fn vip(&self, key: &ServiceKey) -> String {
+        format!("{}/vips/{}/{}", self.prefix, key.namespace(), key.name())
+    }
+
+    pub fn vip_claim(&self, ip: std::net::Ipv4Addr) -> String {
+        format!("{}/vip-ips/{ip}", self.prefix)
+    }
+
     pub fn parse(&self, key: &[u8]) -> Parsed {
         let Ok(key) = std::str::from_utf8(key) else {
             return Parsed::Other;
@@ -231,6 +260,7 @@ impl Layout {
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
             ["clusters", c] => ClusterId::new(c).map_or(Parsed::Other, Parsed::Cluster),
+            ["vips", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip),
             ["exports", c, g, ns, name] => {
                 match (ClusterId::new(c), g.parse(), ServiceKey::new(ns, name)) {
                     (Ok(cluster), Ok(generation), Ok(key)) => Parsed::Export {

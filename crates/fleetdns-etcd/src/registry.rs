@@ -4,7 +4,8 @@
 //! means a fresh snapshot, never a missed update; meanwhile the last snapshot stays served and
 //! [`EtcdStatus::stale`] says so.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +16,8 @@ use etcd_client::{
 };
 use fleetdns_core::registry::{BoxFuture, SnapshotReceiver};
 use fleetdns_core::{
-    ClusterId, ClusterView, ExportSet, FleetSnapshot, Registry, RegistryError, Timestamp,
+    ClusterId, ClusterView, ExportSet, FleetSnapshot, Registry, RegistryError, ServiceKey,
+    Timestamp, VipRange,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,9 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
     pub user: Option<(String, String)>,
     pub tls: Option<TlsPem>,
+    /// Allocate a VIP per exported service from this range; release it this long after the
+    /// service's last export is gone.
+    pub vips: Option<(VipRange, Duration)>,
 }
 
 /// What the registry reports, for metrics. Relaxed atomics.
@@ -84,6 +89,11 @@ pub struct EtcdRegistry {
     writers: tokio::sync::Mutex<HashMap<ClusterId, Writer>>,
     tx: watch::Sender<Option<Arc<FleetSnapshot>>>,
     status: Arc<EtcdStatus>,
+    vips: Option<(VipRange, Duration)>,
+    /// Services this process saw allocated (before its reader catches up), and services
+    /// without exports with when that was first seen.
+    vip_known: std::sync::Mutex<BTreeSet<ServiceKey>>,
+    vip_orphans: std::sync::Mutex<HashMap<ServiceKey, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -139,6 +149,9 @@ impl EtcdRegistry {
                 stale: AtomicBool::new(true),
                 ..EtcdStatus::default()
             }),
+            vips: config.vips,
+            vip_known: std::sync::Mutex::new(BTreeSet::new()),
+            vip_orphans: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -188,7 +201,7 @@ impl EtcdRegistry {
         let revision = resp.header().map_or(0, |h| h.revision());
         let mut state = ReaderState::default();
         for kv in resp.kvs() {
-            state.put(&self.layout, kv.key(), kv.value(), &self.status);
+            state.put(&self.layout, kv, &self.status);
         }
         self.status.loads.fetch_add(1, Ordering::Relaxed);
         if self.status.stale.swap(false, Ordering::Relaxed) {
@@ -213,8 +226,22 @@ impl EtcdRegistry {
                 Ok(w) => w,
                 Err(e) => return format!("starting the watch: {e}"),
             };
+        let sweep_every = self.vips.map_or(Duration::from_secs(3600), |(_, grace)| {
+            (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(30))
+        });
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let resp = match stream.message().await {
+            let message = tokio::select! {
+                m = stream.message() => m,
+                _ = sweep.tick() => {
+                    if self.vips.is_some() {
+                        self.release_vips(&state).await;
+                    }
+                    continue;
+                }
+            };
+            let resp = match message {
                 Ok(Some(r)) => r,
                 Ok(None) => return "the watch ended".into(),
                 Err(e) => return format!("the watch failed: {e}"),
@@ -238,7 +265,7 @@ impl EtcdRegistry {
                 let Some(kv) = event.kv() else { continue };
                 last = last.max(kv.mod_revision());
                 match event.event_type() {
-                    EventType::Put => state.put(&self.layout, kv.key(), kv.value(), &self.status),
+                    EventType::Put => state.put(&self.layout, kv, &self.status),
                     EventType::Delete => state.delete(&self.layout, kv.key()),
                 }
             }
@@ -396,6 +423,127 @@ impl EtcdRegistry {
         ops
     }
 
+    /// Gives every service of `keys` a VIP unless it has one: a compare-and-swap transaction
+    /// creates the service's record and the address claim together, only if neither exists.
+    async fn allocate_vips(
+        &self,
+        keys: impl Iterator<Item = &ServiceKey>,
+    ) -> Result<(), RegistryError> {
+        let Some((range, _)) = self.vips else {
+            return Ok(());
+        };
+        let have: BTreeSet<ServiceKey> = self
+            .tx
+            .borrow()
+            .as_ref()
+            .map(|s| s.vips.keys().cloned().collect())
+            .unwrap_or_default();
+        let wanted: Vec<ServiceKey> = {
+            let known = self.vip_known.lock().unwrap_or_else(|e| e.into_inner());
+            keys.filter(|k| !have.contains(*k) && !known.contains(*k))
+                .cloned()
+                .collect()
+        };
+        let mut kv = self.client.kv_client();
+        for key in wanted {
+            let record_key = self.layout.vip(&key);
+            let mut done = false;
+            for ip in range.candidates(&key).take(4096) {
+                let claim = self.layout.vip_claim(ip);
+                let record = codec::VipRecord {
+                    v: codec::VERSION,
+                    ip,
+                    allocated: Timestamp::now().0,
+                };
+                let txn = Txn::new()
+                    .when(vec![
+                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
+                        Compare::create_revision(claim.clone(), CompareOp::Equal, 0),
+                    ])
+                    .and_then(vec![
+                        TxnOp::put(record_key.clone(), codec::encode(&record), None),
+                        TxnOp::put(claim, format!("{}/{}", key.namespace(), key.name()), None),
+                    ])
+                    .or_else(vec![TxnOp::get(record_key.clone(), None)]);
+                let resp = kv.txn(txn).await.map_err(unavailable)?;
+                if resp.succeeded() {
+                    tracing::info!(service = %key, vip = %ip, "VIP allocated");
+                    done = true;
+                    break;
+                }
+                // Lost the race: either the service got a VIP meanwhile (done) or the address
+                // is taken (try the next).
+                let allocated = resp.op_responses().into_iter().any(|op| match op {
+                    etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+                    _ => false,
+                });
+                if allocated {
+                    done = true;
+                    break;
+                }
+            }
+            if done {
+                self.vip_known
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key);
+            } else {
+                tracing::warn!(service = %key, range = %range, "no free VIP found");
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes VIPs whose service has had no export for longer than the grace period, only if
+    /// nobody changed them meanwhile.
+    async fn release_vips(&self, state: &ReaderState) {
+        let Some((_, grace)) = self.vips else { return };
+        let exported: BTreeSet<&ServiceKey> =
+            state.exports.values().flat_map(|s| s.keys()).collect();
+        let now = tokio::time::Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut orphans = self.vip_orphans.lock().unwrap_or_else(|e| e.into_inner());
+            orphans.retain(|k, _| state.vips.contains_key(k) && !exported.contains(k));
+            for (key, (ip, mod_rev)) in &state.vips {
+                if exported.contains(key) {
+                    continue;
+                }
+                let since = *orphans.entry(key.clone()).or_insert(now);
+                if now.duration_since(since) > grace {
+                    due.push((key.clone(), *ip, *mod_rev));
+                }
+            }
+        }
+        let mut kv = self.client.kv_client();
+        for (key, ip, mod_rev) in due {
+            let record_key = self.layout.vip(&key);
+            let txn = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    record_key.clone(),
+                    CompareOp::Equal,
+                    mod_rev,
+                )])
+                .and_then(vec![
+                    TxnOp::delete(record_key, None),
+                    TxnOp::delete(self.layout.vip_claim(ip), None),
+                ]);
+            match kv.txn(txn).await {
+                Ok(r) if r.succeeded() => {
+                    tracing::info!(service = %key, vip = %ip, "VIP released: no export for longer than the grace period");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(service = %key, error = %e, "VIP release failed; retried")
+                }
+            }
+            self.vip_known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+    }
+
     async fn publish_inner(
         &self,
         cluster: &ClusterId,
@@ -481,7 +629,12 @@ impl Registry for EtcdRegistry {
         exports: ExportSet,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            let keys: Vec<ServiceKey> = exports.keys().cloned().collect();
             let r = self.publish_inner(cluster, exports).await;
+            let r = match r {
+                Ok(()) => self.allocate_vips(keys.iter()).await,
+                e => e,
+            };
             match &r {
                 Ok(()) => self.status.publishes.fetch_add(1, Ordering::Relaxed),
                 Err(_) => self.status.publish_errors.fetch_add(1, Ordering::Relaxed),
@@ -569,10 +722,13 @@ struct ReaderState {
     exports: BTreeMap<(ClusterId, u64), ExportSet>,
     /// Views built for the last snapshot, rebuilt only for clusters that changed.
     views: BTreeMap<ClusterId, Arc<ExportSet>>,
+    /// VIPs with the revision they were last written at (for a guarded release).
+    vips: BTreeMap<ServiceKey, (Ipv4Addr, i64)>,
 }
 
 impl ReaderState {
-    fn put(&mut self, layout: &Layout, key: &[u8], value: &[u8], status: &EtcdStatus) {
+    fn put(&mut self, layout: &Layout, kv: &etcd_client::KeyValue, status: &EtcdStatus) {
+        let (key, value) = (kv.key(), kv.value());
         let bad = |what: &str, e: &dyn std::fmt::Display| {
             status.bad_values.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(key = %String::from_utf8_lossy(key), what, error = %e, "etcd value skipped");
@@ -604,6 +760,12 @@ impl ReaderState {
                     Err(e) => bad("export", &e),
                 }
             }
+            Parsed::Vip(service) => match codec::decode_vip(value) {
+                Ok(r) => {
+                    self.vips.insert(service, (r.ip, kv.mod_revision()));
+                }
+                Err(e) => bad("vip", &e),
+            },
             Parsed::Other => {}
         }
     }
@@ -627,6 +789,9 @@ impl ReaderState {
                         self.exports.remove(&id);
                     }
                 }
+            }
+            Parsed::Vip(service) => {
+                self.vips.remove(&service);
             }
             Parsed::Other => {}
         }
@@ -656,6 +821,15 @@ impl ReaderState {
                 },
             );
         }
-        FleetSnapshot { version, clusters }
+        let vips = self
+            .vips
+            .iter()
+            .map(|(k, (ip, _))| (k.clone(), IpAddr::V4(*ip)))
+            .collect();
+        FleetSnapshot {
+            version,
+            clusters,
+            vips,
+        }
     }
 }

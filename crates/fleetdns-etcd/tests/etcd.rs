@@ -196,6 +196,7 @@ fn etcd_config(etcd: &TestEtcd, prefix: &str, ttl: i64) -> EtcdConfig {
         request_timeout: Duration::from_secs(5),
         user: None,
         tls: None,
+        vips: None,
     }
 }
 
@@ -390,4 +391,71 @@ async fn undecodable_values_are_skipped() {
     assert_eq!(names(&s, "east").unwrap(), ["web"]);
     assert!(!s.clusters.contains_key(&id("west")) && !s.clusters.contains_key(&id("north")));
     cancel.cancel();
+}
+
+/// SPEC §4: allocators racing in separate processes' registries (here: three clients) never
+/// hand out one address twice, agree on one VIP per service, keep it across re-publishes, and
+/// release it only after the last export has been gone for the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_vip_allocators_never_share_an_address() {
+    let etcd = TestEtcd::start();
+    // A small range, so hash starts collide and the compare-and-swap is exercised.
+    let range: fleetdns_core::VipRange = "10.99.0.0/25".parse().unwrap();
+    let grace = Duration::from_secs(1);
+    let mut regs = Vec::new();
+    for _ in 0..3 {
+        let mut config = etcd_config(&etcd, "/vip", 30);
+        config.vips = Some((range, grace));
+        let r = Arc::new(EtcdRegistry::connect(&config).await.unwrap());
+        let reader = r.clone();
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move { reader.run(c).await });
+        regs.push((r, cancel));
+    }
+    let shared: Vec<String> = (0..40).map(|i| format!("shared-{i}")).collect();
+    let shared: Vec<&str> = shared.iter().map(String::as_str).collect();
+    let own: Vec<String> = (0..30).map(|i| format!("own-{i}")).collect();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    let (r0, r1, r2) = (&regs[0].0, &regs[1].0, &regs[2].0);
+    let (east, west, north) = (id("east"), id("west"), id("north"));
+    let (a, b, c) = tokio::join!(
+        r0.publish(&east, set("east", &shared, "10.0.0.1")),
+        r1.publish(&west, set("west", &shared, "10.0.0.2")),
+        r2.publish(&north, set("north", &own, "10.0.0.3")),
+    );
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let mut seen = Vec::new();
+    for (r, _) in &regs {
+        let s = until(&**r, "70 VIPs", |s| s.vips.len() == 70).await;
+        let ips: BTreeSet<std::net::IpAddr> = s.vips.values().copied().collect();
+        assert_eq!(ips.len(), 70, "no address handed out twice");
+        assert!(ips.iter().all(|ip| match ip {
+            std::net::IpAddr::V4(v4) => range.contains(*v4),
+            std::net::IpAddr::V6(_) => false,
+        }));
+        seen.push(s.vips.clone());
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "every reader agrees");
+    // Stable: a re-publish does not move a VIP.
+    r0.publish(&id("east"), set("east", &shared, "10.0.0.9"))
+        .await
+        .unwrap();
+    let s = until(&**r0, "re-published", |s| {
+        s.clusters[&id("east")]
+            .exports
+            .values()
+            .all(|e| e.cluster_ips[0].to_string() == "10.0.0.9")
+    })
+    .await;
+    assert_eq!(s.vips, seen[0]);
+    // north leaves: its 30 VIPs go after the grace period, the shared ones stay.
+    r2.withdraw(&id("north")).await.unwrap();
+    let s = until(&**r0, "released", |s| s.vips.len() == 40).await;
+    assert!(s.vips.keys().all(|k| k.name().starts_with("shared-")));
+    for (_, cancel) in regs {
+        cancel.cancel();
+    }
 }

@@ -44,6 +44,7 @@ pub fn desired_imports(
     merged: &BTreeMap<ServiceKey, MergedService>,
     alive: &BTreeSet<ClusterId>,
     namespaces: &BTreeSet<String>,
+    vips: &BTreeMap<ServiceKey, IpAddr>,
     import_version: &str,
 ) -> DesiredImports {
     let mut out = DesiredImports::default();
@@ -60,8 +61,13 @@ pub fn desired_imports(
         if members.is_empty() {
             continue;
         }
-        out.imports
-            .push(service_import(key, service, &members, import_version));
+        out.imports.push(service_import(
+            key,
+            service,
+            &members,
+            vips.get(key).copied(),
+            import_version,
+        ));
         for export in &members {
             out.slices
                 .extend(slices_of(key, service.service_type, export));
@@ -85,10 +91,11 @@ fn service_import(
     key: &ServiceKey,
     service: &MergedService,
     members: &[&Export],
+    vip: Option<IpAddr>,
     version: &str,
 ) -> DesiredImport {
     let ports: Vec<Value> = service.ports.iter().map(port_json).collect();
-    let body = json!({
+    let mut body = json!({
         "apiVersion": format!("{MCS_GROUP}/{version}"),
         "kind": "ServiceImport",
         "metadata": {
@@ -96,13 +103,17 @@ fn service_import(
             "namespace": key.namespace(),
             "labels": { APP_MANAGED_BY_LABEL: IMPORT_MANAGER },
         },
-        // No `ips`: fleetdns allocates no clusterset VIP yet (SPEC §4), so consumers resolve
-        // the DNS name, whose answers follow the answer policy.
+        // `ips` only with a clusterset VIP (SPEC §4, MCS-3/MCS-27); without one consumers
+        // resolve the DNS name, whose answers follow the answer policy.
         "spec": {
             "type": service.service_type.to_string(),
             "ports": ports,
         },
     });
+    if let (Some(ip), ServiceType::ClusterSetIp) = (vip, service.service_type) {
+        body["spec"]["ips"] = json!([ip.to_string()]);
+        body["spec"]["ipFamilies"] = json!([if ip.is_ipv4() { "IPv4" } else { "IPv6" }]);
+    }
     let clusters: Vec<Value> = members
         .iter()
         .map(|e| json!({ "cluster": e.cluster.as_str() }))
@@ -267,6 +278,7 @@ mod tests {
             &merged,
             &set(&[id("a"), id("b")]),
             &set(&["default".to_string()]),
+            &BTreeMap::new(),
             "v1alpha1",
         );
         assert_eq!(d.imports.len(), 1);
@@ -311,6 +323,7 @@ mod tests {
             &merged,
             &set(&[id("a")]),
             &set(&["default".to_string()]),
+            &BTreeMap::new(),
             "v1alpha1",
         );
         assert_eq!(d, DesiredImports::default());
@@ -326,6 +339,7 @@ mod tests {
             &merged,
             &set(&[id("b")]),
             &set(&["default".to_string()]),
+            &BTreeMap::new(),
             "v1alpha1",
         );
         assert_eq!(d.imports[0].status, json!({"clusters": [{"cluster": "b"}]}));
@@ -336,6 +350,7 @@ mod tests {
             &merged,
             &BTreeSet::new(),
             &set(&["default".to_string()]),
+            &BTreeMap::new(),
             "v1alpha1",
         );
         assert!(d.imports.is_empty() && d.slices.is_empty());
@@ -354,6 +369,7 @@ mod tests {
             &merged,
             &set(&[id("a")]),
             &set(&["default".to_string()]),
+            &BTreeMap::new(),
             "v1beta1",
         );
         assert_eq!(
@@ -386,6 +402,7 @@ mod tests {
             &merged,
             &set(&[id("a"), id("b")]),
             &set(&["default".to_string()]),
+            &BTreeMap::new(),
             "v1alpha1",
         );
         assert_eq!(d.imports[0].status, json!({"clusters": [{"cluster": "a"}]}));
@@ -397,5 +414,33 @@ mod tests {
         let name = slice_name("web", &id("abcde"), false);
         let last = name.rsplit('-').next().unwrap();
         assert_ne!(last.len(), 5, "{name}");
+    }
+
+    #[test]
+    fn mcs_3_a_clusterset_vip_is_the_service_imports_ips() {
+        let merged = fleet(vec![export(
+            "default",
+            "a",
+            1,
+            ServiceType::ClusterSetIp,
+            &["10.0.0.1"],
+        )]);
+        let key = ServiceKey::new("default", "web").unwrap();
+        let vips = BTreeMap::from([(key, "240.240.0.7".parse().unwrap())]);
+        let d = desired_imports(
+            &merged,
+            &set(&[id("a")]),
+            &set(&["default".to_string()]),
+            &vips,
+            "v1alpha1",
+        );
+        assert_eq!(
+            d.imports[0].object.body["spec"]["ips"],
+            json!(["240.240.0.7"])
+        );
+        assert_eq!(
+            d.imports[0].object.body["spec"]["ipFamilies"],
+            json!(["IPv4"])
+        );
     }
 }

@@ -157,7 +157,7 @@ impl Writer {
         }
 
         // ServiceImports and their EndpointSlices (MCS-3, MCS-9, MCS-26).
-        let desired = desired_imports(&merged, &alive, &view.namespaces, version);
+        let desired = desired_imports(&merged, &alive, &view.namespaces, &snapshot.vips, version);
         let imports_api = resources::service_imports(version);
         let slices_api = resources::endpoint_slices();
         let mut want_imports = BTreeSet::new();

@@ -21,7 +21,11 @@ impl Backend {
     /// an error here: the reader retries, and writes report it.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         let Some(e) = &config.etcd else {
-            let memory = Arc::new(MemoryRegistry::new(config.liveness_timeout));
+            let mut memory = MemoryRegistry::new(config.liveness_timeout);
+            if let Some((range, grace)) = config.vips {
+                memory = memory.with_vips(range, grace);
+            }
+            let memory = Arc::new(memory);
             return Ok(Self {
                 registry: memory.clone(),
                 memory: Some(memory),
@@ -50,6 +54,7 @@ impl Backend {
             request_timeout: std::time::Duration::from_millis(e.request_timeout_ms),
             user: e.username.clone().zip(e.password.clone()),
             tls,
+            vips: config.vips,
         })
         .await
         .context("etcd registry")?;

@@ -141,6 +141,14 @@ pub struct EtcdRegistryConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub vip_range: Option<String>,
+    #[serde(default = "default_vip_grace")]
+    pub vip_release_grace_secs: u64,
+}
+
+fn default_vip_grace() -> u64 {
+    600
 }
 
 fn default_prefix() -> String {
@@ -167,12 +175,18 @@ impl Default for RegistryConfig {
 pub struct MemoryRegistryConfig {
     /// A cluster whose source has not spoken for this long leaves the clusterset answers.
     pub liveness_timeout_ms: u64,
+    /// Allocate a clusterset VIP per service from this IPv4 range (SPEC §4); absent: none.
+    pub vip_range: Option<String>,
+    /// A VIP outlives the last export of its service this long.
+    pub vip_release_grace_secs: u64,
 }
 
 impl Default for MemoryRegistryConfig {
     fn default() -> Self {
         Self {
             liveness_timeout_ms: 15_000,
+            vip_range: None,
+            vip_release_grace_secs: default_vip_grace(),
         }
     }
 }
@@ -229,6 +243,8 @@ pub struct Config {
     pub liveness_timeout: Duration,
     /// `Some` for `[registry] kind = "etcd"`, paths made absolute.
     pub etcd: Option<EtcdRegistryConfig>,
+    /// The VIP range and release grace period, when the registry allocates VIPs.
+    pub vips: Option<(fleetdns_core::VipRange, Duration)>,
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
     pub ops: OpsConfig,
@@ -323,6 +339,26 @@ impl Config {
         Forwarder::new(&raw.forward, cache)
             .with_context(|| format!("{}: forward", path.display()))?;
         let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let vip = |range: &Option<String>, grace: u64| -> anyhow::Result<_> {
+            Ok(match range {
+                Some(r) => Some((
+                    r.parse::<fleetdns_core::VipRange>()
+                        .with_context(|| format!("{}: registry.vip_range", path.display()))?,
+                    Duration::from_secs(grace),
+                )),
+                None => None,
+            })
+        };
+        let vips = match &raw.registry {
+            RegistryConfig::Memory(m) => vip(&m.vip_range, m.vip_release_grace_secs)?,
+            RegistryConfig::Etcd(e) => vip(&e.vip_range, e.vip_release_grace_secs)?,
+        };
+        if zones.clusterset.policy == fleetdns_dns::AnswerPolicy::Vip && vips.is_none() {
+            bail!(
+                "{}: clusterset.policy = \"vip\" needs registry.vip_range",
+                path.display()
+            );
+        }
         let (liveness_timeout, etcd) = match raw.registry {
             RegistryConfig::Memory(mem) => (
                 Duration::from_millis(mem.liveness_timeout_ms.max(100)),
@@ -398,6 +434,7 @@ impl Config {
             dns: raw.dns,
             liveness_timeout,
             etcd,
+            vips,
             zones,
             sources,
             ops: raw.ops,
