@@ -180,7 +180,7 @@ impl FilesSource {
             .collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if !entry.path().is_dir() {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();

@@ -604,6 +604,15 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         let table = fleetdns_dns::compile(&snapshot, &merged, &config.zones, serial_now());
         println!("config {} is valid", config.path.display());
         println!("listen {} (UDP and TCP)", config.dns.listen);
+        match &config.etcd {
+            Some(e) => println!(
+                "registry etcd {} prefix {} (lease {} s); not contacted by check-config",
+                e.endpoints.join(","),
+                e.prefix,
+                e.lease_ttl_secs
+            ),
+            None => println!("registry memory"),
+        }
         println!(
             "policy {:?}, local cluster {}",
             config.zones.clusterset.policy,

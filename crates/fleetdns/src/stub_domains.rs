@@ -180,7 +180,7 @@ fn cluster_folders(root: &Path) -> anyhow::Result<Vec<ClusterId>> {
         .with_context(|| format!("cannot read manifest folder {}", root.display()))?;
     let mut ids = Vec::new();
     for entry in entries.filter_map(Result::ok) {
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if !entry.path().is_dir() {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
