@@ -27,6 +27,11 @@ use crate::codec::{self, ClusterRecord, ExportRecord, Layout, Parsed};
 
 /// etcd refuses transactions of more than 128 operations by default (`--max-txn-ops`).
 const MAX_TXN_OPS: usize = 120;
+/// Keys per page of a snapshot load.
+const PAGE: i64 = 2000;
+/// gRPC messages fleetdns accepts from etcd (tonic's default is 4 MiB): a watch response
+/// carries every event of one revision, and deleting a large generation is one revision.
+const MAX_MESSAGE: usize = 256 << 20;
 
 /// PEM bytes for TLS; the binary reads the files.
 #[derive(Debug, Clone, Default)]
@@ -191,17 +196,41 @@ impl EtcdRegistry {
         }
     }
 
-    /// Loads every key at one revision and serves it.
+    /// Loads every key at one revision and serves it: pages of [`PAGE`] keys, every page
+    /// read at the first page's revision, so the snapshot is consistent however large.
     async fn load(&self) -> Result<(ReaderState, i64), String> {
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .get(self.layout.root(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| format!("loading the snapshot: {e}"))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
+        let root = self.layout.root().into_bytes();
+        let mut end = root.clone();
+        *end.last_mut().expect("the root ends in /") += 1; // the prefix's range end
+        let mut start = root;
+        let mut revision = 0;
         let mut state = ReaderState::default();
-        for kv in resp.kvs() {
-            state.put(&self.layout, kv, &self.status);
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = kv
+                .get(start.clone(), Some(options))
+                .await
+                .map_err(|e| format!("loading the snapshot: {e}"))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                state.put(&self.layout, kv, &self.status);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
         }
         self.status.loads.fetch_add(1, Ordering::Relaxed);
         if self.status.stale.swap(false, Ordering::Relaxed) {
@@ -217,7 +246,10 @@ impl EtcdRegistry {
 
     /// Applies the watch from `revision + 1` until it fails; returns why.
     async fn follow(&self, mut state: ReaderState, revision: i64) -> String {
-        let mut watch_client = self.client.watch_client();
+        let mut watch_client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);

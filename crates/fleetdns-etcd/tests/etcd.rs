@@ -459,3 +459,36 @@ async fn racing_vip_allocators_never_share_an_address() {
         cancel.cancel();
     }
 }
+
+/// A snapshot larger than one page (and than gRPC's default 4 MiB message) loads whole, at
+/// one revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_loads_in_pages() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/pages", 30).await;
+    let mut big = many("big", 5000, "10.0.3.3");
+    for e in big.values_mut() {
+        let mut x = (**e).clone();
+        x.endpoints = (0..20)
+            .map(|i| Endpoint {
+                addresses: vec![format!("10.2.{}.{}", i, i).parse().unwrap()],
+                hostname: Some(format!("pod-with-a-long-hostname-{i}")),
+                ready: true,
+                zone: Some("zone-a".into()),
+            })
+            .collect();
+        *e = Arc::new(x);
+    }
+    writer.publish(&id("big"), big).await.unwrap();
+    let (reader, cancel_r) = etcd_registry(&etcd, "/pages", 30).await;
+    let s = until(&*reader, "5000 exports", |s| s.export_count() == 5000).await;
+    assert!(
+        s.clusters[&id("big")]
+            .exports
+            .values()
+            .all(|e| e.endpoints.len() == 20)
+    );
+    assert_eq!(reader.status().loads.load(Ordering::Relaxed), 1);
+    cancel_w.cancel();
+    cancel_r.cancel();
+}
