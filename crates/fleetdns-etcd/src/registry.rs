@@ -353,17 +353,47 @@ impl EtcdRegistry {
         exports: &ExportSet,
         lease: i64,
     ) -> Result<(), RegistryError> {
+        // A second writer of the same cluster (an agent and its replacement overlapping in a
+        // rolling restart) may flip the cluster key while this one writes its generation, and
+        // then delete it as older: so the flip is a compare-and-swap on the key as read at the
+        // start, and a lost race starts over with a new generation.
+        for _ in 0..5 {
+            if let Some(generation) = self.try_generation(cluster, w, exports, lease).await? {
+                return self.drop_older(cluster, generation).await;
+            }
+        }
+        Err(RegistryError::Unavailable(format!(
+            "cluster {cluster}: another writer keeps replacing its export set"
+        )))
+    }
+
+    /// Writes a new generation and flips the cluster key to it unless someone else flipped it
+    /// meanwhile (then its keys are deleted again and `None` returned).
+    async fn try_generation(
+        &self,
+        cluster: &ClusterId,
+        w: &mut Writer,
+        exports: &ExportSet,
+        lease: i64,
+    ) -> Result<Option<u64>, RegistryError> {
         let mut kv = self.client.kv_client();
+        let cluster_key = self.layout.cluster(cluster);
         let current = kv
-            .get(self.layout.cluster(cluster), None)
+            .get(cluster_key.clone(), None)
             .await
             .map_err(unavailable)?;
+        let seen = current.kvs().first().map_or(0, |kv| kv.mod_revision());
         let in_etcd = current
             .kvs()
             .first()
             .and_then(|kv| codec::decode_cluster(kv.value()).ok())
             .map_or(0, |r| r.generation);
-        let generation = in_etcd.max(w.generation) + 1;
+        // Unique per writer (time in microseconds, then the low bits of its lease), growing:
+        // two writers of one cluster never fill the same generation.
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let generation = (in_etcd.max(w.generation) + 1).max(micros << 10 | (lease as u64 & 0x3ff));
         let put = PutOptions::new().with_lease(lease);
         let ops: Vec<TxnOp> = exports
             .iter()
@@ -386,17 +416,37 @@ impl EtcdRegistry {
             published: Timestamp::now().0,
             exports: exports.len(),
         };
-        kv.txn(Txn::new().and_then(vec![TxnOp::put(
-            self.layout.cluster(cluster),
-            codec::encode(&record),
-            Some(put),
-        )]))
-        .await
-        .map_err(unavailable)?;
-        // Every other generation goes: generations are numbers, so delete the ranges below
-        // and above this one.
+        let flip = Txn::new()
+            .when(vec![Compare::mod_revision(
+                cluster_key.clone(),
+                CompareOp::Equal,
+                seen,
+            )])
+            .and_then(vec![TxnOp::put(
+                cluster_key,
+                codec::encode(&record),
+                Some(put),
+            )]);
+        let flipped = kv.txn(flip).await.map_err(unavailable)?.succeeded();
+        if !flipped {
+            kv.delete(
+                self.layout.generation(cluster, generation),
+                Some(DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(unavailable)?;
+            return Ok(None);
+        }
+        w.generation = generation;
+        w.published = Some(exports.clone());
+        Ok(Some(generation))
+    }
+
+    /// Deletes the cluster's generations older than `generation` (never a newer one: another
+    /// writer may be filling it).
+    async fn drop_older(&self, cluster: &ClusterId, generation: u64) -> Result<(), RegistryError> {
+        let mut kv = self.client.kv_client();
         let base = self.layout.cluster_exports(cluster);
-        let this = self.layout.generation(cluster, generation);
         let old = kv
             .get(
                 base.clone(),
@@ -404,12 +454,12 @@ impl EtcdRegistry {
             )
             .await
             .map_err(unavailable)?;
-        let mut stale: Vec<String> = old
+        let mut stale: Vec<u64> = old
             .kvs()
             .iter()
             .filter_map(|kv| std::str::from_utf8(kv.key()).ok())
-            .filter(|k| !k.starts_with(&this))
-            .filter_map(|k| k.strip_prefix(&base)?.split('/').next().map(str::to_owned))
+            .filter_map(|k| k.strip_prefix(&base)?.split('/').next()?.parse().ok())
+            .filter(|g| *g < generation)
             .collect();
         stale.sort();
         stale.dedup();
@@ -421,8 +471,6 @@ impl EtcdRegistry {
             .await
             .map_err(unavailable)?;
         }
-        w.generation = generation;
-        w.published = Some(exports.clone());
         Ok(())
     }
 

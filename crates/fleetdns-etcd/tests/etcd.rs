@@ -492,3 +492,64 @@ async fn a_large_snapshot_loads_in_pages() {
     cancel_w.cancel();
     cancel_r.cancel();
 }
+
+/// Two writers of one cluster overlapping (an agent and its replacement in a rolling restart)
+/// flip generations back and forth, but a reader only ever sees one writer's whole set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
+    let etcd = TestEtcd::start();
+    let (a, cancel_a) = etcd_registry(&etcd, "/overlap", 30).await;
+    let (b, cancel_b) = etcd_registry(&etcd, "/overlap", 30).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/overlap", 30).await;
+    let mut rx = reader.subscribe();
+    let watcher = tokio::spawn(async move {
+        let mut sizes = BTreeSet::new();
+        while tokio::time::timeout(Duration::from_secs(3), rx.changed())
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            if let Some(s) = rx.borrow_and_update().clone()
+                && let Some(v) = s.clusters.get(&id("east"))
+            {
+                let ips: BTreeSet<String> = v
+                    .exports
+                    .values()
+                    .map(|e| e.cluster_ips[0].to_string())
+                    .collect();
+                sizes.insert((v.exports.len(), ips.into_iter().collect::<Vec<_>>()));
+            }
+        }
+        sizes
+    });
+    let east = id("east");
+    let (ra, rb) = tokio::join!(
+        async {
+            for _ in 0..6 {
+                a.publish(&east, many("east", 300, "10.0.0.1")).await?;
+                a.publish(&east, many("east", 250, "10.0.0.1")).await?;
+            }
+            Ok::<_, fleetdns_core::RegistryError>(())
+        },
+        async {
+            for _ in 0..6 {
+                b.publish(&east, many("east", 400, "10.0.0.2")).await?;
+                b.publish(&east, many("east", 350, "10.0.0.2")).await?;
+            }
+            Ok::<_, fleetdns_core::RegistryError>(())
+        },
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let sizes = watcher.await.unwrap();
+    assert!(!sizes.is_empty());
+    assert!(
+        sizes
+            .iter()
+            .all(|(n, ips)| ([250, 300].contains(n) && ips == &["10.0.0.1"])
+                || ([350, 400].contains(n) && ips == &["10.0.0.2"])),
+        "a half-written or mixed set was visible: {sizes:?}"
+    );
+    cancel_a.cancel();
+    cancel_b.cancel();
+    cancel_r.cancel();
+}
