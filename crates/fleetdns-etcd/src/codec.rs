@@ -221,6 +221,11 @@ impl Layout {
         format!("{}/clusters/{cluster}", self.prefix)
     }
 
+    /// Every cluster's exports.
+    pub fn exports_root(&self) -> String {
+        format!("{}/exports/", self.prefix)
+    }
+
     /// Every generation of one cluster's exports.
     pub fn cluster_exports(&self, cluster: &ClusterId) -> String {
         format!("{}/exports/{cluster}/", self.prefix)

@@ -19,6 +19,7 @@ use fleetdns_core::{
     ClusterId, ClusterView, ExportSet, FleetSnapshot, Registry, RegistryError, ServiceKey,
     Timestamp, VipRange,
 };
+use futures::FutureExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +28,9 @@ use crate::codec::{self, ClusterRecord, ExportRecord, Layout, Parsed};
 
 /// etcd refuses transactions of more than 128 operations by default (`--max-txn-ops`).
 const MAX_TXN_OPS: usize = 120;
+/// etcd refuses requests over 1.5 MiB by default (`--max-request-bytes`): transactions are
+/// kept under 1 MiB.
+const MAX_TXN_BYTES: usize = 1 << 20;
 /// Keys per page of a snapshot load.
 const PAGE: i64 = 2000;
 /// gRPC messages fleetdns accepts from etcd (tonic's default is 4 MiB): a watch response
@@ -82,6 +86,8 @@ struct Writer {
     generation: u64,
     /// What is in etcd under `generation`, as last written by this process.
     published: Option<ExportSet>,
+    /// What the source last asked to publish (written or not): what a lost lease re-publishes.
+    requested: Option<ExportSet>,
     /// The last keep-alive etcd confirmed: sources may heartbeat often, etcd hears a third
     /// of the TTL at most.
     kept: Option<tokio::time::Instant>,
@@ -91,13 +97,14 @@ pub struct EtcdRegistry {
     client: Client,
     layout: Layout,
     lease_ttl: i64,
-    writers: tokio::sync::Mutex<HashMap<ClusterId, Writer>>,
+    /// One lock per cluster: a large publish of one cluster never holds up another's
+    /// heartbeats.
+    writers: std::sync::Mutex<HashMap<ClusterId, Arc<tokio::sync::Mutex<Writer>>>>,
+    request_timeout: Duration,
     tx: watch::Sender<Option<Arc<FleetSnapshot>>>,
     status: Arc<EtcdStatus>,
     vips: Option<(VipRange, Duration)>,
-    /// Services this process saw allocated (before its reader catches up), and services
-    /// without exports with when that was first seen.
-    vip_known: std::sync::Mutex<BTreeSet<ServiceKey>>,
+    /// Services without exports, with when that was first seen (for the grace period).
     vip_orphans: std::sync::Mutex<HashMap<ServiceKey, tokio::time::Instant>>,
 }
 
@@ -148,14 +155,14 @@ impl EtcdRegistry {
             client,
             layout: Layout::new(&config.prefix),
             lease_ttl: config.lease_ttl_secs,
-            writers: tokio::sync::Mutex::new(HashMap::new()),
+            writers: std::sync::Mutex::new(HashMap::new()),
+            request_timeout: config.request_timeout,
             tx: watch::Sender::new(None),
             status: Arc::new(EtcdStatus {
                 stale: AtomicBool::new(true),
                 ..EtcdStatus::default()
             }),
             vips: config.vips,
-            vip_known: std::sync::Mutex::new(BTreeSet::new()),
             vip_orphans: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -170,10 +177,17 @@ impl EtcdRegistry {
     pub async fn run(&self, cancel: CancellationToken) {
         let mut wait = Duration::from_millis(200);
         loop {
+            let loads = self.status.loads.load(Ordering::Relaxed);
+            // etcd-client asserts on an unexpected first watch response; a panic there must
+            // not end the reader (the registry would be stale for good).
+            let attempt = std::panic::AssertUnwindSafe(self.load_and_follow()).catch_unwind();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.load_and_follow() => r,
+                r = attempt => r.unwrap_or_else(|_| "the etcd client panicked".to_owned()),
             };
+            if self.status.loads.load(Ordering::Relaxed) != loads {
+                wait = Duration::from_millis(200); // it loaded: the next outage starts afresh
+            }
             self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
             if !self.status.stale.swap(true, Ordering::Relaxed) {
                 tracing::warn!(error = %outcome, "etcd registry stale: serving the last snapshot until etcd answers");
@@ -322,6 +336,7 @@ impl EtcdRegistry {
     }
 
     fn emit(&self, state: &mut ReaderState, revision: i64) {
+        state.revision = revision;
         self.status.revision.store(revision, Ordering::Relaxed);
         let version = revision.max(0) as u64;
         let snapshot = state.snapshot(version);
@@ -395,18 +410,29 @@ impl EtcdRegistry {
             .map_or(0, |d| d.as_micros() as u64);
         let generation = (in_etcd.max(w.generation) + 1).max(micros << 10 | (lease as u64 & 0x3ff));
         let put = PutOptions::new().with_lease(lease);
-        let ops: Vec<TxnOp> = exports
-            .iter()
-            .map(|(key, e)| {
-                TxnOp::put(
-                    self.layout.export(cluster, generation, key),
-                    codec::encode(&ExportRecord::from_export(e)),
-                    Some(put.clone()),
-                )
-            })
-            .collect();
-        for chunk in ops.chunks(MAX_TXN_OPS) {
-            kv.txn(Txn::new().and_then(chunk.to_vec()))
+        // Batches under etcd's limits on operations and bytes per request.
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (key, e) in exports {
+            let k = self.layout.export(cluster, generation, key);
+            let v = codec::encode(&ExportRecord::from_export(e));
+            let size = k.len() + v.len() + 16;
+            if size > MAX_TXN_BYTES {
+                return Err(RegistryError::Unavailable(format!(
+                    "export {key} of cluster {cluster} encodes to {size} bytes, more than one etcd request holds"
+                )));
+            }
+            if batch.len() == MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES {
+                kv.txn(Txn::new().and_then(std::mem::take(&mut batch)))
+                    .await
+                    .map_err(unavailable)?;
+                bytes = 0;
+            }
+            bytes += size;
+            batch.push(TxnOp::put(k, v, Some(put.clone())));
+        }
+        if !batch.is_empty() {
+            kv.txn(Txn::new().and_then(batch))
                 .await
                 .map_err(unavailable)?;
         }
@@ -445,7 +471,10 @@ impl EtcdRegistry {
     /// Deletes the cluster's generations older than `generation` (never a newer one: another
     /// writer may be filling it).
     async fn drop_older(&self, cluster: &ClusterId, generation: u64) -> Result<(), RegistryError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let base = self.layout.cluster_exports(cluster);
         let old = kv
             .get(
@@ -474,7 +503,8 @@ impl EtcdRegistry {
         Ok(())
     }
 
-    /// The operations that turn `old` into `new` inside the current generation.
+    /// The operations that turn `old` into `new` inside the current generation, with their
+    /// size in bytes.
     fn diff(
         &self,
         cluster: &ClusterId,
@@ -482,25 +512,24 @@ impl EtcdRegistry {
         old: &ExportSet,
         new: &ExportSet,
         lease: i64,
-    ) -> Vec<TxnOp> {
+    ) -> (Vec<TxnOp>, usize) {
         let put = PutOptions::new().with_lease(lease);
         let mut ops = Vec::new();
+        let mut bytes = 0;
         for (key, e) in new {
             if old.get(key).is_none_or(|o| o != e) {
-                ops.push(TxnOp::put(
-                    self.layout.export(cluster, generation, key),
-                    codec::encode(&ExportRecord::from_export(e)),
-                    Some(put.clone()),
-                ));
+                let k = self.layout.export(cluster, generation, key);
+                let v = codec::encode(&ExportRecord::from_export(e));
+                bytes += k.len() + v.len() + 16;
+                ops.push(TxnOp::put(k, v, Some(put.clone())));
             }
         }
         for key in old.keys().filter(|k| !new.contains_key(*k)) {
-            ops.push(TxnOp::delete(
-                self.layout.export(cluster, generation, key),
-                None,
-            ));
+            let k = self.layout.export(cluster, generation, key);
+            bytes += k.len() + 16;
+            ops.push(TxnOp::delete(k, None));
         }
-        ops
+        (ops, bytes)
     }
 
     /// Gives every service of `keys` a VIP unless it has one: a compare-and-swap transaction
@@ -518,12 +547,9 @@ impl EtcdRegistry {
             .as_ref()
             .map(|s| s.vips.keys().cloned().collect())
             .unwrap_or_default();
-        let wanted: Vec<ServiceKey> = {
-            let known = self.vip_known.lock().unwrap_or_else(|e| e.into_inner());
-            keys.filter(|k| !have.contains(*k) && !known.contains(*k))
-                .cloned()
-                .collect()
-        };
+        // Allocation is idempotent (the transaction finds an existing record), so a service
+        // the reader has not caught up with costs one transaction, nothing more.
+        let wanted: Vec<ServiceKey> = keys.filter(|k| !have.contains(*k)).cloned().collect();
         let mut kv = self.client.kv_client();
         for key in wanted {
             let record_key = self.layout.vip(&key);
@@ -562,12 +588,7 @@ impl EtcdRegistry {
                     break;
                 }
             }
-            if done {
-                self.vip_known
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key);
-            } else {
+            if !done {
                 tracing::warn!(service = %key, range = %range, "no free VIP found");
             }
         }
@@ -596,14 +617,19 @@ impl EtcdRegistry {
             }
         }
         let mut kv = self.client.kv_client();
+        // Nothing under exports/ may have changed since this reader's revision: a service
+        // exported again a moment ago keeps its VIP.
+        let exports = self.layout.exports_root().into_bytes();
+        let mut exports_end = exports.clone();
+        *exports_end.last_mut().expect("ends in /") += 1;
         for (key, ip, mod_rev) in due {
             let record_key = self.layout.vip(&key);
             let txn = Txn::new()
-                .when(vec![Compare::mod_revision(
-                    record_key.clone(),
-                    CompareOp::Equal,
-                    mod_rev,
-                )])
+                .when(vec![
+                    Compare::mod_revision(record_key.clone(), CompareOp::Equal, mod_rev),
+                    Compare::mod_revision(exports.clone(), CompareOp::Less, state.revision + 1)
+                        .with_range(exports_end.clone()),
+                ])
                 .and_then(vec![
                     TxnOp::delete(record_key, None),
                     TxnOp::delete(self.layout.vip_claim(ip), None),
@@ -617,36 +643,63 @@ impl EtcdRegistry {
                     tracing::debug!(service = %key, error = %e, "VIP release failed; retried")
                 }
             }
-            self.vip_known
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+        }
+    }
+
+    /// This cluster's writer state, created on first use.
+    fn writer(&self, cluster: &ClusterId) -> Arc<tokio::sync::Mutex<Writer>> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(cluster.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Writer {
+                    lease: None,
+                    keeper: None,
+                    generation: 0,
+                    published: None,
+                    requested: None,
+                    kept: None,
+                }))
+            })
+            .clone()
+    }
+
+    /// Publishes; a lease etcd no longer knows (it expired while this process could not
+    /// reach etcd, or a publish outlasted it) is replaced and the set written again.
+    async fn publish_locked(
+        &self,
+        cluster: &ClusterId,
+        w: &mut Writer,
+        exports: ExportSet,
+    ) -> Result<(), RegistryError> {
+        w.requested = Some(exports.clone());
+        match self.publish_inner(cluster, w, &exports).await {
+            Err(e) if lease_lost(&e) => {
+                tracing::warn!(cluster = %cluster, "etcd lease lost; publishing the cluster again on a new lease");
+                forget_lease(w);
+                self.publish_inner(cluster, w, &exports).await
+            }
+            r => r,
         }
     }
 
     async fn publish_inner(
         &self,
         cluster: &ClusterId,
-        exports: ExportSet,
+        w: &mut Writer,
+        exports: &ExportSet,
     ) -> Result<(), RegistryError> {
-        let mut writers = self.writers.lock().await;
-        let w = writers.entry(cluster.clone()).or_insert_with(|| Writer {
-            lease: None,
-            keeper: None,
-            generation: 0,
-            published: None,
-            kept: None,
-        });
         let lease = self.grant(w).await?;
         let Some(old) = &w.published else {
-            return self.publish_generation(cluster, w, &exports, lease).await;
+            return self.publish_generation(cluster, w, exports, lease).await;
         };
-        let mut ops = self.diff(cluster, w.generation, old, &exports, lease);
+        let (mut ops, bytes) = self.diff(cluster, w.generation, old, exports, lease);
         if ops.is_empty() {
             return Ok(());
         }
-        if ops.len() + 1 > MAX_TXN_OPS {
-            return self.publish_generation(cluster, w, &exports, lease).await;
+        if ops.len() + 1 > MAX_TXN_OPS || bytes > MAX_TXN_BYTES {
+            return self.publish_generation(cluster, w, exports, lease).await;
         }
         let record = ClusterRecord {
             v: codec::VERSION,
@@ -659,13 +712,8 @@ impl EtcdRegistry {
             codec::encode(&record),
             Some(PutOptions::new().with_lease(lease)),
         ));
-        // Only while the cluster key still names our generation; else (another writer, or the
-        // lease expired and took the keys) write a whole new generation.
-        let guard = Compare::value(
-            self.layout.cluster(cluster),
-            CompareOp::NotEqual,
-            Vec::<u8>::new(),
-        );
+        // Only while the cluster key still names our generation on our lease; else (another
+        // writer, or the lease expired and took the keys) write a whole new generation.
         let generation_key = self.layout.cluster(cluster);
         let resp = self
             .client
@@ -679,14 +727,15 @@ impl EtcdRegistry {
             .is_some_and(|r| r.generation == w.generation)
             && current.is_some_and(|kv| kv.lease() == lease);
         if !ours {
-            return self.publish_generation(cluster, w, &exports, lease).await;
+            return self.publish_generation(cluster, w, exports, lease).await;
         }
         let mod_rev = current.map_or(0, |kv| kv.mod_revision());
         let txn = Txn::new()
-            .when(vec![
-                guard,
-                Compare::mod_revision(generation_key, CompareOp::Equal, mod_rev),
-            ])
+            .when(vec![Compare::mod_revision(
+                generation_key,
+                CompareOp::Equal,
+                mod_rev,
+            )])
             .and_then(ops);
         let done = self
             .client
@@ -695,11 +744,85 @@ impl EtcdRegistry {
             .await
             .map_err(unavailable)?;
         if !done.succeeded() {
-            return self.publish_generation(cluster, w, &exports, lease).await;
+            return self.publish_generation(cluster, w, exports, lease).await;
         }
-        w.published = Some(exports);
+        w.published = Some(exports.clone());
         Ok(())
     }
+
+    /// One keep-alive, bounded by the request timeout. `Ok(false)`: etcd no longer knows
+    /// the lease.
+    async fn keep_alive(&self, w: &mut Writer, lease: i64) -> Result<bool, RegistryError> {
+        let timeout = self.request_timeout;
+        if w.keeper.is_none() {
+            let started =
+                tokio::time::timeout(timeout, self.client.lease_client().keep_alive(lease))
+                    .await
+                    .map_err(|_| unavailable("lease keep-alive timed out"))?;
+            match started {
+                Ok(k) => w.keeper = Some(k),
+                Err(e) if e.to_string().contains("lease not found") => return Ok(false),
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        let (keeper, stream) = w.keeper.as_mut().expect("set above");
+        let answer = tokio::time::timeout(timeout, async {
+            keeper.keep_alive().await?;
+            stream.message().await
+        })
+        .await;
+        match answer {
+            Ok(Ok(Some(resp))) => Ok(resp.ttl() > 0),
+            Ok(Ok(None)) => {
+                w.keeper = None;
+                Err(unavailable("lease keep-alive stream ended"))
+            }
+            Ok(Err(e)) => {
+                w.keeper = None;
+                if e.to_string().contains("lease not found") {
+                    Ok(false)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+            Err(_) => {
+                w.keeper = None;
+                Err(unavailable("lease keep-alive timed out"))
+            }
+        }
+    }
+
+    /// Whether the cluster key in etcd is still on this writer's lease and generation (a
+    /// second writer's key may have replaced it, then expired with that writer's lease).
+    async fn still_ours(
+        &self,
+        cluster: &ClusterId,
+        w: &Writer,
+        lease: i64,
+    ) -> Result<bool, RegistryError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(self.layout.cluster(cluster), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.kvs().first().is_some_and(|kv| {
+            kv.lease() == lease
+                && codec::decode_cluster(kv.value()).is_ok_and(|r| r.generation == w.generation)
+        }))
+    }
+}
+
+/// An error that means etcd no longer knows the lease the write used.
+fn lease_lost(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Unavailable(m) if m.contains("lease not found"))
+}
+
+fn forget_lease(w: &mut Writer) {
+    w.lease = None;
+    w.keeper = None;
+    w.published = None;
+    w.kept = None;
 }
 
 impl Registry for EtcdRegistry {
@@ -710,7 +833,10 @@ impl Registry for EtcdRegistry {
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let keys: Vec<ServiceKey> = exports.keys().cloned().collect();
-            let r = self.publish_inner(cluster, exports).await;
+            let writer = self.writer(cluster);
+            let mut w = writer.lock().await;
+            let r = self.publish_locked(cluster, &mut w, exports).await;
+            drop(w);
             let r = match r {
                 Ok(()) => self.allocate_vips(keys.iter()).await,
                 e => e,
@@ -723,67 +849,60 @@ impl Registry for EtcdRegistry {
         })
     }
 
-    /// Keeps the cluster's lease alive. A lease that expired meanwhile (etcd was away longer
-    /// than its TTL) took the keys with it: the last set is published again on a new lease.
+    /// Keeps the cluster's lease alive (at most every third of its TTL, however often it is
+    /// called) and checks the cluster key is still this writer's. A lease that expired
+    /// meanwhile took the keys with it, and a key another writer replaced may have gone with
+    /// that writer's lease: either way the last requested set is published again.
     fn heartbeat<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let mut writers = self.writers.lock().await;
-            let Some(w) = writers.get_mut(cluster) else {
-                return Ok(());
+            let writer = self.writer(cluster);
+            let mut w = writer.lock().await;
+            let Some(lease) = w.lease else {
+                return match w.requested.clone() {
+                    Some(set) => self.publish_locked(cluster, &mut w, set).await,
+                    None => Ok(()),
+                };
             };
-            let Some(lease) = w.lease else { return Ok(()) };
             let third = Duration::from_secs(self.lease_ttl as u64) / 3;
             if w.kept.is_some_and(|at| at.elapsed() < third) {
                 return Ok(());
             }
-            if w.keeper.is_none() {
-                let k = self
-                    .client
-                    .lease_client()
-                    .keep_alive(lease)
-                    .await
-                    .map_err(unavailable)?;
-                w.keeper = Some(k);
-            }
-            let (keeper, stream) = w.keeper.as_mut().expect("set above");
-            let alive = async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            }
-            .await;
-            let ttl = match alive {
-                Ok(Some(resp)) => resp.ttl(),
-                Ok(None) => 0,
-                Err(e) => {
-                    w.keeper = None;
-                    return Err(unavailable(e));
-                }
-            };
-            if ttl > 0 {
+            let alive = self.keep_alive(&mut w, lease).await?;
+            if alive && self.still_ours(cluster, &w, lease).await? {
                 w.kept = Some(tokio::time::Instant::now());
                 return Ok(());
             }
-            tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");
-            w.lease = None;
-            w.keeper = None;
-            let set = w.published.take().unwrap_or_default();
-            let lease = self.grant(w).await?;
-            self.publish_generation(cluster, w, &set, lease).await
+            if alive {
+                tracing::warn!(cluster = %cluster, "the cluster's key in etcd is not this writer's any more; publishing again");
+                w.published = None; // a whole new generation
+            } else {
+                tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");
+                forget_lease(&mut w);
+            }
+            let set = w.requested.clone().unwrap_or_default();
+            self.publish_locked(cluster, &mut w, set).await?;
+            w.kept = Some(tokio::time::Instant::now());
+            Ok(())
         })
     }
 
     /// Revokes the cluster's lease: its keys go at once.
     fn withdraw<'a>(&'a self, cluster: &'a ClusterId) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let mut writers = self.writers.lock().await;
-            if let Some(w) = writers.remove(cluster)
-                && let Some(lease) = w.lease
-            {
-                self.client
-                    .lease_client()
-                    .revoke(lease)
-                    .await
-                    .map_err(unavailable)?;
+            let writer = self
+                .writers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(cluster);
+            if let Some(writer) = writer {
+                let w = writer.lock().await;
+                if let Some(lease) = w.lease {
+                    self.client
+                        .lease_client()
+                        .revoke(lease)
+                        .await
+                        .map_err(unavailable)?;
+                }
             }
             Ok(())
         })
@@ -804,6 +923,8 @@ struct ReaderState {
     views: BTreeMap<ClusterId, Arc<ExportSet>>,
     /// VIPs with the revision they were last written at (for a guarded release).
     vips: BTreeMap<ServiceKey, (Ipv4Addr, i64)>,
+    /// The etcd revision this state reflects.
+    revision: i64,
 }
 
 impl ReaderState {

@@ -553,3 +553,71 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     cancel_b.cancel();
     cancel_r.cancel();
 }
+
+/// A lease etcd dropped while etcd stayed up (expired during a partition; here revoked from
+/// outside) is noticed by the next heartbeat or publish, and the cluster is published again on
+/// a new lease. A second writer that took the cluster key and then went away is noticed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_leases_and_lost_keys_are_published_again() {
+    let etcd = TestEtcd::start();
+    let (a, cancel_a) = etcd_registry(&etcd, "/lost", 3).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/lost", 3).await;
+    let east = id("east");
+    a.publish(&east, set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let mut client = reader.client();
+    let lease_of = |resp: etcd_client::GetResponse| resp.kvs().first().map(|kv| kv.lease());
+    // 1. The lease disappears under the writer (heartbeat path).
+    let lease = lease_of(client.get("/lost/clusters/east", None).await.unwrap()).unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    until(&*reader, "east gone with its lease", |s| {
+        !s.clusters.contains_key(&east)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the keep-alive rate limit
+    a.heartbeat(&east).await.unwrap();
+    until(&*reader, "east back on a new lease", |s| {
+        names(s, "east").is_some()
+    })
+    .await;
+    // 2. The lease disappears again; this time a publish notices.
+    let lease = lease_of(client.get("/lost/clusters/east", None).await.unwrap()).unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    until(&*reader, "east gone again", |s| {
+        !s.clusters.contains_key(&east)
+    })
+    .await;
+    a.publish(&east, set("east", &["web", "api"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east republished", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+    // 3. Another writer takes the cluster key, then withdraws (its lease goes, and the key
+    // with it): the first writer's next heartbeat notices the key is not its own.
+    let (b, cancel_b) = etcd_registry(&etcd, "/lost", 3).await;
+    b.publish(&east, set("east", &["other"], "10.0.0.2"))
+        .await
+        .unwrap();
+    until(&*reader, "b's set", |s| {
+        names(s, "east") == Some(vec!["other".into()])
+    })
+    .await;
+    b.withdraw(&east).await.unwrap();
+    until(&*reader, "b's set gone", |s| {
+        !s.clusters.contains_key(&east)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    a.heartbeat(&east).await.unwrap();
+    until(&*reader, "a's set back", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+    cancel_a.cancel();
+    cancel_b.cancel();
+    cancel_r.cancel();
+}
