@@ -3,7 +3,6 @@
 //! from a hash. A hash of the service only picks where the search for a free address starts,
 //! so two allocators rarely race for the same address.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -57,10 +56,15 @@ impl VipRange {
 
     /// Every usable address, starting at the service's hash and wrapping around.
     pub fn candidates(&self, key: &ServiceKey) -> impl Iterator<Item = Ipv4Addr> + use<> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
+        // FNV-1a: stable across Rust releases and processes, so every allocator of the fleet
+        // starts its search at the same address.
+        let h = format!("{}/{}", key.namespace(), key.name())
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
         let size = self.size();
-        let start = (h.finish() % u64::from(size)) as u32;
+        let start = (h % u64::from(size)) as u32;
         let network = self.network;
         (0..size).map(move |i| Ipv4Addr::from(network + 1 + (start + i) % size))
     }

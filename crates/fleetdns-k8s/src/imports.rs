@@ -128,15 +128,31 @@ fn service_import(
     }
 }
 
-/// The slice name for (service, source cluster, family). The last dash-separated part (`v4`,
-/// `v6`) is never five characters, so it cannot collide with the endpoint-slice controller's
-/// generated `<service>-xxxxx` names.
-pub fn slice_name(service: &str, cluster: &ClusterId, v6: bool) -> String {
-    format!(
-        "{service}-{}-fdns-{}",
-        cluster.as_str(),
-        if v6 { "v6" } else { "v4" }
-    )
+/// Endpoints per imported EndpointSlice (the API server refuses more than 1000; 100 is the
+/// endpoint-slice controller's default).
+pub const SLICE_ENDPOINTS: usize = 100;
+
+/// FNV-1a: stable across releases (a name must not change when fleetdns is upgraded).
+fn fnv(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// The name of chunk `index` of the slices for (service, source cluster, family):
+/// `<service>-<cluster>-<hash>-v4[-<n>]`. The hash of (service, cluster) keeps `web` from
+/// `us-east` and `web-us` from `east` apart; the last dash-separated part (`v4`, `v6` or a
+/// chunk number below 10000) is never five characters, so it cannot collide with the
+/// endpoint-slice controller's generated `<service>-xxxxx` names.
+pub fn slice_name(service: &str, cluster: &ClusterId, v6: bool, index: usize) -> String {
+    let hash = fnv(&format!("{service}/{}", cluster.as_str())) & 0xff_ffff;
+    let family = if v6 { "v6" } else { "v4" };
+    let base = format!("{service}-{}-{hash:06x}-{family}", cluster.as_str());
+    if index == 0 {
+        base
+    } else {
+        format!("{base}-{}", index + 1)
+    }
 }
 
 /// One slice per address family of a source cluster's export (an EndpointSlice holds one
@@ -186,32 +202,42 @@ fn slices_of(key: &ServiceKey, ty: ServiceType, export: &Export) -> Vec<Desired>
                 })
                 .collect(),
         };
-        if endpoints.is_empty() {
-            continue;
+        for (index, chunk) in endpoints.chunks(SLICE_ENDPOINTS).enumerate() {
+            let name = slice_name(key.name(), &export.cluster, v6, index);
+            out.push(slice(key, export, &name, v6, chunk, &ports));
         }
-        let name = slice_name(key.name(), &export.cluster, v6);
-        out.push(Desired {
-            namespace: key.namespace().to_owned(),
-            name: name.clone(),
-            body: json!({
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": name,
-                    "namespace": key.namespace(),
-                    "labels": {
-                        MCS_SERVICE_NAME_LABEL: key.name(),
-                        MCS_SOURCE_CLUSTER_LABEL: export.cluster.as_str(),
-                        MANAGED_BY_LABEL: SLICE_MANAGER,
-                    },
-                },
-                "addressType": if v6 { "IPv6" } else { "IPv4" },
-                "endpoints": endpoints,
-                "ports": ports,
-            }),
-        });
     }
     out
+}
+
+fn slice(
+    key: &ServiceKey,
+    export: &Export,
+    name: &str,
+    v6: bool,
+    endpoints: &[Value],
+    ports: &[Value],
+) -> Desired {
+    Desired {
+        namespace: key.namespace().to_owned(),
+        name: name.to_owned(),
+        body: json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": name,
+                "namespace": key.namespace(),
+                "labels": {
+                    MCS_SERVICE_NAME_LABEL: key.name(),
+                    MCS_SOURCE_CLUSTER_LABEL: export.cluster.as_str(),
+                    MANAGED_BY_LABEL: SLICE_MANAGER,
+                },
+            },
+            "addressType": if v6 { "IPv6" } else { "IPv4" },
+            "endpoints": endpoints,
+            "ports": ports,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -344,7 +370,7 @@ mod tests {
         );
         assert_eq!(d.imports[0].status, json!({"clusters": [{"cluster": "b"}]}));
         assert_eq!(d.slices.len(), 1);
-        assert_eq!(d.slices[0].name, "web-b-fdns-v4");
+        assert_eq!(d.slices[0].name, slice_name("web", &id("b"), false, 0));
         // Nobody alive: nothing imported.
         let d = desired_imports(
             &merged,
@@ -378,7 +404,13 @@ mod tests {
         );
         assert_eq!(d.imports[0].object.body["spec"]["type"], "Headless");
         let names: Vec<&str> = d.slices.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["web-a-fdns-v4", "web-a-fdns-v6"]);
+        assert_eq!(
+            names,
+            [
+                slice_name("web", &id("a"), false, 0),
+                slice_name("web", &id("a"), true, 0)
+            ]
+        );
         assert_eq!(d.slices[0].body["addressType"], "IPv4");
         assert_eq!(
             d.slices[0].body["endpoints"][0]["addresses"],
@@ -410,10 +442,50 @@ mod tests {
     }
 
     #[test]
-    fn slice_names_cannot_collide_with_generated_ones() {
-        let name = slice_name("web", &id("abcde"), false);
-        let last = name.rsplit('-').next().unwrap();
-        assert_ne!(last.len(), 5, "{name}");
+    fn slice_names_cannot_collide() {
+        // Not with the endpoint-slice controller's `<service>-xxxxx`.
+        let name = slice_name("web", &id("abcde"), false, 0);
+        assert_ne!(name.rsplit('-').next().unwrap().len(), 5, "{name}");
+        // Not between `web` from `us-east` and `web-us` from `east`.
+        assert_ne!(
+            slice_name("web", &id("us-east"), false, 0),
+            slice_name("web-us", &id("east"), false, 0)
+        );
+        // Stable: a name must survive an upgrade.
+        assert_eq!(
+            slice_name("web", &id("east"), false, 0),
+            slice_name("web", &id("east"), false, 0)
+        );
+        assert!(slice_name("web", &id("east"), true, 2).ends_with("-v6-3"));
+    }
+
+    #[test]
+    fn large_headless_services_are_split_into_slices_of_100() {
+        let mut e = (*export("default", "a", 1, ServiceType::Headless, &["10.1.0.1"])).clone();
+        e.endpoints = (0..250)
+            .map(|i| Endpoint {
+                addresses: vec![format!("10.1.{}.{}", i / 200, i % 200 + 1).parse().unwrap()],
+                hostname: None,
+                ready: true,
+                zone: None,
+            })
+            .collect();
+        let merged = fleet(vec![Arc::new(e)]);
+        let d = desired_imports(
+            &merged,
+            &set(&[id("a")]),
+            &set(&["default".to_string()]),
+            &BTreeMap::new(),
+            "v1alpha1",
+        );
+        let sizes: Vec<usize> = d
+            .slices
+            .iter()
+            .map(|s| s.body["endpoints"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let names: BTreeSet<&str> = d.slices.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.len(), 3);
     }
 
     #[test]

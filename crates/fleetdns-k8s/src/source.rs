@@ -85,7 +85,7 @@ impl SourceStatus {
 }
 
 /// What the watcher knows of its own cluster, handed to the writer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct LocalView {
     pub export_version: &'static str,
     /// `namespace/name` of each ServiceExport the translation refused, with why.
@@ -104,6 +104,9 @@ pub(crate) struct LocalView {
 }
 
 type Key = (String, String);
+
+/// How long a reachability probe of an API server that was failing may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Objects of one kind, replaced whole by each (re-)list.
 struct Store<T> {
@@ -367,17 +370,28 @@ impl ClusterSource {
                         self.synced_tx.send_replace(true);
                     }
                     if self.options.write_back && stores.synced(true) {
-                        view_tx.send_replace(Some(Arc::new(stores.view(version, translated.invalid))));
+                        // Only a changed view wakes the writer (pod churn in services that
+                        // are not exported changes nothing it writes).
+                        let view = stores.view(version, translated.invalid);
+                        view_tx.send_if_modified(|old| {
+                            if old.as_deref() == Some(&view) {
+                                return false;
+                            }
+                            *old = Some(Arc::new(view));
+                            true
+                        });
                     }
                 }
                 _ = heartbeat.tick() => {
-                    if !self.status.connected.load(Ordering::Relaxed) {
-                        self.probe().await;
-                    }
+                    // The registry first: an API server that black-holes the probe must not
+                    // cost the cluster its liveness.
                     if last.is_some()
                         && let Err(e) = registry.heartbeat(cluster).await
                     {
                         tracing::warn!(cluster = %cluster, error = %e, "registry heartbeat failed");
+                    }
+                    if !self.status.connected.load(Ordering::Relaxed) {
+                        let _ = tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await;
                     }
                 }
             }

@@ -181,7 +181,7 @@ impl Writer {
             let digest = hash(&import.object.body);
             if !(self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest)) {
                 let r = api
-                    .patch(name, &apply(), &Patch::Apply(&import.object.body))
+                    .patch(name, &apply_owned(), &Patch::Apply(&import.object.body))
                     .await
                     .map(drop);
                 if !self.done(key, digest, "ServiceImport", r) {
@@ -235,7 +235,7 @@ impl Writer {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), &slice.namespace, &slices_api);
             let r = api
-                .patch(&slice.name, &apply(), &Patch::Apply(&slice.body))
+                .patch(&slice.name, &apply_owned(), &Patch::Apply(&slice.body))
                 .await
                 .map(drop);
             ok &= self.done(key, digest, "EndpointSlice", r);
@@ -329,6 +329,13 @@ impl Writer {
     }
 }
 
+/// ServiceExport status: an MCS implementation owns these conditions, so take them over.
 fn apply() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// ServiceImports and slices: never forced, so an object another implementation created
+/// between our view and this write answers 409 instead of being taken over.
+fn apply_owned() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER)
 }

@@ -205,16 +205,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         zones: zones_tx,
         in_cluster: None,
+        published: Vec::new(),
         tasks: tasks.clone(),
         sources_gen: cancel.child_token(),
         checks_gen: cancel.child_token(),
         root: cancel.clone(),
         config,
     };
-    let (_, in_cluster) = live
+    let (published, in_cluster) = live
         .start_sources(&live.config.sources.clone(), live.sources_gen.clone())
         .await?;
     live.in_cluster = in_cluster;
+    live.published = published;
     if live.config.zones.local_cluster.is_none()
         && let Some(id) = &live.in_cluster
     {
@@ -306,6 +308,8 @@ struct Live {
     ops: Arc<OpsState>,
     registry: Arc<dyn Registry>,
     zones: watch::Sender<ZonesConfig>,
+    /// The clusters the running sources publish.
+    published: Vec<ClusterId>,
     /// The id of the one in-cluster kubernetes source: the local cluster (for local-first)
     /// when the config names none.
     in_cluster: Option<ClusterId>,
@@ -468,13 +472,10 @@ impl Live {
                     self.in_cluster = in_cluster;
                     self.sources_gen.cancel();
                     self.sources_gen = generation;
-                    let snapshot = self
-                        .registry
-                        .subscribe()
-                        .borrow()
-                        .clone()
-                        .unwrap_or_default();
-                    for cluster in snapshot.clusters.keys().filter(|c| !published.contains(c)) {
+                    // Only clusters this process published: with a shared registry the
+                    // snapshot also holds other processes' clusters.
+                    let before = std::mem::replace(&mut self.published, published.clone());
+                    for cluster in before.iter().filter(|c| !published.contains(c)) {
                         tracing::info!(cluster = %cluster, "cluster no longer in any source, withdrawn");
                         let _ = self.registry.withdraw(cluster).await;
                     }
