@@ -347,6 +347,11 @@ impl ClusterSource {
                     let translated = translate_cluster(cluster, &objects, &mut |label| {
                         *first_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
                     });
+                    first_seen.retain(|label, _| {
+                        label.split_once('/').is_some_and(|(ns, name)| {
+                            stores.exports.items.contains_key(&(ns.to_owned(), name.to_owned()))
+                        })
+                    });
                     for w in &translated.warnings {
                         tracing::warn!(cluster = %cluster, detail = %w, "export partly skipped");
                     }

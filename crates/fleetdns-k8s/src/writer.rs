@@ -256,6 +256,20 @@ impl Writer {
                 .delete(&api, Object::Slice, ns, name, "EndpointSlice")
                 .await;
         }
+        // Forget what is neither wanted nor there any more (the maps stay the fleet's size).
+        self.written.retain(|(object, ns, name), (_, at)| {
+            let id = (ns.clone(), name.clone());
+            at.elapsed() < ECHO
+                || match object {
+                    Object::ExportStatus => view.exports.contains_key(&id),
+                    Object::Import | Object::ImportStatus => {
+                        want_imports.contains(&id) || view.our_imports.contains(&id)
+                    }
+                    Object::Slice => want_slices.contains(&id) || view.our_slices.contains(&id),
+                }
+        });
+        self.warned
+            .retain(|id| view.other_slices.contains(id) || id.0.starts_with("import "));
         ok
     }
 
