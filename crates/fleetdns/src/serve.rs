@@ -427,14 +427,40 @@ impl Live {
             }
         };
         let old = &self.config;
-        if new.dns.listen != old.dns.listen
-            || new.dns.udp_workers != old.dns.udp_workers
-            || new.dns.reuse_port != old.dns.reuse_port
-            || new.ops.listen != old.ops.listen
-        {
-            tracing::warn!(
-                "listen addresses and worker counts change only on restart; the rest is applied"
-            );
+        let restart_only = [
+            ("dns.listen", new.dns.listen != old.dns.listen),
+            (
+                "dns.udp_workers",
+                new.dns.udp_workers != old.dns.udp_workers,
+            ),
+            ("dns.reuse_port", new.dns.reuse_port != old.dns.reuse_port),
+            (
+                "dns.udp_buffer_bytes",
+                new.dns.udp_buffer_bytes != old.dns.udp_buffer_bytes,
+            ),
+            (
+                "dns.tcp_idle_timeout_ms",
+                new.dns.tcp_idle_timeout_ms != old.dns.tcp_idle_timeout_ms,
+            ),
+            (
+                "dns.tcp_max_connections",
+                new.dns.tcp_max_connections != old.dns.tcp_max_connections,
+            ),
+            ("ops.listen", new.ops.listen != old.ops.listen),
+            (
+                "registry",
+                new.etcd != old.etcd
+                    || new.vips != old.vips
+                    || new.liveness_timeout != old.liveness_timeout,
+            ),
+        ];
+        let changed: Vec<&str> = restart_only
+            .iter()
+            .filter(|(_, c)| *c)
+            .map(|(k, _)| *k)
+            .collect();
+        if !changed.is_empty() {
+            tracing::warn!(keys = %changed.join(", "), "these settings change only on restart; the rest is applied");
         }
         let mut new = new;
         let forward_changed = new.forward != old.forward || new.cache != old.cache;
