@@ -45,7 +45,7 @@ impl Served {
     }
 
     /// Counts an answered message and, when the query log is on, logs it.
-    fn done(
+    pub(crate) fn done(
         &self,
         transport: Transport,
         peer: SocketAddr,
@@ -78,7 +78,7 @@ impl Served {
     }
 
     /// Answers `packet` from `peer` locally, or says which forward zone takes it.
-    fn answer(
+    pub(crate) fn answer(
         &self,
         packet: &[u8],
         peer: SocketAddr,
@@ -107,7 +107,7 @@ impl Served {
 }
 
 /// Forwards `packet` to forward zone `zone` and writes the answer into `out`.
-async fn forward(
+pub(crate) async fn forward(
     forwarder: &Arc<Forwarder>,
     zone: usize,
     packet: &[u8],
