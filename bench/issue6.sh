@@ -140,7 +140,7 @@ PROBE=svc-0.ns-0.svc.cluster-$((CLUSTERS - 1)).local
 P_KNOT=$PORT_BASE; P_FLEET=$((PORT_BASE + 1)); P_KNOT2=$((PORT_BASE + 2)); P_FW1=$((PORT_BASE + 3)); P_FW2=$((PORT_BASE + 4))
 knot_conf "$OUT/knot" "$P_KNOT" 1 "$OUT/main/knot/zones" "$OUT/main/knot/zones.list"
 knot_conf "$OUT/knot2" "$P_KNOT2" 2 "$OUT/main/knot/zones" "$OUT/main/knot/zones.list"
-fleet_conf "$OUT/main/fleet/fleetdns.toml" "$OUT/main/fleet/main.toml" "$P_FLEET" false 2
+fleet_conf "$OUT/main/fleet/fleetdns.toml" "$OUT/main/fleet/main.toml" "$P_FLEET" false 1
 fleet_conf "$OUT/main/fleet/fleetdns.toml" "$OUT/main/fleet/w1.toml" "$P_FW1" true 1
 fleet_conf "$OUT/main/fleet/fleetdns.toml" "$OUT/main/fleet/w2.toml" "$P_FW2" true 2
 
@@ -248,7 +248,7 @@ if ! skip rebuild; then
   python3 "$BENCH/gen.py" --out "$OUT/rb" --clusters "$CLUSTERS" --services "$REBUILD_SERVICES" --namespaces "$NAMESPACES" \
     --queries "$QUERIES" --serial "$SERIAL" --listen "127.0.0.1:$P_FLEET" >&2
   knot_conf "$OUT/rbknot" "$P_KNOT" 1 "$OUT/rb/knot/zones" "$OUT/rb/knot/zones.list"
-  fleet_conf "$OUT/rb/fleet/fleetdns.toml" "$OUT/rb/fleet/main.toml" "$P_FLEET" false 2
+  fleet_conf "$OUT/rb/fleet/fleetdns.toml" "$OUT/rb/fleet/main.toml" "$P_FLEET" false 1
   start_server KNOT knot "$P_KNOT" "$SERVER_CPU" "$OUT/rbknot/knot.conf" "$PROBE" "$OUT/rbknot/stdout.log"
   start_server FLEET fleetdns "$P_FLEET" "$SERVER_CPU" "$OUT/rb/fleet/main.toml" "$PROBE" "$OUT/fleetdns-rb.log"
   # One service of cluster-1 changes (its ClusterIP flips) every 0.5 s: the files source

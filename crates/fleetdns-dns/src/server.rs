@@ -197,8 +197,10 @@ impl Default for TcpOptions {
     }
 }
 
-/// Serves DNS over TCP until `cancel` fires, then waits for connections to finish the message
-/// they are answering.
+/// Serves DNS over TCP until `cancel` fires, then waits for connections to finish the messages
+/// they are answering. Queries on one connection may be pipelined (RFC 7766 6.2.1.1): each is
+/// answered as soon as its answer is ready, so a forwarded query waiting on its upstream never
+/// holds back the authoritative answers behind it.
 pub async fn serve_tcp(
     listener: TcpListener,
     served: Arc<Served>,
@@ -208,7 +210,7 @@ pub async fn serve_tcp(
     let max = options.max_connections;
     accept_loop(listener, max, cancel.clone(), "dns", move |stream, peer| {
         let (served, cancel) = (served.clone(), cancel.clone());
-        async move { connection(stream, peer, &served, options, cancel).await }
+        async move { connection(stream, peer, served, options, cancel).await }
     })
     .await;
 }
@@ -258,60 +260,126 @@ pub async fn accept_loop<F, Fut>(
     tracker.wait().await;
 }
 
+/// Forwarded queries of one TCP connection waiting on upstreams at once; the next query is read
+/// when one of them finishes.
+const MAX_FORWARDS_PER_CONNECTION: usize = 16;
+
+/// Whether `buf` starts with a whole length-prefixed message.
+fn message_buffered(buf: &[u8]) -> bool {
+    buf.len() >= 2 && buf.len() >= 2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]))
+}
+
+/// Writes `data` on the shared write half; a client that never reads must not hold its
+/// connection slot forever.
+async fn write_framed(
+    writer: &tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    data: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    tokio::time::timeout(limit, async { writer.lock().await.write_all(data).await })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read",
+            ))
+        })
+}
+
+/// One TCP connection. Authoritative answers are written at once, or, while more queries are
+/// already buffered, gathered and written together; forwarded queries run in tasks of their
+/// own that write their answers when they have them. Shutdown and idleness end the connection
+/// between messages; answers in flight are always finished (the drain is bounded by the caller).
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    served: &Served,
+    served: Arc<Served>,
     options: TcpOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::with_capacity(16 * 1024, reader);
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let mut forwards: tokio::task::JoinSet<std::io::Result<()>> = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
-    loop {
-        // Wait for the next message; shutdown and idleness end the connection here, between
-        // messages, never in the middle of an answer.
+    // Framed authoritative answers not written yet.
+    let mut pending: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let idle = options.idle_timeout;
+    let result = loop {
+        if !pending.is_empty() && (pending.len() >= 64 * 1024 || !message_buffered(reader.buffer()))
+        {
+            if let Err(e) = write_framed(&writer, &pending, idle).await {
+                break Err(e);
+            }
+            pending.clear();
+        }
+        while let Some(done) = forwards.try_join_next() {
+            if let Ok(Err(e)) = done {
+                tracing::debug!(peer = %peer, error = %e, "tcp answer not sent");
+            }
+        }
+        if forwards.len() >= MAX_FORWARDS_PER_CONNECTION {
+            forwards.join_next().await;
+        }
         let len = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = tokio::time::timeout(options.idle_timeout, stream.read_u16()) => match r {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(r) => r? as usize,
+            _ = cancel.cancelled() => break Ok(()),
+            r = tokio::time::timeout(idle, reader.read_u16()) => match r {
+                Err(_) => break Ok(()),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+                Ok(Err(e)) => break Err(e),
+                Ok(Ok(len)) => len as usize,
             },
         };
         let body = &mut buf[..len];
-        tokio::time::timeout(options.idle_timeout, stream.read_exact(body))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "message body timed out")
-            })??;
+        match tokio::time::timeout(idle, reader.read_exact(body)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => {
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "message body timed out",
+                ));
+            }
+        }
         let started = Instant::now();
         let (outcome, forwarder) = served.answer(body, peer, Transport::Tcp, &mut out);
         match (outcome, forwarder) {
             (Outcome::Dropped, _) => {
                 served.metrics.dropped(Transport::Tcp);
                 tracing::debug!(peer = %peer, "tcp message is not a query, closing");
-                return Ok(());
+                break Ok(());
             }
             (Outcome::Forward(zone), Some(forwarder)) => {
-                forward(&forwarder, zone, body, Transport::Tcp, &mut out).await;
+                let (packet, served, writer) = (body.to_vec(), served.clone(), writer.clone());
+                forwards.spawn(async move {
+                    let mut out = Vec::new();
+                    forward(&forwarder, zone, &packet, Transport::Tcp, &mut out).await;
+                    let mut framed = Vec::with_capacity(out.len() + 2);
+                    framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                    framed.extend_from_slice(&out);
+                    let sent = write_framed(&writer, &framed, idle).await;
+                    served.done(Transport::Tcp, peer, &packet, outcome, &out, started);
+                    sent
+                });
+                continue;
             }
             _ => {}
         }
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&out);
-        // A client that never reads must not hold its connection slot forever. No shutdown arm
-        // here: an answer in flight is always finished (the drain is bounded by the caller).
-        let sent = tokio::time::timeout(options.idle_timeout, stream.write_all(&framed))
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client does not read",
-                ))
-            });
+        pending.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        pending.extend_from_slice(&out);
         served.done(Transport::Tcp, peer, body, outcome, &out, started);
-        sent?;
+    };
+    let flushed = if pending.is_empty() || result.is_err() {
+        Ok(())
+    } else {
+        write_framed(&writer, &pending, idle).await
+    };
+    while let Some(done) = forwards.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::debug!(peer = %peer, error = %e, "tcp answer not sent");
+        }
     }
+    result.and(flushed)
 }
