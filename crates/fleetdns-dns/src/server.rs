@@ -54,7 +54,26 @@ impl Served {
         response: &[u8],
         started: Instant,
     ) {
-        let elapsed = started.elapsed();
+        self.done_after(
+            transport,
+            peer,
+            request,
+            outcome,
+            response,
+            started.elapsed(),
+        );
+    }
+
+    /// [`Served::done`] with the time taken already measured (once for a batch of answers).
+    pub(crate) fn done_after(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        request: &[u8],
+        outcome: Outcome,
+        response: &[u8],
+        elapsed: Duration,
+    ) {
         self.metrics
             .record(transport, request, outcome, response, elapsed);
         if self.query_log.load(std::sync::atomic::Ordering::Relaxed) {
@@ -89,21 +108,82 @@ impl Served {
         // cloned only for a query that is forwarded.
         let table = self.table.load();
         let forwarder = self.forwarder.load();
-        let allowed = forwarder.is_some() && acl::allowed(&self.allow.load(), peer.ip());
-        let outcome = respond_with(
+        answer_from(
             table.as_deref(),
-            forwarder.as_deref(),
-            allowed,
+            forwarder.as_ref(),
+            &self.allow,
             packet,
+            peer,
             transport,
             out,
-        );
-        let forwarder = match outcome {
-            Outcome::Forward(_) => forwarder.as_ref().map(Arc::clone),
-            _ => None,
-        };
-        (outcome, forwarder)
+        )
     }
+}
+
+/// One worker's view of [`Served`]: the table, forwarder and allow-list are re-read only after
+/// one was swapped (a pointer comparison each per query, instead of an arc-swap load). The
+/// previous table is released at the worker's first query after a swap.
+pub(crate) struct CachedServed<'a> {
+    table: arc_swap::Cache<&'a ArcSwapOption<crate::AnswerTable>, Option<Arc<crate::AnswerTable>>>,
+    forwarder: arc_swap::Cache<&'a ArcSwapOption<Forwarder>, Option<Arc<Forwarder>>>,
+    allow: &'a ArcSwap<Vec<Cidr>>,
+}
+
+impl<'a> CachedServed<'a> {
+    pub(crate) fn new(served: &'a Served) -> Self {
+        Self {
+            table: arc_swap::Cache::new(&served.table),
+            forwarder: arc_swap::Cache::new(&served.forwarder),
+            allow: &served.allow,
+        }
+    }
+
+    /// [`Served::answer`] through the cache.
+    pub(crate) fn answer(
+        &mut self,
+        packet: &[u8],
+        peer: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> (Outcome, Option<Arc<Forwarder>>) {
+        let table = self.table.load();
+        let forwarder = self.forwarder.load();
+        answer_from(
+            table.as_deref(),
+            forwarder.as_ref(),
+            self.allow,
+            packet,
+            peer,
+            transport,
+            out,
+        )
+    }
+}
+
+fn answer_from(
+    table: Option<&crate::AnswerTable>,
+    forwarder: Option<&Arc<Forwarder>>,
+    allow: &ArcSwap<Vec<Cidr>>,
+    packet: &[u8],
+    peer: SocketAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> (Outcome, Option<Arc<Forwarder>>) {
+    // The allow-list is read only when forward zones exist.
+    let allowed = forwarder.is_some() && acl::allowed(&allow.load(), peer.ip());
+    let outcome = respond_with(
+        table,
+        forwarder.map(|f| &**f),
+        allowed,
+        packet,
+        transport,
+        out,
+    );
+    let forwarder = match outcome {
+        Outcome::Forward(_) => forwarder.map(Arc::clone),
+        _ => None,
+    };
+    (outcome, forwarder)
 }
 
 /// Forwards `packet` to forward zone `zone` and writes the answer into `out`.

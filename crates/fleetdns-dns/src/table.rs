@@ -27,10 +27,64 @@ pub struct RrSet {
     pub rtype: u16,
     pub selection: Selection,
     /// Each record without its owner (the owner is always the question name, written as a
-    /// pointer to offset 12): type, class, TTL, RDLENGTH, RDATA.
-    pub records: Vec<Box<[u8]>>,
-    /// Whole records for the additional section (owners compressed against the question).
-    pub additional: Vec<Box<[u8]>>,
+    /// pointer to offset 12): type, class, TTL, RDLENGTH, RDATA. Emptied by
+    /// [`TableBuilder::build`], which moves the records into `wire`.
+    records: Vec<Box<[u8]>>,
+    /// Whole records for the additional section (owners compressed against the question);
+    /// moved into `extra` by [`TableBuilder::build`].
+    additional: Vec<Box<[u8]>>,
+    /// Every record preceded by its owner, a pointer to the question name, back to back: an
+    /// answer that fits is one copy (two when rotated).
+    pub wire: Box<[u8]>,
+    /// Where each record starts in `wire`, and `wire.len()` last.
+    pub starts: Box<[u32]>,
+    /// The additional records back to back.
+    pub extra: Box<[u8]>,
+    /// Where each additional record starts in `extra`, and `extra.len()` last.
+    pub extra_starts: Box<[u32]>,
+}
+
+impl RrSet {
+    /// Records in the set.
+    pub fn len(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `i` with its owner pointer.
+    pub fn record(&self, i: usize) -> &[u8] {
+        &self.wire[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    /// Additional record `i`.
+    pub fn extra_record(&self, i: usize) -> &[u8] {
+        &self.extra[self.extra_starts[i] as usize..self.extra_starts[i + 1] as usize]
+    }
+
+    /// Moves `records` and `additional` into their contiguous forms.
+    fn freeze(&mut self) {
+        let (wire, starts) = concat(&std::mem::take(&mut self.records), &[0xc0, 12]);
+        let (extra, extra_starts) = concat(&std::mem::take(&mut self.additional), &[]);
+        (self.wire, self.starts, self.extra, self.extra_starts) =
+            (wire, starts, extra, extra_starts);
+    }
+}
+
+/// `parts` back to back, each preceded by `prefix`, with their start offsets (and the end).
+fn concat(parts: &[Box<[u8]>], prefix: &[u8]) -> (Box<[u8]>, Box<[u32]>) {
+    let total: usize = parts.iter().map(|p| prefix.len() + p.len()).sum();
+    let mut wire = Vec::with_capacity(total);
+    let mut starts = Vec::with_capacity(parts.len() + 1);
+    for p in parts {
+        starts.push(wire.len() as u32);
+        wire.extend_from_slice(prefix);
+        wire.extend_from_slice(p);
+    }
+    starts.push(wire.len() as u32);
+    (wire.into(), starts.into())
 }
 
 /// A name in a served zone. An empty `rrsets` is an empty non-terminal: NODATA, never NXDOMAIN.
@@ -118,7 +172,7 @@ impl AnswerTable {
                 .nodes
                 .values()
                 .flat_map(|n| n.rrsets.iter())
-                .map(|r| r.records.len())
+                .map(RrSet::len)
                 .sum(),
         }
     }
@@ -222,6 +276,10 @@ impl TableBuilder {
                     selection,
                     records: Vec::new(),
                     additional: Vec::new(),
+                    wire: Box::default(),
+                    starts: Box::default(),
+                    extra: Box::default(),
+                    extra_starts: Box::default(),
                 });
                 node.rrsets.len() - 1
             }
@@ -304,7 +362,12 @@ impl TableBuilder {
         self.add(zone, owner, rtype::TXT, ttl, &rdata, Selection::Fixed);
     }
 
-    pub fn build(self, version: u64) -> AnswerTable {
+    pub fn build(mut self, version: u64) -> AnswerTable {
+        for node in self.nodes.values_mut() {
+            for set in &mut node.rrsets {
+                set.freeze();
+            }
+        }
         AnswerTable {
             nodes: self.nodes,
             zones: self.zones,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::respond::{Outcome, Transport};
-use crate::server::{Served, forward};
+use crate::server::{CachedServed, Served, forward};
 
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 32;
@@ -63,6 +63,7 @@ fn worker(
     tracker: &TaskTracker,
 ) {
     let mut batch = sys::Batch::new(BATCH);
+    let mut view = CachedServed::new(served);
     while !cancel.is_cancelled() {
         let n = match batch.recv(socket) {
             Ok(n) => n,
@@ -92,7 +93,7 @@ fn worker(
                 served.metrics.dropped(Transport::Udp);
                 continue;
             }
-            let (outcome, forwarder) = served.answer(packet, peer, Transport::Udp, out);
+            let (outcome, forwarder) = view.answer(packet, peer, Transport::Udp, out);
             match (outcome, forwarder) {
                 (Outcome::Dropped, _) => served.metrics.dropped(Transport::Udp),
                 (Outcome::Forward(zone), Some(forwarder)) => {
@@ -123,10 +124,12 @@ fn worker(
         if let Err(e) = batch.send_ready(socket) {
             tracing::debug!(error = %e, "udp send failed");
         }
+        // One clock reading for the batch: its answers were handed to the kernel together.
+        let elapsed = started.elapsed();
         for j in 0..batch.ready_len() {
             let (i, outcome, peer) = batch.ready_at(j);
             let (packet, out) = batch.answered(i);
-            served.done(Transport::Udp, peer, packet, outcome, out, started);
+            served.done_after(Transport::Udp, peer, packet, outcome, out, elapsed);
         }
     }
 }
@@ -150,64 +153,73 @@ mod sys {
         lens: Vec<usize>,
         truncated: Vec<bool>,
         names: Vec<libc::sockaddr_storage>,
-        name_lens: Vec<libc::socklen_t>,
         outs: Vec<Vec<u8>>,
         /// Slots whose answer goes out with the next `send_ready`, with their senders.
         ready: Vec<(usize, Outcome, SocketAddr)>,
-        iov: Vec<libc::iovec>,
-        hdrs: Vec<libc::mmsghdr>,
+        /// Datagrams the last `recv` returned (their headers need resetting).
+        received: usize,
+        /// Receive headers, pointing into `bufs` and `names` once and for all (the vectors are
+        /// never resized, so their heap buffers never move).
+        recv_iov: Vec<libc::iovec>,
+        recv_hdrs: Vec<libc::mmsghdr>,
+        /// Send headers, rebuilt per batch.
+        send_iov: Vec<libc::iovec>,
+        send_hdrs: Vec<libc::mmsghdr>,
     }
 
-    // SAFETY: the raw pointers in `iov` and `hdrs` are scratch space rebuilt before every system
-    // call from buffers the batch owns; nothing reads them between calls.
+    // SAFETY: the raw pointers in the headers point into buffers the batch owns (which move with
+    // it between threads) and are only used by the system calls the batch makes.
     unsafe impl Send for Batch {}
 
     impl Batch {
         pub fn new(count: usize) -> Self {
-            Self {
+            let mut b = Self {
                 bufs: vec![0; count * SLOT],
                 lens: vec![0; count],
                 truncated: vec![false; count],
                 // SAFETY: sockaddr_storage is plain old data; all zeros is a valid value.
                 names: vec![unsafe { zeroed() }; count],
-                name_lens: vec![0; count],
                 outs: (0..count).map(|_| Vec::with_capacity(4096)).collect(),
                 ready: Vec::with_capacity(count),
+                received: count,
                 // SAFETY: iovec and mmsghdr are plain old data (null pointers, zero lengths).
-                iov: vec![unsafe { zeroed() }; count],
-                hdrs: vec![unsafe { zeroed() }; count],
+                recv_iov: vec![unsafe { zeroed() }; count],
+                recv_hdrs: vec![unsafe { zeroed() }; count],
+                send_iov: vec![unsafe { zeroed() }; count],
+                send_hdrs: vec![unsafe { zeroed() }; count],
+            };
+            let base = b.bufs.as_mut_ptr();
+            for i in 0..count {
+                b.recv_iov[i] = libc::iovec {
+                    // SAFETY: i * SLOT + SLOT <= bufs.len(): the slot lies inside `bufs`.
+                    iov_base: unsafe { base.add(i * SLOT) }.cast(),
+                    iov_len: SLOT,
+                };
+                let hdr = &mut b.recv_hdrs[i].msg_hdr;
+                hdr.msg_name = (&raw mut b.names[i]).cast();
+                hdr.msg_iov = &raw mut b.recv_iov[i];
+                hdr.msg_iovlen = 1;
             }
+            b
         }
 
         /// Blocks until at least one datagram is waiting (or the read timeout passes), then
         /// takes every waiting datagram up to the batch size. Returns how many.
         pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
             self.ready.clear();
-            let count = self.lens.len();
-            let base = self.bufs.as_mut_ptr();
-            for i in 0..count {
-                self.iov[i] = libc::iovec {
-                    // SAFETY: i * SLOT + SLOT <= bufs.len(): the slot lies inside `bufs`.
-                    iov_base: unsafe { base.add(i * SLOT) }.cast(),
-                    iov_len: SLOT,
-                };
-                let hdr = &mut self.hdrs[i].msg_hdr;
-                hdr.msg_name = (&raw mut self.names[i]).cast();
-                hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdr.msg_iov = &raw mut self.iov[i];
-                hdr.msg_iovlen = 1;
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
-                hdr.msg_flags = 0;
-                self.hdrs[i].msg_len = 0;
+            // The kernel rewrote the address lengths and flags of what it returned last time.
+            for h in &mut self.recv_hdrs[..self.received] {
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_hdr.msg_flags = 0;
             }
+            self.received = 0;
             // SAFETY: every header points at live buffers of the stated sizes, owned by `self`
             // and not otherwise borrowed during the call.
             let n = unsafe {
                 libc::recvmmsg(
                     socket.as_raw_fd(),
-                    self.hdrs.as_mut_ptr(),
-                    count as libc::c_uint,
+                    self.recv_hdrs.as_mut_ptr(),
+                    self.recv_hdrs.len() as libc::c_uint,
                     libc::MSG_WAITFORONE,
                     std::ptr::null_mut(),
                 )
@@ -216,18 +228,18 @@ mod sys {
                 return Err(io::Error::last_os_error());
             }
             let n = n as usize;
+            self.received = n;
             for i in 0..n {
-                let h = &self.hdrs[i];
+                let h = &self.recv_hdrs[i];
                 self.lens[i] = (h.msg_len as usize).min(SLOT);
                 self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-                self.name_lens[i] = h.msg_hdr.msg_namelen;
             }
             Ok(n)
         }
 
         /// The sender of datagram `i`.
         pub fn peer(&self, i: usize) -> Option<SocketAddr> {
-            to_socket_addr(&self.names[i], self.name_lens[i])
+            to_socket_addr(&self.names[i], self.recv_hdrs[i].msg_hdr.msg_namelen)
         }
 
         /// Datagram `i`, its answer buffer, and whether it was cut to the slot size.
@@ -259,19 +271,15 @@ mod sys {
             let k = self.ready.len();
             for (j, &(i, _, _)) in self.ready.iter().enumerate() {
                 let out = &mut self.outs[i];
-                self.iov[j] = libc::iovec {
+                self.send_iov[j] = libc::iovec {
                     iov_base: out.as_mut_ptr().cast(),
                     iov_len: out.len(),
                 };
-                let hdr = &mut self.hdrs[j].msg_hdr;
+                let hdr = &mut self.send_hdrs[j].msg_hdr;
                 hdr.msg_name = (&raw mut self.names[i]).cast();
-                hdr.msg_namelen = self.name_lens[i];
-                hdr.msg_iov = &raw mut self.iov[j];
+                hdr.msg_namelen = self.recv_hdrs[i].msg_hdr.msg_namelen;
+                hdr.msg_iov = &raw mut self.send_iov[j];
                 hdr.msg_iovlen = 1;
-                hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_controllen = 0;
-                hdr.msg_flags = 0;
-                self.hdrs[j].msg_len = 0;
             }
             let mut sent = 0;
             let mut last_err = None;
@@ -281,7 +289,7 @@ mod sys {
                 let n = unsafe {
                     libc::sendmmsg(
                         socket.as_raw_fd(),
-                        self.hdrs.as_mut_ptr().add(sent),
+                        self.send_hdrs.as_mut_ptr().add(sent),
                         (k - sent) as libc::c_uint,
                         0,
                     )
