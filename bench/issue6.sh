@@ -12,7 +12,7 @@
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}              # seconds per measured dnsperf run
+DURATION=${DURATION:-10}             # seconds per measured dnsperf run
 RATE=${RATE:-50000}
 OUTSTANDING=${OUTSTANDING:-1000}
 CLUSTERS=${CLUSTERS:-3}
