@@ -234,9 +234,9 @@ impl<'a> Writer<'a> {
         // Additional data is optional: what does not fit is left out without TC (RFC 2181 9).
         if set.extra.len() <= self.limit.saturating_sub(self.out.len()) {
             self.out.extend_from_slice(&set.extra);
-            self.ar += set.extra_starts.len().saturating_sub(1) as u16;
+            self.ar += set.extra_len() as u16;
         } else {
-            for i in 0..set.extra_starts.len().saturating_sub(1) {
+            for i in 0..set.extra_len() {
                 let extra = set.extra_record(i);
                 if self.out.len() + extra.len() > self.limit {
                     break;

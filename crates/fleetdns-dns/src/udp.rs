@@ -54,6 +54,29 @@ pub async fn serve_udp_batched(
     Ok(())
 }
 
+/// Runs `f` on a thread of its own at the lowest scheduling priority (nice 19) and returns
+/// its result: compiling a large answer table then takes the CPU time the UDP workers leave,
+/// instead of half of a CPU they need (`serve` compiles every snapshot this way). Under full
+/// load it still progresses (nice 19 is a small share, not none). `None` if the thread could not
+/// be started or panicked.
+pub async fn run_low_priority<T, F>(f: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fleetdns-compile".into())
+        .spawn(move || {
+            if let Err(e) = sys::lower_priority_of_this_thread() {
+                tracing::debug!(error = %e, "cannot lower the compile thread's priority");
+            }
+            let _ = tx.send(f());
+        })
+        .ok()?;
+    rx.await.ok()
+}
+
 /// The receive-answer-send loop of one worker thread.
 fn worker(
     socket: &Arc<UdpSocket>,
@@ -310,6 +333,19 @@ mod sys {
         }
     }
 
+    /// nice 19 for the calling thread (Linux priorities are per thread).
+    pub fn lower_priority_of_this_thread() -> io::Result<()> {
+        // SAFETY: gettid has no preconditions; setpriority takes plain integers.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// One datagram with `MSG_DONTWAIT` (the socket itself blocks): forwarded answers are sent
     /// from async tasks that must not block their runtime thread.
     pub fn send_to_nonblocking(
@@ -484,6 +520,10 @@ mod sys {
         peer: SocketAddr,
     ) -> io::Result<()> {
         socket.send_to(data, peer).map(|_| ())
+    }
+
+    pub fn lower_priority_of_this_thread() -> io::Result<()> {
+        Ok(())
     }
 }
 

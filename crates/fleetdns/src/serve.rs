@@ -238,9 +238,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 let snapshot = snapshots.borrow_and_update().clone();
                 let zones = zones_rx.borrow_and_update().clone();
                 if let Some(snapshot) = snapshot {
-                    // Off the runtime's workers: a 100k-service compile must not stall them.
+                    // Off the runtime's workers and below the UDP workers' priority: a
+                    // 100k-service compile must not stall queries.
                     let (served, ops) = (served.clone(), ops.clone());
-                    let _ = tokio::task::spawn_blocking(move || {
+                    fleetdns_dns::udp::run_low_priority(move || {
                         install(&served, &snapshot, &zones, &ops);
                     })
                     .await;
