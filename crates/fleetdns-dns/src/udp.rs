@@ -21,12 +21,15 @@ use crate::server::{CachedServed, Served, forward};
 pub const BATCH: usize = 32;
 /// Bytes kept of each datagram; a longer one (no real query is) is dropped.
 pub const SLOT: usize = 4096;
-/// How often a blocked receive wakes up to look at the cancellation token.
+/// How often a blocked receive wakes up to look at the cancellation token where it cannot be
+/// woken otherwise (not Linux).
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 const CANCEL_POLL: Duration = Duration::from_millis(200);
 
 /// Serves DNS over UDP on `socket` from a dedicated thread until `cancel` fires. The socket is
-/// switched to blocking mode with a short read timeout; several workers may share one socket
-/// (the kernel wakes one waiter per datagram) or each have their own (`SO_REUSEPORT`).
+/// switched to blocking mode; several workers may share one socket (the kernel wakes one waiter
+/// per datagram) or each have their own (`SO_REUSEPORT`). On Linux a blocked receive arms no
+/// timer: cancellation shuts the socket's reading side down, which wakes every waiter.
 /// Forwarded queries run as tracked tasks on the calling tokio runtime, so a slow upstream never
 /// stalls the thread. Returns when the thread and those tasks have finished.
 pub async fn serve_udp_batched(
@@ -35,12 +38,12 @@ pub async fn serve_udp_batched(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     socket.set_nonblocking(false)?;
-    socket.set_read_timeout(Some(CANCEL_POLL))?;
+    sys::prepare(&socket)?;
     let runtime = tokio::runtime::Handle::current();
     let tracker = TaskTracker::new();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     {
-        let (tracker, cancel) = (tracker.clone(), cancel.clone());
+        let (tracker, cancel, socket) = (tracker.clone(), cancel.clone(), socket.clone());
         std::thread::Builder::new()
             .name("fleetdns-udp".into())
             .spawn(move || {
@@ -48,7 +51,13 @@ pub async fn serve_udp_batched(
                 let _ = done_tx.send(());
             })?;
     }
-    let _ = done_rx.await;
+    tokio::select! {
+        _ = &mut done_rx => {}
+        _ = cancel.cancelled() => {
+            sys::wake_receivers(&socket);
+            let _ = done_rx.await;
+        }
+    }
     tracker.close();
     tracker.wait().await;
     Ok(())
@@ -89,6 +98,8 @@ fn worker(
     let mut view = CachedServed::new(served);
     while !cancel.is_cancelled() {
         let n = match batch.recv(socket) {
+            // Reads shut down (see `wake_receivers`): what came back is no datagram.
+            Ok(_) if cancel.is_cancelled() => break,
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -333,6 +344,21 @@ mod sys {
         }
     }
 
+    /// Blocking receives wait without a timeout: [`wake_receivers`] ends them.
+    pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
+        socket.set_read_timeout(None)
+    }
+
+    /// Shuts the socket's reading side down: every thread blocked in a receive on it returns
+    /// at once (with nothing), and so does every later receive.
+    pub fn wake_receivers(socket: &UdpSocket) {
+        // SAFETY: shutdown takes the descriptor the socket owns and a constant. Linux returns
+        // ENOTCONN for an unconnected UDP socket but still marks it shut and wakes its waiters.
+        unsafe {
+            libc::shutdown(socket.as_raw_fd(), libc::SHUT_RD);
+        }
+    }
+
     /// nice 19 for the calling thread (Linux priorities are per thread).
     pub fn lower_priority_of_this_thread() -> io::Result<()> {
         // SAFETY: gettid has no preconditions; setpriority takes plain integers.
@@ -525,6 +551,13 @@ mod sys {
     pub fn lower_priority_of_this_thread() -> io::Result<()> {
         Ok(())
     }
+
+    /// Receives wake up now and then to look at the cancellation token.
+    pub fn prepare(socket: &UdpSocket) -> io::Result<()> {
+        socket.set_read_timeout(Some(super::CANCEL_POLL))
+    }
+
+    pub fn wake_receivers(_socket: &UdpSocket) {}
 }
 
 #[cfg(test)]
