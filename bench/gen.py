@@ -98,6 +98,70 @@ endpoints:
 """
 
 
+def headless_manifests(name, ns, pods):
+    """A headless Service exported from cluster-0 with one ready endpoint per pod IP,
+    hostnames pod-0, pod-1, ..."""
+    ports = "\n".join(
+        f"  - name: {p}\n    protocol: TCP\n    port: {n}\n    targetPort: {n}" for p, n in PORTS
+    )
+    eports = "\n".join(f"- name: {p}\n  protocol: TCP\n  port: {n}" for p, n in PORTS)
+    eps = "\n".join(
+        f"- addresses: [{ip}]\n  hostname: pod-{e}\n  conditions:\n    ready: true"
+        for e, ip in enumerate(pods)
+    )
+    return f"""---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  type: ClusterIP
+  clusterIP: None
+  ports:
+{ports}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata:
+  name: {name}
+  namespace: {ns}
+  creationTimestamp: "{CREATED}"
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-abcde
+  namespace: {ns}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+{eports}
+endpoints:
+{eps}
+"""
+
+
+def headless_pods(j, endpoints):
+    return [f"10.40.{(j * endpoints + e + 1) >> 8}.{(j * endpoints + e + 1) & 255}" for e in range(endpoints)]
+
+
+def headless_records(owner_fqdn, pod_prefix, pods):
+    """A + SRV records of one headless service exported by one cluster (compile.rs
+    clusterset_headless / cluster_service): pod names <pod>.<pod_prefix>, SRV N x M."""
+    lines = [f"{owner_fqdn}. {TTL} IN A {ip}" for ip in pods]
+    names = [f"pod-{e}.{pod_prefix}" for e in range(len(pods))]
+    lines += [f"{n}. {TTL} IN A {ip}" for n, ip in zip(names, pods)]
+    per_port = max(100 // len(pods), 1)
+    bare = max(100 // (len(pods) * len(PORTS)), 1)
+    for p, port in PORTS:
+        for n in names:
+            lines.append(f"_{p}._tcp.{owner_fqdn}. {TTL} IN SRV 0 {per_port} {port} {n}.")
+            lines.append(f"{owner_fqdn}. {TTL} IN SRV 0 {bare} {port} {n}.")
+    return lines
+
+
 def zone_header(zone, serial, version):
     return (
         f"$ORIGIN {zone}.\n$TTL {TTL}\n"
@@ -127,6 +191,11 @@ def main():
     ap.add_argument("--serial", type=int, default=1)
     ap.add_argument("--listen", default="127.0.0.1:5353")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--headless", type=int, default=0,
+                    help="headless services hl-<j> exported by cluster-0 (issue 6 mixes)")
+    ap.add_argument("--endpoints", type=int, default=10, help="ready endpoints per headless service")
+    ap.add_argument("--mixes", action="store_true",
+                    help="also write queries-{clusterset,headless,nxdomain,types}.txt")
     a = ap.parse_args()
     C, S, N = a.clusters, a.services, a.namespaces
     if not (2 <= C <= 100):
@@ -135,6 +204,11 @@ def main():
         ap.error("--services must be 10..65000")
     if not (1 <= N <= S):
         ap.error("--namespaces must be 1..services")
+    H, E = a.headless, a.endpoints
+    if H * E > 65000 or not (1 <= E <= 100):
+        ap.error("--headless x --endpoints must be at most 65000, --endpoints 1..100")
+    if a.mixes and H < 1:
+        ap.error("--mixes needs --headless")
 
     fleet = os.path.join(a.out, "fleet")
     zones_dir = os.path.join(a.out, "knot", "zones")
@@ -150,6 +224,11 @@ def main():
             with open(os.path.join(d, f"services-{start // 100:04d}.yaml"), "w") as f:
                 for i in range(start, min(S, start + 100)):
                     f.write(manifests(service_names(c, i), f"ns-{i % N}", cluster_ip(c, i), pod_ip(c, i)))
+        if c == 0:
+            for start in range(0, H, 100):
+                with open(os.path.join(d, f"headless-{start // 100:04d}.yaml"), "w") as f:
+                    for j in range(start, min(H, start + 100)):
+                        f.write(headless_manifests(f"hl-{j}", f"ns-{j % N}", headless_pods(j, E)))
     with open(os.path.join(fleet, "fleetdns.toml"), "w") as f:
         f.write(
             'cluster_id = "cluster-0"\n\n[dns]\n'
@@ -178,12 +257,19 @@ def main():
         f.write(zone_header("clusterset.local", a.serial, "1.0.0"))
         for owner, ips in clusterset.items():
             f.write("\n".join(service_records(owner, ips)) + "\n")
+        for j in range(H):
+            owner = f"hl-{j}.ns-{j % N}.svc.clusterset.local"
+            f.write("\n".join(headless_records(owner, f"{clusters[0]}.{owner}", headless_pods(j, E))) + "\n")
     for cname in clusters:
         zone = f"{cname}.local"
         with open(os.path.join(zones_dir, f"{zone}.zone"), "w") as f:
             f.write(zone_header(zone, a.serial, "1.1.0"))
             for owner, ips in per_cluster[cname].items():
                 f.write("\n".join(service_records(owner, ips)) + "\n")
+            if cname == clusters[0]:
+                for j in range(H):
+                    owner = f"hl-{j}.ns-{j % N}.svc.{zone}"
+                    f.write("\n".join(headless_records(owner, owner, headless_pods(j, E))) + "\n")
     with open(os.path.join(a.out, "knot", "zones.list"), "w") as f:
         f.write("clusterset.local\n" + "".join(f"{c}.local\n" for c in clusters))
 
@@ -206,6 +292,35 @@ def main():
                 ns = f"ns-{rng.randrange(N)}"
                 zone = "clusterset.local" if rng.random() < 0.5 else f"{rng.choice(clusters)}.local"
                 f.write(f"nosuch-{rng.randrange(10**6)}.{ns}.svc.{zone} A\n")
+
+    # --- issue 6: one query file per mix ---
+    if a.mixes:
+        hl_names = [f"hl-{j}.ns-{j % N}.svc.clusterset.local" for j in range(H)]
+        zones = ["clusterset.local"] + [f"{c}.local" for c in clusters]
+        svc_names = [n for n in cs_names if n.startswith("svc-")]
+        words = ["api", "www", "github", "com", "example", "org", "internal", "corp", "cdn", "auth"]
+        mixes = {
+            # existing ClusterSetIP names, type A
+            "clusterset": lambda: f"{rng.choice(cs_names)} A",
+            # headless names with E ready endpoints, type A (E records per answer)
+            "headless": lambda: f"{rng.choice(hl_names)} A",
+            # ndots:5 search-path junk: a random label under an existing service, or a
+            # short external name under an existing namespace (<name>.<ns>.svc.<zone>)
+            "nxdomain": lambda: (
+                f"x{rng.randrange(10**6)}.{rng.choice(svc_names)} A" if rng.random() < 0.5 else
+                f"{rng.choice(words)}.{rng.choice(words)}{rng.randrange(100)}.ns-{rng.randrange(N)}.svc.{rng.choice(zones)} A"
+            ),
+            # an even mix of A, AAAA (NODATA: the fleet is IPv4-only) and SRV on existing names
+            "types": lambda: rng.choice([
+                lambda: f"{rng.choice(cs_names)} A",
+                lambda: f"{rng.choice(cs_names)} AAAA",
+                lambda: f"_{rng.choice(PORTS)[0]}._tcp.{rng.choice(cs_names)} SRV",
+            ])(),
+        }
+        for mix, line in mixes.items():
+            with open(os.path.join(a.out, f"queries-{mix}.txt"), "w") as f:
+                for _ in range(a.queries):
+                    f.write(line() + "\n")
 
     # --- names compared with dig ---
     checks = [
@@ -233,6 +348,18 @@ def main():
             f"nosuch-2.ns-{2 % N}.svc.{cname}.local A",
         ]
     checks.append(f"svc-{S - 1}.ns-{(S - 1) % N}.svc.{clusters[-1]}.local A")
+    if H:
+        checks += [
+            "hl-0.ns-0.svc.clusterset.local A",
+            f"hl-{H - 1}.ns-{(H - 1) % N}.svc.clusterset.local A",
+            "pod-3.cluster-0.hl-0.ns-0.svc.clusterset.local A",
+            "cluster-0.hl-0.ns-0.svc.clusterset.local A",  # empty non-terminal: NODATA
+            "hl-0.ns-0.svc.cluster-0.local A",
+            "pod-1.hl-0.ns-0.svc.cluster-0.local A",
+            "hl-0.ns-0.svc.clusterset.local AAAA",
+            "x1.svc-1.ns-1.svc.clusterset.local A" if N > 1 else "x1.svc-1.ns-0.svc.clusterset.local A",
+            "api.github0.ns-0.svc.cluster-1.local A",
+        ]
     rng2 = random.Random(a.seed + 1)
     checks += [f"{n} A" for n in rng2.sample(cs_names, 10)]
     checks += [f"{n} A" for n in rng2.sample(pc_names, 10)]

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod respond;
 pub mod server;
 pub mod table;
+pub mod udp;
 pub mod wire;
 
 pub use compile::compile;
@@ -21,3 +22,4 @@ pub use metrics::Metrics;
 pub use respond::{Outcome, Transport, respond};
 pub use server::{Served, TcpOptions, serve_tcp, serve_udp};
 pub use table::{AnswerTable, TableStats};
+pub use udp::serve_udp_batched;

@@ -140,7 +140,7 @@ pub fn respond_with(
                 node.rrsets.iter().find(|r| r.rtype == query.qtype)
             };
             match set {
-                Some(set) if !set.records.is_empty() => {
+                Some(set) if !set.is_empty() => {
                     let tc = w.answer(set, table.next_rotation());
                     w.finish(rcode::NOERROR as u16, true, tc);
                     Outcome::Answer
@@ -205,38 +205,45 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// One record owned by the question name.
-    fn push_owned(&mut self, rec: &[u8]) -> bool {
-        if self.out.len() + 2 + rec.len() > self.limit {
-            return false;
-        }
-        self.out.extend_from_slice(&[0xc0, HEADER_LEN as u8]);
-        self.out.extend_from_slice(rec);
-        true
-    }
-
     /// The answer section; returns whether it had to be cut (TC).
     fn answer(&mut self, set: &RrSet, rotation: usize) -> bool {
-        let n = set.records.len();
+        let n = set.len();
         let (start, count) = match set.selection {
             Selection::Fixed => (0, n),
             Selection::Rotate => (rotation % n, n),
             Selection::One => (rotation % n, 1),
         };
-        for i in 0..count {
-            if !self.push_owned(&set.records[(start + i) % n]) {
-                self.truncated = true;
-                return true;
+        let room = self.limit.saturating_sub(self.out.len());
+        let cut = set.starts[start] as usize;
+        if count == n && set.wire.len() <= room {
+            // The whole set fits: one copy, or two when it starts in the middle.
+            self.out.extend_from_slice(&set.wire[cut..]);
+            self.out.extend_from_slice(&set.wire[..cut]);
+            self.an = n as u16;
+        } else {
+            for i in 0..count {
+                let rec = set.record((start + i) % n);
+                if self.out.len() + rec.len() > self.limit {
+                    self.truncated = true;
+                    return true;
+                }
+                self.out.extend_from_slice(rec);
+                self.an += 1;
             }
-            self.an += 1;
         }
         // Additional data is optional: what does not fit is left out without TC (RFC 2181 9).
-        for extra in &set.additional {
-            if self.out.len() + extra.len() > self.limit {
-                break;
+        if set.extra.len() <= self.limit.saturating_sub(self.out.len()) {
+            self.out.extend_from_slice(&set.extra);
+            self.ar += set.extra_len() as u16;
+        } else {
+            for i in 0..set.extra_len() {
+                let extra = set.extra_record(i);
+                if self.out.len() + extra.len() > self.limit {
+                    break;
+                }
+                self.out.extend_from_slice(extra);
+                self.ar += 1;
             }
-            self.out.extend_from_slice(extra);
-            self.ar += 1;
         }
         false
     }
@@ -422,6 +429,42 @@ mod tests {
             ),
             Outcome::ServFail
         );
+    }
+
+    #[test]
+    fn rotated_sets_are_copied_whole_starting_one_further_each_time() {
+        let mut b = TableBuilder::default();
+        let soa = SoaParams {
+            mname: encode_name("ns.dns.z").unwrap(),
+            rname: encode_name("hostmaster.z").unwrap(),
+            serial: 1,
+            refresh: 1,
+            retry: 1,
+            expire: 1,
+            minimum: 5,
+        };
+        let zone = b.add_zone(&encode_name("z").unwrap(), &soa).unwrap();
+        let owner = encode_name("r.z").unwrap();
+        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            b.add_ip(zone, &owner, ip.parse().unwrap(), 5, Selection::Rotate);
+        }
+        let t = b.build(1);
+        let last_octets = |out: &[u8]| -> Vec<u8> {
+            // Each answer record: pointer (2), type, class, TTL, RDLENGTH (10), 4 bytes.
+            let start = HEADER_LEN + owner.len() + 4;
+            (0..3).map(|i| out[start + i * 16 + 15]).collect()
+        };
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            assert_eq!(
+                respond(Some(&t), &query("r.z"), Transport::Udp, &mut out),
+                Outcome::Answer
+            );
+            assert_eq!(&out[6..8], &[0, 3], "three answers");
+            seen.push(last_octets(&out));
+        }
+        assert_eq!(seen, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl Served {
     }
 
     /// Counts an answered message and, when the query log is on, logs it.
-    fn done(
+    pub(crate) fn done(
         &self,
         transport: Transport,
         peer: SocketAddr,
@@ -54,7 +54,26 @@ impl Served {
         response: &[u8],
         started: Instant,
     ) {
-        let elapsed = started.elapsed();
+        self.done_after(
+            transport,
+            peer,
+            request,
+            outcome,
+            response,
+            started.elapsed(),
+        );
+    }
+
+    /// [`Served::done`] with the time taken already measured (once for a batch of answers).
+    pub(crate) fn done_after(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        request: &[u8],
+        outcome: Outcome,
+        response: &[u8],
+        elapsed: Duration,
+    ) {
         self.metrics
             .record(transport, request, outcome, response, elapsed);
         if self.query_log.load(std::sync::atomic::Ordering::Relaxed) {
@@ -78,7 +97,7 @@ impl Served {
     }
 
     /// Answers `packet` from `peer` locally, or says which forward zone takes it.
-    fn answer(
+    pub(crate) fn answer(
         &self,
         packet: &[u8],
         peer: SocketAddr,
@@ -89,25 +108,86 @@ impl Served {
         // cloned only for a query that is forwarded.
         let table = self.table.load();
         let forwarder = self.forwarder.load();
-        let allowed = forwarder.is_some() && acl::allowed(&self.allow.load(), peer.ip());
-        let outcome = respond_with(
+        answer_from(
             table.as_deref(),
-            forwarder.as_deref(),
-            allowed,
+            forwarder.as_ref(),
+            &self.allow,
             packet,
+            peer,
             transport,
             out,
-        );
-        let forwarder = match outcome {
-            Outcome::Forward(_) => forwarder.as_ref().map(Arc::clone),
-            _ => None,
-        };
-        (outcome, forwarder)
+        )
     }
 }
 
+/// One worker's view of [`Served`]: the table, forwarder and allow-list are re-read only after
+/// one was swapped (a pointer comparison each per query, instead of an arc-swap load). The
+/// previous table is released at the worker's first query after a swap.
+pub(crate) struct CachedServed<'a> {
+    table: arc_swap::Cache<&'a ArcSwapOption<crate::AnswerTable>, Option<Arc<crate::AnswerTable>>>,
+    forwarder: arc_swap::Cache<&'a ArcSwapOption<Forwarder>, Option<Arc<Forwarder>>>,
+    allow: &'a ArcSwap<Vec<Cidr>>,
+}
+
+impl<'a> CachedServed<'a> {
+    pub(crate) fn new(served: &'a Served) -> Self {
+        Self {
+            table: arc_swap::Cache::new(&served.table),
+            forwarder: arc_swap::Cache::new(&served.forwarder),
+            allow: &served.allow,
+        }
+    }
+
+    /// [`Served::answer`] through the cache.
+    pub(crate) fn answer(
+        &mut self,
+        packet: &[u8],
+        peer: SocketAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> (Outcome, Option<Arc<Forwarder>>) {
+        let table = self.table.load();
+        let forwarder = self.forwarder.load();
+        answer_from(
+            table.as_deref(),
+            forwarder.as_ref(),
+            self.allow,
+            packet,
+            peer,
+            transport,
+            out,
+        )
+    }
+}
+
+fn answer_from(
+    table: Option<&crate::AnswerTable>,
+    forwarder: Option<&Arc<Forwarder>>,
+    allow: &ArcSwap<Vec<Cidr>>,
+    packet: &[u8],
+    peer: SocketAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> (Outcome, Option<Arc<Forwarder>>) {
+    // The allow-list is read only when forward zones exist.
+    let allowed = forwarder.is_some() && acl::allowed(&allow.load(), peer.ip());
+    let outcome = respond_with(
+        table,
+        forwarder.map(|f| &**f),
+        allowed,
+        packet,
+        transport,
+        out,
+    );
+    let forwarder = match outcome {
+        Outcome::Forward(_) => forwarder.map(Arc::clone),
+        _ => None,
+    };
+    (outcome, forwarder)
+}
+
 /// Forwards `packet` to forward zone `zone` and writes the answer into `out`.
-async fn forward(
+pub(crate) async fn forward(
     forwarder: &Arc<Forwarder>,
     zone: usize,
     packet: &[u8],
@@ -197,8 +277,10 @@ impl Default for TcpOptions {
     }
 }
 
-/// Serves DNS over TCP until `cancel` fires, then waits for connections to finish the message
-/// they are answering.
+/// Serves DNS over TCP until `cancel` fires, then waits for connections to finish the messages
+/// they are answering. Queries on one connection may be pipelined (RFC 7766 6.2.1.1): each is
+/// answered as soon as its answer is ready, so a forwarded query waiting on its upstream never
+/// holds back the authoritative answers behind it.
 pub async fn serve_tcp(
     listener: TcpListener,
     served: Arc<Served>,
@@ -208,7 +290,7 @@ pub async fn serve_tcp(
     let max = options.max_connections;
     accept_loop(listener, max, cancel.clone(), "dns", move |stream, peer| {
         let (served, cancel) = (served.clone(), cancel.clone());
-        async move { connection(stream, peer, &served, options, cancel).await }
+        async move { connection(stream, peer, served, options, cancel).await }
     })
     .await;
 }
@@ -258,60 +340,126 @@ pub async fn accept_loop<F, Fut>(
     tracker.wait().await;
 }
 
+/// Forwarded queries of one TCP connection waiting on upstreams at once; the next query is read
+/// when one of them finishes.
+const MAX_FORWARDS_PER_CONNECTION: usize = 16;
+
+/// Whether `buf` starts with a whole length-prefixed message.
+fn message_buffered(buf: &[u8]) -> bool {
+    buf.len() >= 2 && buf.len() >= 2 + usize::from(u16::from_be_bytes([buf[0], buf[1]]))
+}
+
+/// Writes `data` on the shared write half; a client that never reads must not hold its
+/// connection slot forever.
+async fn write_framed(
+    writer: &tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
+    data: &[u8],
+    limit: Duration,
+) -> std::io::Result<()> {
+    tokio::time::timeout(limit, async { writer.lock().await.write_all(data).await })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client does not read",
+            ))
+        })
+}
+
+/// One TCP connection. Authoritative answers are written at once, or, while more queries are
+/// already buffered, gathered and written together; forwarded queries run in tasks of their
+/// own that write their answers when they have them. Shutdown and idleness end the connection
+/// between messages; answers in flight are always finished (the drain is bounded by the caller).
 async fn connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    served: &Served,
+    served: Arc<Served>,
     options: TcpOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::with_capacity(16 * 1024, reader);
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let mut forwards: tokio::task::JoinSet<std::io::Result<()>> = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 65_535];
     let mut out = Vec::with_capacity(4096);
-    loop {
-        // Wait for the next message; shutdown and idleness end the connection here, between
-        // messages, never in the middle of an answer.
+    // Framed authoritative answers not written yet.
+    let mut pending: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let idle = options.idle_timeout;
+    let result = loop {
+        if !pending.is_empty() && (pending.len() >= 64 * 1024 || !message_buffered(reader.buffer()))
+        {
+            if let Err(e) = write_framed(&writer, &pending, idle).await {
+                break Err(e);
+            }
+            pending.clear();
+        }
+        while let Some(done) = forwards.try_join_next() {
+            if let Ok(Err(e)) = done {
+                tracing::debug!(peer = %peer, error = %e, "tcp answer not sent");
+            }
+        }
+        if forwards.len() >= MAX_FORWARDS_PER_CONNECTION {
+            forwards.join_next().await;
+        }
         let len = tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
-            r = tokio::time::timeout(options.idle_timeout, stream.read_u16()) => match r {
-                Err(_) => return Ok(()),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(r) => r? as usize,
+            _ = cancel.cancelled() => break Ok(()),
+            r = tokio::time::timeout(idle, reader.read_u16()) => match r {
+                Err(_) => break Ok(()),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+                Ok(Err(e)) => break Err(e),
+                Ok(Ok(len)) => len as usize,
             },
         };
         let body = &mut buf[..len];
-        tokio::time::timeout(options.idle_timeout, stream.read_exact(body))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "message body timed out")
-            })??;
+        match tokio::time::timeout(idle, reader.read_exact(body)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => {
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "message body timed out",
+                ));
+            }
+        }
         let started = Instant::now();
         let (outcome, forwarder) = served.answer(body, peer, Transport::Tcp, &mut out);
         match (outcome, forwarder) {
             (Outcome::Dropped, _) => {
                 served.metrics.dropped(Transport::Tcp);
                 tracing::debug!(peer = %peer, "tcp message is not a query, closing");
-                return Ok(());
+                break Ok(());
             }
             (Outcome::Forward(zone), Some(forwarder)) => {
-                forward(&forwarder, zone, body, Transport::Tcp, &mut out).await;
+                let (packet, served, writer) = (body.to_vec(), served.clone(), writer.clone());
+                forwards.spawn(async move {
+                    let mut out = Vec::new();
+                    forward(&forwarder, zone, &packet, Transport::Tcp, &mut out).await;
+                    let mut framed = Vec::with_capacity(out.len() + 2);
+                    framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                    framed.extend_from_slice(&out);
+                    let sent = write_framed(&writer, &framed, idle).await;
+                    served.done(Transport::Tcp, peer, &packet, outcome, &out, started);
+                    sent
+                });
+                continue;
             }
             _ => {}
         }
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&out);
-        // A client that never reads must not hold its connection slot forever. No shutdown arm
-        // here: an answer in flight is always finished (the drain is bounded by the caller).
-        let sent = tokio::time::timeout(options.idle_timeout, stream.write_all(&framed))
-            .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "client does not read",
-                ))
-            });
+        pending.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        pending.extend_from_slice(&out);
         served.done(Transport::Tcp, peer, body, outcome, &out, started);
-        sent?;
+    };
+    let flushed = if pending.is_empty() || result.is_err() {
+        Ok(())
+    } else {
+        write_framed(&writer, &pending, idle).await
+    };
+    while let Some(done) = forwards.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::debug!(peer = %peer, error = %e, "tcp answer not sent");
+        }
     }
+    result.and(flushed)
 }

@@ -26,11 +26,79 @@ pub enum Selection {
 pub struct RrSet {
     pub rtype: u16,
     pub selection: Selection,
-    /// Each record without its owner (the owner is always the question name, written as a
-    /// pointer to offset 12): type, class, TTL, RDLENGTH, RDATA.
-    pub records: Vec<Box<[u8]>>,
-    /// Whole records for the additional section (owners compressed against the question).
-    pub additional: Vec<Box<[u8]>>,
+    /// Every record preceded by its owner, which is always the question name, written as a
+    /// pointer to offset 12; then type, class, TTL, RDLENGTH, RDATA. Back to back: an answer
+    /// that fits is one copy (two when rotated).
+    pub wire: Vec<u8>,
+    /// Where each record starts in `wire`.
+    pub starts: Vec<u32>,
+    /// Whole records for the additional section (owners compressed against the question),
+    /// back to back.
+    pub extra: Vec<u8>,
+    /// Where each additional record starts in `extra`.
+    pub extra_starts: Vec<u32>,
+}
+
+/// The owner of every answer record: a pointer to the question name.
+const OWNER: [u8; 2] = [0xc0, 12];
+
+/// Part `i` of `bytes` cut at `starts`.
+fn part<'a>(bytes: &'a [u8], starts: &[u32], i: usize) -> &'a [u8] {
+    let end = starts.get(i + 1).map_or(bytes.len(), |&e| e as usize);
+    &bytes[starts[i] as usize..end]
+}
+
+impl RrSet {
+    /// Records in the set.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Record `i` with its owner pointer.
+    pub fn record(&self, i: usize) -> &[u8] {
+        part(&self.wire, &self.starts, i)
+    }
+
+    /// Additional records in the set.
+    pub fn extra_len(&self) -> usize {
+        self.extra_starts.len()
+    }
+
+    /// Additional record `i`.
+    pub fn extra_record(&self, i: usize) -> &[u8] {
+        part(&self.extra, &self.extra_starts, i)
+    }
+
+    /// Appends a record (given without its owner) unless the set holds it already.
+    fn push(&mut self, rec: &[u8]) -> bool {
+        if (0..self.len()).any(|i| &self.record(i)[OWNER.len()..] == rec) {
+            return false;
+        }
+        self.starts.push(self.wire.len() as u32);
+        self.wire.extend_from_slice(&OWNER);
+        self.wire.extend_from_slice(rec);
+        true
+    }
+
+    /// Appends an additional record unless the set holds it already.
+    fn push_extra(&mut self, rec: &[u8]) {
+        if (0..self.extra_len()).any(|i| self.extra_record(i) == rec) {
+            return;
+        }
+        self.extra_starts.push(self.extra.len() as u32);
+        self.extra.extend_from_slice(rec);
+    }
+
+    fn shrink(&mut self) {
+        self.wire.shrink_to_fit();
+        self.starts.shrink_to_fit();
+        self.extra.shrink_to_fit();
+        self.extra_starts.shrink_to_fit();
+    }
 }
 
 /// A name in a served zone. An empty `rrsets` is an empty non-terminal: NODATA, never NXDOMAIN.
@@ -118,7 +186,7 @@ impl AnswerTable {
                 .nodes
                 .values()
                 .flat_map(|n| n.rrsets.iter())
-                .map(|r| r.records.len())
+                .map(RrSet::len)
                 .sum(),
         }
     }
@@ -169,7 +237,7 @@ impl TableBuilder {
         self.zones.push(Zone {
             requests: None,
             apex: apex.into(),
-            soa: record(rtype::SOA, soa_ttl, &rdata),
+            soa: record(rtype::SOA, soa_ttl, &rdata).into(),
         });
         self.zone_index.insert(apex.into(), zone);
         // A node under another zone's apex moves to the new, deeper zone.
@@ -220,8 +288,10 @@ impl TableBuilder {
                 node.rrsets.push(RrSet {
                     rtype,
                     selection,
-                    records: Vec::new(),
-                    additional: Vec::new(),
+                    wire: Vec::new(),
+                    starts: Vec::new(),
+                    extra: Vec::new(),
+                    extra_starts: Vec::new(),
                 });
                 node.rrsets.len() - 1
             }
@@ -240,10 +310,7 @@ impl TableBuilder {
         selection: Selection,
     ) {
         let rec = record(rtype, ttl, rdata);
-        let set = self.rrset(zone, owner, rtype, selection);
-        if !set.records.contains(&rec) {
-            set.records.push(rec);
-        }
+        self.rrset(zone, owner, rtype, selection).push(&rec);
     }
 
     /// Adds an A or AAAA record.
@@ -272,7 +339,7 @@ impl TableBuilder {
         rdata.extend_from_slice(&weight.to_be_bytes());
         rdata.extend_from_slice(&port.to_be_bytes());
         write_name_against(&mut rdata, target, owner, crate::wire::HEADER_LEN);
-        let mut extra: Vec<Box<[u8]>> = Vec::new();
+        let mut extra: Vec<Vec<u8>> = Vec::new();
         for ip in target_ips {
             let mut rr = Vec::with_capacity(target.len() + 26);
             write_name_against(&mut rr, target, owner, crate::wire::HEADER_LEN);
@@ -281,16 +348,13 @@ impl TableBuilder {
                 IpAddr::V6(v6) => (rtype::AAAA, v6.octets().to_vec()),
             };
             rr.extend_from_slice(&record(t, ttl, &data));
-            extra.push(rr.into());
+            extra.push(rr);
         }
         let set = self.rrset(zone, owner, rtype::SRV, Selection::Fixed);
         let rec = record(rtype::SRV, ttl, &rdata);
-        if !set.records.contains(&rec) {
-            set.records.push(rec);
-            for e in extra {
-                if !set.additional.contains(&e) {
-                    set.additional.push(e);
-                }
+        if set.push(&rec) {
+            for e in &extra {
+                set.push_extra(e);
             }
         }
     }
@@ -304,7 +368,12 @@ impl TableBuilder {
         self.add(zone, owner, rtype::TXT, ttl, &rdata, Selection::Fixed);
     }
 
-    pub fn build(self, version: u64) -> AnswerTable {
+    pub fn build(mut self, version: u64) -> AnswerTable {
+        for node in self.nodes.values_mut() {
+            for set in &mut node.rrsets {
+                set.shrink();
+            }
+        }
         AnswerTable {
             nodes: self.nodes,
             zones: self.zones,
@@ -316,12 +385,12 @@ impl TableBuilder {
 }
 
 /// type, class IN, TTL, RDLENGTH, RDATA.
-fn record(rtype: u16, ttl: u32, rdata: &[u8]) -> Box<[u8]> {
+fn record(rtype: u16, ttl: u32, rdata: &[u8]) -> Vec<u8> {
     let mut r = Vec::with_capacity(10 + rdata.len());
     r.extend_from_slice(&rtype.to_be_bytes());
     r.extend_from_slice(&CLASS_IN.to_be_bytes());
     r.extend_from_slice(&ttl.to_be_bytes());
     r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
     r.extend_from_slice(rdata);
-    r.into()
+    r
 }

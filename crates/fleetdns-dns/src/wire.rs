@@ -139,6 +139,8 @@ pub fn parse_query<'a>(
 }
 
 /// Reads an uncompressed name at `start`, writing it lower-cased into `lower`. Returns its length.
+/// The labels are walked first (lengths only), then the whole name is copied and lower-cased in
+/// one pass: length bytes are at most 63, below `A`, so lower-casing leaves them alone.
 fn read_question_name(packet: &[u8], start: usize, lower: &mut [u8; MAX_NAME]) -> Option<usize> {
     let mut pos = start;
     loop {
@@ -150,16 +152,18 @@ fn read_question_name(packet: &[u8], start: usize, lower: &mut [u8; MAX_NAME]) -
         if end - start > MAX_NAME || end > packet.len() {
             return None;
         }
-        let out = &mut lower[pos - start..end - start];
-        out[0] = len as u8;
-        for (o, i) in out[1..].iter_mut().zip(&packet[pos + 1..end]) {
-            *o = i.to_ascii_lowercase();
-        }
         pos = end;
         if len == 0 {
-            return Some(pos - start);
+            break;
         }
     }
+    let name_len = pos - start;
+    let out = &mut lower[..name_len];
+    out.copy_from_slice(&packet[start..pos]);
+    for b in out.iter_mut() {
+        *b |= u8::from(b.wrapping_sub(b'A') < 26) << 5;
+    }
+    Some(name_len)
 }
 
 /// Skips a resource record. Returns (next offset, type, owner is root, class, ttl).

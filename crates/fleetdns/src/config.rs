@@ -77,7 +77,8 @@ pub struct OpsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     pub listen: SocketAddr,
-    /// UDP receive loops sharing the socket.
+    /// UDP worker threads (sharing the socket, or one socket each with `reuse_port`); by
+    /// default one per CPU the process may run on (more than that only adds wake-ups).
     pub udp_workers: usize,
     /// One UDP socket per worker with SO_REUSEPORT, instead of one socket shared by all.
     pub reuse_port: bool,
@@ -95,7 +96,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
-            udp_workers: 2,
+            udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
             reuse_port: false,
             udp_buffer_bytes: 8 << 20,
             tcp_idle_timeout_ms: 10_000,

@@ -137,11 +137,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // kernel spreads queries over them by source address and port).
     let first = bind_udp(addr, config.dns.udp_buffer_bytes, config.dns.reuse_port)?;
     let bound = first.local_addr()?; // the real port when `listen` asks for port 0
-    let mut udp = vec![Arc::new(tokio::net::UdpSocket::from_std(first)?)];
+    let mut udp = vec![Arc::new(first)];
     if config.dns.reuse_port {
         for _ in 1..config.dns.udp_workers {
-            let more = bind_udp(bound, config.dns.udp_buffer_bytes, true)?;
-            udp.push(Arc::new(tokio::net::UdpSocket::from_std(more)?));
+            udp.push(Arc::new(bind_udp(
+                bound,
+                config.dns.udp_buffer_bytes,
+                true,
+            )?));
         }
     }
     let tcp = tokio::net::TcpListener::from_std(bind_tcp(bound)?)?; // same port as UDP, even for port 0
@@ -175,11 +178,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Listeners first: until the first snapshot, authoritative zones answer SERVFAIL.
     for worker in 0..config.dns.udp_workers {
         let socket = udp[worker % udp.len()].clone();
-        tasks.spawn(fleetdns_dns::serve_udp(
-            socket,
-            served.clone(),
-            cancel.clone(),
-        ));
+        let (served, cancel) = (served.clone(), cancel.clone());
+        tasks.spawn(async move {
+            // Its own thread per worker, blocking in recvmmsg (fleetdns_dns::udp).
+            if let Err(e) = fleetdns_dns::serve_udp_batched(socket, served, cancel).await {
+                tracing::error!(error = %e, "cannot start a UDP worker");
+            }
+        });
     }
     let tcp_options = TcpOptions {
         idle_timeout: Duration::from_millis(config.dns.tcp_idle_timeout_ms),
@@ -235,7 +240,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 let snapshot = snapshots.borrow_and_update().clone();
                 let zones = zones_rx.borrow_and_update().clone();
                 if let Some(snapshot) = snapshot {
-                    install(&served, &snapshot, &zones, &ops);
+                    // Off the runtime's workers and below the UDP workers' priority: a
+                    // 100k-service compile must not stall queries.
+                    let (served, ops) = (served.clone(), ops.clone());
+                    fleetdns_dns::udp::run_low_priority(move || {
+                        install(&served, &snapshot, &zones, &ops);
+                    })
+                    .await;
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,

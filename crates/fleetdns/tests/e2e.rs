@@ -910,6 +910,59 @@ fn sigterm_drains_an_in_flight_tcp_query() {
     assert!(s.log_text().contains("shutting down"));
 }
 
+/// RFC 7766 6.2.1.1: queries pipelined on one TCP connection are answered as they are ready.
+/// A forwarded query whose upstream takes a second is sent first; the authoritative queries
+/// behind it are answered before it, and its answer still arrives on the same connection.
+#[test]
+fn tcp_pipelined_queries_are_answered_as_they_are_ready() {
+    use std::io::{Read, Write};
+    let upstream = slow_upstream(Duration::from_secs(1));
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[[forward]]\nzone = \"slow.test\"\nupstreams = [\"{upstream}\"]\ntimeout_ms = 4000\nprefer_udp = true\n"),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    let mut tcp = std::net::TcpStream::connect(s.addr()).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    let query = |id: u16, name: &[u8]| {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.extend_from_slice(name);
+        q.extend_from_slice(&[0, 16, 0, 1]); // TXT IN
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        framed
+    };
+    // One write: the slow forwarded query first, then two authoritative ones.
+    let mut burst = query(0x0f0f, b"\x03www\x04slow\x04test\x00");
+    burst.extend(query(0x0a01, b"\x0bdns-version\x0aclusterset\x05local\x00"));
+    burst.extend(query(0x0a02, b"\x0bdns-version\x0aclusterset\x05local\x00"));
+    tcp.write_all(&burst).unwrap();
+    let mut read_answer = || {
+        let mut len = [0u8; 2];
+        tcp.read_exact(&mut len).expect("an answer");
+        let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+        tcp.read_exact(&mut resp).unwrap();
+        resp
+    };
+    let ids: Vec<u16> = (0..3)
+        .map(|_| {
+            let r = read_answer();
+            u16::from_be_bytes([r[0], r[1]])
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        vec![0x0a01, 0x0a02, 0x0f0f],
+        "authoritative answers first, in order; the forwarded one when its upstream answers"
+    );
+}
+
 #[test]
 fn json_logs_and_the_query_log() {
     let dir = tempfile::tempdir().unwrap();
