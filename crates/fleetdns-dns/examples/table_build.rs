@@ -92,6 +92,7 @@ fn main() {
     let mut snapshot = FleetSnapshot {
         version: 1,
         clusters: BTreeMap::new(),
+        vips: BTreeMap::new(),
     };
     for c in 0..clusters {
         let id = ClusterId::new(&format!("cluster-{c}")).unwrap();
