@@ -1077,6 +1077,16 @@ fn a_reload_that_swaps_sources_keeps_a_cluster_whose_manifest_is_broken() {
     );
 }
 
+/// A runtime for the fake API servers these tests stand up (the binary under test talks to
+/// them over loopback).
+fn fake_api_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The issue 4 "done when": one `fleetdns serve` with two kubernetes sources (fake API servers,
 /// one serving ServiceExports as v1alpha1 and one as v1beta1, the first naming itself by its
 /// ClusterProperty) answers `clusterset.local` for both, writes ServiceExport conditions and
@@ -1086,11 +1096,7 @@ fn two_kubernetes_sources_become_clusterset_answers_with_status_and_imports() {
     use fleetdns_k8s::fake::FakeApiServer;
     use serde_json::json;
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = fake_api_runtime();
     let (a, b) = rt.block_on(async {
         (
             FakeApiServer::start().await.unwrap(),
@@ -1222,11 +1228,7 @@ kubeconfig = "b.kubeconfig"
 #[test]
 fn a_kubernetes_source_without_a_cluster_id_refuses_to_start() {
     use fleetdns_k8s::fake::FakeApiServer;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = fake_api_runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
     api.serve_group("about.k8s.io", &["v1alpha1"]);
     let dir = tempfile::tempdir().unwrap();
@@ -1273,11 +1275,7 @@ fn a_kubernetes_source_without_a_cluster_id_refuses_to_start() {
 fn the_agent_publishes_its_cluster_and_writes_back() {
     use fleetdns_k8s::fake::FakeApiServer;
     use serde_json::json;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = fake_api_runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
     api.serve_group("multicluster.x-k8s.io", &["v1alpha1"]);
     api.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}));
