@@ -213,12 +213,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         published: Vec::new(),
         tasks: tasks.clone(),
         sources_gen: cancel.child_token(),
+        sources_tasks: TaskTracker::new(),
         checks_gen: cancel.child_token(),
         root: cancel.clone(),
         config,
     };
     let (published, in_cluster) = live
-        .start_sources(&live.config.sources.clone(), live.sources_gen.clone())
+        .start_sources(
+            &live.config.sources.clone(),
+            live.sources_gen.clone(),
+            &live.sources_tasks.clone(),
+        )
         .await?;
     live.in_cluster = in_cluster;
     live.published = published;
@@ -282,7 +287,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     cancel.cancel();
     tasks.close();
-    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
+    live.sources_tasks.close();
+    let sources = live.sources_tasks.clone();
+    if tokio::time::timeout(DRAIN, async { tokio::join!(tasks.wait(), sources.wait()) })
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not stop in time");
     }
     Ok(())
@@ -327,6 +337,9 @@ struct Live {
     tasks: TaskTracker,
     /// Cancels the current sources' tasks.
     sources_gen: CancellationToken,
+    /// The current sources' tasks: a reload waits for the old ones to stop before it
+    /// withdraws clusters, so an old poll in flight cannot publish a withdrawn cluster again.
+    sources_tasks: TaskTracker,
     /// Cancels the current forwarder's health checker.
     checks_gen: CancellationToken,
     /// The server's own token: every generation is a child of it.
@@ -342,6 +355,7 @@ impl Live {
         &self,
         sources: &[Source],
         cancel: CancellationToken,
+        tracker: &TaskTracker,
     ) -> anyhow::Result<(Vec<ClusterId>, Option<ClusterId>)> {
         let registry: Arc<dyn Registry> = self.registry.clone();
         let mut published = Vec::new();
@@ -357,8 +371,7 @@ impl Live {
                     // Every folder found: a cluster whose manifests fail to parse right now keeps
                     // its last good state and must not be withdrawn.
                     published.extend(report.present);
-                    self.tasks
-                        .spawn(files.run(registry.clone(), cancel.clone()));
+                    tracker.spawn(files.run(registry.clone(), cancel.clone()));
                 }
                 Source::Kubernetes { .. } => {
                     let in_pod = kube_credentials(source)? == fleetdns_k8s::Credentials::InCluster;
@@ -384,8 +397,7 @@ impl Live {
         for source in kube_sources {
             synced.push((source.cluster().clone(), source.synced()));
             statuses.push(source.status());
-            self.tasks
-                .spawn(source.run(registry.clone(), cancel.clone()));
+            tracker.spawn(source.run(registry.clone(), cancel.clone()));
         }
         self.ops.set_sources(statuses);
         let waits = synced.iter_mut().map(|(cluster, rx)| async move {
@@ -504,11 +516,20 @@ impl Live {
         }
         if new.sources != old.sources {
             let generation = self.tasks_token();
-            match self.start_sources(&new.sources, generation.clone()).await {
+            let tracker = TaskTracker::new();
+            match self
+                .start_sources(&new.sources, generation.clone(), &tracker)
+                .await
+            {
                 Ok((published, in_cluster)) => {
                     self.in_cluster = in_cluster;
                     self.sources_gen.cancel();
                     self.sources_gen = generation;
+                    let old_tasks = std::mem::replace(&mut self.sources_tasks, tracker);
+                    old_tasks.close();
+                    if tokio::time::timeout(DRAIN, old_tasks.wait()).await.is_err() {
+                        tracing::warn!("the old sources did not stop in time");
+                    }
                     // Only clusters this process published: with a shared registry the
                     // snapshot also holds other processes' clusters.
                     let before = std::mem::replace(&mut self.published, published.clone());
@@ -519,6 +540,7 @@ impl Live {
                 }
                 Err(e) => {
                     generation.cancel();
+                    tracker.close();
                     tracing::error!(error = %format!("{e:#}"), "new sources failed to load; keeping the running sources");
                     // Remembered as still running, so the next reload tries the new ones again.
                     new.sources = self.config.sources.clone();
