@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the build and the tests need from Debian: protoc and the
 # protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
-# etcd (the etcd registry's tests and the fleet demo).
+# etcd (the etcd registry's tests and the fleet demo). `--build`: only what the build needs.
 set -euo pipefail
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
-command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
-command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
-command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+if [ "${1:-}" != "--build" ]; then
+  command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
+  command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
+  command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2
   sudo_cmd=()
