@@ -162,7 +162,7 @@ struct Zone {
 }
 
 /// One forward zone and the health of its upstreams, as the debug API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct ForwardZoneView {
     pub zone: String,
     pub policy: UpstreamPolicy,
@@ -174,7 +174,7 @@ pub struct ForwardZoneView {
 }
 
 /// One upstream's health.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct UpstreamView {
     pub addr: SocketAddr,
     pub healthy: bool,

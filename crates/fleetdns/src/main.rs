@@ -3,9 +3,11 @@
 mod agent;
 mod backend;
 mod config;
+mod debug_api;
 mod files;
 mod ops;
 mod serve;
+mod status_page;
 mod stub_domains;
 
 use std::net::SocketAddr;
