@@ -102,7 +102,7 @@ pub struct ServerView {
     pub now: String,
 }
 
-fn server_view(debug: &DebugState) -> ServerView {
+pub(crate) fn server_view(debug: &DebugState) -> ServerView {
     ServerView {
         nsid: debug.identity.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -116,7 +116,7 @@ pub fn query(
     served: Option<&Served>,
     name: &str,
     qtype: &str,
-) -> Result<serde_json::Value, explain::ExplainError> {
+) -> Result<String, explain::ExplainError> {
     let qtype = explain::parse_qtype(qtype)?;
     let current = debug.current();
     let empty = BTreeMap::new();
@@ -132,15 +132,26 @@ pub fn query(
         forwarder: forwarder.as_deref(),
         history: &history,
     };
-    let x: Explanation = explain::explain(&inputs, name, qtype)?;
-    let mut value = serde_json::to_value(&x).unwrap_or_default();
-    if let serde_json::Value::Object(map) = &mut value {
-        map.insert(
-            "server".into(),
-            serde_json::to_value(server_view(debug)).unwrap_or_default(),
-        );
+    let explanation: Explanation = explain::explain(&inputs, name, qtype)?;
+    Ok(query_json(server_view(debug), &explanation))
+}
+
+/// `{"server": ..., <explanation fields>}` as pretty JSON, fields in their declared order:
+/// what `/debug/query` returns and `query --json` prints.
+pub fn query_json(server: ServerView, explanation: &Explanation) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        server: ServerView,
+        #[serde(flatten)]
+        explanation: &'a Explanation,
     }
-    Ok(value)
+    let mut text = serde_json::to_string_pretty(&Out {
+        server,
+        explanation,
+    })
+    .unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// `/debug/fleet`.

@@ -465,7 +465,12 @@ async fn debug_query(State(state): State<Arc<OpsState>>, RawQuery(query): RawQue
         );
     };
     match crate::debug_api::query(&debug, state.served.as_deref(), &name, &qtype) {
-        Ok(v) => json(StatusCode::OK, &v),
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
         Err(e) => json(
             StatusCode::BAD_REQUEST,
             &serde_json::json!({"error": e.to_string()}),
