@@ -58,6 +58,29 @@ pub fn respond_with(
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    respond_full(
+        table,
+        forwarder,
+        client_allowed,
+        None,
+        packet,
+        transport,
+        out,
+    )
+}
+
+/// [`respond_with`] with the server's NSID identity (RFC 5001): a query whose OPT record
+/// carries the NSID option gets `nsid` back in the response's OPT record. Queries without the
+/// option cost nothing more (the option is found while the OPT record is read anyway).
+pub fn respond_full(
+    table: Option<&AnswerTable>,
+    forwarder: Option<&Forwarder>,
+    client_allowed: bool,
+    nsid: Option<&[u8]>,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
     let mut lower = [0u8; MAX_NAME];
     let query = match wire::parse_query(packet, &mut lower) {
@@ -81,6 +104,9 @@ pub fn respond_with(
         },
     };
     let mut w = Writer::start(out, &query, limit);
+    if let (Some(Edns { nsid: true, .. }), Some(id)) = (query.edns, nsid) {
+        w.set_nsid(id);
+    }
     if let Some(Edns { version, .. }) = query.edns
         && version > 0
     {
@@ -180,6 +206,8 @@ struct Writer<'a> {
     ns: u16,
     ar: u16,
     truncated: bool,
+    /// The NSID to put in the OPT record (asked for, and configured).
+    nsid: Option<&'a [u8]>,
 }
 
 /// Bytes the OPT record takes.
@@ -202,7 +230,18 @@ impl<'a> Writer<'a> {
             ns: 0,
             ar: 0,
             truncated: false,
+            nsid: None,
         }
+    }
+
+    /// Answers the NSID option with `id` (at most 512 bytes are sent), keeping room for it.
+    fn set_nsid(&mut self, id: &'a [u8]) {
+        if !self.edns || id.is_empty() {
+            return;
+        }
+        let id = &id[..id.len().min(512)];
+        self.limit = self.limit.saturating_sub(4 + id.len());
+        self.nsid = Some(id);
     }
 
     /// The answer section; returns whether it had to be cut (TC).
@@ -279,7 +318,19 @@ impl<'a> Writer<'a> {
             self.out
                 .extend_from_slice(&ADVERTISED_UDP_SIZE.to_be_bytes());
             self.out.push((rcode >> 4) as u8); // extended rcode
-            self.out.extend_from_slice(&[0, 0, 0, 0, 0]); // version 0, flags, RDLENGTH 0
+            self.out.extend_from_slice(&[0, 0, 0]); // version 0, flags
+            match self.nsid {
+                None => self.out.extend_from_slice(&[0, 0]), // RDLENGTH 0
+                Some(id) => {
+                    // RFC 5001: option code 3, the identity as opaque bytes.
+                    let len = id.len() as u16;
+                    self.out.extend_from_slice(&(4 + len).to_be_bytes());
+                    self.out
+                        .extend_from_slice(&crate::wire::OPTION_NSID.to_be_bytes());
+                    self.out.extend_from_slice(&len.to_be_bytes());
+                    self.out.extend_from_slice(id);
+                }
+            }
             self.ar += 1;
         }
         let flags = &mut self.out[2..4];

@@ -167,6 +167,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         served.forwarder.store(Some(forwarder));
     }
     let identity = server_identity(&config);
+    let _ = served
+        .nsid
+        .set(identity.clone().into_bytes().into_boxed_slice());
     let mut ops_state = OpsState::new(metrics.clone()).with_served(served.clone());
     if config.ops.debug {
         ops_state = ops_state.with_debug(Arc::new(crate::debug_api::DebugState::new(
