@@ -275,6 +275,8 @@ pub enum Verdict {
     NotLocal,
     /// `policy = "vip"`: the service's VIP is answered instead of any ClusterIP.
     BehindVip,
+    /// Exported it before; no longer does, or left the registry (from the history).
+    Gone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -307,6 +309,8 @@ pub enum Cause {
     NotLoaded,
     /// The name is in no zone fleetdns serves or forwards: REFUSED.
     NotOurs,
+    /// The name is in the per-cluster zone of a cluster that left the registry: REFUSED.
+    ClusterLeft,
     /// No cluster exports the service (now).
     NotExported,
     /// Every cluster exporting it is dead.
@@ -445,13 +449,50 @@ pub fn explain(inputs: &Inputs<'_>, name: &str, qtype: u16) -> Result<Explanatio
             "SPEC-2.5",
             "the name is in no zone fleetdns serves or forwards: REFUSED (fleetdns is never an open resolver)",
         );
-        x.missing(
-            Cause::NotOurs,
-            "SPEC-2.5",
-            format!("{} is outside every served and forward zone", x.name),
-            None,
-            None,
-        );
+        let departed = inputs.history.departed().find(|d| {
+            let zone = format!(
+                ".{}.",
+                inputs
+                    .zones
+                    .cluster_zone_name(d.cluster.as_str())
+                    .trim_end_matches('.')
+            );
+            format!(".{}", x.name).ends_with(&zone)
+                && inputs
+                    .snapshot
+                    .is_none_or(|s| !s.clusters.contains_key(&d.cluster))
+        });
+        match departed {
+            Some(d) => {
+                let text = format!(
+                    "{} is in the per-cluster zone of {}, which is no longer served: {} left the registry at {} ({}; last publish {})",
+                    x.name,
+                    d.cluster,
+                    d.cluster,
+                    d.at,
+                    if d.was_dead {
+                        "it had missed its liveness timeout, then its agent's lease expired"
+                    } else {
+                        "its agent's lease expired or its source withdrew it"
+                    },
+                    d.last_published
+                );
+                x.missing(
+                    Cause::ClusterLeft,
+                    "MCS-10",
+                    text,
+                    Some(&d.cluster),
+                    Some(d.at),
+                );
+            }
+            None => x.missing(
+                Cause::NotOurs,
+                "SPEC-2.5",
+                format!("{} is outside every served and forward zone", x.name),
+                None,
+                None,
+            ),
+        }
         return Ok(x);
     };
     let labels: Vec<&str> = x
@@ -1018,7 +1059,45 @@ fn candidates<'a>(
             live.push(&**m);
         }
     }
+    // Clusters that exported it before and no longer do: the last-seen facts.
+    for g in inputs.history.last_seen(&merged.key) {
+        let exports_now = snapshot
+            .clusters
+            .get(&g.cluster)
+            .is_some_and(|v| v.exports.contains_key(&merged.key));
+        if !exports_now {
+            x.candidates.push(Candidate {
+                cluster: g.cluster.to_string(),
+                verdict: Verdict::Gone,
+                kept: false,
+                rule: "MCS-10".into(),
+                detail: gone_text(g),
+            });
+        }
+    }
     live
+}
+
+/// "cluster-b exported default/payment until T; ..."
+fn gone_text(g: &GoneExport) -> String {
+    let why = match (g.why, g.was_dead) {
+        (GoneWhy::ClusterLeft, true) => format!(
+            "{} had missed its liveness timeout and then left the registry (its agent's lease expired)",
+            g.cluster
+        ),
+        (GoneWhy::ClusterLeft, false) => format!(
+            "{} left the registry: its agent's lease expired or its source withdrew it",
+            g.cluster
+        ),
+        (GoneWhy::Unexported, _) => format!(
+            "{} is still in the registry but no longer exports it (ServiceExport or Service removed)",
+            g.cluster
+        ),
+    };
+    format!(
+        "{} exported {} until {}; {why}",
+        g.cluster, g.service, g.until
+    )
 }
 
 fn clusterset_policy(
@@ -1215,24 +1294,10 @@ fn not_exported(
         return;
     }
     for g in seen {
-        let why = match (g.why, g.was_dead) {
-            (GoneWhy::ClusterLeft, true) => format!(
-                "{} had missed its liveness timeout and then left the registry (its agent's lease expired)",
-                g.cluster
-            ),
-            (GoneWhy::ClusterLeft, false) => format!(
-                "{} left the registry: its agent's lease expired or its source withdrew it",
-                g.cluster
-            ),
-            (GoneWhy::Unexported, _) => format!(
-                "{} is still in the registry but no longer exports it (ServiceExport or Service removed)",
-                g.cluster
-            ),
-        };
         x.missing(
             Cause::NotExported,
             "MCS-10",
-            format!("{} exported {key} until {}; {why}", g.cluster, g.until),
+            gone_text(g),
             Some(&g.cluster),
             Some(g.until),
         );

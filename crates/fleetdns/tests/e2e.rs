@@ -1446,6 +1446,40 @@ fn agents_and_dns_servers_share_one_etcd() {
         "gone within the lease TTL (plus etcd's lease check); log:\n{}",
         std::fs::read_to_string(&agent_a.log).unwrap_or_default()
     );
+    // `status` and `query` name the cluster that left and its lease expiry (MCS-10).
+    let ops_addr = format!("127.0.0.1:{ops1}");
+    let (code, out) = fleetdns(&["status", "--server", &ops_addr]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("registry etcd revision")
+            && out.contains("2 clusters (2 alive, 0 dead)")
+            && out.contains("cluster-a left at")
+            && out.contains("lease expired"),
+        "{out}"
+    );
+    let (code, out) = fleetdns(&[
+        "query",
+        "payment.default.svc.clusterset.local",
+        "--server",
+        &ops_addr,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cluster-a exported default/payment until")
+            && out.contains("lease expired")
+            && out.contains("10.97.10.99"),
+        "{out}"
+    );
+    let (_, out) = fleetdns(&[
+        "query",
+        "payment.default.svc.cluster-a.local",
+        "--server",
+        &ops_addr,
+    ]);
+    assert!(
+        out.contains("REFUSED") && out.contains("cluster-a left the registry at"),
+        "{out}"
+    );
     // etcd stops: both servers keep answering from the last snapshot, and say it is stale.
     etcd.stop();
     let ops = SocketAddr::from(([127, 0, 0, 1], ops1));
@@ -1483,4 +1517,130 @@ fn agents_and_dns_servers_share_one_etcd() {
             .1
             .contains("fleetdns_registry_stale 0")
     });
+}
+
+/// A demo server with `[ops] listen` (and extra lines in `[dns]`); returns it and the ops
+/// address, ready.
+fn demo_with_ops(dns_extra: &str, ops_extra: &str) -> (Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let ops_port = free_port();
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[dns]\n", &format!("[dns]\n{dns_extra}\n"));
+    std::fs::write(
+        &config,
+        format!("{text}\n[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n{ops_extra}\n"),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    s.wait_until(|| http(ops, b"GET /ready HTTP/1.1\r\n\r\n").0 == 200);
+    (s, ops.to_string())
+}
+
+/// `fleetdns query` explains a local-first choice (LH-14) and a NODATA (K8S-21), `status`
+/// lists the clusters and the demo's type conflict (MCS-22), a removed export is named with
+/// when it was last seen (MCS-10), and `dig +nsid` gets the configured identity (RFC 5001).
+#[test]
+fn query_and_status_explain_the_demo_and_nsid_names_the_server() {
+    let (s, ops) = demo_with_ops("nsid = \"dns-e2e-1\"", "");
+    let pay = "payment.default.svc.clusterset.local";
+    let (code, out) = fleetdns(&["query", pay, "--server", &ops]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "NOERROR (answer, authoritative)",
+        "10.96.10.10",
+        "server dns-e2e-1",
+        "local-first (local cluster cluster-a): local-ready → [cluster-a]",
+        "LH-14",
+        "not-local",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let (code, out) = fleetdns(&["query", pay, "AAAA", "--server", &ops]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("NOERROR (nodata"), "{out}");
+    assert!(out.contains("K8S-21") && out.contains("SOA"), "{out}");
+
+    let (code, json) = fleetdns(&["query", pay, "--server", &ops, "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["response"]["answers"][0]["data"], "10.96.10.10");
+    assert_eq!(v["policy"]["chosen"], serde_json::json!(["cluster-a"]));
+    assert_eq!(v["server"]["nsid"], "dns-e2e-1");
+
+    let (code, out) = fleetdns(&["status", "--server", &ops]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "3 clusters (3 alive, 0 dead)",
+        "cluster-a",
+        "cluster-b",
+        "cluster-c",
+        "shop/inventory TypeConflict",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let (_, json) = fleetdns(&["status", "--server", &ops, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["summary"]["clusters"], 3);
+    assert_eq!(v["registry"]["kind"], "memory");
+
+    // web/frontend is exported by cluster-b alone; its export goes away.
+    let frontend = "frontend.web.svc.clusterset.local";
+    let removed = std::fs::read_dir(s.clusters().join("cluster-b"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).unwrap().contains("frontend"))
+        .expect("the demo's frontend manifest");
+    std::fs::remove_file(removed).unwrap();
+    s.wait_until(|| s.status(frontend, "A") == "NXDOMAIN");
+    let (_, out) = fleetdns(&["query", frontend, "--server", &ops]);
+    assert!(
+        out.contains("cluster-b exported web/frontend until")
+            && out.contains("no longer exports it"),
+        "{out}"
+    );
+
+    // NSID from a real client, over UDP and TCP.
+    for extra in [&["+nsid"][..], &["+nsid", "+tcp"]] {
+        let mut args = vec![pay, "A"];
+        args.extend_from_slice(extra);
+        let out = s.dig(&args);
+        assert!(
+            out.contains("NSID: ") && out.contains("(\"dns-e2e-1\")"),
+            "{out}"
+        );
+    }
+    assert!(!s.dig(&[pay, "A"]).contains("NSID"), "only when asked");
+
+    // From the config alone.
+    let config = s.dir.path().join("fleetdns.toml");
+    let (code, out) = fleetdns(&["query", pay, "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("10.96.10.10") && out.contains("local-ready"),
+        "{out}"
+    );
+}
+
+#[test]
+fn query_and_status_say_clearly_when_the_server_cannot_answer() {
+    let (_s, ops) = demo_with_ops("", "debug = false");
+    let (code, out) = fleetdns(&["status", "--server", &ops]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("debug API off"), "{out}");
+    let (_, body) = http(ops.parse().unwrap(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(body.contains("fleetdns_build_info"), "metrics stay on");
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port())).to_string();
+    let (code, out) = fleetdns(&["query", "x.clusterset.local", "--server", &closed]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("cannot reach the fleetdns ops listener"),
+        "{out}"
+    );
+    let (code, out) = fleetdns(&["query", "x.clusterset.local"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--server"), "{out}");
 }

@@ -363,6 +363,54 @@ fn mcs10_not_exported_names_who_exported_it_until_when_and_that_the_lease_expire
 }
 
 #[test]
+fn mcs10_a_departed_exporter_is_listed_as_gone_and_its_cluster_zone_names_the_departure() {
+    let before = snapshot(vec![
+        (
+            "a",
+            true,
+            vec![("default/payment", IP, 1, "10.0.0.1", true)],
+        ),
+        (
+            "b",
+            true,
+            vec![("default/payment", IP, 2, "10.0.0.2", true)],
+        ),
+    ]);
+    let after = snapshot(vec![(
+        "b",
+        true,
+        vec![("default/payment", IP, 2, "10.0.0.2", true)],
+    )]);
+    let mut h = FleetHistory::default();
+    h.observe(&before, Timestamp(T0));
+    h.observe(&after, Timestamp(T0 + 9));
+    let x = run(
+        &after,
+        &zones(Some("a"), AnswerPolicy::LocalFirst),
+        &h,
+        PAY,
+        "A",
+    );
+    assert_eq!(answers(&x), ["10.0.0.2"]);
+    assert_eq!(verdict(&x, "a"), (Verdict::Gone, "MCS-10".into()));
+    assert_eq!(verdict(&x, "b").0, Verdict::Kept);
+    let x = run(
+        &after,
+        &zones(None, AnswerPolicy::All),
+        &h,
+        "payment.default.svc.a.local",
+        "A",
+    );
+    assert_eq!(x.response.rcode, "REFUSED");
+    let m = &x.missing[0];
+    assert_eq!(
+        (m.cause, m.cluster.as_deref()),
+        (Cause::ClusterLeft, Some("a"))
+    );
+    assert!(m.text.contains("lease expired"), "{}", m.text);
+}
+
+#[test]
 fn mcs12_never_exported_says_so() {
     let snap = snapshot(vec![(
         "a",
