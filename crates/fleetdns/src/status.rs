@@ -87,7 +87,7 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
         "CONNECTED".into(),
         "EXPORTS".into(),
         "LAST PUBLISH".into(),
-        "DEAD SINCE / DEADLINE".into(),
+        "DEAD SINCE".into(),
     ]];
     let mut clusters: Vec<_> = r.clusters.iter().collect();
     clusters.sort_by_key(|c| (c.alive, c.id.clone()));
@@ -106,10 +106,7 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
                 .into(),
             c.exports.to_string(),
             c.last_publish.clone(),
-            c.dead_since
-                .clone()
-                .or_else(|| c.liveness_deadline.clone())
-                .unwrap_or_else(|| "-".into()),
+            c.dead_since.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     o.push_str(&table(&rows));

@@ -154,7 +154,7 @@ pub fn render(r: &FleetReport, page: usize) -> String {
     let _ = write!(h, "<h2>Clusters ({})</h2>", r.clusters.len());
     let mut clusters: Vec<_> = r.clusters.iter().collect();
     clusters.sort_by_key(|c| (c.alive, c.id.clone()));
-    h.push_str("<table id=\"clusters\"><tr><th>cluster</th><th>health</th><th>source</th><th>connected</th><th>exports</th><th>last publish</th><th>dead since / deadline</th></tr>");
+    h.push_str("<table id=\"clusters\"><tr><th>cluster</th><th>health</th><th>source</th><th>connected</th><th>exports</th><th>last publish</th><th>dead since</th></tr>");
     for c in clusters {
         let _ = write!(
             h,
@@ -172,11 +172,7 @@ pub fn render(r: &FleetReport, page: usize) -> String {
             c.connected.map_or("-", |v| if v { "yes" } else { "no" }),
             c.exports,
             esc(&c.last_publish),
-            esc(c
-                .dead_since
-                .as_deref()
-                .or(c.liveness_deadline.as_deref())
-                .unwrap_or("-")),
+            esc(c.dead_since.as_deref().unwrap_or("-")),
         );
     }
     h.push_str("</table>");
@@ -305,4 +301,100 @@ pub fn render(r: &FleetReport, page: usize) -> String {
     }
     h.push_str("</details><p class=\"muted\">JSON: <a href=\"/debug/fleet\">/debug/fleet</a> · explain an answer: <code>/debug/query?name=NAME&amp;type=A</code> or <code>fleetdns query NAME --server HOST:PORT</code></p></body></html>\n");
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debug_api::{
+        ClusterRow, ConflictRow, RegistryView, ServerView, ServiceRow, Summary,
+    };
+
+    /// 50 clusters (one dead), 5 000 services (one in conflict).
+    fn big() -> FleetReport {
+        let clusters: Vec<ClusterRow> = (0..50)
+            .map(|i| ClusterRow {
+                id: format!("cluster-{i}"),
+                source: SourceKind::Registry,
+                connected: None,
+                alive: i != 7,
+                last_publish: "2026-12-01T00:00:00Z".into(),
+                dead_since: (i == 7).then(|| "2026-12-01T00:01:00Z".into()),
+                liveness_deadline: None,
+                exports: 100,
+            })
+            .collect();
+        let services: Vec<ServiceRow> = (0..5000)
+            .map(|i| ServiceRow {
+                name: format!("ns-{}/svc-{i}", i % 40),
+                service_type: "ClusterSetIP".into(),
+                clusters: vec!["cluster-1".into(), "cluster-2".into()],
+                excluded: vec![],
+                ports: vec!["http:80/TCP".into()],
+                conflicts: if i == 4321 {
+                    vec![ConflictRow {
+                        reason: "PortConflict".into(),
+                        winner: "cluster-1".into(),
+                        clusters: vec!["cluster-2".into()],
+                        message: "ports <differ>".into(),
+                    }]
+                } else {
+                    vec![]
+                },
+            })
+            .collect();
+        FleetReport {
+            server: ServerView {
+                nsid: "dns-0".into(),
+                version: "0".into(),
+                now: "2026-12-01T00:02:00Z".into(),
+            },
+            summary: Summary {
+                clusters: 50,
+                alive: 49,
+                dead: 1,
+                services: 5000,
+                services_in_conflict: 1,
+                ..Default::default()
+            },
+            registry: RegistryView {
+                kind: "etcd".into(),
+                revision: Some(9),
+                stale: Some(false),
+                snapshot_version: Some(3),
+                snapshot_installed: None,
+                snapshot_age_seconds: None,
+                liveness_timeout_seconds: 15,
+            },
+            table: None,
+            clusters,
+            departed: vec![],
+            services,
+            forward: vec![],
+        }
+    }
+
+    #[test]
+    fn a_large_fleet_is_summarised_with_problems_first_and_services_paged() {
+        let r = big();
+        let html = render(&r, 1);
+        assert!(html.contains("page 1 of 25"), "5000 / 200 per page");
+        assert_eq!(
+            html.matches("<td>ns-").count(),
+            PAGE + 1,
+            "one page plus the conflict"
+        );
+        // The dead cluster is listed first, and the conflict before the long list.
+        let dead = html.find("data-cluster=\"cluster-7\"").unwrap();
+        assert!(dead < html.find("data-cluster=\"cluster-0\"").unwrap());
+        let conflict = html.find("PortConflict").unwrap();
+        assert!(conflict < html.find("id=\"services\"").unwrap());
+        // Escaped, no script, no external asset.
+        assert!(html.contains("ports &lt;differ&gt;"));
+        assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("http://"));
+        // The last page holds the rest; a page past the end shows the last.
+        assert!(render(&r, 25).contains("svc-4999"));
+        assert!(render(&r, 99).contains("page 25 of 25"));
+        assert!(html.len() < 400_000, "{} bytes", html.len());
+    }
 }

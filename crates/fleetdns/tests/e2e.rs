@@ -1644,3 +1644,76 @@ fn query_and_status_say_clearly_when_the_server_cannot_answer() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("--server"), "{out}");
 }
+
+/// Runs Debian's `chromium` headless with a fresh profile; returns its stdout. Bounded in time.
+fn chromium(profile: &Path, args: &[&str]) -> String {
+    let out = profile.join("chromium.out");
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.join("profile").display()
+        ))
+        .args(args)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run chromium (Debian package chromium; scripts/deps.sh installs it)");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium failed: {status}");
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::read_to_string(out).unwrap_or_default()
+}
+
+/// The status page at `/` in a real headless Chromium: the DOM lists the three clusters and
+/// highlights the demo's type conflict (MCS-22). The screenshot is kept as a test artifact in
+/// Cargo's target tmp dir (`status-page.png`).
+#[test]
+fn the_status_page_renders_in_headless_chromium() {
+    let (_s, ops) = demo_with_ops("nsid = \"dns-page\"", "");
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{ops}/");
+    let dom = chromium(profile.path(), &["--dump-dom", &url]);
+    for want in [
+        "data-cluster=\"cluster-a\"",
+        "data-cluster=\"cluster-b\"",
+        "data-cluster=\"cluster-c\"",
+        "<tr class=\"conflict\"><td>shop/inventory</td><td>TypeConflict</td>",
+        "<code id=\"nsid\">dns-page</code>",
+    ] {
+        assert!(dom.contains(want), "{want:?} in:\n{dom}");
+    }
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        profile.path(),
+        &[
+            "--window-size=1280,900",
+            "--hide-scrollbars",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ],
+    );
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    eprintln!("status page screenshot: {}", shot.display());
+}
