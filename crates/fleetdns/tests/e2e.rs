@@ -1717,3 +1717,70 @@ fn the_status_page_renders_in_headless_chromium() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     eprintln!("status page screenshot: {}", shot.display());
 }
+
+/// `fleetdns_…` metric names in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("fleetdns_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// deploy/monitoring: the alert rules pass `promtool check rules` and their unit tests
+/// (`promtool test rules`), and the rules and the Grafana dashboard use only metrics that
+/// docs/metrics.md documents.
+#[test]
+fn monitoring_rules_pass_promtool_and_use_only_documented_metrics() {
+    let dir = repo_root().join("deploy/monitoring");
+    for args in [
+        &["check", "rules", "fleetdns-alerts.yaml"][..],
+        &["test", "rules", "fleetdns-alerts.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool (Debian package prometheus; scripts/deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let documented =
+        metric_names(&std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap());
+    let rules: String = std::fs::read_to_string(dir.join("fleetdns-alerts.yaml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dashboard = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let panels = parsed["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "a dashboard, not a stub");
+    let mut exprs = String::new();
+    for p in panels {
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push_str(t["expr"].as_str().expect("expr"));
+            exprs.push('\n');
+        }
+    }
+    for (what, text) in [("alert rules", &rules), ("dashboard", &exprs)] {
+        let used = metric_names(text);
+        assert!(used.len() >= 5, "{what} use metrics: {used:?}");
+        let undocumented: Vec<_> = used.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "{what} use metrics docs/metrics.md does not document: {undocumented:?}"
+        );
+    }
+}
