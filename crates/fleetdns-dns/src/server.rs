@@ -167,6 +167,7 @@ impl<'a> CachedServed<'a> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn answer_from(
     table: Option<&crate::AnswerTable>,
     forwarder: Option<&Arc<Forwarder>>,

@@ -67,8 +67,10 @@ fn snapshot(clusters: Vec<Spec<'_>>) -> Arc<FleetSnapshot> {
 }
 
 fn zones(local: Option<&str>, policy: AnswerPolicy) -> ZonesConfig {
-    let mut z = ZonesConfig::default();
-    z.local_cluster = local.map(|c| ClusterId::new(c).unwrap());
+    let mut z = ZonesConfig {
+        local_cluster: local.map(|c| ClusterId::new(c).unwrap()),
+        ..Default::default()
+    };
     z.clusterset.policy = policy;
     z
 }
