@@ -888,6 +888,31 @@ fn explain_clusterset(inputs: &Inputs<'_>, x: &mut Explanation, rel: &[String], 
         ),
     );
     let live = candidates(inputs, snapshot, merged, x);
+    if merged.service_type == ServiceType::Headless {
+        // MCS-14: every ready endpoint of every healthy cluster; no policy choice.
+        for export in &live {
+            let ready = export
+                .endpoints
+                .iter()
+                .filter(|e| e.ready && !e.addresses.is_empty())
+                .count();
+            let (verdict, detail) = if ready > 0 {
+                (Verdict::Kept, format!("alive, {ready} ready endpoint(s)"))
+            } else {
+                (
+                    Verdict::NoReadyEndpoint,
+                    "alive, but no ready endpoint".to_owned(),
+                )
+            };
+            x.candidates.push(Candidate {
+                cluster: export.cluster.to_string(),
+                verdict,
+                kept: verdict == Verdict::Kept,
+                rule: "MCS-14".into(),
+                detail,
+            });
+        }
+    }
     match (prefix, merged.service_type) {
         ([], ServiceType::ClusterSetIp) => {
             x.step(

@@ -756,3 +756,27 @@ fn qtypes_parse_by_name_and_number() {
     assert!(parse_qtype("bogus").is_err());
     assert_eq!(qtype_name(65), "TYPE65");
 }
+
+#[test]
+fn mcs14_headless_keeps_every_cluster_with_a_ready_endpoint() {
+    let snap = snapshot(vec![
+        ("a", true, vec![("default/db", HL, 1, "10.1.0.1", true)]),
+        ("b", true, vec![("default/db", HL, 2, "10.2.0.1", false)]),
+        ("c", true, vec![("default/db", HL, 3, "10.3.0.1", true)]),
+    ]);
+    let x = run(
+        &snap,
+        &zones(Some("a"), AnswerPolicy::LocalFirst),
+        &FleetHistory::default(),
+        "db.default.svc.clusterset.local",
+        "A",
+    );
+    assert_eq!(answers(&x), ["10.1.0.1", "10.3.0.1"]);
+    assert_eq!(verdict(&x, "a"), (Verdict::Kept, "MCS-14".into()));
+    assert_eq!(
+        verdict(&x, "b"),
+        (Verdict::NoReadyEndpoint, "MCS-14".into())
+    );
+    assert_eq!(verdict(&x, "c").0, Verdict::Kept);
+    assert!(x.policy.is_none(), "no answer policy for headless services");
+}
