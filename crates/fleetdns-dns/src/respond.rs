@@ -318,10 +318,10 @@ impl<'a> Writer<'a> {
             self.out
                 .extend_from_slice(&ADVERTISED_UDP_SIZE.to_be_bytes());
             self.out.push((rcode >> 4) as u8); // extended rcode
-            self.out.extend_from_slice(&[0, 0, 0]); // version 0, flags
             match self.nsid {
-                None => self.out.extend_from_slice(&[0, 0]), // RDLENGTH 0
+                None => self.out.extend_from_slice(&[0, 0, 0, 0, 0]), // version 0, flags, RDLENGTH 0
                 Some(id) => {
+                    self.out.extend_from_slice(&[0, 0, 0]); // version 0, flags
                     // RFC 5001: option code 3, the identity as opaque bytes.
                     let len = id.len() as u16;
                     self.out.extend_from_slice(&(4 + len).to_be_bytes());

@@ -66,13 +66,14 @@ pub const OPTION_NSID: u16 = 3;
 
 /// Whether the OPT RDATA `options` holds an NSID option. Bounded by the RDATA; a cut option
 /// ends the walk.
-fn has_nsid(options: &[u8]) -> bool {
-    let mut i = 0;
-    while let (Some(code), Some(len)) = (u16_at(options, i), u16_at(options, i + 2)) {
-        if code == OPTION_NSID {
+fn has_nsid(mut options: &[u8]) -> bool {
+    while let [c0, c1, l0, l1, rest @ ..] = options {
+        if u16::from_be_bytes([*c0, *c1]) == OPTION_NSID {
             return true;
         }
-        i += 4 + len as usize;
+        options = rest
+            .get(u16::from_be_bytes([*l0, *l1]) as usize..)
+            .unwrap_or_default();
     }
     false
 }
