@@ -10,6 +10,7 @@
 //! ```
 //!
 //! (the difference divided by 100 000 is instructions per query).
+
 use fleetdns_dns::Transport;
 use fleetdns_dns::table::{Selection, SoaParams, TableBuilder};
 use fleetdns_dns::wire::encode_name;

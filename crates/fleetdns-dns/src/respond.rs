@@ -538,4 +538,40 @@ mod tests {
             Outcome::Answer
         );
     }
+
+    /// RFC 5001: the identity comes back only when the query carries the NSID option, in the
+    /// response's OPT record (option code 3), and never without EDNS.
+    #[test]
+    fn nsid_is_answered_only_when_asked() {
+        let t = table();
+        let with_opt = |options: &[u8]| {
+            let mut p = query("a.clusterset.local");
+            p[11] = 1;
+            p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+            p.extend_from_slice(&(options.len() as u16).to_be_bytes());
+            p.extend_from_slice(options);
+            p
+        };
+        let run = |p: &[u8], nsid: Option<&[u8]>| {
+            let mut out = Vec::new();
+            let o = respond_full(Some(&t), None, false, nsid, p, Transport::Udp, &mut out);
+            assert_eq!(o, Outcome::Answer);
+            out
+        };
+        let asked = run(&with_opt(&[0, 3, 0, 0]), Some(b"dns-1"));
+        assert!(asked.ends_with(&[0, 9, 0, 3, 0, 5, b'd', b'n', b's', b'-', b'1']));
+        assert_eq!(&asked[10..12], &[0, 1], "one additional record: the OPT");
+        let not_asked = run(
+            &with_opt(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Some(b"dns-1"),
+        );
+        assert!(not_asked.ends_with(&[0, 0, 0, 0, 0]), "OPT without options");
+        let no_edns = run(&query("a.clusterset.local"), Some(b"dns-1"));
+        assert_eq!(&no_edns[10..12], &[0, 0], "no OPT without EDNS");
+        let empty = run(&with_opt(&[0, 3, 0, 0]), Some(b""));
+        assert!(
+            empty.ends_with(&[0, 0, 0, 0, 0]),
+            "an empty identity is not sent"
+        );
+    }
 }

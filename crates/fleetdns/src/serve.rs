@@ -503,6 +503,8 @@ impl Live {
                 new.dns.tcp_max_connections != old.dns.tcp_max_connections,
             ),
             ("ops.listen", new.ops.listen != old.ops.listen),
+            ("ops.debug", new.ops.debug != old.ops.debug),
+            ("dns.nsid", new.dns.nsid != old.dns.nsid),
             (
                 "registry",
                 new.etcd != old.etcd
