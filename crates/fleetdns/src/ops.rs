@@ -426,6 +426,19 @@ async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
 /// The body of a 404 from a debug route when the API is off; `fleetdns query` and `status`
 /// recognise it.
 pub const DEBUG_OFF: &str = "debug API is off on this server ([ops] debug = false)\n";
+/// The same for `fleetdns agent`, which answers no DNS.
+pub const DEBUG_AGENT: &str =
+    "this is a fleetdns agent: it answers no DNS; ask a DNS server (fleetdns serve)\n";
+
+/// The 404 of a debug route without the debug API.
+pub(crate) fn debug_unavailable(state: &OpsState) -> Response {
+    let body = if state.served.is_none() {
+        DEBUG_AGENT
+    } else {
+        DEBUG_OFF
+    };
+    (StatusCode::NOT_FOUND, body).into_response()
+}
 
 pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
@@ -439,7 +452,7 @@ pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Respons
 
 async fn debug_fleet(State(state): State<Arc<OpsState>>) -> Response {
     let Some(debug) = state.debug.clone() else {
-        return (StatusCode::NOT_FOUND, DEBUG_OFF).into_response();
+        return debug_unavailable(&state);
     };
     let report = crate::debug_api::fleet(&debug, &state, state.served.as_deref());
     json(StatusCode::OK, &report)
@@ -447,7 +460,7 @@ async fn debug_fleet(State(state): State<Arc<OpsState>>) -> Response {
 
 async fn debug_query(State(state): State<Arc<OpsState>>, RawQuery(query): RawQuery) -> Response {
     let Some(debug) = state.debug.clone() else {
-        return (StatusCode::NOT_FOUND, DEBUG_OFF).into_response();
+        return debug_unavailable(&state);
     };
     let mut name = None;
     let mut qtype = "A".to_owned();

@@ -77,6 +77,9 @@ pub fn fetch(server: &str, path: &str) -> anyhow::Result<String> {
         })??;
     match status {
         200 => Ok(body),
+        404 if body == crate::ops::DEBUG_AGENT => bail!(
+            "{server} is a fleetdns agent, which answers no DNS: give the ops address of a DNS server (fleetdns serve)"
+        ),
         404 if body == crate::ops::DEBUG_OFF => bail!(
             "the server at {server} has its debug API off ([ops] debug = false); turn it on to use `fleetdns query` and `fleetdns status`"
         ),

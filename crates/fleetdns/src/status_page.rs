@@ -8,11 +8,11 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use crate::debug_api::{FleetReport, SourceKind};
-use crate::ops::{DEBUG_OFF, OpsState};
+use crate::ops::OpsState;
 
 /// Services per page of the full list.
 pub const PAGE: usize = 200;
@@ -21,7 +21,7 @@ const REFRESH: u32 = 10;
 
 pub async fn page(State(state): State<Arc<OpsState>>, RawQuery(query): RawQuery) -> Response {
     let Some(debug) = state.debug.clone() else {
-        return (StatusCode::NOT_FOUND, DEBUG_OFF).into_response();
+        return crate::ops::debug_unavailable(&state);
     };
     let page = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "page")

@@ -1318,6 +1318,10 @@ fn the_agent_publishes_its_cluster_and_writes_back() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let (_, metrics) = http(ops, b"GET /metrics HTTP/1.1\r\n\r\n");
+    // An agent answers no DNS: `fleetdns status` says so instead of a confusing error.
+    let (code, out) = fleetdns(&["status", "--server", &ops.to_string()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is a fleetdns agent"), "{out}");
     let _ = child.kill();
     let _ = child.wait();
     assert!(
