@@ -156,7 +156,7 @@ fn writes(server: &FakeApiServer) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The "done when": two clusters (one serving v1alpha1, one v1beta1) become one
+/// Two clusters (one serving v1alpha1, one v1beta1) become one
 /// clusterset; each ServiceExport gets conditions (MCS-2, a PortConflict naming the winner,
 /// MCS-20/21) and each cluster gets the ServiceImport and one slice per source cluster (MCS-9).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

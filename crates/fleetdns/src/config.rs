@@ -466,7 +466,7 @@ path = "clusters"
 "#;
 
     #[test]
-    fn the_issue_example_parses_and_paths_are_relative_to_the_file() {
+    fn a_full_example_parses_and_paths_are_relative_to_the_file() {
         let c = parse(MINIMAL).unwrap();
         let Source::Files { root, .. } = &c.sources[0] else {
             panic!("not a files source")

@@ -1087,7 +1087,7 @@ fn fake_api_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The issue 4 "done when": one `fleetdns serve` with two kubernetes sources (fake API servers,
+/// Direct watch of two clusters: one `fleetdns serve` with two kubernetes sources (fake API servers,
 /// one serving ServiceExports as v1alpha1 and one as v1beta1, the first naming itself by its
 /// ClusterProperty) answers `clusterset.local` for both, writes ServiceExport conditions and
 /// ServiceImports into both, and follows a ServiceExport deleted in one of them.
@@ -1386,7 +1386,7 @@ impl Drop for Agent {
     }
 }
 
-/// Issue 5's topology: three agents (manifest folders standing in for clusters) and two DNS
+/// The fleet topology: three agents (manifest folders standing in for clusters) and two DNS
 /// servers on one real etcd. An edit in one agent's cluster reaches both servers; an agent
 /// killed with SIGKILL leaves the answers within its lease TTL (SPEC §3, MCS-10); etcd stopped
 /// under the servers leaves them answering from the last snapshot, and what is written after
