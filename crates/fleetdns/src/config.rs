@@ -548,6 +548,8 @@ write_back = false
     #[test]
     fn unknown_keys_are_named() {
         for (text, key) in [
+            // Before the first table: a key of the top level itself.
+            (format!("top_level_typo = 1\n{MINIMAL}"), "top_level_typo"),
             (format!("{MINIMAL}\nbogus = 1"), "bogus"),
             (
                 MINIMAL.replace("[dns]", "[dns]\nlisten_addr = \"x\""),
