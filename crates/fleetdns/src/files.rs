@@ -434,7 +434,7 @@ mod tests {
 
         let mut source = FilesSource::new(root.path().to_owned(), Duration::from_secs(1));
         let report = source.poll(&registry).await.unwrap();
-        assert_eq!(report.published, [cluster.clone()]);
+        assert_eq!(report.published, std::slice::from_ref(&cluster));
         let snapshot = registry.subscribe().borrow().clone().unwrap();
         let exports = &snapshot.clusters[&cluster].exports;
         assert_eq!(exports[&web].created, Timestamp(1_000), "web keeps its age");
