@@ -369,3 +369,76 @@ pub fn fleet(debug: &DebugState, ops: &OpsState, served: Option<&Served>) -> Fle
         forward,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetdns_core::{ClusterView, ExportSet};
+
+    fn snapshot(version: u64, clusters: &[(&str, bool)]) -> Arc<FleetSnapshot> {
+        Arc::new(FleetSnapshot {
+            version,
+            clusters: clusters
+                .iter()
+                .map(|(id, alive)| {
+                    (
+                        ClusterId::new(id).unwrap(),
+                        ClusterView {
+                            alive: *alive,
+                            exports: Arc::new(ExportSet::new()),
+                            published: Timestamp(1_767_000_000),
+                        },
+                    )
+                })
+                .collect(),
+            vips: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn the_fleet_report_names_sources_dead_and_departed_clusters() {
+        let debug = DebugState::new("memory", Duration::from_secs(15), "dns-9".into());
+        let ops = OpsState::new(Arc::new(fleetdns_dns::Metrics::new()));
+        debug.set_local_sources(
+            [(ClusterId::new("a").unwrap(), SourceKind::Files)]
+                .into_iter()
+                .collect(),
+        );
+        let empty = Arc::new(BTreeMap::new());
+        debug.installed(
+            snapshot(1, &[("a", true), ("b", true), ("c", true)]),
+            empty.clone(),
+            ZonesConfig::default(),
+        );
+        debug.installed(
+            snapshot(2, &[("a", true), ("b", false)]),
+            empty,
+            ZonesConfig::default(),
+        );
+        let r = fleet(&debug, &ops, None);
+        assert_eq!(r.server.nsid, "dns-9");
+        assert_eq!(
+            (r.summary.clusters, r.summary.alive, r.summary.dead),
+            (2, 1, 1)
+        );
+        let row = |id: &str| r.clusters.iter().find(|c| c.id == id).unwrap();
+        assert_eq!(row("a").source, SourceKind::Files);
+        assert_eq!(row("b").source, SourceKind::Registry);
+        assert!(row("b").dead_since.is_some() && row("b").liveness_deadline.is_none());
+        assert_eq!(
+            row("a").liveness_deadline.as_deref(),
+            Some(Timestamp(1_767_000_015).to_string().as_str())
+        );
+        assert_eq!(r.departed.len(), 1);
+        assert_eq!(
+            (r.departed[0].cluster.as_str(), r.departed[0].was_dead),
+            ("c", false)
+        );
+        assert_eq!(r.registry.snapshot_version, Some(2));
+        assert!(r.table.is_none(), "no table without a served state");
+        // The JSON round-trips (the CLI reads it back).
+        let text = serde_json::to_string(&r).unwrap();
+        let back: FleetReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.clusters.len(), 2);
+    }
+}
