@@ -615,11 +615,12 @@ fn install(served: &Served, snapshot: &Arc<FleetSnapshot>, zones: &ZonesConfig, 
     let mut compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
     compiled.attach_counters(&served.metrics);
     let stats = compiled.stats();
-    served.table.store(Some(Arc::new(compiled)));
     let services = merged.len();
+    // The debug state first: once a client sees the new answer, `/debug/query` knows why.
     if let Some(debug) = &ops.debug {
         debug.installed(snapshot.clone(), Arc::new(merged), zones.clone());
     }
+    served.table.store(Some(Arc::new(compiled)));
     let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
     ops.table_installed(Installed {
         received: started,
