@@ -355,6 +355,11 @@ fn malformed_packets_get_formerr_or_silence_and_the_server_keeps_answering() {
         packets.push((0..len).map(|_| next() as u8).collect());
     }
     for p in &packets {
+        // A socket per packet: a reply slower than the read timeout (a busy machine) lands on
+        // the old socket instead of being read as the reply to the next packet.
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(40)))
+            .unwrap();
         sock.send_to(p, s.addr()).unwrap();
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             // Whatever comes back is a response header with the packet's ID.
