@@ -19,7 +19,8 @@ use serde::Serialize;
 use crate::config::{AnswerPolicy, ZonesConfig};
 use crate::forward::{ForwardZoneView, Forwarder};
 use crate::policy::{self, Basis};
-use crate::respond::{Outcome, Transport, respond_with};
+use crate::request::{Outcome, Transport};
+use crate::respond::respond_with;
 use crate::table::{AnswerTable, Lookup, Selection};
 use crate::wire::{HEADER_LEN, NameError, display_name, encode_name, rcode, rtype};
 

@@ -10,6 +10,7 @@ pub mod explain;
 pub mod forward;
 pub mod metrics;
 pub mod policy;
+pub mod request;
 pub mod respond;
 pub mod server;
 pub mod table;
@@ -21,7 +22,8 @@ pub use config::{
     AnswerPolicy, ClusterZones, ClustersetZone, SoaConfig, ZoneConfigError, ZonesConfig,
 };
 pub use metrics::Metrics;
-pub use respond::{Outcome, Transport, respond};
-pub use server::{Served, TcpOptions, serve_tcp, serve_udp};
+pub use request::{Outcome, Transport};
+pub use respond::respond;
+pub use server::{Served, TcpOptions, serve_tcp};
 pub use table::{AnswerTable, TableStats};
 pub use udp::serve_udp_batched;

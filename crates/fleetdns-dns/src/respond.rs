@@ -2,38 +2,11 @@
 //! Pure: no I/O, no locks, no allocation beyond the reused output buffer.
 
 use crate::forward::{Forwarder, Question};
+use crate::request::{ADVERTISED_UDP_SIZE, MAX_UDP_SIZE, Outcome, Transport};
 use crate::table::{AnswerTable, Lookup, RrSet, Selection, Zone};
 use crate::wire::{
     self, CLASS_ANY, CLASS_IN, Edns, HEADER_LEN, MAX_NAME, ParseError, Query, rcode, rtype,
 };
-
-/// The EDNS UDP payload size fleetdns advertises (DNS flag day 2020).
-pub const ADVERTISED_UDP_SIZE: u16 = 1232;
-/// The largest UDP answer fleetdns sends, whatever the client advertises.
-pub const MAX_UDP_SIZE: usize = 4096;
-
-/// How the answer travels: UDP answers are cut to the client's size, TCP carries everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-/// What kind of answer was written, for counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Answer,
-    NoData,
-    NxDomain,
-    Refused,
-    ServFail,
-    FormErr,
-    NotImp,
-    /// Nothing to send (not a query).
-    Dropped,
-    /// Not answered here: forward zone `.0` of the forwarder takes it (nothing written).
-    Forward(usize),
-}
 
 /// Writes the response to `packet` into `out` (cleared first). `table` is `None` before the
 /// first snapshot. Returns what was written; `Dropped` means send nothing.

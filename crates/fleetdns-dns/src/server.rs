@@ -1,5 +1,6 @@
-//! UDP and TCP loops. Each takes an already bound socket, the shared [`Served`] state and a
-//! cancellation token; every task it spawns is tracked and stops with the token.
+//! The TCP loop, and the [`Served`] state it shares with the UDP fast path (`udp`). Each loop
+//! takes an already bound socket, the shared state and a cancellation token; every task it
+//! spawns is tracked and stops with the token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,7 +16,8 @@ use tokio_util::task::TaskTracker;
 use crate::acl::{self, Cidr};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::respond::{Outcome, Transport, forward_question, respond_full};
+use crate::request::{Outcome, Transport};
+use crate::respond::{forward_question, respond_full};
 use crate::wire::MAX_NAME;
 
 /// What every server task reads. Each part is swapped whole (a new registry snapshot, a
@@ -211,62 +213,6 @@ pub(crate) async fn forward(
         }
         None => out.clear(), // cannot happen: the responder parsed it already
     }
-}
-
-/// Serves DNS over UDP on `socket` until `cancel` fires. Forwarded queries run in their own
-/// tasks (bounded by each zone's `max_concurrent`), so a slow upstream never stalls the loop.
-pub async fn serve_udp(socket: Arc<UdpSocket>, served: Arc<Served>, cancel: CancellationToken) {
-    let tracker = TaskTracker::new();
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems: keep serving.
-                    tracing::debug!(error = %e, "udp receive failed");
-                    continue;
-                }
-            },
-        };
-        let started = Instant::now();
-        let packet = &buf[..len];
-        let (outcome, forwarder) = served.answer(packet, peer, Transport::Udp, &mut out);
-        match (outcome, forwarder) {
-            (Outcome::Dropped, _) => {
-                served.metrics.dropped(Transport::Udp);
-                continue;
-            }
-            (Outcome::Forward(zone), Some(forwarder)) => {
-                let (packet, socket, served) = (packet.to_vec(), socket.clone(), served.clone());
-                tracker.spawn(async move {
-                    let mut out = Vec::new();
-                    forward(&forwarder, zone, &packet, Transport::Udp, &mut out).await;
-                    if let Err(e) = socket.send_to(&out, peer).await {
-                        tracing::debug!(error = %e, peer = %peer, "udp send failed");
-                    }
-                    served.done(
-                        Transport::Udp,
-                        peer,
-                        &packet,
-                        Outcome::Forward(zone),
-                        &out,
-                        started,
-                    );
-                });
-                continue;
-            }
-            _ => {}
-        }
-        if let Err(e) = socket.send_to(&out, peer).await {
-            tracing::debug!(error = %e, peer = %peer, "udp send failed");
-        }
-        served.done(Transport::Udp, peer, packet, outcome, &out, started);
-    }
-    tracker.close();
-    tracker.wait().await;
 }
 
 /// Limits of the TCP server.

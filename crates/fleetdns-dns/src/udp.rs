@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::respond::{Outcome, Transport};
+use crate::request::{Outcome, Transport};
 use crate::server::{CachedServed, Served, forward};
 
 /// Datagrams taken per `recvmmsg`.
@@ -179,7 +179,7 @@ mod sys {
     use std::os::fd::AsRawFd;
 
     use super::SLOT;
-    use crate::respond::Outcome;
+    use crate::request::Outcome;
 
     pub struct Batch {
         /// `count` slots of `SLOT` bytes: the datagrams received.
@@ -483,7 +483,7 @@ mod sys {
     use std::net::{SocketAddr, UdpSocket};
 
     use super::SLOT;
-    use crate::respond::Outcome;
+    use crate::request::Outcome;
 
     pub struct Batch {
         buf: Vec<u8>,

@@ -188,27 +188,9 @@ fn read_question_name(packet: &[u8], start: usize, lower: &mut [u8; MAX_NAME]) -
 }
 
 /// Skips a resource record. Returns (next offset, type, owner is root, class, ttl, RDATA offset).
-/// Names here may be compressed; a pointer ends the name, so nothing is ever followed.
-fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32, usize)> {
+fn skip_rr(packet: &[u8], pos: usize) -> Option<(usize, u16, bool, u16, u32, usize)> {
     let owner_start = pos;
-    loop {
-        let len = *packet.get(pos)? as usize;
-        match len & 0xc0 {
-            0x00 if len == 0 => {
-                pos += 1;
-                break;
-            }
-            0x00 => pos += 1 + len,
-            0xc0 => {
-                pos += 2;
-                break;
-            }
-            _ => return None,
-        }
-        if pos - owner_start > MAX_NAME {
-            return None;
-        }
-    }
+    let pos = skip_name(packet, pos)?;
     let owner_root = pos == owner_start + 1;
     let rr_type = u16_at(packet, pos)?;
     let class = u16_at(packet, pos + 2)?;
@@ -219,6 +201,27 @@ fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32,
         return None;
     }
     Some((end, rr_type, owner_root, class, ttl, pos + 10))
+}
+
+/// Skips a possibly compressed name at `start` and returns the offset after it. A pointer ends
+/// the name and is never followed, so this cannot loop. `None` when the name runs past the
+/// packet, uses a reserved label type or is longer than a name may be. The one walker over
+/// names in received messages (the question name itself is read by `read_question_name`, which
+/// also lower-cases it).
+pub fn skip_name(packet: &[u8], start: usize) -> Option<usize> {
+    let mut pos = start;
+    loop {
+        let len = *packet.get(pos)? as usize;
+        match len & 0xc0 {
+            0x00 if len == 0 => return Some(pos + 1),
+            0x00 => pos += 1 + len,
+            0xc0 => return Some(pos + 2),
+            _ => return None,
+        }
+        if pos - start > MAX_NAME {
+            return None;
+        }
+    }
 }
 
 /// Why a name could not be encoded.

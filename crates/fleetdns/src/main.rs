@@ -7,6 +7,7 @@ mod debug_api;
 mod files;
 mod ops;
 mod query;
+mod resolv_conf;
 mod serve;
 mod status;
 mod status_page;

@@ -277,7 +277,7 @@ impl OpsState {
         );
         self.dns.render(&mut out);
         let forwarder = self.served.as_ref().and_then(|s| s.forwarder.load_full());
-        fleetdns_dns::forward::render_metrics(forwarder.as_deref(), &mut out);
+        fleetdns_dns::metrics::render_forwarder(forwarder.as_deref(), &mut out);
         self.render_sources(&mut out);
         self.render_etcd(&mut out);
 
