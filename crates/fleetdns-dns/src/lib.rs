@@ -4,8 +4,10 @@
 
 pub mod acl;
 pub mod cache;
+pub mod catalog;
 pub mod compile;
 pub mod config;
+pub mod dispatch;
 pub mod explain;
 pub mod forward;
 pub mod metrics;

@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acl::{self, Cidr};
+use crate::catalog::Catalog;
+use crate::dispatch::{self, Handled};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::request::{Outcome, Transport};
-use crate::respond::{forward_question, respond_full};
+use crate::request::{Counted, Outcome, OwnedQuestion, Transport};
 use crate::wire::MAX_NAME;
 
 /// What every server task reads. Each part is swapped whole (a new registry snapshot, a
@@ -50,11 +51,13 @@ impl Served {
     }
 
     /// Counts an answered message and, when the query log is on, logs it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn done(
         &self,
         transport: Transport,
         peer: SocketAddr,
         request: &[u8],
+        counted: Counted<'_>,
         outcome: Outcome,
         response: &[u8],
         started: Instant,
@@ -63,6 +66,7 @@ impl Served {
             transport,
             peer,
             request,
+            counted,
             outcome,
             response,
             started.elapsed(),
@@ -70,28 +74,31 @@ impl Served {
     }
 
     /// [`Served::done`] with the time taken already measured (once for a batch of answers).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn done_after(
         &self,
         transport: Transport,
         peer: SocketAddr,
         request: &[u8],
+        counted: Counted<'_>,
         outcome: Outcome,
         response: &[u8],
         elapsed: Duration,
     ) {
         self.metrics
-            .record(transport, request, outcome, response, elapsed);
+            .record(transport, counted, outcome, response, elapsed);
         if self.query_log.load(std::sync::atomic::Ordering::Relaxed) {
+            // Opt-in and off the counting path: the name is read again for the log line only.
             let mut lower = [0u8; MAX_NAME];
-            let (name, qtype) = match crate::wire::parse_query(request, &mut lower) {
-                Ok(q) => (crate::wire::display_name(&lower[..q.name_len]), q.qtype),
-                Err(_) => (String::from("-"), 0),
+            let name = match crate::wire::parse_query(request, &mut lower) {
+                Ok(q) => crate::wire::display_name(&lower[..q.name_len]),
+                Err(_) => String::from("-"),
             };
             tracing::info!(
                 client = %peer,
                 transport = ?transport,
                 name = %name,
-                qtype,
+                qtype = counted.qtype.unwrap_or(0),
                 rcode = response.get(3).map_or(0, |b| b & 0x0f),
                 outcome = ?outcome,
                 bytes = response.len(),
@@ -101,34 +108,36 @@ impl Served {
         }
     }
 
-    /// Answers `packet` from `peer` locally, or says which forward zone takes it.
-    pub(crate) fn answer(
-        &self,
-        packet: &[u8],
-        peer: SocketAddr,
-        transport: Transport,
-        out: &mut Vec<u8>,
-    ) -> (Outcome, Option<Arc<Forwarder>>) {
-        // Guards, not clones: no reference-count traffic on the hot path. The forwarder is
-        // cloned only for a query that is forwarded.
-        let table = self.table.load();
-        let forwarder = self.forwarder.load();
-        answer_from(
-            table.as_deref(),
-            forwarder.as_ref(),
-            &self.allow,
-            self.nsid.get().map(|id| &**id),
-            packet,
-            peer,
-            transport,
-            out,
-        )
+    /// The state to handle messages with, loaded now. Guards, not clones: no reference-count
+    /// traffic on the hot path.
+    pub(crate) fn load(&self) -> LoadedGuards {
+        LoadedGuards {
+            table: self.table.load(),
+            forwarder: self.forwarder.load(),
+        }
     }
 }
 
-/// One worker's view of [`Served`]: the table, forwarder and allow-list are re-read only after
-/// one was swapped (a pointer comparison each per query, instead of an arc-swap load). The
-/// previous table is released at the worker's first query after a swap.
+/// Guards on the table and forwarder (see [`Served::load`]).
+pub(crate) struct LoadedGuards {
+    table: arc_swap::Guard<Option<Arc<crate::AnswerTable>>>,
+    forwarder: arc_swap::Guard<Option<Arc<Forwarder>>>,
+}
+
+impl LoadedGuards {
+    pub(crate) fn view<'s>(&'s self, served: &'s Served) -> Loaded<'s> {
+        Loaded {
+            table: self.table.as_deref(),
+            forwarder: self.forwarder.as_ref(),
+            allow: &served.allow,
+            nsid: served.nsid.get().map(|id| &**id),
+        }
+    }
+}
+
+/// One worker's view of [`Served`]: the table and forwarder are re-read only after one was
+/// swapped (a pointer comparison each per batch, instead of an arc-swap load). The previous
+/// table is released at the worker's first batch after a swap.
 pub(crate) struct CachedServed<'a> {
     table: arc_swap::Cache<&'a ArcSwapOption<crate::AnswerTable>, Option<Arc<crate::AnswerTable>>>,
     forwarder: arc_swap::Cache<&'a ArcSwapOption<Forwarder>, Option<Arc<Forwarder>>>,
@@ -146,72 +155,84 @@ impl<'a> CachedServed<'a> {
         }
     }
 
-    /// [`Served::answer`] through the cache.
-    pub(crate) fn answer(
-        &mut self,
+    /// The current state, through the cache.
+    pub(crate) fn load(&mut self) -> Loaded<'_> {
+        Loaded {
+            table: self.table.load().as_deref(),
+            forwarder: self.forwarder.load().as_ref(),
+            allow: self.allow,
+            nsid: self.nsid.get().map(|id| &**id),
+        }
+    }
+}
+
+/// The state messages are handled with: the zone catalog's parts, the allow-list (read only
+/// for a name in a forward zone) and the NSID identity.
+pub(crate) struct Loaded<'s> {
+    table: Option<&'s crate::AnswerTable>,
+    forwarder: Option<&'s Arc<Forwarder>>,
+    allow: &'s ArcSwap<Vec<Cidr>>,
+    nsid: Option<&'s [u8]>,
+}
+
+impl<'s> Loaded<'s> {
+    /// Handles `packet` from `peer`: the request path ([`dispatch::handle`]).
+    pub(crate) fn handle(
+        &self,
         packet: &[u8],
         peer: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
-    ) -> (Outcome, Option<Arc<Forwarder>>) {
-        let table = self.table.load();
-        let forwarder = self.forwarder.load();
-        answer_from(
-            table.as_deref(),
-            forwarder.as_ref(),
-            self.allow,
-            self.nsid.get().map(|id| &**id),
+    ) -> Handled<'s, Arc<Forwarder>> {
+        let catalog = Catalog {
+            table: self.table,
+            forwarder: self.forwarder,
+        };
+        let allow = self.allow;
+        dispatch::handle(
+            catalog,
+            || acl::allowed(&allow.load(), peer.ip()),
+            self.nsid,
             packet,
-            peer,
             transport,
             out,
         )
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn answer_from(
-    table: Option<&crate::AnswerTable>,
-    forwarder: Option<&Arc<Forwarder>>,
-    allow: &ArcSwap<Vec<Cidr>>,
-    nsid: Option<&[u8]>,
-    packet: &[u8],
-    peer: SocketAddr,
-    transport: Transport,
-    out: &mut Vec<u8>,
-) -> (Outcome, Option<Arc<Forwarder>>) {
-    // The allow-list is read only when forward zones exist.
-    let allowed = forwarder.is_some() && acl::allowed(&allow.load(), peer.ip());
-    let outcome = respond_full(
-        table,
-        forwarder.map(|f| &**f),
-        allowed,
-        nsid,
-        packet,
-        transport,
-        out,
-    );
-    let forwarder = match outcome {
-        Outcome::Forward(_) => forwarder.map(Arc::clone),
-        _ => None,
-    };
-    (outcome, forwarder)
+/// A query on its way to a forward zone, owning what its task needs.
+pub(crate) struct Forwarding {
+    forwarder: Arc<Forwarder>,
+    zone: usize,
+    question: OwnedQuestion,
 }
 
-/// Forwards `packet` to forward zone `zone` and writes the answer into `out`.
-pub(crate) async fn forward(
-    forwarder: &Arc<Forwarder>,
-    zone: usize,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut Vec<u8>,
-) {
-    let mut lower = [0u8; MAX_NAME];
-    match forward_question(packet, &mut lower) {
-        Some(q) => {
-            forwarder.resolve(zone, &q, transport, out).await;
+impl Forwarding {
+    pub(crate) fn new(forwarder: &Arc<Forwarder>, zone: usize, question: OwnedQuestion) -> Self {
+        Self {
+            forwarder: forwarder.clone(),
+            zone,
+            question,
         }
-        None => out.clear(), // cannot happen: the responder parsed it already
+    }
+
+    /// Resolves the question and writes the answer into `out`.
+    pub(crate) async fn run(&self, transport: Transport, out: &mut Vec<u8>) {
+        self.forwarder
+            .resolve(self.zone, &self.question.as_question(), transport, out)
+            .await;
+    }
+
+    /// What the metrics count of it: its type and the forward zone.
+    pub(crate) fn counted(&self) -> Counted<'_> {
+        Counted {
+            qtype: Some(self.question.qtype),
+            zone: Some(self.forwarder.zone_apex(self.zone)),
+        }
+    }
+
+    pub(crate) fn outcome(&self) -> Outcome {
+        Outcome::Forward(self.zone)
     }
 }
 
@@ -380,32 +401,52 @@ async fn connection(
             }
         }
         let started = Instant::now();
-        let (outcome, forwarder) = served.answer(body, peer, Transport::Tcp, &mut out);
-        match (outcome, forwarder) {
-            (Outcome::Dropped, _) => {
-                served.metrics.dropped(Transport::Tcp);
-                tracing::debug!(peer = %peer, "tcp message is not a query, closing");
-                break Ok(());
-            }
-            (Outcome::Forward(zone), Some(forwarder)) => {
-                let (packet, served, writer) = (body.to_vec(), served.clone(), writer.clone());
-                forwards.spawn(async move {
-                    let mut out = Vec::new();
-                    forward(&forwarder, zone, &packet, Transport::Tcp, &mut out).await;
-                    let mut framed = Vec::with_capacity(out.len() + 2);
-                    framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-                    framed.extend_from_slice(&out);
-                    let sent = write_framed(&writer, &framed, idle).await;
-                    served.done(Transport::Tcp, peer, &packet, outcome, &out, started);
-                    sent
-                });
-                continue;
-            }
-            _ => {}
-        }
+        let guards = served.load();
+        let (outcome, counted) =
+            match guards
+                .view(&served)
+                .handle(body, peer, Transport::Tcp, &mut out)
+            {
+                Handled::Answered {
+                    outcome: Outcome::Dropped,
+                    ..
+                } => {
+                    served.metrics.dropped(Transport::Tcp);
+                    tracing::debug!(peer = %peer, "tcp message is not a query, closing");
+                    break Ok(());
+                }
+                Handled::Forward {
+                    forwarder,
+                    zone,
+                    question,
+                } => {
+                    let forwarding = Forwarding::new(forwarder, zone, question);
+                    let (packet, served, writer) = (body.to_vec(), served.clone(), writer.clone());
+                    forwards.spawn(async move {
+                        let mut out = Vec::new();
+                        forwarding.run(Transport::Tcp, &mut out).await;
+                        let mut framed = Vec::with_capacity(out.len() + 2);
+                        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                        framed.extend_from_slice(&out);
+                        let sent = write_framed(&writer, &framed, idle).await;
+                        served.done(
+                            Transport::Tcp,
+                            peer,
+                            &packet,
+                            forwarding.counted(),
+                            forwarding.outcome(),
+                            &out,
+                            started,
+                        );
+                        sent
+                    });
+                    continue;
+                }
+                Handled::Answered { outcome, counted } => (outcome, counted),
+            };
         pending.extend_from_slice(&(out.len() as u16).to_be_bytes());
         pending.extend_from_slice(&out);
-        served.done(Transport::Tcp, peer, body, outcome, &out, started);
+        served.done(Transport::Tcp, peer, body, counted, outcome, &out, started);
     };
     let flushed = if pending.is_empty() || result.is_err() {
         Ok(())

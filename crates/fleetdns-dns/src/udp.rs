@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::request::{Outcome, Transport};
-use crate::server::{CachedServed, Served, forward};
+use crate::dispatch::Handled;
+use crate::request::{Counted, Outcome, Transport};
+use crate::server::{CachedServed, Forwarding, Served};
 
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 32;
@@ -118,7 +119,10 @@ fn worker(
             }
         };
         let started = Instant::now();
-        for i in 0..n {
+        // The state is loaded once per batch; what each answer counts borrows from it.
+        let loaded = view.load();
+        let mut counted = [Counted::default(); BATCH];
+        for (i, counted) in counted.iter_mut().enumerate().take(n) {
             let Some(peer) = batch.peer(i) else {
                 continue;
             };
@@ -127,16 +131,23 @@ fn worker(
                 served.metrics.dropped(Transport::Udp);
                 continue;
             }
-            let (outcome, forwarder) = view.answer(packet, peer, Transport::Udp, out);
-            match (outcome, forwarder) {
-                (Outcome::Dropped, _) => served.metrics.dropped(Transport::Udp),
-                (Outcome::Forward(zone), Some(forwarder)) => {
+            match loaded.handle(packet, peer, Transport::Udp, out) {
+                Handled::Answered {
+                    outcome: Outcome::Dropped,
+                    ..
+                } => served.metrics.dropped(Transport::Udp),
+                Handled::Forward {
+                    forwarder,
+                    zone,
+                    question,
+                } => {
+                    let forwarding = Forwarding::new(forwarder, zone, question);
                     let (packet, socket, served) =
                         (packet.to_vec(), socket.clone(), served.clone());
                     tracker.spawn_on(
                         async move {
                             let mut out = Vec::new();
-                            forward(&forwarder, zone, &packet, Transport::Udp, &mut out).await;
+                            forwarding.run(Transport::Udp, &mut out).await;
                             if let Err(e) = sys::send_to_nonblocking(&socket, &out, peer) {
                                 tracing::debug!(error = %e, peer = %peer, "udp send failed");
                             }
@@ -144,7 +155,8 @@ fn worker(
                                 Transport::Udp,
                                 peer,
                                 &packet,
-                                Outcome::Forward(zone),
+                                forwarding.counted(),
+                                forwarding.outcome(),
                                 &out,
                                 started,
                             );
@@ -152,7 +164,13 @@ fn worker(
                         runtime,
                     );
                 }
-                _ => batch.mark_ready(i, outcome, peer),
+                Handled::Answered {
+                    outcome,
+                    counted: c,
+                } => {
+                    *counted = c;
+                    batch.mark_ready(i, outcome, peer);
+                }
             }
         }
         if let Err(e) = batch.send_ready(socket) {
@@ -163,7 +181,15 @@ fn worker(
         for j in 0..batch.ready_len() {
             let (i, outcome, peer) = batch.ready_at(j);
             let (packet, out) = batch.answered(i);
-            served.done_after(Transport::Udp, peer, packet, outcome, out, elapsed);
+            served.done_after(
+                Transport::Udp,
+                peer,
+                packet,
+                counted[i],
+                outcome,
+                out,
+                elapsed,
+            );
         }
     }
 }

@@ -159,6 +159,17 @@ pub fn parse_query<'a>(
     })
 }
 
+/// The type of the question of a packet that did not parse, for counting (a cold path): `None`
+/// unless the packet holds exactly one question whose name can be read.
+pub fn question_type(packet: &[u8]) -> Option<u16> {
+    if packet.get(4..6) != Some(&[0, 1]) {
+        return None;
+    }
+    let mut scratch = [0u8; MAX_NAME];
+    let name_len = read_question_name(packet, HEADER_LEN, &mut scratch)?;
+    u16_at(packet, HEADER_LEN + name_len)
+}
+
 /// Reads an uncompressed name at `start`, writing it lower-cased into `lower`. Returns its length.
 /// The labels are walked first (lengths only), then the whole name is copied and lower-cased in
 /// one pass: length bytes are at most 63, below `A`, so lower-casing leaves them alone.

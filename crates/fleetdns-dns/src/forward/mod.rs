@@ -21,8 +21,8 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, CacheKey, CacheLimits, Hit, Staleness};
-use crate::request::Transport;
+use crate::cache::{Cache, CacheLimits, Hit, Staleness};
+use crate::request::{Question, Transport};
 use crate::wire::{encode_name, rcode};
 
 pub use config::{
@@ -46,7 +46,6 @@ struct Zone {
     probe: Box<[u8]>,
     probe_hits: AtomicU32,
     looped: std::sync::atomic::AtomicBool,
-    requests: Option<Arc<AtomicU64>>,
 }
 
 /// One forward zone and the health of its upstreams, as the debug API reports it.
@@ -71,32 +70,6 @@ pub struct UpstreamView {
     pub failures: u64,
 }
 
-/// The question of a query being forwarded.
-#[derive(Debug, Clone, Copy)]
-pub struct Question<'a> {
-    pub id: u16,
-    /// Question section as the client sent it (name, type, class).
-    pub question: &'a [u8],
-    pub lower_name: &'a [u8],
-    pub qtype: u16,
-    pub qclass: u16,
-    pub edns: bool,
-    /// The client's UDP size limit (ignored over TCP).
-    pub udp_limit: usize,
-}
-
-impl Question<'_> {
-    /// What the answer to this question is cached under.
-    pub fn cache_key(&self) -> CacheKey<'_> {
-        CacheKey {
-            lower_name: self.lower_name,
-            qtype: self.qtype,
-            qclass: self.qclass,
-            edns: self.edns,
-        }
-    }
-}
-
 /// Every forward zone, longest first, and the shared cache.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -108,6 +81,12 @@ pub struct Forwarder {
     refreshes: tokio_util::task::TaskTracker,
     /// Ends the refreshes: see [`Forwarder::stop_refreshes`].
     refresh_stop: CancellationToken,
+}
+
+impl AsRef<Forwarder> for Forwarder {
+    fn as_ref(&self) -> &Forwarder {
+        self
+    }
 }
 
 impl Forwarder {
@@ -137,7 +116,6 @@ impl Forwarder {
                     }
                 })?;
             zones.push(Zone {
-                requests: None,
                 probe: probe.into(),
                 probe_hits: AtomicU32::new(0),
                 looped: std::sync::atomic::AtomicBool::new(false),
@@ -164,11 +142,14 @@ impl Forwarder {
         self.zones.is_empty()
     }
 
-    /// Gives every forward zone its request counter from `metrics`. Call before sharing.
-    pub fn attach_counters(&mut self, metrics: &crate::metrics::Metrics) {
-        for zone in &mut self.zones {
-            zone.requests = Some(metrics.zone_counter(&zone.display));
-        }
+    /// Every forward zone's name, dotted.
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones.iter().map(|z| z.display.clone()).collect()
+    }
+
+    /// The apex of forward zone `index` (lower-case wire form), as the metrics count it.
+    pub fn zone_apex(&self, index: usize) -> &[u8] {
+        &self.zones[index].name
     }
 
     /// The longest forward zone containing `name` (lower-case wire form): (index, apex length).
@@ -239,9 +220,6 @@ impl Forwarder {
         out: &mut Vec<u8>,
     ) -> u8 {
         let zone = &self.zones[index];
-        if let Some(c) = &zone.requests {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
         if q.lower_name == &*zone.probe {
             // Our own probe came back: whoever sent it forwards this zone to us.
             let hits = zone.probe_hits.fetch_add(1, Ordering::Relaxed) + 1;

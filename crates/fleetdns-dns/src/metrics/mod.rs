@@ -21,8 +21,13 @@ pub use exposition::{CONTENT_TYPE, Exposition};
 pub use parse::{Sample, parse_exposition, sample_value};
 pub use render::render_forwarder;
 
-use crate::request::{Outcome, Transport};
-use crate::wire::{HEADER_LEN, rtype};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
+
+use crate::request::{Counted, Outcome, Transport};
+use crate::wire::{display_name, encode_name, rtype};
 
 const TRANSPORTS: [&str; 2] = ["udp", "tcp"];
 
@@ -94,9 +99,52 @@ pub struct Metrics {
     /// everything above the largest bound. The histogram's count is the sum of all slots.
     duration_slots: [AtomicU64; BUCKETS_NANOS.len() + 1],
     duration_sum_nanos: AtomicU64,
-    /// Requests by zone name (authoritative and forward zones); entries are never removed, so
-    /// a zone's count survives table swaps and reloads.
-    zones: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<AtomicU64>>>,
+    /// Requests by zone (authoritative and forward zones).
+    zones: ZoneCounters,
+}
+
+/// Requests by zone, keyed by apex (lower-case wire form). Read without locks: one arc-swap
+/// load and one hash lookup per counted message; a zone seen for the first time is added under
+/// a lock. Entries are never removed, so a zone's count survives table swaps and reloads.
+#[derive(Debug, Default)]
+struct ZoneCounters {
+    map: ArcSwap<FxHashMap<Box<[u8]>, Arc<AtomicU64>>>,
+    add: Mutex<()>,
+}
+
+impl ZoneCounters {
+    fn count(&self, apex: &[u8]) {
+        if let Some(c) = self.map.load().get(apex) {
+            c.fetch_add(1, Relaxed);
+            return;
+        }
+        self.counter(apex).fetch_add(1, Relaxed);
+    }
+
+    /// The counter of `apex`, created on first use.
+    fn counter(&self, apex: &[u8]) -> Arc<AtomicU64> {
+        let _adding = self.add.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.map.load();
+        if let Some(c) = map.get(apex) {
+            return c.clone();
+        }
+        let mut grown = FxHashMap::clone(&map);
+        let counter = grown.entry(apex.into()).or_default().clone();
+        self.map.store(Arc::new(grown));
+        counter
+    }
+
+    /// (dotted zone name, requests), ordered by name.
+    fn counts(&self) -> Vec<(String, u64)> {
+        let mut counts: Vec<(String, u64)> = self
+            .map
+            .load()
+            .iter()
+            .map(|(apex, c)| (display_name(apex), c.load(Relaxed)))
+            .collect();
+        counts.sort();
+        counts
+    }
 }
 
 fn transport_index(t: Transport) -> usize {
@@ -111,12 +159,14 @@ impl Metrics {
         Self::default()
     }
 
-    /// Counts one answered message: `request` as received, `response` as sent, `elapsed`
-    /// from receipt until the response was handed to the socket. Relaxed increments only.
+    /// Counts one answered message: what the request path returned for it (`counted`: the
+    /// question's type and the zone that answered), `response` as sent, `elapsed` from receipt
+    /// until the response was handed to the socket. Relaxed increments, and one lock-free
+    /// lookup of the zone's counter.
     pub fn record(
         &self,
         transport: Transport,
-        request: &[u8],
+        counted: Counted<'_>,
         outcome: Outcome,
         response: &[u8],
         elapsed: Duration,
@@ -145,7 +195,10 @@ impl Metrics {
                 return;
             }
         };
-        self.requests[t][qtype_index(request)].fetch_add(1, Relaxed);
+        self.requests[t][qtype_index(counted.qtype)].fetch_add(1, Relaxed);
+        if let Some(apex) = counted.zone {
+            self.zones.count(apex);
+        }
         self.responses[response_index].fetch_add(1, Relaxed);
         if response.get(2).is_some_and(|b| b & 0x02 != 0) {
             self.truncated.fetch_add(1, Relaxed);
@@ -165,43 +218,62 @@ impl Metrics {
     }
 
     /// The request counter of zone `name` (dotted, trailing dot), created on first use.
-    pub fn zone_counter(&self, name: &str) -> std::sync::Arc<AtomicU64> {
-        let mut zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
-        zones.entry(name.to_owned()).or_default().clone()
+    /// Queries are counted by [`Metrics::record`]; this is for counting from outside the
+    /// request path (and `table::AnswerTable::attach_counters`, which nothing calls any more).
+    pub fn zone_counter(&self, name: &str) -> Arc<AtomicU64> {
+        match encode_name(name) {
+            Ok(apex) => self.zones.counter(&apex),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// Counts one request in zone `name` (dotted) from outside the server loops (the debug
+    /// API's explained queries).
+    pub fn count_zone(&self, name: &str) {
+        self.zone_counter(name).fetch_add(1, Relaxed);
+    }
+
+    /// Shows the zones named (dotted) from now on, at zero until a query is counted in one
+    /// (call when a table or forwarder is installed).
+    pub fn add_zones(&self, names: &[String]) {
+        for name in names {
+            self.zone_counter(name);
+        }
+    }
+
+    /// (dotted zone name, requests) of every zone counted so far, ordered by name.
+    pub fn zone_counts(&self) -> Vec<(String, u64)> {
+        self.zones.counts()
     }
 }
 
-/// The type of the question of `request`, as an index into [`QTYPES`]. Bounds-checked; a
-/// question that cannot be read (compression pointer, cut short, no question) is `none`.
-fn qtype_index(request: &[u8]) -> usize {
-    if request.get(4..6) != Some(&[0, 1]) {
-        return QTYPE_NONE;
-    }
-    let mut pos = HEADER_LEN;
-    loop {
-        match request.get(pos) {
-            Some(0) => break,
-            Some(&len) if len & 0xc0 == 0 => pos += 1 + len as usize,
-            _ => return QTYPE_NONE,
-        }
-    }
-    let Some(&[hi, lo]) = request.get(pos + 1..pos + 3) else {
-        return QTYPE_NONE;
-    };
-    match u16::from_be_bytes([hi, lo]) {
-        rtype::A => 0,
-        rtype::AAAA => 1,
-        rtype::SRV => 2,
-        rtype::TXT => 3,
-        rtype::SOA => 4,
-        rtype::NS => 5,
-        rtype::ANY => 6,
-        _ => QTYPE_OTHER,
+/// The index into [`QTYPES`] of a question's type; `none` when it could not be read.
+fn qtype_index(qtype: Option<u16>) -> usize {
+    match qtype {
+        None => QTYPE_NONE,
+        Some(rtype::A) => 0,
+        Some(rtype::AAAA) => 1,
+        Some(rtype::SRV) => 2,
+        Some(rtype::TXT) => 3,
+        Some(rtype::SOA) => 4,
+        Some(rtype::NS) => 5,
+        Some(rtype::ANY) => 6,
+        Some(_) => QTYPE_OTHER,
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::question_type;
+
+    /// What the request path returns for `request`, outside any zone.
+    fn seen(request: &[u8]) -> Counted<'static> {
+        Counted {
+            qtype: question_type(request),
+            zone: None,
+        }
+    }
 
     fn parse(text: &str) -> Vec<Sample> {
         parse_exposition(text).unwrap_or_else(|e| panic!("{e}\n{text}"))
@@ -263,14 +335,14 @@ mod tests {
         let q = query("a.clusterset.local", rtype::A);
         m.record(
             Transport::Udp,
-            &q,
+            seen(&q),
             Outcome::Answer,
             &response(0, false),
             us(3),
         );
         m.record(
             Transport::Udp,
-            &q,
+            seen(&q),
             Outcome::Answer,
             &response(0, true),
             us(3),
@@ -278,7 +350,7 @@ mod tests {
         let aaaa = query("a.clusterset.local", rtype::AAAA);
         m.record(
             Transport::Tcp,
-            &aaaa,
+            seen(&aaaa),
             Outcome::NoData,
             &response(0, false),
             us(40),
@@ -286,33 +358,33 @@ mod tests {
         let mx = query("x.example", 15);
         m.record(
             Transport::Udp,
-            &mx,
+            seen(&mx),
             Outcome::Refused,
             &response(5, false),
             us(2000),
         );
         m.record(
             Transport::Udp,
-            &[0; 12],
+            seen(&[0; 12]),
             Outcome::FormErr,
             &response(1, false),
             us(1),
         );
         m.record(
             Transport::Udp,
-            &q,
+            seen(&q),
             Outcome::FormErr,
             &response(0, false),
             us(1),
         );
         m.record(
             Transport::Udp,
-            &q,
+            seen(&q),
             Outcome::NxDomain,
             &response(3, false),
             us(500_000),
         );
-        m.record(Transport::Udp, &[1], Outcome::Dropped, &[], us(1));
+        m.record(Transport::Udp, seen(&[1]), Outcome::Dropped, &[], us(1));
         m.dropped(Transport::Tcp);
 
         let samples = parse(&render(&m));
@@ -371,12 +443,15 @@ mod tests {
         let mut pointer = query("a.b", rtype::A);
         pointer[12] = 0xc0;
         for bad in [&[][..], &[0; 11], &query("a.b", rtype::A)[..16], &pointer] {
-            assert_eq!(qtype_index(bad), QTYPE_NONE, "{bad:?}");
+            assert_eq!(qtype_index(question_type(bad)), QTYPE_NONE, "{bad:?}");
         }
         let mut two = query("a.b", rtype::A);
         two[5] = 2;
-        assert_eq!(qtype_index(&two), QTYPE_NONE);
-        assert_eq!(qtype_index(&query("a.b", rtype::SRV)), 2);
-        assert_eq!(qtype_index(&query("a.b", rtype::PTR)), QTYPE_OTHER);
+        assert_eq!(qtype_index(question_type(&two)), QTYPE_NONE);
+        assert_eq!(qtype_index(question_type(&query("a.b", rtype::SRV))), 2);
+        assert_eq!(
+            qtype_index(question_type(&query("a.b", rtype::PTR))),
+            QTYPE_OTHER
+        );
     }
 }

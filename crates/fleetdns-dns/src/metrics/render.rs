@@ -13,7 +13,7 @@ impl Metrics {
         {
             // Written once a zone exists (a header without samples is not valid exposition).
             let name = "fleetdns_dns_zone_requests_total";
-            let zones = self.zones.lock().unwrap_or_else(|p| p.into_inner());
+            let zones = self.zone_counts();
             if !zones.is_empty() {
                 out.header(
                     name,
@@ -21,8 +21,8 @@ impl Metrics {
                     "DNS requests answered in a zone (authoritative or forward), by zone name.",
                 );
             }
-            for (zone, count) in zones.iter() {
-                out.sample(name, &[("zone", zone)], count.load(Relaxed));
+            for (zone, count) in &zones {
+                out.sample(name, &[("zone", zone)], count);
             }
         }
         let name = "fleetdns_dns_requests_total";
