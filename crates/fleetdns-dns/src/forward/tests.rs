@@ -378,7 +378,9 @@ async fn a_cache_hit_echoes_the_askers_case_and_max_fails_zero_never_marks_down(
     );
 }
 
-#[tokio::test]
+/// On paused time: the first query's upstream timeout can only fire once the test waits for
+/// it, so however busy the machine, the second query finds the only slot taken.
+#[tokio::test(start_paused = true)]
 async fn queries_beyond_max_concurrent_are_refused() {
     let silent = upstream(Mode::Silent, 1, Arc::new(AtomicBool::new(true))).await;
     let mut cfg = zone(&[silent], UpstreamPolicy::Random);
@@ -392,7 +394,9 @@ async fn queries_beyond_max_concurrent_are_refused() {
                 .await
         })
     };
-    // Let the first query take the only slot (it waits on the silent upstream).
+    // Let the first query take the only slot (it waits on the silent upstream). The paused
+    // clock moves only when every task waits, to the next timer: this sleep's, long before
+    // the first query's timeout.
     while f
         .upstreams()
         .next()
