@@ -67,13 +67,15 @@ impl Served {
             peer,
             request,
             counted,
+            None,
             outcome,
             response,
             started.elapsed(),
         );
     }
 
-    /// [`Served::done`] with the time taken already measured (once for a batch of answers).
+    /// [`Served::done`] with the time taken already measured (once for a batch of answers),
+    /// and the counter of the answering zone when the caller holds it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn done_after(
         &self,
@@ -81,12 +83,13 @@ impl Served {
         peer: SocketAddr,
         request: &[u8],
         counted: Counted<'_>,
+        zone_counter: Option<&std::sync::atomic::AtomicU64>,
         outcome: Outcome,
         response: &[u8],
         elapsed: Duration,
     ) {
         self.metrics
-            .record(transport, counted, outcome, response, elapsed);
+            .record_with(transport, counted, zone_counter, outcome, response, elapsed);
         if self.query_log.load(std::sync::atomic::Ordering::Relaxed) {
             // Opt-in and off the counting path: the name is read again for the log line only.
             let mut lower = [0u8; MAX_NAME];
@@ -176,6 +179,15 @@ pub(crate) struct Loaded<'s> {
 }
 
 impl<'s> Loaded<'s> {
+    /// Which table and forwarder these are (their addresses): the zones' apexes found under
+    /// them stay where they are while both stay loaded.
+    pub(crate) fn identity(&self) -> (usize, usize) {
+        (
+            self.table.map_or(0, |t| std::ptr::from_ref(t) as usize),
+            self.forwarder.map_or(0, |f| Arc::as_ptr(f) as usize),
+        )
+    }
+
     /// Handles `packet` from `peer`: the request path ([`dispatch::handle`]).
     pub(crate) fn handle(
         &self,

@@ -171,6 +171,21 @@ impl Metrics {
         response: &[u8],
         elapsed: Duration,
     ) {
+        self.record_with(transport, counted, None, outcome, response, elapsed);
+    }
+
+    /// [`Metrics::record`] with the counter of `counted`'s zone already in hand
+    /// (`zone_counter`, from [`Metrics::zone_counter_of`]): the UDP workers keep the counters
+    /// of the zones they answer in, so the shared map is not searched per message.
+    pub fn record_with(
+        &self,
+        transport: Transport,
+        counted: Counted<'_>,
+        zone_counter: Option<&AtomicU64>,
+        outcome: Outcome,
+        response: &[u8],
+        elapsed: Duration,
+    ) {
         let t = transport_index(transport);
         let response_index = match outcome {
             Outcome::Answer => 0,
@@ -196,8 +211,12 @@ impl Metrics {
             }
         };
         self.requests[t][qtype_index(counted.qtype)].fetch_add(1, Relaxed);
-        if let Some(apex) = counted.zone {
-            self.zones.count(apex);
+        match (zone_counter, counted.zone) {
+            (Some(counter), _) => {
+                counter.fetch_add(1, Relaxed);
+            }
+            (None, Some(apex)) => self.zones.count(apex),
+            (None, None) => {}
         }
         self.responses[response_index].fetch_add(1, Relaxed);
         if response.get(2).is_some_and(|b| b & 0x02 != 0) {
@@ -225,6 +244,12 @@ impl Metrics {
             Ok(apex) => self.zones.counter(&apex),
             Err(_) => Arc::default(),
         }
+    }
+
+    /// The request counter of the zone with apex `apex` (lower-case wire form), created on
+    /// first use.
+    pub fn zone_counter_of(&self, apex: &[u8]) -> Arc<AtomicU64> {
+        self.zones.counter(apex)
     }
 
     /// Counts one request in zone `name` (dotted) from outside the server loops (the debug
