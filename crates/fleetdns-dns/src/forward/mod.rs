@@ -1,9 +1,9 @@
 //! Forward zones (CDNS-1..3): the zones and their upstreams, the cache in front of them, and
 //! the resolution of one forwarded question (cache, loop probe, concurrency limit, upstreams in
 //! policy order, stale answers when all fail). One concept per module: [`config`] (the
-//! `[[forward]]` settings and upstream addresses), [`health`] (upstream health, policy order,
-//! health checks), [`exchange`] (one query to one upstream over UDP or TCP, answers validated
-//! by random ID and question), [`fit`] (the answer cut to the client's size).
+//! `[[forward]]` settings and upstream addresses), `health` (upstream health, policy order,
+//! health checks), `exchange` (one query to one upstream over UDP or TCP, answers validated
+//! by random ID and question), `fit` (the answer cut to the client's size).
 
 pub mod config;
 mod exchange;

@@ -1,6 +1,6 @@
 //! DNS server counters. Rendering every metric family of the crate (these counters, the
-//! forwarder's cache and upstreams) lives in [`render`]; the exposition writer in
-//! [`exposition`]; the strict exposition parser the tests use sits behind the `testing`
+//! forwarder's cache and upstreams) lives in `render`; the exposition writer in
+//! `exposition`; the strict exposition parser the tests use sits behind the `testing`
 //! feature.
 //!
 //! The hot path is one [`Metrics::record`] per answered message: a few relaxed atomic
