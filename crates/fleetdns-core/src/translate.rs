@@ -328,6 +328,7 @@ mod tests {
                 ports,
                 ..ServiceSpec::default()
             },
+            ..Service::default()
         }
     }
 

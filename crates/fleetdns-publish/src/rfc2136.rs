@@ -1,0 +1,1 @@
+//! RFC 2136 provider: not built yet.

@@ -1,0 +1,1 @@
+//! The etcd provider (SkyDNS layout): not built yet.

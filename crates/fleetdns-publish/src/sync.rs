@@ -1,0 +1,1 @@
+//! The sync loop: not built yet.
