@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the build and the tests need from Debian: protoc and the
 # protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
-# etcd (the etcd registry's tests and the fleet demo). `--build`: only what the build needs.
+# etcd (the etcd registry's tests and the fleet demo), BIND 9 (the sync's RFC 2136 peer). `--build`: only what the build needs.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +11,7 @@ if [ "${1:-}" != "--build" ]; then
   command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
   command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
   command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+  command -v named >/dev/null 2>&1 || need_apt+=(bind9) # the RFC 2136 sync's tests
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2

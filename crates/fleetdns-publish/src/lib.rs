@@ -20,6 +20,8 @@ pub mod plan;
 pub mod rfc2136;
 pub mod skydns;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod txt;
 
 pub use model::{Endpoint, RecordType};

@@ -1,0 +1,467 @@
+//! The sync against real servers from Debian on loopback: BIND 9 (`named`) with a TSIG key.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use fleetdns_publish::desired::Desired;
+use fleetdns_publish::filter::DomainFilter;
+use fleetdns_publish::plan::PlanSettings;
+use fleetdns_publish::rfc2136::{Rfc2136, Rfc2136Error, TsigKey};
+use fleetdns_publish::sync::{Provider, SyncError, SyncJob};
+use fleetdns_publish::testing::{Bind, KEY_NAME, SECRET};
+use fleetdns_publish::txt::{Labels, TxtNames};
+use fleetdns_publish::{Endpoint, Policy, RecordType};
+
+const ZONE: &str = "fleet.example.com";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn key() -> TsigKey {
+    TsigKey::new(KEY_NAME, "hmac-sha256", SECRET).unwrap()
+}
+
+fn provider(addr: std::net::SocketAddr, key: Option<TsigKey>) -> Provider {
+    Provider::Rfc2136(Rfc2136::new(addr, ZONE, key, Duration::from_secs(5), 50).unwrap())
+}
+
+fn job(provider: Provider, policy: Policy) -> SyncJob {
+    SyncJob {
+        settings: PlanSettings {
+            zone: ZONE.into(),
+            owner_id: "fleet-1".into(),
+            policy,
+            filter: DomainFilter::default(),
+            managed_types: [RecordType::A, RecordType::Aaaa, RecordType::Cname].into(),
+            txt_names: TxtNames::default(),
+            default_ttl: 300,
+            min_ttl: 0,
+        },
+        provider,
+        publish_clusterset: false,
+        interval: Duration::from_secs(60),
+        min_event_interval: Duration::from_secs(5),
+    }
+}
+
+fn a(name: &str, ips: &[&str]) -> Endpoint {
+    Endpoint {
+        name: format!("{name}.{ZONE}"),
+        record_type: RecordType::A,
+        targets: ips.iter().map(|s| s.to_string()).collect(),
+        ttl: None,
+        resource: format!("service/default/{name}"),
+    }
+}
+
+fn desired(eps: Vec<Endpoint>) -> Desired {
+    Desired {
+        endpoints: eps,
+        warnings: vec![],
+    }
+}
+
+fn owner_txt(owner: &str, name: &str) -> String {
+    format!(
+        "\"{}\"",
+        Labels {
+            owner: owner.into(),
+            resource: format!("service/default/{name}"),
+        }
+        .value()
+    )
+}
+
+fn fq(name: &str) -> String {
+    format!("{name}.{ZONE}")
+}
+
+#[test]
+fn xdns_2_16_sync_creates_updates_and_deletes_with_tsig() {
+    let bind = Bind::start(ZONE, "", "hmac-sha256");
+    let job = job(provider(bind.addr(), Some(key())), Policy::Sync);
+    let rt = rt();
+    let cname = Endpoint {
+        record_type: RecordType::Cname,
+        targets: BTreeSet::from(["edge.example.net".to_string()]),
+        ttl: Some(120),
+        ..a("web", &[])
+    };
+    let out = rt
+        .block_on(job.once(
+            desired(vec![
+                a("payment", &["192.0.2.1", "192.0.2.2"]),
+                cname.clone(),
+            ]),
+            false,
+        ))
+        .unwrap();
+    assert_eq!((out.applied.creates, out.applied.messages), (2, 1));
+    assert_eq!(bind.dig(&fq("payment"), "A"), ["192.0.2.1", "192.0.2.2"]);
+    assert_eq!(bind.dig(&fq("web"), "CNAME"), ["edge.example.net."]);
+    // XDNS-5/6: the ownership record, exactly as ExternalDNS writes it.
+    assert_eq!(
+        bind.dig(&fq("a-payment"), "TXT"),
+        [owner_txt("fleet-1", "payment")]
+    );
+    assert_eq!(
+        bind.dig(&fq("cname-web"), "TXT"),
+        [owner_txt("fleet-1", "web")]
+    );
+
+    // An address change is an update; nothing else moves.
+    let out = rt
+        .block_on(job.once(
+            desired(vec![a("payment", &["192.0.2.3"]), cname.clone()]),
+            false,
+        ))
+        .unwrap();
+    assert_eq!(
+        (
+            out.applied.creates,
+            out.applied.updates,
+            out.applied.deletes
+        ),
+        (0, 1, 0)
+    );
+    assert_eq!(bind.dig(&fq("payment"), "A"), ["192.0.2.3"]);
+
+    // In sync: an empty plan, no message.
+    let out = rt
+        .block_on(job.once(desired(vec![a("payment", &["192.0.2.3"]), cname]), false))
+        .unwrap();
+    assert!(out.plan.is_empty(), "{}", out.plan);
+    assert_eq!(out.applied.messages, 0);
+
+    // The service is gone: record and ownership record go.
+    let out = rt.block_on(job.once(desired(vec![]), false)).unwrap();
+    assert_eq!(out.applied.deletes, 2);
+    assert!(bind.dig(&fq("payment"), "A").is_empty());
+    assert!(bind.dig(&fq("a-payment"), "TXT").is_empty());
+    assert!(bind.dig(&fq("web"), "CNAME").is_empty());
+}
+
+#[test]
+fn xdns_2_upsert_only_never_deletes_and_create_only_only_creates() {
+    let bind = Bind::start(ZONE, "", "hmac-sha512");
+    let key = TsigKey::new(KEY_NAME, "hmac-sha512", SECRET).unwrap();
+    let rt = rt();
+    let sync = job(provider(bind.addr(), Some(key.clone())), Policy::Sync);
+    rt.block_on(sync.once(
+        desired(vec![a("keep", &["192.0.2.1"]), a("moved", &["192.0.2.2"])]),
+        false,
+    ))
+    .unwrap();
+
+    let upsert = job(provider(bind.addr(), Some(key.clone())), Policy::UpsertOnly);
+    let out = rt
+        .block_on(upsert.once(desired(vec![a("moved", &["192.0.2.20"])]), false))
+        .unwrap();
+    assert_eq!((out.applied.updates, out.applied.deletes), (1, 0));
+    assert_eq!(
+        bind.dig(&fq("keep"), "A"),
+        ["192.0.2.1"],
+        "upsert-only never deletes"
+    );
+    assert_eq!(bind.dig(&fq("moved"), "A"), ["192.0.2.20"]);
+
+    let create = job(provider(bind.addr(), Some(key)), Policy::CreateOnly);
+    let out = rt
+        .block_on(create.once(
+            desired(vec![
+                a("moved", &["192.0.2.99"]),
+                a("fresh", &["192.0.2.5"]),
+            ]),
+            false,
+        ))
+        .unwrap();
+    assert_eq!(
+        (
+            out.applied.creates,
+            out.applied.updates,
+            out.applied.deletes
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        bind.dig(&fq("moved"), "A"),
+        ["192.0.2.20"],
+        "create-only never updates"
+    );
+    assert_eq!(bind.dig(&fq("fresh"), "A"), ["192.0.2.5"]);
+    assert_eq!(bind.dig(&fq("keep"), "A"), ["192.0.2.1"]);
+}
+
+#[test]
+fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted() {
+    // Written exactly as ExternalDNS writes them: another owner's TXT+A pairs (current and
+    // old format), a record without an ownership record, and ours in the old format.
+    let other = |n: &str| owner_txt("cluster-2", n);
+    let ours = |n: &str| owner_txt("fleet-1", n);
+    let records = format!(
+        "payment A 192.0.2.50\na-payment TXT {}\nshop A 192.0.2.51\nshop TXT {}\nmanual A 192.0.2.52\nlegacy A 192.0.2.60\nlegacy TXT {}\nlegacy-gone A 192.0.2.61\nlegacy-gone TXT {}\n",
+        other("payment"),
+        other("shop"),
+        ours("legacy"),
+        ours("legacy-gone"),
+    );
+    let bind = Bind::start(ZONE, &records, "hmac-sha256");
+    let job = job(provider(bind.addr(), Some(key())), Policy::Sync);
+    let rt = rt();
+    let want = desired(vec![
+        a("payment", &["192.0.2.9"]),
+        a("manual", &["192.0.2.9"]),
+        a("legacy", &["192.0.2.60"]),
+    ]);
+    let out = rt.block_on(job.once(want, false)).unwrap();
+    let left: Vec<&str> = out
+        .plan
+        .left_alone
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(left, [fq("payment"), fq("manual")]);
+    assert_eq!(
+        (
+            out.applied.creates,
+            out.applied.updates,
+            out.applied.deletes
+        ),
+        (0, 1, 1)
+    );
+    // Another owner's records and unowned ones: exactly as they were.
+    assert_eq!(bind.dig(&fq("payment"), "A"), ["192.0.2.50"]);
+    assert_eq!(bind.dig(&fq("a-payment"), "TXT"), [other("payment")]);
+    assert_eq!(bind.dig(&fq("shop"), "A"), ["192.0.2.51"]);
+    assert_eq!(bind.dig(&fq("shop"), "TXT"), [other("shop")]);
+    assert_eq!(bind.dig(&fq("manual"), "A"), ["192.0.2.52"]);
+    // Ours in the old format: adopted (current-format TXT written, old one gone) or deleted.
+    assert_eq!(bind.dig(&fq("legacy"), "A"), ["192.0.2.60"]);
+    assert_eq!(bind.dig(&fq("a-legacy"), "TXT"), [ours("legacy")]);
+    assert!(bind.dig(&fq("legacy"), "TXT").is_empty());
+    assert!(bind.dig(&fq("legacy-gone"), "A").is_empty());
+    assert!(bind.dig(&fq("legacy-gone"), "TXT").is_empty());
+}
+
+#[test]
+fn xdns_10_domain_filters_and_exclusions_bound_what_is_written() {
+    let bind = Bind::start(ZONE, "", "hmac-sha256");
+    let mut job = job(provider(bind.addr(), Some(key())), Policy::Sync);
+    job.settings.filter = DomainFilter::new(
+        &[format!("public.{ZONE}")],
+        &[format!("internal.public.{ZONE}")],
+        None,
+        None,
+    )
+    .unwrap();
+    let rt = rt();
+    rt.block_on(job.once(
+        desired(vec![
+            a("a.public", &["192.0.2.1"]),
+            a("b.internal.public", &["192.0.2.2"]),
+            a("c", &["192.0.2.3"]),
+        ]),
+        false,
+    ))
+    .unwrap();
+    assert_eq!(bind.dig(&fq("a.public"), "A"), ["192.0.2.1"]);
+    assert!(bind.dig(&fq("b.internal.public"), "A").is_empty());
+    assert!(bind.dig(&fq("c"), "A").is_empty());
+}
+
+#[test]
+fn xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing() {
+    let bind = Bind::start(ZONE, "manual A 192.0.2.52\n", "hmac-sha256");
+    let rt = rt();
+    let wrong_secret = TsigKey::new(
+        KEY_NAME,
+        "hmac-sha256",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    )
+    .unwrap();
+    let p = Rfc2136::new(
+        bind.addr(),
+        ZONE,
+        Some(wrong_secret),
+        Duration::from_secs(5),
+        50,
+    )
+    .unwrap();
+    let err = rt.block_on(p.read()).unwrap_err();
+    match &err {
+        Rfc2136Error::Refused {
+            rcode, tsig_error, ..
+        } => {
+            assert_eq!(rcode, "NOTAUTH", "{err}");
+            assert_eq!(tsig_error.as_deref(), Some("BADSIG"), "{err}");
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+    // The same key through a whole sync: the read fails, so nothing is written.
+    let job = job(Provider::Rfc2136(p.clone()), Policy::Sync);
+    let err = rt
+        .block_on(job.once(desired(vec![a("new", &["192.0.2.1"])]), false))
+        .unwrap_err();
+    assert!(matches!(err, SyncError::Read(_, "refused")), "{err}");
+    // An UPDATE alone, with a plan made by hand, is refused too and names the TSIG error.
+    let plan = fleetdns_publish::plan::Plan {
+        creates: vec![Endpoint {
+            ttl: Some(300),
+            ..a("new", &["192.0.2.1"])
+        }],
+        ..Default::default()
+    };
+    let err = rt
+        .block_on(p.apply(&plan, "fleet-1", &TxtNames::default()))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("NOTAUTH") && err.to_string().contains("BADSIG"),
+        "{err}"
+    );
+    assert_eq!(err.applied.messages, 0);
+    // An unknown key name: BADKEY.
+    let unknown = TsigKey::new("nobody", "hmac-sha256", SECRET).unwrap();
+    let p = Rfc2136::new(bind.addr(), ZONE, Some(unknown), Duration::from_secs(5), 50).unwrap();
+    let err = rt
+        .block_on(p.apply(&plan, "fleet-1", &TxtNames::default()))
+        .unwrap_err();
+    assert!(err.to_string().contains("BADKEY"), "{err}");
+    // No key at all: REFUSED.
+    let p = Rfc2136::new(bind.addr(), ZONE, None, Duration::from_secs(5), 50).unwrap();
+    let err = rt.block_on(p.read()).unwrap_err();
+    assert!(err.to_string().contains("REFUSED"), "{err}");
+    assert!(bind.dig(&fq("new"), "A").is_empty());
+    assert_eq!(bind.dig(&fq("manual"), "A"), ["192.0.2.52"]);
+}
+
+/// A TCP relay in front of BIND that passes the client's bytes through and BIND's answer
+/// only up to `pass` whole messages, then (with `corrupt`) one message with a flipped MAC
+/// byte, then closes: an AXFR cut short, or tampered with.
+async fn relay(bind: std::net::SocketAddr, pass: usize, corrupt: bool) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut server = tokio::net::TcpStream::connect(bind).await.unwrap();
+            let mut len = [0u8; 2];
+            client.read_exact(&mut len).await.unwrap();
+            let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+            client.read_exact(&mut q).await.unwrap();
+            server.write_all(&len).await.unwrap();
+            server.write_all(&q).await.unwrap();
+            for i in 0..=pass {
+                if server.read_exact(&mut len).await.is_err() {
+                    break;
+                }
+                let mut m = vec![0u8; u16::from_be_bytes(len) as usize];
+                server.read_exact(&mut m).await.unwrap();
+                if i == pass {
+                    if corrupt {
+                        let last = m.len() - 10;
+                        m[last] ^= 0xff;
+                        client.write_all(&len).await.unwrap();
+                        client.write_all(&m).await.unwrap();
+                    }
+                    break;
+                }
+                client.write_all(&len).await.unwrap();
+                client.write_all(&m).await.unwrap();
+            }
+            // Dropping both ends closes the connection mid-transfer.
+        }
+    });
+    addr
+}
+
+#[test]
+fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing() {
+    // Enough of our own records for a multi-message transfer.
+    let mut records = String::new();
+    for i in 0..3000 {
+        records.push_str(&format!(
+            "svc{i} A 10.0.{}.{}\na-svc{i} TXT {}\n",
+            i / 250,
+            i % 250 + 1,
+            owner_txt("fleet-1", &format!("svc{i}"))
+        ));
+    }
+    let bind = Bind::start(ZONE, &records, "hmac-sha256");
+    let rt = rt();
+    rt.block_on(async {
+        // The whole zone reads fine directly.
+        let direct =
+            Rfc2136::new(bind.addr(), ZONE, Some(key()), Duration::from_secs(5), 50).unwrap();
+        let zone = direct.read().await.unwrap();
+        assert_eq!(
+            zone.sets.len(),
+            2 * 3000 + 1,
+            "every A, TXT and the NS host"
+        );
+        for (pass, corrupt) in [(1, false), (2, true)] {
+            let cut = relay(bind.addr(), pass, corrupt).await;
+            let job = job(provider(cut, Some(key())), Policy::Sync);
+            // Nothing desired under `sync`: a cut read taken for the zone would delete what it saw.
+            let err = job.once(desired(vec![]), false).await.unwrap_err();
+            let SyncError::Read(msg, kind) = &err else {
+                panic!("{err}")
+            };
+            assert_eq!(*kind, if corrupt { "tsig" } else { "axfr" }, "{msg}");
+        }
+    });
+    assert_eq!(bind.dig(&fq("svc0"), "A"), ["10.0.0.1"]);
+    assert_eq!(bind.dig(&fq("svc2999"), "A"), ["10.0.11.250"]);
+}
+
+#[test]
+fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten() {
+    let bind = Bind::start(ZONE, "", "hmac-sha256");
+    let job = job(provider(bind.addr(), Some(key())), Policy::Sync);
+    let rt = rt();
+    rt.block_on(async {
+        job.once(desired(vec![a("payment", &["192.0.2.1"])]), false)
+            .await
+            .unwrap();
+        // Plan a move to .2, then someone else moves it to .77 before we apply.
+        let stale = job
+            .plan(&desired(vec![a("payment", &["192.0.2.2"])]))
+            .await
+            .unwrap();
+        job.once(desired(vec![a("payment", &["192.0.2.77"])]), false)
+            .await
+            .unwrap();
+        let err = job.provider.apply(&stale, &job.settings).await.unwrap_err();
+        assert!(matches!(err, SyncError::Apply(_, "refused", _)), "{err}");
+        assert!(err.to_string().contains("NXRRSET"), "{err}");
+        // A create planned where someone created the name meanwhile fails too.
+        let create = job
+            .plan(&desired(vec![
+                a("payment", &["192.0.2.77"]),
+                a("fresh", &["192.0.2.5"]),
+            ]))
+            .await
+            .unwrap();
+        assert_eq!(create.creates.len(), 1);
+        job.once(
+            desired(vec![
+                a("payment", &["192.0.2.77"]),
+                a("fresh", &["192.0.2.6"]),
+            ]),
+            false,
+        )
+        .await
+        .unwrap();
+        let err = job
+            .provider
+            .apply(&create, &job.settings)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("YXRRSET"), "{err}");
+    });
+    assert_eq!(bind.dig(&fq("payment"), "A"), ["192.0.2.77"]);
+    assert_eq!(bind.dig(&fq("fresh"), "A"), ["192.0.2.6"]);
+}
