@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -21,6 +21,8 @@ pub type TappedObjects = BTreeMap<ClusterId, Arc<ClusterObjects>>;
 pub struct ObjectsTap {
     tx: Arc<watch::Sender<TappedObjects>>,
     keep: fn(&Service) -> bool,
+    /// Clusters a source will deliver but has not yet: until they have, the set is incomplete.
+    waiting: Arc<Mutex<BTreeSet<ClusterId>>>,
 }
 
 impl fmt::Debug for ObjectsTap {
@@ -37,7 +39,26 @@ impl ObjectsTap {
         Self {
             tx: Arc::new(watch::channel(TappedObjects::new()).0),
             keep,
+            waiting: Arc::default(),
         }
+    }
+
+    /// Announces that a source will deliver `cluster` (a Kubernetes source before its first
+    /// list): until it does, [`ObjectsTap::is_complete`] is false, so a consumer never takes a
+    /// cluster not yet read for a cluster without objects.
+    pub fn expect(&self, cluster: &ClusterId) {
+        if !self.tx.borrow().contains_key(cluster) {
+            self.lock_waiting().insert(cluster.clone());
+        }
+    }
+
+    /// Every announced cluster has delivered a set.
+    pub fn is_complete(&self) -> bool {
+        self.lock_waiting().is_empty()
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, BTreeSet<ClusterId>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces `cluster`'s kept objects with those of its complete set `objects`. Consumers
@@ -75,6 +96,7 @@ impl ObjectsTap {
             endpoint_slices,
             service_exports: Vec::new(),
         };
+        self.lock_waiting().remove(cluster);
         self.tx.send_if_modified(|all| {
             let same = all.get(cluster).is_some_and(|old| {
                 old.services == kept.services && old.endpoint_slices == kept.endpoint_slices
@@ -89,6 +111,7 @@ impl ObjectsTap {
 
     /// Forgets `cluster`: its source stopped (a removed folder, a reload without it).
     pub fn remove(&self, cluster: &ClusterId) {
+        self.lock_waiting().remove(cluster);
         self.tx
             .send_if_modified(|all| all.remove(cluster).is_some());
     }
@@ -137,12 +160,15 @@ mod tests {
         let tap = ObjectsTap::new(|s| s.metadata.annotations.contains_key("keep"));
         let mut rx = tap.subscribe();
         let cluster = ClusterId::new("c1").unwrap();
+        tap.expect(&cluster);
+        assert!(!tap.is_complete(), "announced, not delivered");
         let objects = ClusterObjects {
             services: vec![svc("a", true), svc("b", false)],
             endpoint_slices: vec![slice("a"), slice("b")],
             service_exports: Vec::new(),
         };
         tap.set(&cluster, &objects);
+        assert!(tap.is_complete());
         assert!(rx.has_changed().unwrap());
         let seen = rx.borrow_and_update().clone();
         let kept = &seen[&cluster];

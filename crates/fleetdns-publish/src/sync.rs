@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fleetdns_core::tap::TappedObjects;
+use fleetdns_core::tap::{ObjectsTap, TappedObjects};
 use fleetdns_core::{FleetSnapshot, SnapshotReceiver};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -142,16 +141,18 @@ impl SyncJob {
     }
 
     /// Syncs until `cancel`: at start, after changes (no sooner than `min_event_interval`
-    /// after the last sync) and every `interval`. With `publish_clusterset`, nothing happens
-    /// until the registry has loaded, so an unloaded registry never reads as an empty fleet.
+    /// after the last sync) and every `interval`. Nothing happens until every source has
+    /// delivered its cluster through `tap` and (with `publish_clusterset`) the registry has
+    /// loaded, so nothing not yet read is taken for gone.
     pub async fn run(
         self,
         mut snapshots: SnapshotReceiver,
-        mut tapped: watch::Receiver<TappedObjects>,
+        tap: ObjectsTap,
         metrics: Arc<SyncMetrics>,
         cancel: CancellationToken,
     ) {
         let zone = self.settings.zone.clone();
+        let mut tapped = tap.subscribe();
         let mut last: Option<Instant> = None;
         let mut due = Some(Instant::now());
         loop {
@@ -173,7 +174,8 @@ impl SyncJob {
             }
             let snapshot = snapshots.borrow_and_update().clone();
             let objects = tapped.borrow_and_update().clone();
-            if self.publish_clusterset && snapshot.is_none() {
+            // Not everything read yet: a missing cluster is not a cluster without records.
+            if (self.publish_clusterset && snapshot.is_none()) || !tap.is_complete() {
                 due = None;
                 last = Some(Instant::now());
                 continue;
@@ -300,83 +302,5 @@ impl SyncMetrics {
             .position(|k| *k == e.kind())
             .unwrap_or(ERROR_KINDS.len() - 1);
         self.errors[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Prometheus text for every block (docs/metrics.md).
-    pub fn render(all: &[Arc<SyncMetrics>], out: &mut String) {
-        use std::fmt::Write;
-        if all.is_empty() {
-            return;
-        }
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counter =
-            |out: &mut String, name: &str, help: &str, f: &dyn Fn(&SyncMetrics) -> u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for m in all {
-                    let _ = writeln!(out, "{name}{{zone=\"{}\"}} {}", m.zone, f(m));
-                }
-            };
-        counter(
-            out,
-            "fleetdns_sync_records_created_total",
-            "Record sets created in the external zone.",
-            &|m| get(&m.created),
-        );
-        counter(
-            out,
-            "fleetdns_sync_records_updated_total",
-            "Record sets updated in the external zone.",
-            &|m| get(&m.updated),
-        );
-        counter(
-            out,
-            "fleetdns_sync_records_deleted_total",
-            "Record sets deleted from the external zone.",
-            &|m| get(&m.deleted),
-        );
-        counter(
-            out,
-            "fleetdns_sync_update_messages_total",
-            "Write requests sent (RFC 2136 UPDATE messages, etcd transactions).",
-            &|m| get(&m.messages),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP fleetdns_sync_errors_total Syncs that failed, by kind.\n# TYPE fleetdns_sync_errors_total counter"
-        );
-        for m in all {
-            for (i, kind) in ERROR_KINDS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "fleetdns_sync_errors_total{{zone=\"{}\",kind=\"{kind}\"}} {}",
-                    m.zone,
-                    get(&m.errors[i])
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP fleetdns_sync_last_success_timestamp_seconds When a sync last applied everything (0: never).\n# TYPE fleetdns_sync_last_success_timestamp_seconds gauge"
-        );
-        for m in all {
-            let _ = writeln!(
-                out,
-                "fleetdns_sync_last_success_timestamp_seconds{{zone=\"{}\"}} {}",
-                m.zone,
-                get(&m.last_success)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP fleetdns_sync_plan_changes Changes in the last plan.\n# TYPE fleetdns_sync_plan_changes gauge"
-        );
-        for m in all {
-            let _ = writeln!(
-                out,
-                "fleetdns_sync_plan_changes{{zone=\"{}\"}} {}",
-                m.zone,
-                get(&m.plan_size)
-            );
-        }
     }
 }

@@ -1484,3 +1484,129 @@ fn agents_and_dns_servers_share_one_etcd() {
             .contains("fleetdns_registry_stale 0")
     });
 }
+
+/// A `[[sync]]` block publishing to `bind` with the tests' TSIG key (written next to the
+/// config as `tsig.secret`).
+fn sync_block(dir: &Path, bind: &fleetdns_publish::testing::Bind, extra: &str) -> String {
+    std::fs::write(
+        dir.join("tsig.secret"),
+        format!("{}\n", fleetdns_publish::testing::SECRET),
+    )
+    .unwrap();
+    format!(
+        "\n[[sync]]\nprovider = \"rfc2136\"\nzone = \"{}\"\nserver = \"{}\"\ntsig_key = \"{}\"\ntsig_algorithm = \"hmac-sha256\"\ntsig_secret_file = \"tsig.secret\"\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\ninterval_ms = 60000\nmin_event_interval_ms = 200\n{extra}",
+        bind.zone,
+        bind.addr(),
+        fleetdns_publish::testing::KEY_NAME,
+    )
+}
+
+const ANNOTATED: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop-lb\n  namespace: web\n  annotations:\n    external-dns.alpha.kubernetes.io/hostname: shop.fleet.example.com.\n    external-dns.kubernetes.io/ttl: \"60\"\nspec:\n  type: LoadBalancer\n  clusterIP: 10.97.50.50\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.10\n";
+
+/// SPEC §6: `serve` with the demo clusters publishes every exported service as
+/// `<svc>.<ns>.<zone>` (policy-`all` addresses) and annotated Services (not exported) to a
+/// real BIND over TSIG; an edit reaches BIND, and a cluster that leaves takes its addresses
+/// and its annotated records with it.
+#[test]
+fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records() {
+    let bind = fleetdns_publish::testing::Bind::start("fleet.example.com", "", "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    std::fs::write(
+        dir.path().join("clusters/cluster-b/shop-lb.yaml"),
+        ANNOTATED,
+    )
+    .unwrap();
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(&config, text).unwrap();
+    let s = Server::start(dir);
+    let payment = "payment.default.fleet.example.com";
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
+    assert_eq!(bind.dig("shop.fleet.example.com", "A"), ["203.0.113.10"]);
+    assert_eq!(
+        bind.dig("a-payment.default.fleet.example.com", "TXT"),
+        [
+            "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/default/payment\""
+        ]
+    );
+    // Headless: the ready endpoints of every cluster.
+    assert_eq!(
+        bind.dig("reviews.default.fleet.example.com", "A"),
+        ["10.244.1.20", "10.244.1.21", "10.246.1.20"]
+    );
+    // An edit reaches BIND.
+    let payment_b = s.clusters().join("cluster-b/payment.yaml");
+    let edited = std::fs::read_to_string(&payment_b)
+        .unwrap()
+        .replace("10.97.10.10", "10.97.10.77");
+    std::fs::write(&payment_b, edited).unwrap();
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.77"]);
+    // cluster-b leaves: its address and its annotated record leave the zone.
+    std::fs::remove_dir_all(s.clusters().join("cluster-b")).unwrap();
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
+    s.wait_until(|| bind.dig("shop.fleet.example.com", "A").is_empty());
+    assert!(bind.dig("a-shop.fleet.example.com", "TXT").is_empty());
+    assert!(
+        s.log_text().contains("record deleted"),
+        "one log line per change"
+    );
+}
+
+/// `fleetdns sync --dry-run` prints the plan and changes nothing; `fleetdns sync` applies it
+/// and exits 0; a refused key exits 1 with the rcode and the TSIG error.
+#[test]
+fn sync_command_dry_run_then_once_and_a_refused_key_exits_non_zero() {
+    let foreign = "payment.default A 192.0.2.50\na-payment.default TXT \"heritage=external-dns,external-dns/owner=cluster-9,external-dns/resource=service/default/payment\"\n";
+    let bind = fleetdns_publish::testing::Bind::start("fleet.example.com", foreign, "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+
+    let (code, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "create reviews.default.fleet.example.com A [10.244.1.20,10.244.1.21,10.246.1.20]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("leave payment.default.fleet.example.com A: owned by \"cluster-9\""),
+        "{out}"
+    );
+    assert!(
+        bind.dig("reviews.default.fleet.example.com", "A")
+            .is_empty(),
+        "dry run wrote"
+    );
+
+    let (code, out) = fleetdns(&["sync", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied:"), "{out}");
+    assert_eq!(bind.dig("reviews.default.fleet.example.com", "A").len(), 3);
+    assert_eq!(
+        bind.dig("payment.default.fleet.example.com", "A"),
+        ["192.0.2.50"],
+        "another owner's"
+    );
+    let (_, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
+    assert!(
+        out.contains("plan: 0 to create, 0 to update, 0 to delete"),
+        "{out}"
+    );
+
+    std::fs::write(
+        dir.path().join("tsig.secret"),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let (code, out) = fleetdns(&["sync", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOTAUTH") && out.contains("BADSIG"), "{out}");
+}
