@@ -21,7 +21,7 @@ use crate::skydns::SkyDns;
 #[derive(Debug, Clone)]
 pub enum Provider {
     Rfc2136(Rfc2136),
-    Etcd(SkyDns),
+    Etcd(Box<SkyDns>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +69,7 @@ impl Provider {
                 .await
                 .map_err(|e| SyncError::Apply(e.to_string(), e.error.kind(), e.applied)),
             Self::Etcd(p) => p
-                .apply(plan, &settings.owner_id)
+                .apply(plan, &settings.owner_id, &settings.txt_names)
                 .await
                 .map_err(|e| SyncError::Apply(e.to_string(), e.error.kind(), e.applied)),
         }

@@ -465,3 +465,99 @@ fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritt
     assert_eq!(bind.dig(&fq("payment"), "A"), ["192.0.2.77"]);
     assert_eq!(bind.dig(&fq("fresh"), "A"), ["192.0.2.6"]);
 }
+
+mod etcd {
+    use super::*;
+    use etcd_client::{Client, GetOptions};
+    use fleetdns_publish::skydns::SkyDns;
+
+    async fn entries(client: &mut Client, prefix: &str) -> Vec<(String, String)> {
+        let resp = client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().unwrap().to_owned(),
+                    kv.value_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Keys under `dir/`: (leaf, value); the leaf is checked to be 8 hex digits.
+    async fn leaves(client: &mut Client, dir: &str) -> Vec<String> {
+        entries(client, &format!("{dir}/"))
+            .await
+            .into_iter()
+            .map(|(k, v)| {
+                let leaf = k.strip_prefix(&format!("{dir}/")).unwrap();
+                assert!(
+                    leaf.len() == 8
+                        && leaf
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                    "XDNS-18: a random 8-hex leaf, got {k}"
+                );
+                v
+            })
+            .collect()
+    }
+
+    #[test]
+    fn xdns_18_19_20_skydns_layout_byte_for_byte_one_entry_per_target_foreign_untouched() {
+        let etcd = fleetdns_etcd::testing::TestEtcd::start();
+        let rt = rt();
+        rt.block_on(async {
+            let mut client = Client::connect([etcd.endpoint()], None).await.unwrap();
+            // Another owner's record, exactly as ExternalDNS's coredns provider writes it.
+            let theirs_txt = r#"{"text":"\"heritage=external-dns,external-dns/owner=cluster-2,external-dns/resource=service/default/shop\"","targetstrip":1}"#;
+            client.put("/skydns/com/example/fleet/shop/0badc0de", r#"{"host":"192.0.2.50","targetstrip":1}"#, None).await.unwrap();
+            client.put("/skydns/com/example/fleet/a-shop/0badc0df", theirs_txt, None).await.unwrap();
+            let sky = SkyDns::new(client.clone(), "/skydns/", ZONE, 300, Duration::from_secs(5));
+            let job = job(Provider::Etcd(Box::new(sky)), Policy::Sync);
+            let out = job
+                .once(desired(vec![a("payment", &["10.0.0.1"]), a("shop", &["10.0.0.9"])]), false)
+                .await
+                .unwrap();
+            assert_eq!(out.applied.creates, 1);
+            assert_eq!(out.plan.left_alone.len(), 1, "{}", out.plan);
+            let dir = "/skydns/com/example/fleet";
+            assert_eq!(leaves(&mut client, &format!("{dir}/payment")).await, [r#"{"host":"10.0.0.1","targetstrip":1}"#]);
+            assert_eq!(
+                leaves(&mut client, &format!("{dir}/a-payment")).await,
+                [r#"{"text":"\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/default/payment\"","targetstrip":1}"#]
+            );
+
+            // An address change (and a second target, and a TTL): exactly the new entries.
+            let mut moved = a("payment", &["10.0.0.2", "10.0.0.3"]);
+            moved.ttl = Some(60);
+            let out = job.once(desired(vec![moved.clone(), a("shop", &["10.0.0.9"])]), false).await.unwrap();
+            assert_eq!(out.applied.updates, 1);
+            let mut now = leaves(&mut client, &format!("{dir}/payment")).await;
+            now.sort();
+            assert_eq!(
+                now,
+                [r#"{"host":"10.0.0.2","ttl":60,"targetstrip":1}"#, r#"{"host":"10.0.0.3","ttl":60,"targetstrip":1}"#]
+            );
+            assert_eq!(leaves(&mut client, &format!("{dir}/a-payment")).await.len(), 1, "no stale ownership entry");
+            let out = job.once(desired(vec![moved, a("shop", &["10.0.0.9"])]), false).await.unwrap();
+            assert!(out.plan.is_empty(), "read back as written: {}", out.plan);
+
+            // Gone: both entries deleted; the other owner's untouched.
+            let out = job.once(desired(vec![]), false).await.unwrap();
+            assert_eq!(out.applied.deletes, 1);
+            assert!(entries(&mut client, &format!("{dir}/payment/")).await.is_empty());
+            assert!(entries(&mut client, &format!("{dir}/a-payment/")).await.is_empty());
+            assert_eq!(
+                entries(&mut client, dir).await,
+                [
+                    (format!("{dir}/a-shop/0badc0df"), theirs_txt.to_owned()),
+                    (format!("{dir}/shop/0badc0de"), r#"{"host":"192.0.2.50","targetstrip":1}"#.to_owned()),
+                ]
+            );
+        });
+    }
+}

@@ -10,9 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use fleetdns_core::tap::{ObjectsTap, TappedObjects};
 use fleetdns_core::{FleetSnapshot, MemoryRegistry, Registry};
+use fleetdns_etcd::{EtcdConfig, EtcdRegistry, TlsPem};
 use fleetdns_publish::filter::DomainFilter;
 use fleetdns_publish::plan::PlanSettings;
 use fleetdns_publish::rfc2136::{Rfc2136, TsigKey};
+use fleetdns_publish::skydns::{EtcdClient, SkyDns};
 use fleetdns_publish::sync::{Provider, SyncJob, SyncMetrics};
 use fleetdns_publish::txt::TxtNames;
 use fleetdns_publish::{Policy, RecordType};
@@ -47,7 +49,7 @@ pub async fn jobs(config: &Config) -> anyhow::Result<Vec<SyncJob>> {
     Ok(out)
 }
 
-async fn job(_config: &Config, b: &SyncConfig) -> anyhow::Result<SyncJob> {
+async fn job(config: &Config, b: &SyncConfig) -> anyhow::Result<SyncJob> {
     let timeout = Duration::from_millis(b.timeout_ms);
     let provider = match b.provider {
         SyncProvider::Rfc2136 => {
@@ -63,7 +65,13 @@ async fn job(_config: &Config, b: &SyncConfig) -> anyhow::Result<SyncJob> {
             };
             Provider::Rfc2136(Rfc2136::new(server, &b.zone, key, timeout, b.batch_size)?)
         }
-        SyncProvider::Etcd => bail!("provider \"etcd\" is not available in this build"),
+        SyncProvider::Etcd => Provider::Etcd(Box::new(SkyDns::new(
+            etcd_client(config, &b.endpoints).await?,
+            &b.prefix,
+            &b.zone,
+            b.default_ttl,
+            timeout,
+        ))),
     };
     let managed_types = b
         .managed_record_types
@@ -91,6 +99,42 @@ async fn job(_config: &Config, b: &SyncConfig) -> anyhow::Result<SyncJob> {
         interval: Duration::from_millis(b.interval_ms),
         min_event_interval: Duration::from_millis(b.min_event_interval_ms),
     })
+}
+
+/// An etcd client with the `[registry]`'s TLS and auth settings (when it is etcd), on the
+/// block's `endpoints` or else the registry's.
+async fn etcd_client(config: &Config, endpoints: &[String]) -> anyhow::Result<EtcdClient> {
+    let registry = config.etcd.as_ref();
+    let endpoints = if endpoints.is_empty() {
+        registry.map(|e| e.endpoints.clone()).unwrap_or_default()
+    } else {
+        endpoints.to_vec()
+    };
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let tls = match registry {
+        Some(e) if e.ca_file.is_some() || e.cert_file.is_some() => Some(TlsPem {
+            ca: e.ca_file.as_deref().map(read).transpose()?,
+            identity: match (&e.cert_file, &e.key_file) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            },
+        }),
+        _ => None,
+    };
+    let etcd = EtcdRegistry::connect(&EtcdConfig {
+        endpoints,
+        prefix: registry.map_or_else(|| "/fleetdns/v1".into(), |e| e.prefix.clone()),
+        lease_ttl_secs: 15,
+        dial_timeout: Duration::from_millis(registry.map_or(2000, |e| e.dial_timeout_ms)),
+        request_timeout: Duration::from_millis(registry.map_or(5000, |e| e.request_timeout_ms)),
+        user: registry.and_then(|e| e.username.clone().zip(e.password.clone())),
+        tls,
+        vips: None,
+    })
+    .await
+    .context("etcd")?;
+    // The registry's client, configured the same way; the registry itself is not used.
+    Ok(etcd.client())
 }
 
 /// Starts every job's loop; returns their counters for `/metrics`.

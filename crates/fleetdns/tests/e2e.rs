@@ -1610,3 +1610,49 @@ fn sync_command_dry_run_then_once_and_a_refused_key_exits_non_zero() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("NOTAUTH") && out.contains("BADSIG"), "{out}");
 }
+
+/// `fleetdns sync` with `provider = "etcd"`: the demo fleet's services land in the SkyDNS
+/// layout (XDNS-18/19) on a real etcd.
+#[test]
+fn sync_command_writes_the_skydns_layout_to_etcd() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[sync]]\nprovider = \"etcd\"\nzone = \"fleet.example.com\"\nendpoints = [\"{}\"]\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\n",
+        etcd.endpoint()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = fleetdns(&["sync", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let endpoint = etcd.endpoint();
+    let mut values: Vec<String> = fake_api_runtime().block_on(async {
+        let mut client = fleetdns_publish::skydns::EtcdClient::connect([endpoint], None)
+            .await
+            .unwrap();
+        let prefix = "/skydns/com/example/fleet/default/payment/";
+        let resp = client
+            .get(
+                prefix,
+                Some(fleetdns_publish::skydns::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        resp.kvs()
+            .iter()
+            .map(|kv| kv.value_str().unwrap().to_owned())
+            .collect()
+    });
+    values.sort();
+    let keys = values.join("\n");
+    assert_eq!(
+        values,
+        [
+            r#"{"host":"10.96.10.10","targetstrip":1}"#,
+            r#"{"host":"10.97.10.10","targetstrip":1}"#
+        ],
+        "{keys}\n{out}"
+    );
+}
