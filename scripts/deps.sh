@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the build and the tests need from Debian: protoc and the
 # protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
-# etcd (the etcd registry's tests and the fleet demo), BIND 9 (the sync's RFC 2136 peer). `--build`: only what the build needs.
+# etcd (the etcd registry's tests and the fleet demo), BIND 9 and Knot (the sync's RFC 2136 peers). `--build`: only what the build needs.
 set -euo pipefail
 
 need_apt=()

@@ -1,5 +1,7 @@
-//! A real BIND 9 for tests: Debian's `named` on a loopback port with a temporary directory, a
-//! TSIG key, `allow-update` and `allow-transfer` for that key; stopped on drop.
+//! Real primaries for tests: Debian's BIND 9 (`named`) or Knot (`knotd`) on a loopback port
+//! with a temporary directory, a TSIG key, and updates and transfers allowed for that key
+//! (`allow-update` / `allow-transfer`; Knot: an ACL with `action: [update, transfer]`);
+//! stopped on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,17 +21,57 @@ fn free_port() -> u16 {
     }
 }
 
-pub struct Bind {
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bind,
+    Knot,
+}
+
+pub struct Primary {
+    pub kind: Kind,
     pub port: u16,
     pub zone: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
-impl Bind {
+fn zone_file(zone: &str, records: &str) -> String {
+    format!(
+        "$ORIGIN {zone}.\n$TTL 300\n@ IN SOA ns.{zone}. admin.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n{records}\n"
+    )
+}
+
+impl Primary {
+    /// Starts `knotd` serving `zone` as a primary, like [`Primary::bind`].
+    pub fn knot(zone: &str, records: &str, algorithm: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n    rundir: {d}\n    listen: 127.0.0.1@{port}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+             database:\n    storage: {d}\n\
+             log:\n  - target: stderr\n    any: info\n\
+             key:\n  - id: {KEY_NAME}\n    algorithm: {algorithm}\n    secret: {SECRET}\n\
+             acl:\n  - id: sync\n    key: {KEY_NAME}\n    action: [update, transfer]\n\
+             zone:\n  - domain: {zone}\n    file: {d}/zone.db\n    zonefile-sync: -1\n    journal-content: all\n    acl: sync\n"
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).expect("write knot.conf");
+        std::fs::write(dir.path().join("zone.db"), zone_file(zone, records)).expect("write zone");
+        let mut knot = Self {
+            kind: Kind::Knot,
+            port,
+            zone: zone.to_owned(),
+            dir,
+            child: None,
+        };
+        knot.spawn();
+        knot
+    }
+
     /// Starts `named` serving `zone` as a primary; `records` are zone-file lines added after
     /// the SOA and NS (relative names allowed). `algorithm`: e.g. `hmac-sha256`.
-    pub fn start(zone: &str, records: &str, algorithm: &str) -> Self {
+    pub fn bind(zone: &str, records: &str, algorithm: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let d = dir.path().display();
@@ -55,11 +97,9 @@ zone "{zone}" {{
 "#
         );
         std::fs::write(dir.path().join("named.conf"), conf).expect("write named.conf");
-        let zone_file = format!(
-            "$ORIGIN {zone}.\n$TTL 300\n@ IN SOA ns.{zone}. admin.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n{records}\n"
-        );
-        std::fs::write(dir.path().join("zone.db"), zone_file).expect("write zone");
+        std::fs::write(dir.path().join("zone.db"), zone_file(zone, records)).expect("write zone");
         let mut bind = Self {
+            kind: Kind::Bind,
             port,
             zone: zone.to_owned(),
             dir,
@@ -70,18 +110,29 @@ zone "{zone}" {{
     }
 
     fn log(&self) -> PathBuf {
-        self.dir.path().join("named.log")
+        self.dir.path().join("server.log")
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.log()).expect("log file");
-        let child = Command::new("named")
-            .args(["-g", "-n", "1", "-c"])
-            .arg(self.dir.path().join("named.conf"))
+        let mut command = match self.kind {
+            Kind::Bind => {
+                let mut c = Command::new("named");
+                c.args(["-g", "-n", "1", "-c"])
+                    .arg(self.dir.path().join("named.conf"));
+                c
+            }
+            Kind::Knot => {
+                let mut c = Command::new("knotd");
+                c.arg("-c").arg(self.dir.path().join("knot.conf"));
+                c
+            }
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start named (Debian package bind9)");
+            .expect("start the DNS server (Debian packages bind9, knot)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -98,13 +149,13 @@ zone "{zone}" {{
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!(
-                    "named exited ({status}): {}",
+                    "the server exited ({status}): {}",
                     std::fs::read_to_string(self.log()).unwrap_or_default()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "named did not answer in 20 s: {}",
+                "the server did not answer in 20 s: {}",
                 std::fs::read_to_string(self.log()).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -134,7 +185,7 @@ zone "{zone}" {{
         lines
     }
 
-    /// Stops `named` (SIGKILL) and waits for it.
+    /// Stops the server (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -143,7 +194,7 @@ zone "{zone}" {{
     }
 }
 
-impl Drop for Bind {
+impl Drop for Primary {
     fn drop(&mut self) {
         self.stop();
     }

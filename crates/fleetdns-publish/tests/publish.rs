@@ -8,9 +8,12 @@ use fleetdns_publish::filter::DomainFilter;
 use fleetdns_publish::plan::PlanSettings;
 use fleetdns_publish::rfc2136::{Rfc2136, Rfc2136Error, TsigKey};
 use fleetdns_publish::sync::{Provider, SyncError, SyncJob};
-use fleetdns_publish::testing::{Bind, KEY_NAME, SECRET};
+use fleetdns_publish::testing::{KEY_NAME, Kind, Primary, SECRET};
 use fleetdns_publish::txt::{Labels, TxtNames};
 use fleetdns_publish::{Endpoint, Policy, RecordType};
+
+/// Starts a primary: BIND 9 or Knot.
+type Start = fn(&str, &str, &str) -> Primary;
 
 const ZONE: &str = "fleet.example.com";
 
@@ -80,9 +83,8 @@ fn fq(name: &str) -> String {
     format!("{name}.{ZONE}")
 }
 
-#[test]
-fn xdns_2_16_sync_creates_updates_and_deletes_with_tsig() {
-    let bind = Bind::start(ZONE, "", "hmac-sha256");
+fn xdns_2_16_sync_creates_updates_and_deletes_with_tsig(start: Start) {
+    let bind = start(ZONE, "", "hmac-sha256");
     let job = job(provider(bind.addr(), Some(key())), Policy::Sync);
     let rt = rt();
     let cname = Endpoint {
@@ -146,8 +148,17 @@ fn xdns_2_16_sync_creates_updates_and_deletes_with_tsig() {
 }
 
 #[test]
-fn xdns_2_upsert_only_never_deletes_and_create_only_only_creates() {
-    let bind = Bind::start(ZONE, "", "hmac-sha512");
+fn xdns_2_16_sync_creates_updates_and_deletes_with_tsig_bind() {
+    xdns_2_16_sync_creates_updates_and_deletes_with_tsig(Primary::bind);
+}
+
+#[test]
+fn xdns_2_16_sync_creates_updates_and_deletes_with_tsig_knot() {
+    xdns_2_16_sync_creates_updates_and_deletes_with_tsig(Primary::knot);
+}
+
+fn xdns_2_upsert_only_never_deletes_and_create_only_only_creates(start: Start) {
+    let bind = start(ZONE, "", "hmac-sha512");
     let key = TsigKey::new(KEY_NAME, "hmac-sha512", SECRET).unwrap();
     let rt = rt();
     let sync = job(provider(bind.addr(), Some(key.clone())), Policy::Sync);
@@ -197,7 +208,16 @@ fn xdns_2_upsert_only_never_deletes_and_create_only_only_creates() {
 }
 
 #[test]
-fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted() {
+fn xdns_2_upsert_only_never_deletes_and_create_only_only_creates_bind() {
+    xdns_2_upsert_only_never_deletes_and_create_only_only_creates(Primary::bind);
+}
+
+#[test]
+fn xdns_2_upsert_only_never_deletes_and_create_only_only_creates_knot() {
+    xdns_2_upsert_only_never_deletes_and_create_only_only_creates(Primary::knot);
+}
+
+fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted(start: Start) {
     // Written exactly as ExternalDNS writes them: another owner's TXT+A pairs (current and
     // old format), a record without an ownership record, and ours in the old format.
     let other = |n: &str| owner_txt("cluster-2", n);
@@ -209,7 +229,7 @@ fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted() {
         ours("legacy"),
         ours("legacy-gone"),
     );
-    let bind = Bind::start(ZONE, &records, "hmac-sha256");
+    let bind = start(ZONE, &records, "hmac-sha256");
     let job = job(provider(bind.addr(), Some(key())), Policy::Sync);
     let rt = rt();
     let want = desired(vec![
@@ -248,8 +268,18 @@ fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted() {
 }
 
 #[test]
+fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted_bind() {
+    xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted(Primary::bind);
+}
+
+#[test]
+fn xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted_knot() {
+    xdns_3_6_shared_zone_foreign_records_untouched_old_format_adopted(Primary::knot);
+}
+
+#[test]
 fn xdns_10_domain_filters_and_exclusions_bound_what_is_written() {
-    let bind = Bind::start(ZONE, "", "hmac-sha256");
+    let bind = Primary::bind(ZONE, "", "hmac-sha256");
     let mut job = job(provider(bind.addr(), Some(key())), Policy::Sync);
     job.settings.filter = DomainFilter::new(
         &[format!("public.{ZONE}")],
@@ -273,9 +303,8 @@ fn xdns_10_domain_filters_and_exclusions_bound_what_is_written() {
     assert!(bind.dig(&fq("c"), "A").is_empty());
 }
 
-#[test]
-fn xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing() {
-    let bind = Bind::start(ZONE, "manual A 192.0.2.52\n", "hmac-sha256");
+fn xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing(start: Start) {
+    let bind = start(ZONE, "manual A 192.0.2.52\n", "hmac-sha256");
     let rt = rt();
     let wrong_secret = TsigKey::new(
         KEY_NAME,
@@ -330,12 +359,29 @@ fn xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing() {
         .block_on(p.apply(&plan, "fleet-1", &TxtNames::default()))
         .unwrap_err();
     assert!(err.to_string().contains("BADKEY"), "{err}");
-    // No key at all: REFUSED.
+    // No key at all: refused (BIND says REFUSED, Knot NOTAUTH).
     let p = Rfc2136::new(bind.addr(), ZONE, None, Duration::from_secs(5), 50).unwrap();
     let err = rt.block_on(p.read()).unwrap_err();
-    assert!(err.to_string().contains("REFUSED"), "{err}");
+    let expected = match bind.kind {
+        Kind::Bind => "REFUSED",
+        Kind::Knot => "NOTAUTH",
+    };
+    assert!(
+        matches!(&err, Rfc2136Error::Refused { rcode, .. } if rcode == expected),
+        "{err}"
+    );
     assert!(bind.dig(&fq("new"), "A").is_empty());
     assert_eq!(bind.dig(&fq("manual"), "A"), ["192.0.2.52"]);
+}
+
+#[test]
+fn xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing_bind() {
+    xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing(Primary::bind);
+}
+
+#[test]
+fn xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing_knot() {
+    xdns_16_a_wrong_tsig_key_is_refused_reported_and_changes_nothing(Primary::knot);
 }
 
 /// A TCP relay in front of BIND that passes the client's bytes through and BIND's answer
@@ -378,8 +424,7 @@ async fn relay(bind: std::net::SocketAddr, pass: usize, corrupt: bool) -> std::n
     addr
 }
 
-#[test]
-fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing() {
+fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing(start: Start) {
     // Enough of our own records for a multi-message transfer.
     let mut records = String::new();
     for i in 0..3000 {
@@ -390,7 +435,7 @@ fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing() {
             owner_txt("fleet-1", &format!("svc{i}"))
         ));
     }
-    let bind = Bind::start(ZONE, &records, "hmac-sha256");
+    let bind = start(ZONE, &records, "hmac-sha256");
     let rt = rt();
     rt.block_on(async {
         // The whole zone reads fine directly.
@@ -418,8 +463,17 @@ fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing() {
 }
 
 #[test]
-fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten() {
-    let bind = Bind::start(ZONE, "", "hmac-sha256");
+fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing_bind() {
+    xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing(Primary::bind);
+}
+
+#[test]
+fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing_knot() {
+    xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing(Primary::knot);
+}
+
+fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten(start: Start) {
+    let bind = start(ZONE, "", "hmac-sha256");
     let job = job(provider(bind.addr(), Some(key())), Policy::Sync);
     let rt = rt();
     rt.block_on(async {
@@ -464,6 +518,16 @@ fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritt
     });
     assert_eq!(bind.dig(&fq("payment"), "A"), ["192.0.2.77"]);
     assert_eq!(bind.dig(&fq("fresh"), "A"), ["192.0.2.6"]);
+}
+
+#[test]
+fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten_bind() {
+    xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten(Primary::bind);
+}
+
+#[test]
+fn xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten_knot() {
+    xdns_16_a_record_changed_meanwhile_fails_its_batch_instead_of_being_overwritten(Primary::knot);
 }
 
 mod etcd {

@@ -1487,7 +1487,7 @@ fn agents_and_dns_servers_share_one_etcd() {
 
 /// A `[[sync]]` block publishing to `bind` with the tests' TSIG key (written next to the
 /// config as `tsig.secret`).
-fn sync_block(dir: &Path, bind: &fleetdns_publish::testing::Bind, extra: &str) -> String {
+fn sync_block(dir: &Path, bind: &fleetdns_publish::testing::Primary, extra: &str) -> String {
     std::fs::write(
         dir.join("tsig.secret"),
         format!("{}\n", fleetdns_publish::testing::SECRET),
@@ -1509,7 +1509,7 @@ const ANNOTATED: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop-
 /// and its annotated records with it.
 #[test]
 fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records() {
-    let bind = fleetdns_publish::testing::Bind::start("fleet.example.com", "", "hmac-sha256");
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_root().join("examples/demo"), dir.path());
     std::fs::write(
@@ -1520,8 +1520,11 @@ fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records
     let config = dir.path().join("fleetdns.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&sync_block(dir.path(), &bind, ""));
+    let ops_port = free_port();
+    text.push_str(&format!("[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n"));
     std::fs::write(&config, text).unwrap();
     let s = Server::start(dir);
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
     let payment = "payment.default.fleet.example.com";
     s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
     assert_eq!(bind.dig("shop.fleet.example.com", "A"), ["203.0.113.10"]);
@@ -1552,6 +1555,36 @@ fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records
         s.log_text().contains("record deleted"),
         "one log line per change"
     );
+    let (_, metrics) = http(ops, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let samples = fleetdns_dns::metrics::parse_exposition(&metrics).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        fleetdns_dns::metrics::sample_value(&samples, name, labels).unwrap_or(-1.0)
+    };
+    let zone = [("zone", "fleet.example.com")];
+    assert!(
+        value("fleetdns_sync_records_created_total", &zone) >= 6.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_records_updated_total", &zone) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_records_deleted_total", &zone) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_last_success_timestamp_seconds", &zone) > 1.0e9,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(
+            "fleetdns_sync_errors_total",
+            &[("zone", "fleet.example.com"), ("kind", "refused")]
+        ),
+        0.0,
+        "{metrics}"
+    );
 }
 
 /// `fleetdns sync --dry-run` prints the plan and changes nothing; `fleetdns sync` applies it
@@ -1559,7 +1592,8 @@ fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records
 #[test]
 fn sync_command_dry_run_then_once_and_a_refused_key_exits_non_zero() {
     let foreign = "payment.default A 192.0.2.50\na-payment.default TXT \"heritage=external-dns,external-dns/owner=cluster-9,external-dns/resource=service/default/payment\"\n";
-    let bind = fleetdns_publish::testing::Bind::start("fleet.example.com", foreign, "hmac-sha256");
+    let bind =
+        fleetdns_publish::testing::Primary::bind("fleet.example.com", foreign, "hmac-sha256");
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_root().join("examples/demo"), dir.path());
     let config = dir.path().join("fleetdns.toml");
