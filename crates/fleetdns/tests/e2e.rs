@@ -1690,3 +1690,32 @@ fn sync_command_writes_the_skydns_layout_to_etcd() {
         "{keys}\n{out}"
     );
 }
+
+/// The whole fleet from one place: agents publish their clusters to etcd, one `serve` with no
+/// sources of its own syncs `publish_clusterset` names to BIND from the registry. An agent
+/// killed with SIGKILL takes its cluster's address out of BIND once its lease expires.
+#[test]
+fn a_killed_cluster_leaves_the_public_zone_within_its_lease() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let endpoint = etcd.endpoint();
+    let ttl = 2;
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let (_agent_a, _) = Agent::start("cluster-a", &endpoint, ttl);
+    let (mut agent_b, _) = Agent::start("cluster-b", &endpoint, ttl);
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[registry]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl_secs = {ttl}\n"
+    );
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(dir.path().join("fleetdns.toml"), text).unwrap();
+    let s = Server::start(dir);
+    let payment = "payment.default.fleet.example.com";
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
+    assert_eq!(bind.dig("frontend.web.fleet.example.com", "A"), ["10.97.20.20"]);
+    agent_b.child.kill().unwrap(); // SIGKILL
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
+    assert!(
+        bind.dig("frontend.web.fleet.example.com", "A").is_empty(),
+        "cluster-b's only service is gone too"
+    );
+}
