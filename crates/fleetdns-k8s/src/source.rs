@@ -196,9 +196,6 @@ pub struct ClusterSource {
 
 impl ClusterSource {
     pub fn new(client: Client, cluster: ClusterId, options: SourceOptions) -> Self {
-        if let Some(tap) = &options.tap {
-            tap.expect(&cluster);
-        }
         Self {
             client,
             options,

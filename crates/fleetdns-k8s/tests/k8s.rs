@@ -627,7 +627,7 @@ async fn another_implementations_service_import_is_left_alone() {
 
 /// The external DNS sync's tap: the watcher carries what it reads of annotated Services
 /// (annotations, externalIPs, LoadBalancer status, ExternalName) whether or not they are
-/// exported, and announces the cluster before its first list.
+/// exported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tap_carries_annotated_services_exported_or_not() {
     use fleetdns_core::tap::ObjectsTap;
@@ -653,7 +653,7 @@ async fn the_tap_carries_annotated_services_exported_or_not() {
         ..SourceOptions::default()
     };
     let source = ClusterSource::new(client(&server), id("east"), options);
-    assert!(!tap.is_complete(), "announced before the first list");
+    tap.expect(&id("east"));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(source.run(registry, cancel.clone()));
     let objects = eventually("the tap delivers", || {

@@ -28,7 +28,14 @@ fn main() {
         _ => Primary::bind(ZONE, "", "hmac-sha256"),
     };
     let key = TsigKey::new(KEY_NAME, "hmac-sha256", SECRET).unwrap();
-    let provider = Rfc2136::new(primary.addr(), ZONE, Some(key), Duration::from_secs(60), batch).unwrap();
+    let provider = Rfc2136::new(
+        primary.addr(),
+        ZONE,
+        Some(key),
+        Duration::from_secs(60),
+        batch,
+    )
+    .unwrap();
     let job = SyncJob {
         settings: PlanSettings {
             zone: ZONE.into(),
@@ -50,14 +57,22 @@ fn main() {
             .map(|i| Endpoint {
                 name: format!("svc{i}.ns{}.{ZONE}", i % 100),
                 record_type: RecordType::A,
-                targets: BTreeSet::from([format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255)]),
+                targets: BTreeSet::from([format!(
+                    "10.{}.{}.{}",
+                    i >> 16 & 255,
+                    i >> 8 & 255,
+                    i & 255
+                )]),
                 ttl: None,
                 resource: format!("service/ns{}/svc{i}", i % 100),
             })
             .collect(),
         warnings: vec![],
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let started = Instant::now();
     let first = rt.block_on(job.once(desired.clone(), false)).unwrap();
     let first_time = started.elapsed();
@@ -70,7 +85,10 @@ fn main() {
     println!("records={records}");
     println!("batch_size={batch}");
     println!("first_sync_seconds={:.3}", first_time.as_secs_f64());
-    println!("first_sync_records_per_second={:.0}", records as f64 / first_time.as_secs_f64());
+    println!(
+        "first_sync_records_per_second={:.0}",
+        records as f64 / first_time.as_secs_f64()
+    );
     println!("update_messages={}", first.applied.messages);
     println!("noop_resync_seconds={:.3}", resync_time.as_secs_f64());
     println!("axfr_records={}", 2 * records + 3);

@@ -153,6 +153,7 @@ impl SyncJob {
     ) {
         let zone = self.settings.zone.clone();
         let mut tapped = tap.subscribe();
+        let mut waiting = false;
         let mut last: Option<Instant> = None;
         let mut due = Some(Instant::now());
         loop {
@@ -176,12 +177,17 @@ impl SyncJob {
             let objects = tapped.borrow_and_update().clone();
             // Not everything read yet: a missing cluster is not a cluster without records.
             if (self.publish_clusterset && snapshot.is_none()) || !tap.is_complete() {
+                if !waiting {
+                    tracing::warn!(zone = %zone, "sync waits until every source has read its cluster (and the registry has loaded)");
+                    waiting = true;
+                }
                 due = None;
                 last = Some(Instant::now());
                 continue;
             }
             due = None;
             last = Some(Instant::now());
+            waiting = false;
             let desired = self.desired(snapshot.as_deref(), &objects);
             for w in &desired.warnings {
                 tracing::warn!(zone = %zone, detail = %w, "desired record skipped");

@@ -62,6 +62,9 @@ pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
                     statuses.push(source.status());
                     synced.push(source.synced());
                     tracing::info!(cluster = %source.cluster(), "agent watching");
+                    if let Some(tap) = &tap {
+                        tap.expect(source.cluster());
+                    }
                     tasks.spawn(source.run(registry.clone(), cancel.clone()));
                 }
             }

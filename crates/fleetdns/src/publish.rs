@@ -245,6 +245,7 @@ async fn load_once(config: &Config) -> anyhow::Result<(Option<Arc<FleetSnapshot>
                     let source =
                         kube_source(source, config.liveness_timeout, Some(tap.clone())).await?;
                     synced.push((source.cluster().clone(), source.synced()));
+                    tap.expect(source.cluster());
                     tasks.spawn(source.run(local.clone(), cancel.clone()));
                 }
             }

@@ -412,6 +412,10 @@ impl Live {
         for source in kube_sources {
             synced.push((source.cluster().clone(), source.synced()));
             statuses.push(source.status());
+            if let Some(tap) = &self.tap {
+                // The external DNS sync waits for this cluster's first list.
+                tap.expect(source.cluster());
+            }
             tracker.spawn(source.run(registry.clone(), cancel.clone()));
         }
         self.ops.set_sources(statuses);

@@ -1711,7 +1711,10 @@ fn a_killed_cluster_leaves_the_public_zone_within_its_lease() {
     let s = Server::start(dir);
     let payment = "payment.default.fleet.example.com";
     s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
-    assert_eq!(bind.dig("frontend.web.fleet.example.com", "A"), ["10.97.20.20"]);
+    assert_eq!(
+        bind.dig("frontend.web.fleet.example.com", "A"),
+        ["10.97.20.20"]
+    );
     agent_b.child.kill().unwrap(); // SIGKILL
     s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
     assert!(
