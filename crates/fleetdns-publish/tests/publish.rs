@@ -625,3 +625,98 @@ mod etcd {
         });
     }
 }
+
+/// XDNS-1: the loop. Nothing is written while a cluster announced by its source has not been
+/// read; a tap change triggers a sync; a record removed behind our back comes back with the
+/// periodic resync; cancelling stops the loop.
+#[test]
+fn xdns_1_the_loop_waits_for_every_source_syncs_on_change_and_resyncs() {
+    use fleetdns_core::kube::{ClusterObjects, ObjectMeta, Service, ServiceSpec};
+    use fleetdns_core::tap::ObjectsTap;
+    use fleetdns_core::{ClusterId, MemoryRegistry, Registry};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    let bind = Primary::bind(ZONE, "", "hmac-sha256");
+    let mut job = job(provider(bind.addr(), Some(key())), Policy::Sync);
+    job.interval = Duration::from_millis(300);
+    job.min_event_interval = Duration::from_millis(0);
+    let lb = |ip: &str| Service {
+        metadata: ObjectMeta {
+            name: Some("edge".into()),
+            namespace: Some("web".into()),
+            annotations: [(
+                "external-dns.kubernetes.io/hostname".to_string(),
+                format!("edge.{ZONE}"),
+            )]
+            .into(),
+            ..ObjectMeta::default()
+        },
+        spec: ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            external_ips: vec![ip.into()],
+            ..ServiceSpec::default()
+        },
+        ..Service::default()
+    };
+    let objects = |ip: &str| ClusterObjects {
+        services: vec![lb(ip)],
+        ..ClusterObjects::default()
+    };
+    let tap = ObjectsTap::new(fleetdns_publish::desired::is_annotated);
+    let (east, west) = (
+        ClusterId::new("east").unwrap(),
+        ClusterId::new("west").unwrap(),
+    );
+    tap.expect(&west);
+    tap.set(&east, &objects("192.0.2.1"));
+    let registry = MemoryRegistry::new(Duration::from_secs(15));
+    let metrics = Arc::new(fleetdns_publish::sync::SyncMetrics::new(ZONE));
+    let cancel = CancellationToken::new();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let task = rt.spawn(job.clone().run(
+        registry.subscribe(),
+        tap.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    let eventually = |what: &str, cond: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < Duration::from_secs(15), "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // `west` was announced and not read: the loop waits (several resync periods).
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        bind.dig(&fq("edge"), "A").is_empty(),
+        "synced before every source was read"
+    );
+    tap.set(&west, &ClusterObjects::default());
+    eventually("created once every source was read", &|| {
+        bind.dig(&fq("edge"), "A") == ["192.0.2.1"]
+    });
+    tap.set(&east, &objects("192.0.2.2"));
+    eventually("a change is synced", &|| {
+        bind.dig(&fq("edge"), "A") == ["192.0.2.2"]
+    });
+    // Removed behind our back (as another tool would): the periodic resync restores it.
+    rt.block_on(async {
+        let plan = job.plan(&desired(vec![])).await.unwrap();
+        assert_eq!(plan.deletes.len(), 1);
+        job.provider.apply(&plan, &job.settings).await.unwrap();
+    });
+    eventually("restored by the resync", &|| {
+        bind.dig(&fq("edge"), "A") == ["192.0.2.2"]
+    });
+    assert!(metrics.created.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    cancel.cancel();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await })
+        .expect("the loop stops on cancel")
+        .unwrap();
+}
