@@ -427,6 +427,23 @@ mod tests {
     }
 
     #[test]
+    fn annotations_external_ips_and_load_balancer_status_are_read() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\n  annotations: {external-dns.alpha.kubernetes.io/hostname: lb.ex.com}\nspec: {type: LoadBalancer, externalIPs: [192.0.2.1]}\nstatus:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.1}, {hostname: elb.example.net}]\n";
+        let objs = parse_manifest(Path::new("lb.yaml"), text).unwrap();
+        let [Object::Service(s)] = &objs[..] else {
+            panic!("{objs:?}")
+        };
+        assert_eq!(
+            s.metadata.annotations["external-dns.alpha.kubernetes.io/hostname"],
+            "lb.ex.com"
+        );
+        assert_eq!(s.spec.external_ips, ["192.0.2.1"]);
+        let ingress = &s.status.load_balancer.ingress;
+        assert_eq!(ingress[0].ip.as_deref(), Some("203.0.113.1"));
+        assert_eq!(ingress[1].hostname.as_deref(), Some("elb.example.net"));
+    }
+
+    #[test]
     fn lists_are_unpacked() {
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: multicluster.x-k8s.io/v1alpha1\n  kind: ServiceExport\n  metadata: {name: web}\n";
         let objs = parse_manifest(Path::new("l.yaml"), text).unwrap();

@@ -101,6 +101,23 @@ async fn job(config: &Config, b: &SyncConfig) -> anyhow::Result<SyncJob> {
     })
 }
 
+/// One line about a job: zone, provider, owner, policy.
+pub fn describe(job: &SyncJob) -> String {
+    let s = &job.settings;
+    format!(
+        "sync zone {} via {} (owner {}, policy {}{}); not contacted by check-config",
+        s.zone,
+        job.provider.name(),
+        s.owner_id,
+        s.policy,
+        if job.publish_clusterset {
+            ", publish_clusterset"
+        } else {
+            ""
+        }
+    )
+}
+
 /// An etcd client with the `[registry]`'s TLS and auth settings (when it is etcd), on the
 /// block's `endpoints` or else the registry's.
 async fn etcd_client(config: &Config, endpoints: &[String]) -> anyhow::Result<EtcdClient> {

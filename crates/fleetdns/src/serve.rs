@@ -725,6 +725,15 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         let stats = table.stats();
         println!("{} names, {} records", stats.names, stats.records);
+        // [[sync]]: secret files read and keys checked; the servers are not contacted.
+        match crate::publish::jobs(&config).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    println!("{}", crate::publish::describe(&job));
+                }
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
         for n in &source_notes {
             println!("{n}");
         }

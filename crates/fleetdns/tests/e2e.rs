@@ -1602,6 +1602,9 @@ fn sync_command_dry_run_then_once_and_a_refused_key_exits_non_zero() {
     std::fs::write(&config, text).unwrap();
     let config = config.to_str().unwrap().to_owned();
 
+    let (code, out) = fleetdns(&["check-config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sync zone fleet.example.com via rfc2136 (owner fleet-1, policy sync, publish_clusterset)"), "{out}");
     let (code, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
     assert_eq!(code, 0, "{out}");
     assert!(
