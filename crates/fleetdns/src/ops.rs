@@ -579,6 +579,9 @@ mod tests {
         let cluster = fleetdns_core::ClusterId::new("cluster-a").unwrap();
         state.set_sources(vec![Arc::new(SourceStatus::new(cluster))]);
         state.set_etcd(Some(Arc::new(EtcdStatus::default())));
+        state.set_sync(vec![Arc::new(fleetdns_publish::sync::SyncMetrics::new(
+            "fleet.example.com",
+        ))]);
         state
     }
 

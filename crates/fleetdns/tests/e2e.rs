@@ -1725,3 +1725,40 @@ fn a_killed_cluster_leaves_the_public_zone_within_its_lease() {
         "cluster-b's only service is gone too"
     );
 }
+
+/// A kubernetes source feeds the sync: `serve` watching a (fake) API server publishes a Service
+/// annotated for ExternalDNS, not exported, to BIND; a LoadBalancer status change and the
+/// Service's deletion follow.
+#[test]
+fn a_kubernetes_source_feeds_annotated_services_to_bind() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    use serde_json::json;
+    let rt = fake_api_runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.serve_group("multicluster.x-k8s.io", &["v1beta1"]);
+    let lb = |ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "edge", "namespace": "web",
+                "annotations": {"external-dns.kubernetes.io/hostname": "edge.fleet.example.com"}},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9"},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+    };
+    api.put(lb("203.0.113.1"));
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&dir.path().join("kubeconfig"), "c")
+        .unwrap();
+    let mut text = "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"east\"\nkubeconfig = \"kubeconfig\"\nwrite_back = false\n".to_string();
+    text.push_str(
+        &sync_block(dir.path(), &bind, "")
+            .replace("publish_clusterset = true", "publish_clusterset = false"),
+    );
+    std::fs::write(dir.path().join("fleetdns.toml"), text).unwrap();
+    let s = Server::start(dir);
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A") == ["203.0.113.1"]);
+    api.put(lb("203.0.113.2"));
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A") == ["203.0.113.2"]);
+    assert!(api.delete("v1", "Service", Some("web"), "edge"));
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A").is_empty());
+    assert!(bind.dig("a-edge.fleet.example.com", "TXT").is_empty());
+}
