@@ -156,12 +156,28 @@ impl Default for CacheConfig {
 }
 
 /// The operations HTTP listener (`/health`, `/ready`, `/metrics`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpsConfig {
     /// Absent: no listener.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// The read-only debug API (`/debug/fleet`, `/debug/query`) and the status page at `/`.
+    #[serde(default = "debug_on")]
+    pub debug: bool,
+}
+
+fn debug_on() -> bool {
+    true
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            debug: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +197,9 @@ pub struct DnsConfig {
     pub allow: Vec<String>,
     /// Log every query at info level (client, name, type, rcode, duration).
     pub query_log: bool,
+    /// The identity sent to queries carrying the EDNS NSID option (RFC 5001); default the
+    /// host name (in Kubernetes, the pod name). Empty: NSID is not answered.
+    pub nsid: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -193,6 +212,7 @@ impl Default for DnsConfig {
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,
             query_log: false,
+            nsid: None,
             allow: fleetdns_dns::acl::default_allow()
                 .iter()
                 .map(ToString::to_string)
@@ -644,7 +664,7 @@ path = "clusters"
 "#;
 
     #[test]
-    fn the_issue_example_parses_and_paths_are_relative_to_the_file() {
+    fn a_full_example_parses_and_paths_are_relative_to_the_file() {
         let c = parse(MINIMAL).unwrap();
         let Source::Files { root, .. } = &c.sources[0] else {
             panic!("not a files source")
@@ -724,8 +744,25 @@ write_back = false
     }
 
     #[test]
+    fn the_debug_api_is_on_unless_turned_off_and_nsid_is_optional() {
+        assert!(parse(MINIMAL).unwrap().ops.debug);
+        assert!(parse(&format!("{MINIMAL}\n[ops]")).unwrap().ops.debug);
+        assert!(
+            !parse(&format!("{MINIMAL}\n[ops]\ndebug = false"))
+                .unwrap()
+                .ops
+                .debug
+        );
+        assert_eq!(parse(MINIMAL).unwrap().dns.nsid, None);
+        let text = MINIMAL.replace("[dns]\n", "[dns]\nnsid = \"dns-1\"\n");
+        assert_eq!(parse(&text).unwrap().dns.nsid.as_deref(), Some("dns-1"));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         for (text, key) in [
+            // Before the first table: a key of the top level itself.
+            (format!("top_level_typo = 1\n{MINIMAL}"), "top_level_typo"),
             (format!("{MINIMAL}\nbogus = 1"), "bogus"),
             (
                 MINIMAL.replace("[dns]", "[dns]\nlisten_addr = \"x\""),
