@@ -143,7 +143,8 @@ impl SyncJob {
     /// Syncs until `cancel`: at start, after changes (no sooner than `min_event_interval`
     /// after the last sync) and every `interval`. Nothing happens until every source has
     /// delivered its cluster through `tap` and (with `publish_clusterset`) the registry has
-    /// loaded, so nothing not yet read is taken for gone.
+    /// loaded, so nothing not yet read is taken for gone. A change that leaves the desired
+    /// records as the last successful sync wrote them costs no read and no write.
     pub async fn run(
         self,
         mut snapshots: SnapshotReceiver,
@@ -154,6 +155,8 @@ impl SyncJob {
         let zone = self.settings.zone.clone();
         let mut tapped = tap.subscribe();
         let mut waiting = false;
+        // What the last successful sync made the zone hold.
+        let mut synced: Option<Vec<crate::model::Endpoint>> = None;
         let mut last: Option<Instant> = None;
         let mut due = Some(Instant::now());
         loop {
@@ -185,10 +188,17 @@ impl SyncJob {
                 last = Some(Instant::now());
                 continue;
             }
+            let resync = last.is_none_or(|l| Instant::now() >= l + self.interval);
+            let desired = self.desired(snapshot.as_deref(), &objects);
             due = None;
+            if !resync && synced.as_ref() == Some(&desired.endpoints) {
+                // A change that moves no record (another service, a heartbeat): no read, no
+                // write; the periodic resync still comes.
+                continue;
+            }
             last = Some(Instant::now());
             waiting = false;
-            let desired = self.desired(snapshot.as_deref(), &objects);
+            let wanted = desired.endpoints.clone();
             for w in &desired.warnings {
                 tracing::warn!(zone = %zone, detail = %w, "desired record skipped");
             }
@@ -200,8 +210,10 @@ impl SyncJob {
                 Ok(outcome) => {
                     metrics.record_success(&outcome);
                     log_outcome(&zone, &outcome);
+                    synced = Some(wanted);
                 }
                 Err(e) => {
+                    synced = None;
                     metrics.record_error(&e);
                     tracing::error!(zone = %zone, provider = self.provider.name(), kind = e.kind(), error = %e, "sync failed; retrying");
                     // Retry after the event interval rather than a whole resync period.
