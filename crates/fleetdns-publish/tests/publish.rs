@@ -720,3 +720,30 @@ fn xdns_1_the_loop_waits_for_every_source_syncs_on_change_and_resyncs() {
         .expect("the loop stops on cancel")
         .unwrap();
 }
+
+#[test]
+fn xdns_7_a_txt_prefix_places_ownership_records_and_reads_them_back() {
+    let bind = Primary::bind(ZONE, "", "hmac-sha256");
+    let mut job = job(provider(bind.addr(), Some(key())), Policy::Sync);
+    job.settings.txt_names = TxtNames::new("_owner.", "").unwrap();
+    let rt = rt();
+    rt.block_on(job.once(desired(vec![a("x", &["192.0.2.1"])]), false))
+        .unwrap();
+    assert_eq!(
+        bind.dig(&fq("_owner.a-x"), "TXT"),
+        [owner_txt("fleet-1", "x")]
+    );
+    assert!(bind.dig(&fq("a-x"), "TXT").is_empty());
+    let again = rt
+        .block_on(job.once(desired(vec![a("x", &["192.0.2.1"])]), false))
+        .unwrap();
+    assert!(
+        again.plan.is_empty(),
+        "owned through the prefixed record: {}",
+        again.plan
+    );
+    let gone = rt.block_on(job.once(desired(vec![]), false)).unwrap();
+    assert_eq!(gone.applied.deletes, 1);
+    assert!(bind.dig(&fq("x"), "A").is_empty());
+    assert!(bind.dig(&fq("_owner.a-x"), "TXT").is_empty());
+}
