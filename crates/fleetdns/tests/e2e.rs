@@ -1604,6 +1604,16 @@ fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records
     s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
     assert_eq!(bind.dig("shop.fleet.example.com", "A"), ["203.0.113.10"]);
     assert_eq!(
+        bind.dig("frontend.web.fleet.example.com", "AAAA"),
+        ["fd00:97::20"]
+    );
+    assert_eq!(
+        bind.dig("aaaa-frontend.web.fleet.example.com", "TXT"),
+        [
+            "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/web/frontend\""
+        ]
+    );
+    assert_eq!(
         bind.dig("a-payment.default.fleet.example.com", "TXT"),
         [
             "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/default/payment\""
