@@ -11,6 +11,7 @@ pub mod kube;
 pub mod merge;
 pub mod model;
 pub mod registry;
+pub mod tap;
 pub mod time;
 pub mod translate;
 pub mod vip;

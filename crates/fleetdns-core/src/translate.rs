@@ -345,6 +345,7 @@ mod tests {
                 ports,
                 ..ServiceSpec::default()
             },
+            ..Service::default()
         }
     }
 

@@ -39,6 +39,8 @@ pub struct SourceOptions {
     pub heartbeat: Duration,
     /// Changes arriving within this window are published together.
     pub settle: Duration,
+    /// Where every complete object set also goes (the external DNS sync's annotated Services).
+    pub tap: Option<fleetdns_core::tap::ObjectsTap>,
 }
 
 impl Default for SourceOptions {
@@ -47,6 +49,7 @@ impl Default for SourceOptions {
             write_back: true,
             heartbeat: Duration::from_secs(5),
             settle: Duration::from_millis(100),
+            tap: None,
         }
     }
 }
@@ -344,6 +347,9 @@ impl ClusterSource {
                         continue;
                     }
                     let objects = stores.objects();
+                    if let Some(tap) = &self.options.tap {
+                        tap.set(cluster, &objects);
+                    }
                     let translated = translate_cluster(cluster, &objects, &mut |label| {
                         *first_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
                     });

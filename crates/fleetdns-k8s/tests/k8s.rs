@@ -97,6 +97,7 @@ impl Running {
                 write_back,
                 heartbeat: Duration::from_millis(200),
                 settle: Duration::from_millis(20),
+                tap: None,
             };
             let source = ClusterSource::new(client(server), id(name), options);
             statuses.push(source.status());
@@ -661,4 +662,74 @@ async fn another_implementations_service_import_is_left_alone() {
     assert_eq!(touched, Vec::<(String, String)>::new());
     assert_eq!(a.get("ServiceImport", Some("default"), "web"), Some(before));
     run.stop().await;
+}
+
+/// The external DNS sync's tap: the watcher carries what it reads of annotated Services
+/// (annotations, externalIPs, LoadBalancer status, ExternalName) whether or not they are
+/// exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_carries_annotated_services_exported_or_not() {
+    use fleetdns_core::tap::ObjectsTap;
+    let server = cluster("v1beta1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "lb", "namespace": "default",
+                     "annotations": {"external-dns.alpha.kubernetes.io/hostname": "lb.fleet.example.com"}},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9", "externalIPs": ["192.0.2.7"]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}, {"hostname": "elb.example.net"}]}}
+    }));
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "default",
+                     "annotations": {"external-dns.kubernetes.io/hostname": "ext.fleet.example.com"}},
+        "spec": {"type": "ExternalName", "externalName": "backend.example.org"}
+    }));
+    let tap = ObjectsTap::new(|s| !s.metadata.annotations.is_empty());
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(Duration::from_secs(15)));
+    let options = SourceOptions {
+        write_back: false,
+        tap: Some(tap.clone()),
+        ..SourceOptions::default()
+    };
+    let source = ClusterSource::new(client(&server), id("east"), options);
+    tap.expect(&id("east"));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(source.run(registry, cancel.clone()));
+    let objects = eventually("the tap delivers", || {
+        tap.is_complete()
+            .then(|| tap.current().get(&id("east")).cloned())
+            .flatten()
+    })
+    .await;
+    let names: Vec<&str> = objects
+        .services
+        .iter()
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}: only the annotated ones");
+    let lb = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("lb"))
+        .unwrap();
+    assert_eq!(lb.spec.external_ips, ["192.0.2.7"]);
+    assert_eq!(
+        lb.status.load_balancer.ingress[0].ip.as_deref(),
+        Some("203.0.113.1")
+    );
+    assert_eq!(
+        lb.status.load_balancer.ingress[1].hostname.as_deref(),
+        Some("elb.example.net")
+    );
+    let ext = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("ext"))
+        .unwrap();
+    assert_eq!(
+        ext.spec.external_name.as_deref(),
+        Some("backend.example.org")
+    );
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

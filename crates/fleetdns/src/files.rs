@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
+use fleetdns_core::tap::ObjectsTap;
 use fleetdns_core::translate::{created_times, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
 use serde_json::Value;
@@ -135,6 +136,9 @@ pub struct FilesSource {
     clusters: BTreeMap<ClusterId, ClusterState>,
     /// Folder names already reported as invalid cluster ids.
     bad_dirs: Vec<String>,
+    /// Where every good read of a cluster also goes (the external DNS sync's annotated
+    /// Services).
+    tap: Option<ObjectsTap>,
 }
 
 #[derive(Default)]
@@ -167,7 +171,14 @@ impl FilesSource {
             interval,
             clusters: BTreeMap::new(),
             bad_dirs: Vec::new(),
+            tap: None,
         }
+    }
+
+    /// Also hands every cluster's objects to `tap`.
+    pub fn with_tap(mut self, tap: Option<ObjectsTap>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Checks the folder once: publishes changed clusters, withdraws removed ones, heartbeats
@@ -224,7 +235,13 @@ impl FilesSource {
                 continue;
             }
             state.fingerprint = fingerprint;
-            match load_cluster(&id, &dir, &mut state.first_seen) {
+            let loaded = read_cluster(&dir).map(|objects| {
+                if let Some(tap) = &self.tap {
+                    tap.set(&id, &objects);
+                }
+                translate_objects(&id, &objects, &mut state.first_seen)
+            });
+            match loaded {
                 Ok((exports, notes)) => {
                     report.notes.extend(notes);
                     if state.last_error.take().is_some() {
@@ -248,6 +265,9 @@ impl FilesSource {
                     }
                     report.errors.push(msg.clone());
                     state.last_error = Some(msg);
+                    if let (Some(tap), false) = (&self.tap, state.published) {
+                        tap.expect(&id);
+                    }
                     let _ = registry.heartbeat(&id).await;
                 }
             }
@@ -261,6 +281,9 @@ impl FilesSource {
             .collect();
         for id in gone {
             self.clusters.remove(&id);
+            if let Some(tap) = &self.tap {
+                tap.remove(&id);
+            }
             tracing::info!(cluster = %id, "cluster folder removed, withdrawing its exports");
             if let Err(e) = registry.withdraw(&id).await {
                 tracing::warn!(cluster = %id, error = %e, "registry withdraw failed");
@@ -322,13 +345,9 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Reads and translates one cluster folder. Any unreadable file fails the whole folder, so a
-/// half-edited set never replaces a good one. Returns the exports and notes on what was refused.
-pub fn load_cluster(
-    cluster: &ClusterId,
-    dir: &Path,
-    first_seen: &mut HashMap<String, Timestamp>,
-) -> Result<(ExportSet, Vec<String>), ManifestError> {
+/// Reads every manifest of one cluster folder. Any unreadable file fails the whole folder, so
+/// a half-edited set never replaces a good one.
+pub fn read_cluster(dir: &Path) -> Result<ClusterObjects, ManifestError> {
     let mut objects = ClusterObjects::default();
     for file in manifest_files(dir) {
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError {
@@ -344,9 +363,18 @@ pub fn load_cluster(
             }
         }
     }
+    Ok(objects)
+}
+
+/// Translates one cluster's objects; returns the exports and notes on what was refused.
+fn translate_objects(
+    cluster: &ClusterId,
+    objects: &ClusterObjects,
+    first_seen: &mut HashMap<String, Timestamp>,
+) -> (ExportSet, Vec<String>) {
     let now = Timestamp::now();
     let mut seen = |label: &str| *first_seen.entry(label.to_owned()).or_insert(now);
-    let translated = translate_cluster(cluster, &objects, &mut seen);
+    let translated = translate_cluster(cluster, objects, &mut seen);
     let mut notes = Vec::new();
     for (label, why) in &translated.invalid {
         tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
@@ -359,7 +387,7 @@ pub fn load_cluster(
         tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
         notes.push(format!("{cluster}: {w}"));
     }
-    Ok((translated.exports, notes))
+    (translated.exports, notes)
 }
 
 #[cfg(test)]
@@ -424,7 +452,8 @@ mod tests {
         let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
         let cluster = ClusterId::new("cluster-a").unwrap();
         // What the previous source published: `web` first seen long ago.
-        let (mut earlier, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
+        let (mut earlier, _) =
+            translate_objects(&cluster, &read_cluster(&dir).unwrap(), &mut HashMap::new());
         let web = fleetdns_core::ServiceKey::new("default", "web").unwrap();
         let mut old = (*earlier[&web]).clone();
         old.created = Timestamp(1_000);
@@ -440,6 +469,23 @@ mod tests {
         assert_eq!(exports[&web].created, Timestamp(1_000), "web keeps its age");
         let new = &exports[&fleetdns_core::ServiceKey::new("default", "new").unwrap()];
         assert!(new.created.0 > 1_000_000, "a new export is first seen now");
+    }
+
+    #[test]
+    fn annotations_external_ips_and_load_balancer_status_are_read() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\n  annotations: {external-dns.alpha.kubernetes.io/hostname: lb.ex.com}\nspec: {type: LoadBalancer, externalIPs: [192.0.2.1]}\nstatus:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.1}, {hostname: elb.example.net}]\n";
+        let objs = parse_manifest(Path::new("lb.yaml"), text).unwrap();
+        let [Object::Service(s)] = &objs[..] else {
+            panic!("{objs:?}")
+        };
+        assert_eq!(
+            s.metadata.annotations["external-dns.alpha.kubernetes.io/hostname"],
+            "lb.ex.com"
+        );
+        assert_eq!(s.spec.external_ips, ["192.0.2.1"]);
+        let ingress = &s.status.load_balancer.ingress;
+        assert_eq!(ingress[0].ip.as_deref(), Some("203.0.113.1"));
+        assert_eq!(ingress[1].hostname.as_deref(), Some("elb.example.net"));
     }
 
     #[test]

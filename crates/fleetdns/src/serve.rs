@@ -56,6 +56,7 @@ fn kube_credentials(source: &Source) -> anyhow::Result<fleetdns_k8s::Credentials
 pub(crate) async fn kube_source(
     source: &Source,
     liveness: Duration,
+    tap: Option<fleetdns_core::tap::ObjectsTap>,
 ) -> anyhow::Result<fleetdns_k8s::ClusterSource> {
     let Source::Kubernetes {
         cluster_id,
@@ -74,6 +75,7 @@ pub(crate) async fn kube_source(
     let options = fleetdns_k8s::SourceOptions {
         write_back: *write_back,
         heartbeat: liveness / 3,
+        tap,
         ..Default::default()
     };
     Ok(fleetdns_k8s::ClusterSource::new(client, id, options))
@@ -219,6 +221,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     backend.spawn(&tasks, &cancel);
     ops.set_etcd(backend.etcd_status());
     let registry = backend.registry.clone();
+    let tap = crate::publish::tap_for(&config);
+    let sync_jobs = crate::publish::jobs(&config).await?;
     let (zones_tx, mut zones_rx) = watch::channel(config.zones.clone());
     let mut live = Live {
         served: served.clone(),
@@ -233,6 +237,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         checks_gen: cancel.child_token(),
         root: cancel.clone(),
         config,
+        tap,
     };
     let (published, in_cluster) = live
         .start_sources(
@@ -251,6 +256,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .send_replace(live.effective_zones(&live.config.zones));
     }
     live.start_health_checks();
+    // Every source has loaded once: the external DNS sync sees complete sets from the start.
+    if let Some(tap) = &live.tap {
+        ops.set_sync(crate::publish::spawn(
+            sync_jobs, &registry, tap, &tasks, &cancel,
+        ));
+    }
 
     // Every source has loaded once: compile now, on every registry change and on new zones.
     let mut snapshots = registry.subscribe();
@@ -361,6 +372,8 @@ struct Live {
     /// The server's own token: every generation is a child of it.
     root: CancellationToken,
     config: Config,
+    /// What the sources also hand to the external DNS sync (`[[sync]]`).
+    tap: Option<fleetdns_core::tap::ObjectsTap>,
 }
 
 impl Live {
@@ -380,7 +393,8 @@ impl Live {
         for source in sources {
             match source {
                 Source::Files { root, interval } => {
-                    let mut files = FilesSource::new(root.clone(), *interval);
+                    let mut files =
+                        FilesSource::new(root.clone(), *interval).with_tap(self.tap.clone());
                     let report = files.poll(&*registry).await.with_context(|| {
                         format!("cannot read manifest folder {}", root.display())
                     })?;
@@ -391,7 +405,8 @@ impl Live {
                 }
                 Source::Kubernetes { .. } => {
                     let in_pod = kube_credentials(source)? == fleetdns_k8s::Credentials::InCluster;
-                    let source = kube_source(source, self.config.liveness_timeout).await?;
+                    let source =
+                        kube_source(source, self.config.liveness_timeout, self.tap.clone()).await?;
                     if published.contains(source.cluster()) {
                         anyhow::bail!(
                             "two sources publish cluster {}: give each kubernetes source its own cluster_id",
@@ -413,6 +428,10 @@ impl Live {
         for source in kube_sources {
             synced.push((source.cluster().clone(), source.synced()));
             statuses.push(source.status());
+            if let Some(tap) = &self.tap {
+                // The external DNS sync waits for this cluster's first list.
+                tap.expect(source.cluster());
+            }
             tracker.spawn(source.run(registry.clone(), cancel.clone()));
         }
         self.ops.set_sources(statuses);
@@ -510,6 +529,7 @@ impl Live {
                 new.dns.tcp_max_connections != old.dns.tcp_max_connections,
             ),
             ("ops.listen", new.ops.listen != old.ops.listen),
+            ("sync", new.sync != old.sync),
             ("ops.debug", new.ops.debug != old.ops.debug),
             ("dns.nsid", new.dns.nsid != old.dns.nsid),
             (
@@ -578,6 +598,9 @@ impl Live {
                     for cluster in before.iter().filter(|c| !published.contains(c)) {
                         tracing::info!(cluster = %cluster, "cluster no longer in any source, withdrawn");
                         let _ = self.registry.withdraw(cluster).await;
+                        if let Some(tap) = &self.tap {
+                            tap.remove(cluster);
+                        }
                     }
                 }
                 Err(e) => {
@@ -765,6 +788,15 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         let stats = table.stats();
         println!("{} names, {} records", stats.names, stats.records);
+        // [[sync]]: secret files read and keys checked; the servers are not contacted.
+        match crate::publish::jobs(&config).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    println!("{}", crate::publish::describe(&job));
+                }
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
         for n in &source_notes {
             println!("{n}");
         }

@@ -1560,6 +1560,294 @@ fn agents_and_dns_servers_share_one_etcd() {
     });
 }
 
+/// A `[[sync]]` block publishing to `bind` with the tests' TSIG key (written next to the
+/// config as `tsig.secret`).
+fn sync_block(dir: &Path, bind: &fleetdns_publish::testing::Primary, extra: &str) -> String {
+    std::fs::write(
+        dir.join("tsig.secret"),
+        format!("{}\n", fleetdns_publish::testing::SECRET),
+    )
+    .unwrap();
+    format!(
+        "\n[[sync]]\nprovider = \"rfc2136\"\nzone = \"{}\"\nserver = \"{}\"\ntsig_key = \"{}\"\ntsig_algorithm = \"hmac-sha256\"\ntsig_secret_file = \"tsig.secret\"\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\ninterval_ms = 60000\nmin_event_interval_ms = 200\n{extra}",
+        bind.zone,
+        bind.addr(),
+        fleetdns_publish::testing::KEY_NAME,
+    )
+}
+
+const ANNOTATED: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop-lb\n  namespace: web\n  annotations:\n    external-dns.alpha.kubernetes.io/hostname: shop.fleet.example.com.\n    external-dns.kubernetes.io/ttl: \"60\"\nspec:\n  type: LoadBalancer\n  clusterIP: 10.97.50.50\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.10\n";
+
+/// SPEC §6: `serve` with the demo clusters publishes every exported service as
+/// `<svc>.<ns>.<zone>` (policy-`all` addresses) and annotated Services (not exported) to a
+/// real BIND over TSIG; an edit reaches BIND, and a cluster that leaves takes its addresses
+/// and its annotated records with it.
+#[test]
+fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records() {
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    std::fs::write(
+        dir.path().join("clusters/cluster-b/shop-lb.yaml"),
+        ANNOTATED,
+    )
+    .unwrap();
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    let ops_port = free_port();
+    text.push_str(&format!("[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let s = Server::start(dir);
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let payment = "payment.default.fleet.example.com";
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
+    assert_eq!(bind.dig("shop.fleet.example.com", "A"), ["203.0.113.10"]);
+    assert_eq!(
+        bind.dig("frontend.web.fleet.example.com", "AAAA"),
+        ["fd00:97::20"]
+    );
+    assert_eq!(
+        bind.dig("aaaa-frontend.web.fleet.example.com", "TXT"),
+        [
+            "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/web/frontend\""
+        ]
+    );
+    assert_eq!(
+        bind.dig("a-payment.default.fleet.example.com", "TXT"),
+        [
+            "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/default/payment\""
+        ]
+    );
+    // Headless: the ready endpoints of every cluster.
+    assert_eq!(
+        bind.dig("reviews.default.fleet.example.com", "A"),
+        ["10.244.1.20", "10.244.1.21", "10.246.1.20"]
+    );
+    // An edit reaches BIND.
+    let payment_b = s.clusters().join("cluster-b/payment.yaml");
+    let edited = std::fs::read_to_string(&payment_b)
+        .unwrap()
+        .replace("10.97.10.10", "10.97.10.77");
+    std::fs::write(&payment_b, edited).unwrap();
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.77"]);
+    // cluster-b leaves: its address and its annotated record leave the zone.
+    std::fs::remove_dir_all(s.clusters().join("cluster-b")).unwrap();
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
+    s.wait_until(|| bind.dig("shop.fleet.example.com", "A").is_empty());
+    assert!(bind.dig("a-shop.fleet.example.com", "TXT").is_empty());
+    assert!(
+        s.log_text().contains("record deleted"),
+        "one log line per change"
+    );
+    let (_, metrics) = http(ops, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let samples = fleetdns_dns::metrics::parse_exposition(&metrics).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        fleetdns_dns::metrics::sample_value(&samples, name, labels).unwrap_or(-1.0)
+    };
+    let zone = [("zone", "fleet.example.com")];
+    assert!(
+        value("fleetdns_sync_records_created_total", &zone) >= 6.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_records_updated_total", &zone) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_records_deleted_total", &zone) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_last_success_timestamp_seconds", &zone) > 1.0e9,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(
+            "fleetdns_sync_errors_total",
+            &[("zone", "fleet.example.com"), ("kind", "refused")]
+        ),
+        0.0,
+        "{metrics}"
+    );
+}
+
+/// `fleetdns sync --dry-run` prints the plan and changes nothing; `fleetdns sync` applies it
+/// and exits 0; a refused key exits 1 with the rcode and the TSIG error.
+#[test]
+fn sync_command_dry_run_then_once_and_a_refused_key_exits_non_zero() {
+    let foreign = "payment.default A 192.0.2.50\na-payment.default TXT \"heritage=external-dns,external-dns/owner=cluster-9,external-dns/resource=service/default/payment\"\n";
+    let bind =
+        fleetdns_publish::testing::Primary::bind("fleet.example.com", foreign, "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+
+    let (code, out) = fleetdns(&["check-config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sync zone fleet.example.com via rfc2136 (owner fleet-1, policy sync, publish_clusterset)"), "{out}");
+    let (code, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "create reviews.default.fleet.example.com A [10.244.1.20,10.244.1.21,10.246.1.20]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("leave payment.default.fleet.example.com A: owned by \"cluster-9\""),
+        "{out}"
+    );
+    assert!(
+        bind.dig("reviews.default.fleet.example.com", "A")
+            .is_empty(),
+        "dry run wrote"
+    );
+
+    let (code, out) = fleetdns(&["sync", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied:"), "{out}");
+    assert_eq!(bind.dig("reviews.default.fleet.example.com", "A").len(), 3);
+    assert_eq!(
+        bind.dig("payment.default.fleet.example.com", "A"),
+        ["192.0.2.50"],
+        "another owner's"
+    );
+    let (_, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
+    assert!(
+        out.contains("plan: 0 to create, 0 to update, 0 to delete"),
+        "{out}"
+    );
+
+    std::fs::write(
+        dir.path().join("tsig.secret"),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let (code, out) = fleetdns(&["sync", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOTAUTH") && out.contains("BADSIG"), "{out}");
+}
+
+/// `fleetdns sync` with `provider = "etcd"`: the demo fleet's services land in the SkyDNS
+/// layout (XDNS-18/19) on a real etcd.
+#[test]
+fn sync_command_writes_the_skydns_layout_to_etcd() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[sync]]\nprovider = \"etcd\"\nzone = \"fleet.example.com\"\nendpoints = [\"{}\"]\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\n",
+        etcd.endpoint()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = fleetdns(&["sync", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let endpoint = etcd.endpoint();
+    let mut values: Vec<String> = fake_api_runtime().block_on(async {
+        let mut client = fleetdns_publish::skydns::EtcdClient::connect([endpoint], None)
+            .await
+            .unwrap();
+        let prefix = "/skydns/com/example/fleet/default/payment/";
+        let resp = client
+            .get(
+                prefix,
+                Some(fleetdns_publish::skydns::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        resp.kvs()
+            .iter()
+            .map(|kv| kv.value_str().unwrap().to_owned())
+            .collect()
+    });
+    values.sort();
+    let keys = values.join("\n");
+    assert_eq!(
+        values,
+        [
+            r#"{"host":"10.96.10.10","targetstrip":1}"#,
+            r#"{"host":"10.97.10.10","targetstrip":1}"#
+        ],
+        "{keys}\n{out}"
+    );
+}
+
+/// The whole fleet from one place: agents publish their clusters to etcd, one `serve` with no
+/// sources of its own syncs `publish_clusterset` names to BIND from the registry. An agent
+/// killed with SIGKILL takes its cluster's address out of BIND once its lease expires.
+#[test]
+fn a_killed_cluster_leaves_the_public_zone_within_its_lease() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let endpoint = etcd.endpoint();
+    let ttl = 2;
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let (_agent_a, _) = Agent::start("cluster-a", &endpoint, ttl);
+    let (mut agent_b, _) = Agent::start("cluster-b", &endpoint, ttl);
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[registry]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl_secs = {ttl}\n"
+    );
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(dir.path().join("fleetdns.toml"), text).unwrap();
+    let s = Server::start(dir);
+    let payment = "payment.default.fleet.example.com";
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
+    assert_eq!(
+        bind.dig("frontend.web.fleet.example.com", "A"),
+        ["10.97.20.20"]
+    );
+    agent_b.child.kill().unwrap(); // SIGKILL
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
+    assert!(
+        bind.dig("frontend.web.fleet.example.com", "A").is_empty(),
+        "cluster-b's only service is gone too"
+    );
+}
+
+/// A kubernetes source feeds the sync: `serve` watching a (fake) API server publishes a Service
+/// annotated for ExternalDNS, not exported, to BIND; a LoadBalancer status change and the
+/// Service's deletion follow.
+#[test]
+fn a_kubernetes_source_feeds_annotated_services_to_bind() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    use serde_json::json;
+    let rt = fake_api_runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.serve_group("multicluster.x-k8s.io", &["v1beta1"]);
+    let lb = |ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "edge", "namespace": "web",
+                "annotations": {"external-dns.kubernetes.io/hostname": "edge.fleet.example.com"}},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9"},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+    };
+    api.put(lb("203.0.113.1"));
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&dir.path().join("kubeconfig"), "c")
+        .unwrap();
+    let mut text = "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"east\"\nkubeconfig = \"kubeconfig\"\nwrite_back = false\n".to_string();
+    text.push_str(
+        &sync_block(dir.path(), &bind, "")
+            .replace("publish_clusterset = true", "publish_clusterset = false"),
+    );
+    std::fs::write(dir.path().join("fleetdns.toml"), text).unwrap();
+    let s = Server::start(dir);
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A") == ["203.0.113.1"]);
+    api.put(lb("203.0.113.2"));
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A") == ["203.0.113.2"]);
+    assert!(api.delete("v1", "Service", Some("web"), "edge"));
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A").is_empty());
+    assert!(bind.dig("a-edge.fleet.example.com", "TXT").is_empty());
+}
+
 /// A demo server with `[ops] listen` (and extra lines in `[dns]`); returns it and the ops
 /// address, ready.
 fn demo_with_ops(dns_extra: &str, ops_extra: &str) -> (Server, String) {
