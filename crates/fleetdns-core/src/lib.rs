@@ -9,8 +9,10 @@
 pub mod id;
 pub mod kube;
 pub mod merge;
+pub mod mesh;
 pub mod model;
 pub mod registry;
+pub mod service_entry;
 pub mod time;
 pub mod translate;
 pub mod vip;
@@ -22,4 +24,5 @@ pub use registry::{
     ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,
 };
 pub use time::Timestamp;
-pub use vip::VipRange;
+pub use service_entry::{ServiceEntry, ServiceEntrySet};
+pub use vip::{HostVips, VipRange, VipRangeV6};

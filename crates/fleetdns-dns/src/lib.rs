@@ -7,6 +7,7 @@ pub mod cache;
 pub mod compile;
 pub mod config;
 pub mod forward;
+pub mod mesh;
 pub mod metrics;
 pub mod respond;
 pub mod server;
@@ -16,7 +17,7 @@ pub mod wire;
 
 pub use compile::compile;
 pub use config::{
-    AnswerPolicy, ClusterZones, ClustersetZone, SoaConfig, ZoneConfigError, ZonesConfig,
+    AnswerPolicy, ClusterZones, ClustersetZone, MeshZones, SoaConfig, ZoneConfigError, ZonesConfig,
 };
 pub use metrics::Metrics;
 pub use respond::{Outcome, Transport, respond};

@@ -197,6 +197,7 @@ fn etcd_config(etcd: &TestEtcd, prefix: &str, ttl: i64) -> EtcdConfig {
         user: None,
         tls: None,
         vips: None,
+        vips_v6: None,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub forward: Vec<ForwardZoneConfig>,
+    /// Mesh names and ServiceEntry hosts (SPEC §2.3).
+    #[serde(default)]
+    pub mesh: fleetdns_dns::MeshZones,
 }
 
 /// The cache in front of forward zones (CDNS-6..8).
@@ -146,6 +149,9 @@ pub struct EtcdRegistryConfig {
     pub vip_range: Option<String>,
     #[serde(default = "default_vip_grace")]
     pub vip_release_grace_secs: u64,
+    /// IPv6 VIPs beside `vip_range` (default `2001:2::/48`, IST-14; `""` turns them off).
+    #[serde(default)]
+    pub vip_range_v6: Option<String>,
 }
 
 fn default_vip_grace() -> u64 {
@@ -180,6 +186,8 @@ pub struct MemoryRegistryConfig {
     pub vip_range: Option<String>,
     /// A VIP outlives the last export of its service this long.
     pub vip_release_grace_secs: u64,
+    /// IPv6 VIPs beside `vip_range` (default `2001:2::/48`, IST-14; `""` turns them off).
+    pub vip_range_v6: Option<String>,
 }
 
 impl Default for MemoryRegistryConfig {
@@ -188,6 +196,7 @@ impl Default for MemoryRegistryConfig {
             liveness_timeout_ms: 15_000,
             vip_range: None,
             vip_release_grace_secs: default_vip_grace(),
+            vip_range_v6: None,
         }
     }
 }
@@ -246,6 +255,8 @@ pub struct Config {
     pub etcd: Option<EtcdRegistryConfig>,
     /// The VIP range and release grace period, when the registry allocates VIPs.
     pub vips: Option<(fleetdns_core::VipRange, Duration)>,
+    /// The IPv6 VIP range, used only with `vips`.
+    pub vips_v6: Option<fleetdns_core::VipRangeV6>,
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
     pub ops: OpsConfig,
@@ -289,6 +300,7 @@ impl Config {
         let zones = ZonesConfig {
             clusterset: raw.clusterset,
             cluster_zones: raw.cluster_zones,
+            mesh: raw.mesh,
             local_cluster,
         };
         zones
@@ -354,6 +366,25 @@ impl Config {
             RegistryConfig::Memory(m) => vip(&m.vip_range, m.vip_release_grace_secs)?,
             RegistryConfig::Etcd(e) => vip(&e.vip_range, e.vip_release_grace_secs)?,
         };
+        let v6 = match &raw.registry {
+            RegistryConfig::Memory(m) => &m.vip_range_v6,
+            RegistryConfig::Etcd(e) => &e.vip_range_v6,
+        };
+        let vips_v6 = match (v6.as_deref(), &vips) {
+            (_, None) | (Some(""), _) => None,
+            (r, Some(_)) => Some(
+                r.unwrap_or(fleetdns_core::vip::DEFAULT_VIP_RANGE_V6)
+                    .parse::<fleetdns_core::VipRangeV6>()
+                    .with_context(|| format!("{}: registry.vip_range_v6", path.display()))?,
+            ),
+        };
+        if zones.mesh.enabled && !zones.mesh.global_suffix.is_empty() && vips.is_none() {
+            bail!(
+                "{}: mesh.global_suffix: `<svc>.<ns>.{}` names answer the fleet VIP and need registry.vip_range (or set mesh.global_suffix = \"\")",
+                path.display(),
+                zones.mesh.global_suffix
+            );
+        }
         if zones.clusterset.policy == fleetdns_dns::AnswerPolicy::Vip && vips.is_none() {
             bail!(
                 "{}: clusterset.policy = \"vip\" needs registry.vip_range",
@@ -436,6 +467,7 @@ impl Config {
             liveness_timeout,
             etcd,
             vips,
+            vips_v6,
             zones,
             sources,
             ops: raw.ops,
