@@ -41,8 +41,9 @@ pub fn host_zone(config: &ZonesConfig, host: &str) -> Option<String> {
     host.split_once('.').map(|(_, parent)| parent.to_owned())
 }
 
-/// Every mesh zone the snapshot serves: `<cluster>` per cluster, `global`, and the zones of
-/// ServiceEntry hosts outside the other served zones (for `fleetdns stub-domains`).
+/// Every mesh zone the snapshot serves: `<cluster>` per cluster of the fleet and per cluster
+/// with a `[mesh] gateways` entry, `global`, and the zones of ServiceEntry hosts outside the
+/// other served zones (for `fleetdns stub-domains`).
 pub fn mesh_zone_names(snapshot: &FleetSnapshot, config: &ZonesConfig) -> Vec<String> {
     let mut zones = std::collections::BTreeSet::new();
     if !config.mesh.enabled {
@@ -51,23 +52,24 @@ pub fn mesh_zone_names(snapshot: &FleetSnapshot, config: &ZonesConfig) -> Vec<St
     for cluster in snapshot.clusters.keys() {
         zones.insert(config.mesh.cluster_zone_name(cluster.as_str()));
     }
+    for cluster in config.mesh.gateways.keys() {
+        zones.insert(config.mesh.cluster_zone_name(cluster));
+    }
     if !config.mesh.global_suffix.is_empty() {
         zones.insert(config.mesh.global_suffix.clone());
     }
-    let other: Vec<String> = {
-        let mut v = vec![config.clusterset.name.clone()];
-        if config.cluster_zones.enabled {
-            v.extend(
-                snapshot
-                    .clusters
-                    .keys()
-                    .map(|c| config.cluster_zone_name(c.as_str())),
-            );
-        }
-        v
-    };
+    let mut other: Vec<String> = vec![config.clusterset.name.clone()];
+    if config.cluster_zones.enabled {
+        other.extend(
+            snapshot
+                .clusters
+                .keys()
+                .map(|c| config.cluster_zone_name(c.as_str())),
+        );
+    }
     let under = |name: &str, apex: &str| name == apex || name.ends_with(&format!(".{apex}"));
-    for host in fleetdns_core::mesh::plan(snapshot).hosts.keys() {
+    let entries = fleetdns_core::mesh::entries_by_age(snapshot);
+    for host in entries.iter().flat_map(|e| &e.hosts) {
         let name = host.strip_prefix("*.").unwrap_or(host);
         if other.iter().chain(zones.iter()).any(|z| under(name, z)) {
             continue;

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
 use fleetdns_core::translate::{Invalid, translate_cluster};
-use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
+use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
+use fleetdns_core::{ClusterId, ExportSet, Registry, ServiceEntrySet, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -179,6 +180,8 @@ enum Kind {
     Exports,
     Namespaces,
     Imports,
+    /// Istio ServiceEntries, when the cluster serves them.
+    Entries,
 }
 
 type Stream = BoxStream<'static, (Kind, Result<Event<DynamicObject>, watcher::Error>)>;
@@ -222,6 +225,20 @@ impl ClusterSource {
             return;
         };
         tracing::info!(cluster = %cluster, version, "watching ServiceExports");
+        let entries_version = match crate::service_entry_version(&self.client).await {
+            Ok(Some(v)) => {
+                tracing::info!(cluster = %cluster, version = v, "watching Istio ServiceEntries");
+                Some(v)
+            }
+            Ok(None) => {
+                tracing::info!(cluster = %cluster, "the cluster serves no networking.istio.io ServiceEntries (Istio CRDs not installed); no mesh hosts from it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, error = %e, "cannot tell whether the cluster serves Istio ServiceEntries; not watching them");
+                None
+            }
+        };
         let (view_tx, view_rx) = watch::channel(None);
         let fleet = registry.subscribe();
         let writer = async {
@@ -237,7 +254,10 @@ impl ClusterSource {
                 .await;
             }
         };
-        tokio::join!(self.watch(version, &*registry, view_tx, &cancel), writer);
+        tokio::join!(
+            self.watch(version, entries_version, &*registry, view_tx, &cancel),
+            writer
+        );
     }
 
     /// The ServiceExport version, retried until the API server answers and serves the MCS
@@ -272,7 +292,7 @@ impl ClusterSource {
         }
     }
 
-    fn streams(&self, version: &'static str) -> Vec<Stream> {
+    fn streams(&self, version: &'static str, entries: Option<&'static str>) -> Vec<Stream> {
         let config = watcher::Config::default();
         let watch = |ar: kube::core::ApiResource, config: watcher::Config, kind: Kind| -> Stream {
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
@@ -290,6 +310,13 @@ impl ClusterSource {
                 Kind::Exports,
             ),
         ];
+        if let Some(v) = entries {
+            out.push(watch(
+                resources::service_entries(v),
+                config.clone(),
+                Kind::Entries,
+            ));
+        }
         if self.options.write_back {
             out.push(watch(
                 resources::namespaces(),
@@ -309,13 +336,19 @@ impl ClusterSource {
     async fn watch(
         &self,
         version: &'static str,
+        entries_version: Option<&'static str>,
         registry: &dyn Registry,
         view_tx: watch::Sender<Option<Arc<LocalView>>>,
         cancel: &CancellationToken,
     ) {
         let cluster = &self.status.cluster;
-        let mut events = futures::stream::select_all(self.streams(version));
-        let mut stores = Stores::default();
+        let mut events = futures::stream::select_all(self.streams(version, entries_version));
+        let mut stores = Stores {
+            entries_watched: entries_version.is_some(),
+            ..Stores::default()
+        };
+        let mut last_entries: Option<ServiceEntrySet> = None;
+        let mut entries_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut last: Option<ExportSet> = None;
         let mut publish_at: Option<Instant> = None;
@@ -367,6 +400,30 @@ impl ClusterSource {
                             Err(e) => {
                                 tracing::warn!(cluster = %cluster, error = %e, "registry publish failed; retrying");
                                 publish_at = Some(Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
+                    if last.is_some() && stores.entries_watched {
+                        let objects: Vec<ServiceEntryObject> =
+                            stores.entries.items.values().cloned().collect();
+                        let (entries, notes) = translate_service_entries(cluster, &objects, &mut |label| {
+                            *entries_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
+                        });
+                        entries_seen.retain(|label, _| entries.contains_key(label));
+                        if last_entries.as_ref() != Some(&entries) {
+                            for n in &notes {
+                                tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+                            }
+                            let count = entries.len();
+                            match registry.publish_service_entries(cluster, entries.clone()).await {
+                                Ok(()) => {
+                                    tracing::info!(cluster = %cluster, service_entries = count, "ServiceEntries published");
+                                    last_entries = Some(entries);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(cluster = %cluster, error = %e, "registry publish of ServiceEntries failed; retrying");
+                                    publish_at = Some(Instant::now() + Duration::from_secs(1));
+                                }
                             }
                         }
                     }
@@ -485,6 +542,9 @@ struct Stores {
     namespaces: Store<()>,
     /// ServiceImports, by whether fleetdns's label is on them.
     imports: Store<bool>,
+    entries: Store<ServiceEntryObject>,
+    /// Whether the cluster serves ServiceEntries (then a set is complete only once listed).
+    entries_watched: bool,
 }
 
 impl Stores {
@@ -506,6 +566,7 @@ impl Stores {
                         == Some(IMPORT_MANAGER),
                 )
             }),
+            Kind::Entries => self.entries.apply(event, |o| parse(o, status)),
         }
     }
 
@@ -513,6 +574,7 @@ impl Stores {
         self.services.synced
             && self.slices.synced
             && self.exports.synced
+            && (!self.entries_watched || self.entries.synced)
             && (!write_back || (self.namespaces.synced && self.imports.synced))
     }
 

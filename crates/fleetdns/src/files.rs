@@ -29,6 +29,8 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     ServiceExport(ServiceExport),
+    /// `networking.istio.io` v1, v1beta1 or v1alpha3.
+    ServiceEntry(Box<fleetdns_core::service_entry::ServiceEntryObject>),
 }
 
 /// Parses a (multi-document) YAML manifest. Kinds fleetdns does not read are skipped; a `List`
@@ -110,6 +112,13 @@ fn push_object(
                 serde_json::from_value(value).map(Object::ServiceExport),
             )?)
         }
+        (
+            "networking.istio.io/v1" | "networking.istio.io/v1beta1" | "networking.istio.io/v1alpha3",
+            "ServiceEntry",
+        ) => out.push(typed(
+            "bad ServiceEntry",
+            serde_json::from_value(value).map(|e| Object::ServiceEntry(Box::new(e))),
+        )?),
         (_, "List") => {
             let Some(Value::Array(items)) = map.get("items").cloned() else {
                 return Err(err("List has no items array".into()));
@@ -214,13 +223,17 @@ impl FilesSource {
                 continue;
             }
             state.fingerprint = fingerprint;
-            match load_cluster(&id, &dir, &mut state.first_seen) {
-                Ok((exports, notes)) => {
+            match load_cluster_with_entries(&id, &dir, &mut state.first_seen) {
+                Ok((exports, entries, notes)) => {
                     report.notes.extend(notes);
                     if state.last_error.take().is_some() {
                         tracing::info!(cluster = %id, "manifests parse again");
                     }
-                    match registry.publish(&id, exports).await {
+                    let published = match registry.publish(&id, exports).await {
+                        Ok(()) => registry.publish_service_entries(&id, entries).await,
+                        Err(e) => Err(e),
+                    };
+                    match published {
                         Ok(()) => {
                             state.published = true;
                             report.published.push(id);
@@ -314,12 +327,21 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Reads and translates one cluster folder. Any unreadable file fails the whole folder, so a
 /// half-edited set never replaces a good one. Returns the exports and notes on what was refused.
-pub fn load_cluster(
+/// Also returns the folder's Istio ServiceEntries (what is not served is noted).
+pub fn load_cluster_with_entries(
     cluster: &ClusterId,
     dir: &Path,
     first_seen: &mut HashMap<String, Timestamp>,
-) -> Result<(ExportSet, Vec<String>), ManifestError> {
+) -> Result<
+    (
+        ExportSet,
+        fleetdns_core::ServiceEntrySet,
+        Vec<String>,
+    ),
+    ManifestError,
+> {
     let mut objects = ClusterObjects::default();
+    let mut entry_objects = Vec::new();
     for file in manifest_files(dir) {
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError {
             file: file.clone(),
@@ -331,6 +353,7 @@ pub fn load_cluster(
                 Object::Service(s) => objects.services.push(s),
                 Object::EndpointSlice(s) => objects.endpoint_slices.push(s),
                 Object::ServiceExport(s) => objects.service_exports.push(s),
+                Object::ServiceEntry(e) => entry_objects.push(*e),
             }
         }
     }
@@ -349,7 +372,16 @@ pub fn load_cluster(
         tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
         notes.push(format!("{cluster}: {w}"));
     }
-    Ok((translated.exports, notes))
+    let (entries, entry_notes) = fleetdns_core::service_entry::translate_service_entries(
+        cluster,
+        &entry_objects,
+        &mut |label| seen(&format!("serviceentry/{label}")),
+    );
+    for n in entry_notes {
+        tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+        notes.push(format!("{cluster}: {n}"));
+    }
+    Ok((translated.exports, entries, notes))
 }
 
 #[cfg(test)]

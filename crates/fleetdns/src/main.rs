@@ -4,6 +4,7 @@ mod agent;
 mod backend;
 mod config;
 mod files;
+mod istio;
 mod ops;
 mod serve;
 mod stub_domains;
@@ -55,6 +56,9 @@ enum Command {
     /// Print what a cluster's DNS needs to delegate the fleet's zones to fleetdns, or patch
     /// it into a Corefile.
     StubDomains(stub_domains::Args),
+    /// Istio: the ServiceEntries a consuming cluster needs for the fleet's services.
+    #[command(subcommand)]
+    Istio(istio::IstioCommand),
 }
 
 fn init_logs(format: LogFormat) {
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Command::Agent { config } => agent::agent(&config),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::StubDomains(args) => stub_domains::run(&args),
+        Command::Istio(cmd) => istio::run(&cmd),
     };
     match result {
         Ok(code) => code,
