@@ -543,4 +543,85 @@ mod tests {
         assert_eq!(now.len(), 1);
         assert_eq!(now[&web], first[&web], "stable for the service's life");
     }
+    fn entries(cluster: &ClusterId, list: &[(&str, i64, &str, Option<&str>)]) -> ServiceEntrySet {
+        use crate::service_entry::{Resolution, ServiceEntry};
+        list.iter()
+            .map(|(name, created, host, addr)| {
+                let e = ServiceEntry {
+                    namespace: "ns".into(),
+                    name: name.to_string(),
+                    cluster: cluster.clone(),
+                    hosts: vec![host.to_string()],
+                    addresses: addr.iter().map(|a| a.parse().unwrap()).collect(),
+                    status_addresses: vec![],
+                    resolution: Resolution::Dns,
+                    autoallocate: true,
+                    created: Timestamp(*created),
+                };
+                (e.label(), Arc::new(e))
+            })
+            .collect()
+    }
+
+    /// IST-14: one VIP per family per host, kept while needed; an address an entry names in
+    /// `spec.addresses` always wins, so an allocated VIP equal to it moves; released after
+    /// the grace period.
+    #[tokio::test(start_paused = true)]
+    async fn ist14_host_vips_both_families_spec_wins_and_grace() {
+        let range: VipRange = "240.240.0.0/30".parse().unwrap(); // two usable addresses
+        let range6: VipRangeV6 = "2001:2::/48".parse().unwrap();
+        let reg = MemoryRegistry::new(Duration::from_secs(15))
+            .with_vips(range, Duration::from_secs(60))
+            .with_vips_v6(range6);
+        let a = ClusterId::new("a").unwrap();
+        let b = ClusterId::new("b").unwrap();
+        reg.publish_service_entries(&a, entries(&a, &[("x", 1, "x.example.com", None)]))
+            .await
+            .unwrap();
+        let snap = || reg.subscribe().borrow().clone().unwrap();
+        let first = snap().host_vips["x.example.com"];
+        let v4 = first.v4.expect("an IPv4 VIP");
+        assert!(range.contains(v4));
+        assert!(range6.contains(first.v6.expect("an IPv6 VIP")));
+        assert!(snap().clusters[&a].alive, "publishing entries makes the cluster known");
+        // b names x's VIP as its own address: spec wins, x moves to the other free address.
+        let taken = v4.to_string();
+        reg.publish_service_entries(&b, entries(&b, &[("y", 2, "y.example.com", Some(&taken))]))
+            .await
+            .unwrap();
+        let moved = snap().host_vips["x.example.com"];
+        assert_ne!(moved.v4, Some(v4), "spec.addresses win over an allocated VIP");
+        assert!(moved.v4.is_some_and(|ip| range.contains(ip)));
+        assert_eq!(moved.v6, first.v6, "the other family stays");
+        assert!(!snap().host_vips.contains_key("y.example.com"), "y has its own address");
+        let plan = crate::mesh::plan(&snap());
+        assert_eq!(plan.hosts["y.example.com"].ips, [IpAddr::V4(v4)]);
+        assert_eq!(plan.hosts["x.example.com"].ips.len(), 2);
+        // x goes away: its VIP outlives it for the grace period only.
+        reg.publish_service_entries(&a, ServiceEntrySet::new()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        reg.heartbeat(&a).await.unwrap();
+        reg.heartbeat(&b).await.unwrap();
+        reg.expire(Instant::now());
+        assert!(snap().host_vips.contains_key("x.example.com"), "within the grace period");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        reg.heartbeat(&a).await.unwrap();
+        reg.heartbeat(&b).await.unwrap();
+        reg.expire(Instant::now());
+        assert!(!snap().host_vips.contains_key("x.example.com"), "released after it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn services_get_an_ipv6_vip_beside_the_ipv4_one() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15))
+            .with_vips("240.240.0.0/16".parse().unwrap(), Duration::from_secs(60))
+            .with_vips_v6("2001:2::/48".parse().unwrap());
+        let a = ClusterId::new("a").unwrap();
+        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
+        let snap = reg.subscribe().borrow().clone().unwrap();
+        assert_eq!(snap.vips.len(), 2);
+        assert_eq!(snap.vips_v6.len(), 2);
+        let v6: BTreeSet<_> = snap.vips_v6.values().collect();
+        assert_eq!(v6.len(), 2, "unique");
+    }
 }
