@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the build and the tests need from Debian: protoc and the
 # protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
-# etcd (the etcd registry's tests and the fleet demo). `--build`: only what the build needs.
+# etcd (the etcd registry's tests and the fleet demo), unbound (a forwarding resolver for the
+# mesh e2e test). `--build`: only what the build needs.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,7 @@ if [ "${1:-}" != "--build" ]; then
   command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
   command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
   command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+  command -v unbound >/dev/null 2>&1 || need_apt+=(unbound)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2

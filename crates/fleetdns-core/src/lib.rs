@@ -23,6 +23,6 @@ pub use model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
 pub use registry::{
     ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,
 };
-pub use time::Timestamp;
 pub use service_entry::{ServiceEntry, ServiceEntrySet};
+pub use time::Timestamp;
 pub use vip::{HostVips, VipRange, VipRangeV6};

@@ -77,7 +77,10 @@ pub fn plan(snapshot: &FleetSnapshot) -> MeshPlan {
 }
 
 /// [`plan`] over entries already sorted oldest first.
-pub fn plan_with(entries: &[Arc<ServiceEntry>], host_vips: &BTreeMap<String, HostVips>) -> MeshPlan {
+pub fn plan_with(
+    entries: &[Arc<ServiceEntry>],
+    host_vips: &BTreeMap<String, HostVips>,
+) -> MeshPlan {
     let mut out = MeshPlan::default();
     // Pass 1: owners, spec addresses, status candidates.
     let mut status: Vec<(String, Arc<ServiceEntry>, Vec<IpAddr>)> = Vec::new();
@@ -158,8 +161,10 @@ pub fn plan_with(entries: &[Arc<ServiceEntry>], host_vips: &BTreeMap<String, Hos
     // Pass 3: fleetdns VIPs.
     for (host, e) in wants_vip {
         if host.starts_with("*.") {
-            out.unserved
-                .insert(host, "wildcard host without addresses (no VIP for wildcards)");
+            out.unserved.insert(
+                host,
+                "wildcard host without addresses (no VIP for wildcards)",
+            );
             continue;
         }
         if !e.autoallocate {
@@ -244,9 +249,15 @@ mod tests {
         );
         let p = plan_with(&entries, &vips);
         assert_eq!(p.hosts["old.example.com"].ips, [ip("240.240.0.1")]);
-        assert_eq!(p.hosts["old.example.com"].entry.name, "old", "oldest owns the host");
+        assert_eq!(
+            p.hosts["old.example.com"].entry.name, "old",
+            "oldest owns the host"
+        );
         assert_eq!(p.hosts["young.example.com"].ips, [ip("240.240.0.2")]);
-        assert_eq!(p.hosts["young.example.com"].source, AddressSource::Allocated);
+        assert_eq!(
+            p.hosts["young.example.com"].source,
+            AddressSource::Allocated
+        );
         assert_eq!(p.hosts["spec.example.com"].ips, [ip("240.240.0.5")]);
         assert_eq!(p.hosts["alloc.example.com"].ips, [ip("2001:2::7")]);
         assert!(!p.hosts.contains_key("none.example.com"));

@@ -142,9 +142,7 @@ impl MemoryRegistry {
         let Some((range, grace)) = self.vips else {
             return false;
         };
-        let entries = crate::mesh::entries_by_age_in(
-            state.clusters.values().map(|(v, _)| v),
-        );
+        let entries = crate::mesh::entries_by_age_in(state.clusters.values().map(|(v, _)| v));
         let current: BTreeMap<String, HostVips> = state
             .host_vips
             .iter()
@@ -220,7 +218,9 @@ impl MemoryRegistry {
         for key in keys {
             if let Some(range6) = self.vips_v6
                 && !state.vips_v6.contains_key(&key)
-                && let Some(ip) = range6.candidates(&key).find(|ip| !state.taken_v6.contains(ip))
+                && let Some(ip) = range6
+                    .candidates(&key)
+                    .find(|ip| !state.taken_v6.contains(ip))
             {
                 state.taken_v6.insert(ip);
                 state.vips_v6.insert(key.clone(), ip);
@@ -583,32 +583,50 @@ mod tests {
         let v4 = first.v4.expect("an IPv4 VIP");
         assert!(range.contains(v4));
         assert!(range6.contains(first.v6.expect("an IPv6 VIP")));
-        assert!(snap().clusters[&a].alive, "publishing entries makes the cluster known");
+        assert!(
+            snap().clusters[&a].alive,
+            "publishing entries makes the cluster known"
+        );
         // b names x's VIP as its own address: spec wins, x moves to the other free address.
         let taken = v4.to_string();
         reg.publish_service_entries(&b, entries(&b, &[("y", 2, "y.example.com", Some(&taken))]))
             .await
             .unwrap();
         let moved = snap().host_vips["x.example.com"];
-        assert_ne!(moved.v4, Some(v4), "spec.addresses win over an allocated VIP");
+        assert_ne!(
+            moved.v4,
+            Some(v4),
+            "spec.addresses win over an allocated VIP"
+        );
         assert!(moved.v4.is_some_and(|ip| range.contains(ip)));
         assert_eq!(moved.v6, first.v6, "the other family stays");
-        assert!(!snap().host_vips.contains_key("y.example.com"), "y has its own address");
+        assert!(
+            !snap().host_vips.contains_key("y.example.com"),
+            "y has its own address"
+        );
         let plan = crate::mesh::plan(&snap());
         assert_eq!(plan.hosts["y.example.com"].ips, [IpAddr::V4(v4)]);
         assert_eq!(plan.hosts["x.example.com"].ips.len(), 2);
         // x goes away: its VIP outlives it for the grace period only.
-        reg.publish_service_entries(&a, ServiceEntrySet::new()).await.unwrap();
+        reg.publish_service_entries(&a, ServiceEntrySet::new())
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(30)).await;
         reg.heartbeat(&a).await.unwrap();
         reg.heartbeat(&b).await.unwrap();
         reg.expire(Instant::now());
-        assert!(snap().host_vips.contains_key("x.example.com"), "within the grace period");
+        assert!(
+            snap().host_vips.contains_key("x.example.com"),
+            "within the grace period"
+        );
         tokio::time::advance(Duration::from_secs(40)).await;
         reg.heartbeat(&a).await.unwrap();
         reg.heartbeat(&b).await.unwrap();
         reg.expire(Instant::now());
-        assert!(!snap().host_vips.contains_key("x.example.com"), "released after it");
+        assert!(
+            !snap().host_vips.contains_key("x.example.com"),
+            "released after it"
+        );
     }
 
     #[tokio::test(start_paused = true)]

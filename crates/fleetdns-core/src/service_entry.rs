@@ -121,7 +121,9 @@ pub enum EntryProblem {
     NoName,
     #[error("no hosts")]
     NoHosts,
-    #[error("exportTo {0:?} does not make it visible to every namespace; fleetdns serves the whole fleet, so it is not served")]
+    #[error(
+        "exportTo {0:?} does not make it visible to every namespace; fleetdns serves the whole fleet, so it is not served"
+    )]
     NotExported(Vec<String>),
     #[error("resolution {0:?} is not one Istio knows")]
     BadResolution(String),
@@ -146,7 +148,9 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
         None => (false, h.as_str()),
     };
     if rest.is_empty() || rest.contains('*') {
-        return Err(format!("host {host:?} is not a DNS name (a bare * is not allowed)"));
+        return Err(format!(
+            "host {host:?} is not a DNS name (a bare * is not allowed)"
+        ));
     }
     if !rest.contains('.') {
         return Err(format!(
@@ -166,7 +170,11 @@ pub fn normalize_host(host: &str) -> Result<String, String> {
             return Err(format!("host {host:?} has a bad label {label:?}"));
         }
     }
-    Ok(if wild { format!("*.{rest}") } else { rest.to_owned() })
+    Ok(if wild {
+        format!("*.{rest}")
+    } else {
+        rest.to_owned()
+    })
 }
 
 /// An entry of `spec.addresses`: a plain IP or a single-address CIDR (/32, /128) is an answer;
@@ -374,7 +382,10 @@ mod tests {
         assert_eq!(e.addresses, want);
         assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(warnings.iter().any(|w| w.0.contains("10.0.0.0/24")));
-        assert_eq!(e.created, Timestamp::parse_rfc3339("2024-01-01T00:00:00Z").unwrap());
+        assert_eq!(
+            e.created,
+            Timestamp::parse_rfc3339("2024-01-01T00:00:00Z").unwrap()
+        );
         assert!(e.autoallocate);
     }
 
@@ -391,7 +402,11 @@ mod tests {
         let (e, _) = translate_service_entry(&cluster(), &o, &mut |_| Timestamp(7)).unwrap();
         assert!(!e.autoallocate);
         assert_eq!(e.resolution, Resolution::None);
-        assert_eq!(e.created, Timestamp(7), "first-seen time without creationTimestamp");
+        assert_eq!(
+            e.created,
+            Timestamp(7),
+            "first-seen time without creationTimestamp"
+        );
         assert_eq!(
             e.status_addresses,
             vec![

@@ -215,9 +215,16 @@ mod tests {
     fn ist14_v6_ranges_parse_and_candidates_stay_inside() {
         let r: VipRangeV6 = DEFAULT_VIP_RANGE_V6.parse().unwrap();
         assert_eq!(r.to_string(), "2001:2::/48");
-        let first = r.candidates_for("reviews.default.cluster-2").next().unwrap();
+        let first = r
+            .candidates_for("reviews.default.cluster-2")
+            .next()
+            .unwrap();
         assert!(r.contains(first));
-        assert_ne!(first, Ipv6Addr::from(0x2001_0002_u128 << 96), "network address left out");
+        assert_ne!(
+            first,
+            Ipv6Addr::from(0x2001_0002_u128 << 96),
+            "network address left out"
+        );
         let small: VipRangeV6 = "fd00::/126".parse().unwrap();
         assert_eq!(small.candidates_for("x").count(), 3);
         for bad in ["2001:2::", "2001:2::/127", "240.240.0.0/16", "x/48"] {

@@ -164,8 +164,7 @@ pub(crate) fn compile_mesh(
     // `<svc>.<ns>.<cluster>`: that cluster's export.
     for (zone, apex, view) in &cluster_zones {
         for export in view.exports.values() {
-            let Ok(owner) = prefix_name(&[export.key.name(), export.key.namespace()], apex)
-            else {
+            let Ok(owner) = prefix_name(&[export.key.name(), export.key.namespace()], apex) else {
                 continue;
             };
             if b.has_addresses(&owner) {

@@ -331,31 +331,83 @@ fn add_service_entries(snap: &mut FleetSnapshot) {
         }
         serde_json::from_value(v).unwrap()
     };
-    let mut status = entry("status", 12, serde_json::json!({"hosts": ["status.example.com"], "resolution": "DNS"}));
+    let mut status = entry(
+        "status",
+        12,
+        serde_json::json!({"hosts": ["status.example.com"], "resolution": "DNS"}),
+    );
     status.status = serde_json::from_value(serde_json::json!({"addresses": [
         {"value": "240.240.0.1", "host": "status.example.com"},
         {"value": "2001:2::1", "host": "status.example.com"}]}))
     .unwrap();
-    let mut young = entry("young", 20, serde_json::json!({"hosts": ["young.example.com"], "resolution": "DNS"}));
+    let mut young = entry(
+        "young",
+        20,
+        serde_json::json!({"hosts": ["young.example.com"], "resolution": "DNS"}),
+    );
     young.status = serde_json::from_value(serde_json::json!({"addresses": [
         {"value": "240.240.0.1", "host": "young.example.com"}]}))
     .unwrap();
     let a = vec![
-        entry("reviews", 10, serde_json::json!({"hosts": ["reviews.default.cluster-2"], "addresses": ["240.0.0.2"], "location": "MESH_INTERNAL", "resolution": "DNS"})),
-        entry("ratings", 11, serde_json::json!({"hosts": ["ratings.default.cluster-2"], "addresses": ["240.0.0.3/32", "2001:db8::3/128", "10.9.0.0/16"], "resolution": "DNS"})),
+        entry(
+            "reviews",
+            10,
+            serde_json::json!({"hosts": ["reviews.default.cluster-2"], "addresses": ["240.0.0.2"], "location": "MESH_INTERNAL", "resolution": "DNS"}),
+        ),
+        entry(
+            "ratings",
+            11,
+            serde_json::json!({"hosts": ["ratings.default.cluster-2"], "addresses": ["240.0.0.3/32", "2001:db8::3/128", "10.9.0.0/16"], "resolution": "DNS"}),
+        ),
         status,
-        entry("alloc", 13, serde_json::json!({"hosts": ["alloc.example.com"], "resolution": "DNS"})),
-        entry("optout", 14, serde_json::json!({"hosts": ["optout.example.com"], "resolution": "DNS"})),
-        entry("wild", 15, serde_json::json!({"hosts": ["*.wild.example.com"], "addresses": ["192.0.2.50"], "resolution": "NONE"})),
-        entry("none", 16, serde_json::json!({"hosts": ["none.example.com"], "resolution": "NONE"})),
-        entry("noneaddr", 17, serde_json::json!({"hosts": ["noneaddr.example.com"], "addresses": ["192.0.2.60"], "resolution": "NONE"})),
-        entry("shadow", 18, serde_json::json!({"hosts": ["web.default.svc.clusterset.local"], "addresses": ["192.0.2.99"], "resolution": "STATIC"})),
-        entry("override", 19, serde_json::json!({"hosts": ["web.default.cluster-b"], "addresses": ["240.0.0.9"], "resolution": "DNS"})),
-        entry("private", 20, serde_json::json!({"hosts": ["private.example.com"], "addresses": ["192.0.2.70"], "exportTo": ["."]})),
+        entry(
+            "alloc",
+            13,
+            serde_json::json!({"hosts": ["alloc.example.com"], "resolution": "DNS"}),
+        ),
+        entry(
+            "optout",
+            14,
+            serde_json::json!({"hosts": ["optout.example.com"], "resolution": "DNS"}),
+        ),
+        entry(
+            "wild",
+            15,
+            serde_json::json!({"hosts": ["*.wild.example.com"], "addresses": ["192.0.2.50"], "resolution": "NONE"}),
+        ),
+        entry(
+            "none",
+            16,
+            serde_json::json!({"hosts": ["none.example.com"], "resolution": "NONE"}),
+        ),
+        entry(
+            "noneaddr",
+            17,
+            serde_json::json!({"hosts": ["noneaddr.example.com"], "addresses": ["192.0.2.60"], "resolution": "NONE"}),
+        ),
+        entry(
+            "shadow",
+            18,
+            serde_json::json!({"hosts": ["web.default.svc.clusterset.local"], "addresses": ["192.0.2.99"], "resolution": "STATIC"}),
+        ),
+        entry(
+            "override",
+            19,
+            serde_json::json!({"hosts": ["web.default.cluster-b"], "addresses": ["240.0.0.9"], "resolution": "DNS"}),
+        ),
+        entry(
+            "private",
+            20,
+            serde_json::json!({"hosts": ["private.example.com"], "addresses": ["192.0.2.70"], "exportTo": ["."]}),
+        ),
     ];
     let b = vec![
         young,
-        entry("dup", 30, serde_json::json!({"hosts": ["reviews.default.cluster-2"], "addresses": ["192.0.2.80"], "resolution": "DNS"})),
+        entry(
+            "dup",
+            30,
+            serde_json::json!({"hosts": ["reviews.default.cluster-2"], "addresses": ["192.0.2.80"], "resolution": "DNS"}),
+        ),
     ];
     for (id, objects) in [("cluster-a", a), ("cluster-b", b)] {
         let cid = ClusterId::new(id).unwrap();
@@ -364,14 +416,19 @@ fn add_service_entries(snap: &mut FleetSnapshot) {
     }
     let key = |n: &str| ServiceKey::new("default", n).unwrap();
     snap.vips.insert(key("web"), ip("240.240.0.10"));
-    snap.vips_v6.insert(key("web"), "2001:2::10".parse().unwrap());
+    snap.vips_v6
+        .insert(key("web"), "2001:2::10".parse().unwrap());
     snap.vips.insert(key("v4only"), ip("240.240.0.20"));
     let host = |v4: &str, v6: Option<&str>| fleetdns_core::HostVips {
         v4: Some(v4.parse().unwrap()),
         v6: v6.map(|s| s.parse().unwrap()),
     };
-    snap.host_vips.insert("alloc.example.com".into(), host("240.240.1.1", Some("2001:2::1:1")));
-    snap.host_vips.insert("young.example.com".into(), host("240.240.1.2", None));
+    snap.host_vips.insert(
+        "alloc.example.com".into(),
+        host("240.240.1.1", Some("2001:2::1:1")),
+    );
+    snap.host_vips
+        .insert("young.example.com".into(), host("240.240.1.2", None));
 }
 
 fn table(fixture: &str) -> AnswerTable {

@@ -154,8 +154,9 @@ impl ServiceEntriesRecord {
         }
         let mut set = ServiceEntrySet::new();
         for r in self.entries {
-            let resolution = Resolution::parse(&r.resolution)
-                .ok_or_else(|| DecodeError::Bad(format!("unknown resolution {:?}", r.resolution)))?;
+            let resolution = Resolution::parse(&r.resolution).ok_or_else(|| {
+                DecodeError::Bad(format!("unknown resolution {:?}", r.resolution))
+            })?;
             let mut hosts = Vec::with_capacity(r.hosts.len());
             for h in &r.hosts {
                 hosts.push(normalize_host(h).map_err(DecodeError::Bad)?);
@@ -480,7 +481,9 @@ mod tests {
         let bytes = encode(&ServiceEntriesRecord::from_set(&set));
         assert_eq!(decode_service_entries(&bytes, &c).unwrap(), set);
         let mut bad = ServiceEntriesRecord::from_set(&set);
-        bad.entries[0].hosts.push("no spaces allowed.example.com".into());
+        bad.entries[0]
+            .hosts
+            .push("no spaces allowed.example.com".into());
         assert!(decode_service_entries(&encode(&bad), &c).is_err());
         bad.v = 9;
         assert!(decode_service_entries(&encode(&bad), &c).is_err());

@@ -672,7 +672,12 @@ impl EtcdRegistry {
     }
 
     /// Deletes a host VIP record and its claim, only while the claim is still this host's.
-    async fn unclaim_host_vip(&self, family: u8, host: &str, ip: IpAddr) -> Result<(), RegistryError> {
+    async fn unclaim_host_vip(
+        &self,
+        family: u8,
+        host: &str,
+        ip: IpAddr,
+    ) -> Result<(), RegistryError> {
         let claim = self.layout.vip_claim(ip);
         let owner = format!("host:{host}");
         let txn = Txn::new()
@@ -758,8 +763,12 @@ impl EtcdRegistry {
         }
         for (family, host, ip) in due {
             match self.unclaim_host_vip(family, &host, ip).await {
-                Ok(()) => tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP released: not needed for longer than the grace period"),
-                Err(e) => tracing::debug!(host = %host, error = %e, "host VIP release failed; retried"),
+                Ok(()) => {
+                    tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP released: not needed for longer than the grace period")
+                }
+                Err(e) => {
+                    tracing::debug!(host = %host, error = %e, "host VIP release failed; retried")
+                }
             }
         }
     }

@@ -698,11 +698,17 @@ async fn ist14_service_entries_and_vips_through_etcd() {
     );
     agent.publish_service_entries(&two, young).await.unwrap();
     let ready = |s: &FleetSnapshot| {
-        let hv = |h: &str| s.host_vips.get(h).is_some_and(|v| v.v4.is_some() && v.v6.is_some());
+        let hv = |h: &str| {
+            s.host_vips
+                .get(h)
+                .is_some_and(|v| v.v4.is_some() && v.v6.is_some())
+        };
         hv("alloc.example.com")
             && hv("young.example.com")
             && s.vips_v6.len() == 1
-            && s.clusters.get(&id("cluster-2")).is_some_and(|v| v.service_entries.len() == 1)
+            && s.clusters
+                .get(&id("cluster-2"))
+                .is_some_and(|v| v.service_entries.len() == 1)
     };
     let s1 = until(&*server1, "entries and VIPs on server 1", ready).await;
     let s2 = until(&*server2, "entries and VIPs on server 2", ready).await;
@@ -711,12 +717,25 @@ async fn ist14_service_entries_and_vips_through_etcd() {
     assert_eq!(s1.clusters[&one].service_entries, Arc::new(entries.clone()));
     let plan = fleetdns_core::mesh::plan(&s1);
     let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
-    assert_eq!(plan.hosts["reviews.default.cluster-2"].ips, [ip("240.0.0.2")]);
-    assert_eq!(plan.hosts["old.example.com"].ips, [ip("240.240.9.9")], "oldest keeps it");
+    assert_eq!(
+        plan.hosts["reviews.default.cluster-2"].ips,
+        [ip("240.0.0.2")]
+    );
+    assert_eq!(
+        plan.hosts["old.example.com"].ips,
+        [ip("240.240.9.9")],
+        "oldest keeps it"
+    );
     let young_ips = &plan.hosts["young.example.com"].ips;
-    assert!(!young_ips.contains(&ip("240.240.9.9")), "the younger moves to a VIP");
+    assert!(
+        !young_ips.contains(&ip("240.240.9.9")),
+        "the younger moves to a VIP"
+    );
     assert_eq!(young_ips.len(), 2, "both families");
-    assert!(!s1.host_vips.contains_key("reviews.default.cluster-2"), "spec address: no VIP");
+    assert!(
+        !s1.host_vips.contains_key("reviews.default.cluster-2"),
+        "spec address: no VIP"
+    );
     // Restart: every process goes, new ones come; the writer re-publishes the same sets.
     for c in [cancel_agent, cancel1, cancel2] {
         c.cancel();

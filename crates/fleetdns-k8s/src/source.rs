@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
-use fleetdns_core::translate::{Invalid, translate_cluster};
 use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
+use fleetdns_core::translate::{Invalid, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, ServiceEntrySet, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;

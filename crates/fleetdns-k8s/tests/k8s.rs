@@ -678,10 +678,7 @@ async fn service_entries_are_watched_at_the_served_version() {
     )
     .await;
     for c in ["c-v1", "c-v1beta1", "c-v1alpha3"] {
-        let hosts = eventually(c, || {
-            entry_hosts(&running, c).filter(|h| !h.is_empty())
-        })
-        .await;
+        let hosts = eventually(c, || entry_hosts(&running, c).filter(|h| !h.is_empty())).await;
         assert_eq!(hosts, ["reviews.default.cluster-2"], "{c}");
     }
     eventually("the cluster without Istio", || {
@@ -690,7 +687,10 @@ async fn service_entries_are_watched_at_the_served_version() {
             .filter(|e| e == &["default/web"])
     })
     .await;
-    assert_eq!(entry_hosts(&running, "plain").unwrap(), Vec::<String>::new());
+    assert_eq!(
+        entry_hosts(&running, "plain").unwrap(),
+        Vec::<String>::new()
+    );
     // An add and a delete reach the registry.
     servers[0].put(service_entry(
         "v1",

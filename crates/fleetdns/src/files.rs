@@ -113,7 +113,9 @@ fn push_object(
             )?)
         }
         (
-            "networking.istio.io/v1" | "networking.istio.io/v1beta1" | "networking.istio.io/v1alpha3",
+            "networking.istio.io/v1"
+            | "networking.istio.io/v1beta1"
+            | "networking.istio.io/v1alpha3",
             "ServiceEntry",
         ) => out.push(typed(
             "bad ServiceEntry",
@@ -332,14 +334,7 @@ pub fn load_cluster_with_entries(
     cluster: &ClusterId,
     dir: &Path,
     first_seen: &mut HashMap<String, Timestamp>,
-) -> Result<
-    (
-        ExportSet,
-        fleetdns_core::ServiceEntrySet,
-        Vec<String>,
-    ),
-    ManifestError,
-> {
+) -> Result<(ExportSet, fleetdns_core::ServiceEntrySet, Vec<String>), ManifestError> {
     let mut objects = ClusterObjects::default();
     let mut entry_objects = Vec::new();
     for file in manifest_files(dir) {

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use fleetdns_core::{
-    ClusterId, ClusterView, Export, FleetSnapshot, Protocol, ServiceKey, Timestamp,
-    merge_fleet,
+    ClusterId, ClusterView, Export, FleetSnapshot, Protocol, ServiceKey, Timestamp, merge_fleet,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,9 +60,11 @@ pub fn run(cmd: &IstioCommand) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let snapshot =
-                runtime.block_on(fleet(&config, Duration::from_secs(*timeout_secs)))?;
-            print!("{}", render_service_entries(&snapshot, &config, &cluster, namespace));
+            let snapshot = runtime.block_on(fleet(&config, Duration::from_secs(*timeout_secs)))?;
+            print!(
+                "{}",
+                render_service_entries(&snapshot, &config, &cluster, namespace)
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -160,7 +161,12 @@ pub fn render_service_entries(
         };
         for export in service.members.iter().filter(|e| &e.cluster != consumer) {
             out.push_str(&render_one(
-                key, export, &service.ports, *vip, mesh, namespace,
+                key,
+                export,
+                &service.ports,
+                *vip,
+                mesh,
+                namespace,
             ));
         }
     }
@@ -206,9 +212,10 @@ fn render_one(
     // Ports this cluster exposes; each needs a name for the endpoint's port map.
     let mut names = Vec::new();
     let mut port_lines = String::new();
-    for port in ports.iter().filter(|p| {
-        fleetdns_core::MergedService::exposes(export, p)
-    }) {
+    for port in ports
+        .iter()
+        .filter(|p| fleetdns_core::MergedService::exposes(export, p))
+    {
         let Some(protocol) = istio_protocol(port) else {
             continue;
         };
@@ -288,5 +295,8 @@ pub fn mesh_zones(config: &Config, clusters: &BTreeSet<ClusterId>) -> anyhow::Re
             }
         }
     }
-    Ok(fleetdns_dns::mesh::mesh_zone_names(&snapshot, &config.zones))
+    Ok(fleetdns_dns::mesh::mesh_zone_names(
+        &snapshot,
+        &config.zones,
+    ))
 }
