@@ -164,7 +164,6 @@ impl MemoryRegistry {
                     state.taken.insert(ip);
                     tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP allocated");
                 }
-                changed = true;
             }
             if let Some(range6) = self.vips_v6
                 && vips.v6.is_none_or(|ip| reserved(IpAddr::V6(ip)))
@@ -178,9 +177,9 @@ impl MemoryRegistry {
                 if let Some(ip) = vips.v6 {
                     state.taken_v6.insert(ip);
                 }
-                changed = true;
             }
-            state.host_vips.insert(host.clone(), (vips, None));
+            let before = state.host_vips.insert(host.clone(), (vips, None));
+            changed |= before.is_none_or(|(old, _)| old != vips);
         }
         let mut gone = Vec::new();
         for (host, (vips, since)) in state.host_vips.iter_mut() {

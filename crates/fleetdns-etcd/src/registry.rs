@@ -807,9 +807,12 @@ impl EtcdRegistry {
             state.exports.values().flat_map(|s| s.keys()).collect();
         let now = tokio::time::Instant::now();
         let mut due = Vec::new();
+        let mut due6 = Vec::new();
         {
             let mut orphans = self.vip_orphans.lock().unwrap_or_else(|e| e.into_inner());
-            orphans.retain(|k, _| state.vips.contains_key(k) && !exported.contains(k));
+            orphans.retain(|k, _| {
+                (state.vips.contains_key(k) || state.vips6.contains_key(k)) && !exported.contains(k)
+            });
             for (key, (ip, mod_rev)) in &state.vips {
                 if exported.contains(key) {
                     continue;
@@ -818,6 +821,26 @@ impl EtcdRegistry {
                 if now.duration_since(since) > grace {
                     due.push((key.clone(), *ip, *mod_rev));
                 }
+            }
+            // An IPv6 VIP whose IPv4 one is gone already (or was never allocated).
+            for (key, ip6) in &state.vips6 {
+                if exported.contains(key) || state.vips.contains_key(key) {
+                    continue;
+                }
+                let since = *orphans.entry(key.clone()).or_insert(now);
+                if now.duration_since(since) > grace {
+                    due6.push((key.clone(), *ip6));
+                }
+            }
+        }
+        let mut kv6 = self.client.kv_client();
+        for (key, ip6) in due6 {
+            let txn = Txn::new().and_then(vec![
+                TxnOp::delete(self.layout.vip6(&key), None),
+                TxnOp::delete(self.layout.vip_claim(ip6), None),
+            ]);
+            if let Err(e) = kv6.txn(txn).await {
+                tracing::debug!(service = %key, error = %e, "IPv6 VIP release failed; retried");
             }
         }
         let mut kv = self.client.kv_client();
@@ -834,10 +857,20 @@ impl EtcdRegistry {
                     Compare::mod_revision(exports.clone(), CompareOp::Less, state.revision + 1)
                         .with_range(exports_end.clone()),
                 ])
-                .and_then(vec![
-                    TxnOp::delete(record_key, None),
-                    TxnOp::delete(self.layout.vip_claim(ip), None),
-                ]);
+                .and_then(
+                    [
+                        TxnOp::delete(record_key, None),
+                        TxnOp::delete(self.layout.vip_claim(ip), None),
+                    ]
+                    .into_iter()
+                    .chain(state.vips6.get(&key).into_iter().flat_map(|ip6| {
+                        [
+                            TxnOp::delete(self.layout.vip6(&key), None),
+                            TxnOp::delete(self.layout.vip_claim(*ip6), None),
+                        ]
+                    }))
+                    .collect::<Vec<_>>(),
+                );
             match kv.txn(txn).await {
                 Ok(r) if r.succeeded() => {
                     tracing::info!(service = %key, vip = %ip, "VIP released: no export for longer than the grace period");

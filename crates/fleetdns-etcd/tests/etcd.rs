@@ -754,3 +754,30 @@ async fn ist14_service_entries_and_vips_through_etcd() {
     cancel_agent.cancel();
     cancel3.cancel();
 }
+
+/// SPEC §4 with both families: a service's IPv6 VIP is allocated beside its IPv4 one, unique,
+/// and released with it after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_service_vips_come_and_go_with_the_ipv4_ones() {
+    let etcd = TestEtcd::start();
+    let mut config = vip_config(&etcd, "/vip6");
+    config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(1)));
+    let (r, cancel) = started(&config).await;
+    let east = id("east");
+    r.publish(&east, set("east", &["web", "db"], "10.0.0.1"))
+        .await
+        .unwrap();
+    let s = until(&*r, "two VIPs per family", |s| {
+        s.vips.len() == 2 && s.vips_v6.len() == 2
+    })
+    .await;
+    let v6: BTreeSet<_> = s.vips_v6.values().collect();
+    assert_eq!(v6.len(), 2, "unique");
+    assert!(v6.iter().all(|ip| ip.segments()[..3] == [0x2001, 2, 0]));
+    r.withdraw(&east).await.unwrap();
+    until(&*r, "both families released", |s| {
+        s.vips.is_empty() && s.vips_v6.is_empty()
+    })
+    .await;
+    cancel.cancel();
+}

@@ -370,6 +370,12 @@ impl Config {
             RegistryConfig::Memory(m) => &m.vip_range_v6,
             RegistryConfig::Etcd(e) => &e.vip_range_v6,
         };
+        if vips.is_none() && v6.as_deref().is_some_and(|r| !r.is_empty()) {
+            bail!(
+                "{}: registry.vip_range_v6 needs registry.vip_range (VIPs of both families come together)",
+                path.display()
+            );
+        }
         let vips_v6 = match (v6.as_deref(), &vips) {
             (_, None) | (Some(""), _) => None,
             (r, Some(_)) => Some(
@@ -672,5 +678,65 @@ write_back = false
         assert!(err.contains("sources"), "{err}");
         let err = format!("{:#}", parse("cluster_id = [").unwrap_err());
         assert!(err.contains("fleetdns.toml"), "{err}");
+    }
+    /// SPEC §2.3: the issue's `[mesh]` example parses; `.global` needs a VIP range; the IPv6
+    /// range defaults to Istio's; bad keys and values are named.
+    #[test]
+    fn mesh_config_parses_and_is_checked() {
+        let with_vips = MINIMAL.replace(
+            "kind = \"memory\"",
+            "kind = \"memory\"\nvip_range = \"240.240.0.0/16\"",
+        );
+        let mesh = "[mesh]\nenabled = true\ncluster_suffix = \"{cluster}\"\nglobal_suffix = \"global\"\nttl = 30\ngateways = { \"cluster-2\" = \"192.0.2.10:15443\" }\n";
+        let c = parse(&format!("{with_vips}\n{mesh}")).unwrap();
+        assert!(c.zones.mesh.enabled);
+        assert_eq!(c.zones.mesh.ttl, 30);
+        assert_eq!(
+            c.vips_v6.map(|r| r.to_string()).as_deref(),
+            Some("2001:2::/48"),
+            "Istio's IPv6 prefix by default"
+        );
+        assert_eq!(
+            c.zones.mesh.gateway("cluster-2"),
+            Some(Ok("192.0.2.10:15443".parse().unwrap()))
+        );
+        let off = with_vips.replace(
+            "vip_range = \"240.240.0.0/16\"",
+            "vip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"\"",
+        );
+        assert!(parse(&off).unwrap().vips_v6.is_none());
+        for (text, key) in [
+            (format!("{MINIMAL}\n{mesh}"), "vip_range"),
+            (format!("{with_vips}\n{mesh}\nzone = \"x\""), "zone"),
+            (
+                format!("{with_vips}\n[mesh]\nenabled = true\ncluster_suffix = \"mesh\""),
+                "mesh.cluster_suffix",
+            ),
+            (
+                format!("{with_vips}\n[mesh]\nenabled = true\nttl = 7200"),
+                "mesh.ttl",
+            ),
+            (
+                format!("{with_vips}\n[mesh]\ngateways = {{ \"cluster-2\" = \"gw.example\" }}"),
+                "mesh.gateways.cluster-2",
+            ),
+            (
+                MINIMAL.replace(
+                    "kind = \"memory\"",
+                    "kind = \"memory\"\nvip_range_v6 = \"2001:2::/48\"",
+                ),
+                "vip_range_v6",
+            ),
+            (
+                with_vips.replace(
+                    "vip_range = \"240.240.0.0/16\"",
+                    "vip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"10.0.0.0/8\"",
+                ),
+                "vip_range_v6",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
     }
 }
