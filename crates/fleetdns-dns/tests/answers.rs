@@ -1064,6 +1064,10 @@ fn servfail_before_the_first_snapshot() {
     for name in [
         "web.default.svc.clusterset.local.",
         "nope.default.svc.clusterset.local.",
+        // SPEC §2.3: mesh names and ServiceEntry hosts too.
+        "reviews.default.cluster-2.",
+        "web.default.global.",
+        "maps.wild.example.com.",
     ] {
         let p = query_packet(0x1234, name, RecordType::A, None);
         let (m, _) = ask_raw(None, &p, Transport::Udp);
