@@ -1855,3 +1855,74 @@ fn istio_service_entries_command_round_trips() {
     );
     server.wait_until(|| server.short("details.default.cluster-2", "A", &[]) == global);
 }
+
+/// ServiceEntries through a fleet: an agent publishes cluster-1's ServiceEntries (the seed's,
+/// and one without addresses) to etcd, two DNS servers answer them alike, and the VIP
+/// allocated for the one without addresses is the same on both and after everything restarts
+/// (IST-14).
+#[test]
+fn service_entries_through_agents_and_etcd_agree_and_survive_restarts() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let endpoint = etcd.endpoint();
+    let registry = format!(
+        "[registry]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl_secs = 5\nvip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"2001:2::/48\"\n"
+    );
+    let agent_dir = tempfile::tempdir().unwrap();
+    let folder = agent_dir.path().join("clusters/cluster-1");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("serviceentries.yaml"),
+        format!(
+            "{SEED_SERVICE_ENTRIES}---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: payments-api, namespace: istio-system}}\nspec: {{hosts: [api.payments.example.com], location: MESH_EXTERNAL, resolution: DNS}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        agent_dir.path().join("agent.toml"),
+        format!("{registry}[[sources]]\nkind = \"files\"\npath = \"clusters\"\n"),
+    )
+    .unwrap();
+    let agent = || {
+        Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+            .args(["agent", "--config"])
+            .arg(agent_dir.path().join("agent.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let server = || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("fleetdns.toml"),
+            format!("{registry}[mesh]\nenabled = true\ngateways = {{ \"cluster-2\" = \"192.0.2.10\" }}\n"),
+        )
+        .unwrap();
+        Server::start(dir)
+    };
+    let mut a = agent();
+    let (s1, s2) = (server(), server());
+    let vips = |s: &Server| {
+        s.wait_until(|| {
+            s.short("ratings.default.cluster-2", "A", &[]) == ["240.0.0.2"]
+                && s.short("api.payments.example.com", "AAAA", &[]).len() == 1
+        });
+        (
+            s.short("api.payments.example.com", "A", &[]),
+            s.short("api.payments.example.com", "AAAA", &[]),
+        )
+    };
+    let first = vips(&s1);
+    assert_eq!(vips(&s2), first, "two servers on one etcd agree");
+    assert!(first.0[0].starts_with("240.240."), "{first:?}");
+    assert!(first.1[0].starts_with("2001:2:"), "{first:?}");
+    // Everything restarts: the agent publishes again, a new server reads etcd.
+    let _ = a.kill();
+    let _ = a.wait();
+    drop((s1, s2));
+    let mut a = agent();
+    let s3 = server();
+    assert_eq!(vips(&s3), first, "stable across restarts");
+    let _ = a.kill();
+    let _ = a.wait();
+}
