@@ -23,10 +23,12 @@ use crate::wire::{encode_name, prefix_name};
 
 /// The zone a ServiceEntry host belongs to when no served zone holds it: the mesh zone of a
 /// `<svc>.<ns>.<cluster>` host whose cluster has a `[mesh] gateways` entry (clusters of the
-/// fleet have their zone already), the suffix of a wildcard, else the host's parent domain.
+/// fleet have their zone already), the suffix of a wildcard, else the host's parent domain,
+/// or the host itself when its parent is a top-level domain: fleetdns never makes itself the
+/// zone of a whole TLD (`example.com` is its own zone, `*.com` is not served).
 pub fn host_zone(config: &ZonesConfig, host: &str) -> Option<String> {
     if let Some(suffix) = host.strip_prefix("*.") {
-        return Some(suffix.to_owned());
+        return suffix.contains('.').then(|| suffix.to_owned());
     }
     if let Some(z) = config.mesh.cluster_zone_of(host) {
         let known = config
@@ -38,7 +40,10 @@ pub fn host_zone(config: &ZonesConfig, host: &str) -> Option<String> {
             return Some(z);
         }
     }
-    host.split_once('.').map(|(_, parent)| parent.to_owned())
+    match host.split_once('.') {
+        Some((_, parent)) if parent.contains('.') => Some(parent.to_owned()),
+        _ => Some(host.to_owned()),
+    }
 }
 
 /// Every mesh zone the snapshot serves: `<cluster>` per cluster of the fleet and per cluster

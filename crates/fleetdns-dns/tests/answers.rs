@@ -316,6 +316,8 @@ fn config(fixture: &str) -> ZonesConfig {
 /// | shadow (a, 18)   | web.default.svc.clusterset.local | 192.0.2.99 | Kubernetes wins (IST-15) |
 /// | override (a, 19) | web.default.cluster-b | 240.0.0.9 | the entry's address, not b's ClusterIP |
 /// | private (a, 20)  | private.example.com | 192.0.2.70, exportTo ["."] | not served |
+/// | apex (a, 21)     | example.org | 192.0.2.90 | its own zone (never the TLD `org`) |
+/// | tld (a, 22)      | *.net | 192.0.2.91 | not served (fleetdns never serves a TLD) |
 /// | dup (b, 30)      | reviews.default.cluster-2 | 192.0.2.80 | younger: reviews keeps 240.0.0.2 |
 fn add_service_entries(snap: &mut FleetSnapshot) {
     use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
@@ -399,6 +401,16 @@ fn add_service_entries(snap: &mut FleetSnapshot) {
             "private",
             20,
             serde_json::json!({"hosts": ["private.example.com"], "addresses": ["192.0.2.70"], "exportTo": ["."]}),
+        ),
+        entry(
+            "apex",
+            21,
+            serde_json::json!({"hosts": ["example.org"], "addresses": ["192.0.2.90"], "resolution": "STATIC"}),
+        ),
+        entry(
+            "tld",
+            22,
+            serde_json::json!({"hosts": ["*.net"], "addresses": ["192.0.2.91"], "resolution": "STATIC"}),
         ),
     ];
     let b = vec![
@@ -547,6 +559,7 @@ fn zone_of(name: &str, cfg: &ZonesConfig) -> Option<(String, u32)> {
             "global",
             "wild.example.com",
             "example.com",
+            "example.org",
         ] {
             if under(apex) {
                 return Some((format!("{apex}."), cfg.mesh.ttl));
@@ -732,6 +745,10 @@ SPEC-2.3     | mesh  | nope.default.global. A                                   
 SPEC-2.3     | mesh  | global. NS                                                | NOERROR AA       | NS ns.dns.global.
 SPEC-2.3     | mesh-ttl | web.default.global. A                                  | NOERROR AA ttl=60 | A 240.240.0.10
 SPEC-2.3     | mesh-ttl | reviews.default.cluster-2. AAAA                        | NOERROR AA SOA   | -
+IST-2        | mesh  | example.org. A                                            | NOERROR AA       | A 192.0.2.90
+K8S-21       | mesh  | example.org. AAAA                                         | NOERROR AA SOA   | -
+SPEC-2.5     | mesh  | other.org. A                                              | REFUSED          | -
+SPEC-2.5     | mesh  | anything.net. A                                           | REFUSED          | -
 SPEC-2.3     | std   | reviews.default.cluster-2. A                              | REFUSED          | -
 SPEC-2.3     | std   | web.default.global. A                                     | REFUSED          | -
 "#;
