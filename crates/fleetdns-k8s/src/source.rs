@@ -360,6 +360,23 @@ impl ClusterSource {
                 event = events.next() => {
                     let Some((kind, event)) = event else { return };
                     match event {
+                        Ok(event) if matches!(kind, Kind::Entries) && !stores.entries_watched => {
+                            // Refused before (RBAC fixed since): ServiceEntries count again.
+                            tracing::info!(cluster = %cluster, "ServiceEntries can be listed again");
+                            stores.entries_watched = true;
+                            stores.entries.apply(event, |o| parse(o, &self.status));
+                        }
+                        Err(e) if matches!(kind, Kind::Entries) && refused(&e) => {
+                            // RBAC without serviceentries: serve the cluster without them
+                            // rather than not at all.
+                            if stores.entries_watched {
+                                tracing::warn!(cluster = %cluster, error = %e, "the API server refuses to list ServiceEntries; serving the cluster without them");
+                                stores.entries_watched = false;
+                                if publish_at.is_none() {
+                                    publish_at = Some(Instant::now());
+                                }
+                            }
+                        }
                         Ok(event) => {
                             self.reachable();
                             if stores.apply(kind, event, &self.status) && publish_at.is_none() {
@@ -507,6 +524,18 @@ impl ClusterSource {
             self.reachable();
         }
     }
+}
+
+/// A list or watch the API server answered with 403 or 404.
+fn refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    matches!(code, Some(403 | 404))
 }
 
 async fn sleep_until(at: Option<Instant>) {

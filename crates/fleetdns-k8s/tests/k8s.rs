@@ -719,3 +719,39 @@ async fn service_entries_are_watched_at_the_served_version() {
     }
     plain.stop().await;
 }
+
+/// RBAC without `serviceentries` (every list answered 403): the cluster's exports are still
+/// published, without ServiceEntries; once the API server lets the list through, they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_entry_watch_does_not_hold_the_cluster_back() {
+    let server = cluster("v1beta1", "10.96.0.10", 80, "2024-01-01T00:00:00Z").await;
+    server.serve_group("networking.istio.io", &["v1"]);
+    server.put(namespace("istio-system"));
+    server.put(service_entry(
+        "v1",
+        "reviews.default.cluster-2",
+        "reviews.default.cluster-2",
+        Some("240.0.0.2"),
+    ));
+    for _ in 0..3 {
+        server.fail_next("GET", "serviceentries", 403);
+    }
+    let running = Running::start(&[("east", &server)], false).await;
+    eventually("exports published despite the 403", || {
+        running.exports_of("east").filter(|e| e == &["default/web"])
+    })
+    .await;
+    // The retries back off for seconds: the exports did not wait for them.
+    assert_eq!(
+        entry_hosts(&running, "east").unwrap(),
+        Vec::<String>::new(),
+        "published before the ServiceEntries could be listed"
+    );
+    let hosts = eventually("ServiceEntries once allowed", || {
+        entry_hosts(&running, "east").filter(|h| !h.is_empty())
+    })
+    .await;
+    assert_eq!(hosts, ["reviews.default.cluster-2"]);
+    running.stop().await;
+    server.stop().await;
+}
