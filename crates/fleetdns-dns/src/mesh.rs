@@ -26,7 +26,14 @@ use crate::wire::{encode_name, prefix_name};
 /// fleet have their zone already), the suffix of a wildcard, else the host's parent domain,
 /// or the host itself when its parent is a top-level domain: fleetdns never makes itself the
 /// zone of a whole TLD (`example.com` is its own zone, `*.com` is not served).
+///
+/// `None` for Kubernetes service names (`<svc>.<ns>.svc.<domain>`, anything under
+/// `cluster.local`): such an entry decorates a Kubernetes service that the cluster DNS answers
+/// (IST-15); taking a zone for it would take the cluster's own names away from its DNS.
 pub fn host_zone(config: &ZonesConfig, host: &str) -> Option<String> {
+    if is_kubernetes_name(host) {
+        return None;
+    }
     if let Some(suffix) = host.strip_prefix("*.") {
         return suffix.contains('.').then(|| suffix.to_owned());
     }
@@ -84,6 +91,24 @@ pub fn mesh_zone_names(snapshot: &FleetSnapshot, config: &ZonesConfig) -> Vec<St
         }
     }
     zones.into_iter().collect()
+}
+
+/// `<svc>.<ns>.svc.<domain>` (or a wildcard over such names) and anything under the default
+/// cluster domain `cluster.local`.
+pub fn is_kubernetes_name(host: &str) -> bool {
+    let (wildcard, name) = match host.strip_prefix("*.") {
+        Some(suffix) => (true, suffix),
+        None => (false, host),
+    };
+    let labels: Vec<&str> = name.split('.').collect();
+    let svc_at = |i: usize| labels.len() > i + 1 && labels[i] == "svc";
+    name == "cluster.local"
+        || name.ends_with(".cluster.local")
+        || if wildcard {
+            svc_at(0) || svc_at(1)
+        } else {
+            svc_at(2)
+        }
 }
 
 fn mesh_zone(
@@ -206,6 +231,35 @@ pub(crate) fn compile_mesh(
             for ip in v4.into_iter().chain(v6) {
                 b.add_ip(zone, &owner, ip, ttl, Selection::Fixed);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ist15_kubernetes_names_are_recognized() {
+        for yes in [
+            "reviews.default.svc.cluster.local",
+            "reviews.default.svc.cluster-2.example",
+            "*.default.svc.cluster.local",
+            "*.svc.cluster.local",
+            "*.svc.example.org",
+            "cluster.local",
+            "anything.cluster.local",
+        ] {
+            assert!(is_kubernetes_name(yes), "{yes}");
+        }
+        for no in [
+            "api.svc.example.com",
+            "reviews.default.cluster-2",
+            "*.example.com",
+            "svc.example.com",
+            "a.b.svc",
+        ] {
+            assert!(!is_kubernetes_name(no), "{no}");
         }
     }
 }

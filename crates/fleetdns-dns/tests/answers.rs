@@ -318,6 +318,7 @@ fn config(fixture: &str) -> ZonesConfig {
 /// | private (a, 20)  | private.example.com | 192.0.2.70, exportTo ["."] | not served |
 /// | apex (a, 21)     | example.org | 192.0.2.90 | its own zone (never the TLD `org`) |
 /// | tld (a, 22)      | *.net | 192.0.2.91 | not served (fleetdns never serves a TLD) |
+/// | decorates (a, 23)| details.default.svc.cluster.local, *.svc.cluster-z.example | 192.0.2.95 | Kubernetes names: left to the cluster DNS (IST-15) |
 /// | dup (b, 30)      | reviews.default.cluster-2 | 192.0.2.80 | younger: reviews keeps 240.0.0.2 |
 fn add_service_entries(snap: &mut FleetSnapshot) {
     use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
@@ -411,6 +412,11 @@ fn add_service_entries(snap: &mut FleetSnapshot) {
             "tld",
             22,
             serde_json::json!({"hosts": ["*.net"], "addresses": ["192.0.2.91"], "resolution": "STATIC"}),
+        ),
+        entry(
+            "decorates",
+            23,
+            serde_json::json!({"hosts": ["details.default.svc.cluster.local", "*.svc.cluster-z.example"], "addresses": ["192.0.2.95"], "resolution": "STATIC"}),
         ),
     ];
     let b = vec![
@@ -749,6 +755,8 @@ IST-2        | mesh  | example.org. A                                           
 K8S-21       | mesh  | example.org. AAAA                                         | NOERROR AA SOA   | -
 SPEC-2.5     | mesh  | other.org. A                                              | REFUSED          | -
 SPEC-2.5     | mesh  | anything.net. A                                           | REFUSED          | -
+IST-15       | mesh  | details.default.svc.cluster.local. A                      | REFUSED          | -
+IST-15       | mesh  | a.b.svc.cluster-z.example. A                              | REFUSED          | -
 SPEC-2.3     | std   | reviews.default.cluster-2. A                              | REFUSED          | -
 SPEC-2.3     | std   | web.default.global. A                                     | REFUSED          | -
 "#;
