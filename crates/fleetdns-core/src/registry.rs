@@ -641,4 +641,40 @@ mod tests {
         let v6: BTreeSet<_> = snap.vips_v6.values().collect();
         assert_eq!(v6.len(), 2, "unique");
     }
+    /// IST-13 (istiocoredns/V1 allocation's fault): adding and removing other entries never
+    /// moves a host's VIP.
+    #[tokio::test(start_paused = true)]
+    async fn ist13_host_vips_do_not_move_when_other_entries_change() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15))
+            .with_vips("240.240.0.0/16".parse().unwrap(), Duration::from_secs(60))
+            .with_vips_v6("2001:2::/48".parse().unwrap());
+        let a = ClusterId::new("a").unwrap();
+        let b = ClusterId::new("b").unwrap();
+        reg.publish_service_entries(&a, entries(&a, &[("x", 5, "x.example.com", None)]))
+            .await
+            .unwrap();
+        let vip = || reg.subscribe().borrow().as_ref().unwrap().host_vips["x.example.com"];
+        let first = vip();
+        let names: Vec<String> = (0..200).map(|i| format!("h{i}.example.com")).collect();
+        let many: Vec<(&str, i64, &str, Option<&str>)> =
+            names.iter().map(|h| ("e", 1, h.as_str(), None)).collect();
+        let many: ServiceEntrySet = many
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| {
+                let label = format!("e{i}");
+                entries(&b, &[(label.as_str(), e.1, e.2, e.3)])
+            })
+            .collect();
+        reg.publish_service_entries(&b, many).await.unwrap();
+        assert_eq!(
+            reg.subscribe().borrow().as_ref().unwrap().host_vips.len(),
+            201
+        );
+        assert_eq!(vip(), first, "200 older entries added");
+        reg.publish_service_entries(&b, ServiceEntrySet::new())
+            .await
+            .unwrap();
+        assert_eq!(vip(), first, "and removed again");
+    }
 }
