@@ -1877,6 +1877,9 @@ fn service_entries_through_agents_and_etcd_agree_and_survive_restarts() {
         ),
     )
     .unwrap();
+    let folder2 = agent_dir.path().join("clusters/cluster-2");
+    std::fs::create_dir_all(&folder2).unwrap();
+    std::fs::write(folder2.join("details.yaml"), CLUSTER2_EXPORTS).unwrap();
     std::fs::write(
         agent_dir.path().join("agent.toml"),
         format!("{registry}[[sources]]\nkind = \"files\"\npath = \"clusters\"\n"),
@@ -1914,6 +1917,27 @@ fn service_entries_through_agents_and_etcd_agree_and_survive_restarts() {
     };
     let first = vips(&s1);
     assert_eq!(vips(&s2), first, "two servers on one etcd agree");
+    // `istio service-entries` reads the fleet (and its VIPs) from etcd.
+    s1.wait_until(|| s1.short("details.default.global", "A", &[]).len() == 1);
+    let global = s1.short("details.default.global", "A", &[]);
+    let config = s1.dir.path().join("fleetdns.toml");
+    let (code, yaml) = fleetdns(&[
+        "istio",
+        "service-entries",
+        "--config",
+        config.to_str().unwrap(),
+        "--cluster",
+        "cluster-1",
+    ]);
+    assert_eq!(code, 0, "{yaml}");
+    assert!(
+        yaml.contains("name: \"details.default.cluster-2\""),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(&format!("- \"{}\"", global[0])),
+        "the fleet VIP {global:?}:\n{yaml}"
+    );
     assert!(first.0[0].starts_with("240.240."), "{first:?}");
     assert!(first.1[0].starts_with("2001:2:"), "{first:?}");
     // Everything restarts: the agent publishes again, a new server reads etcd.
