@@ -192,7 +192,7 @@ def main():
     ap.add_argument("--listen", default="127.0.0.1:5353")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--headless", type=int, default=0,
-                    help="headless services hl-<j> exported by cluster-0 (issue 6 mixes)")
+                    help="headless services hl-<j> exported by cluster-0 (the answer-path mixes)")
     ap.add_argument("--endpoints", type=int, default=10, help="ready endpoints per headless service")
     ap.add_argument("--mixes", action="store_true",
                     help="also write queries-{clusterset,headless,nxdomain,types}.txt")
@@ -293,7 +293,7 @@ def main():
                 zone = "clusterset.local" if rng.random() < 0.5 else f"{rng.choice(clusters)}.local"
                 f.write(f"nosuch-{rng.randrange(10**6)}.{ns}.svc.{zone} A\n")
 
-    # --- issue 6: one query file per mix ---
+    # --- the answer-path mixes: one query file per mix ---
     if a.mixes:
         hl_names = [f"hl-{j}.ns-{j % N}.svc.clusterset.local" for j in range(H)]
         zones = ["clusterset.local"] + [f"{c}.local" for c in clusters]

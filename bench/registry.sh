@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The etcd registry, measured (issue 5): propagation latency (an edit in one agent's cluster
+# The etcd registry, measured: propagation latency (an edit in one agent's cluster
 # until a second process, a DNS server, answers it), update throughput (exports per second
 # written and seen by a reader), and the time and memory for a DNS server to load a
 # 100,000-service snapshot. Local etcd on 127.0.0.1:23791, everything on loopback; results in

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::id::check_label;
 use crate::kube::{ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport};
 use crate::model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
-use crate::{ClusterId, IdError, ServiceKey, Timestamp};
+use crate::{ClusterId, FleetSnapshot, IdError, ServiceKey, Timestamp};
 
 /// Why an exported service was refused. [`Invalid::reason`] is the ServiceExport `Valid=False`
 /// reason of the mcs-api (MCS-2).
@@ -298,6 +298,23 @@ fn routable(ip: IpAddr) -> bool {
                 || v6.is_unicast_link_local())
         }
     }
+}
+
+/// The creation times the registry already shows for `cluster`'s exports, by `namespace/name`:
+/// what a new source for the cluster (after a reload or a restart) starts its first-seen times
+/// from, so a ServiceExport without `creationTimestamp` keeps its age and an MCS-20 winner
+/// does not flip.
+pub fn created_times(snapshot: &FleetSnapshot, cluster: &ClusterId) -> BTreeMap<String, Timestamp> {
+    snapshot
+        .clusters
+        .get(cluster)
+        .map(|view| {
+            view.exports
+                .iter()
+                .map(|(key, export)| (key.to_string(), export.created))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

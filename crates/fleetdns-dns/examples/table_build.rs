@@ -1,4 +1,4 @@
-//! Answer-table build time and memory for a synthetic fleet (bench/issue6.sh runs it).
+//! Answer-table build time and memory for a synthetic fleet (bench/answer-path.sh runs it).
 //!
 //! `cargo run --release -p fleetdns-dns --example table_build -- SERVICES [CLUSTERS] [ENDPOINTS]`
 //!

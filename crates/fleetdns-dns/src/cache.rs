@@ -2,9 +2,10 @@
 //! and a floor, negative answers cached by their SOA minimum (RFC 2308), TTLs that count down,
 //! and stale answers served for a bounded time when upstreams fail (RFC 8767).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::wire::{HEADER_LEN, rcode, rtype};
@@ -40,31 +41,51 @@ impl Default for CacheLimits {
     }
 }
 
-/// Lower-case wire name, qtype, qclass and whether the query had EDNS, packed into one byte
-/// string so a lookup borrows a stack buffer instead of allocating. An answer with OPT is never
-/// replayed to a client that sent none (RFC 6891 6.1.1).
+/// What a cached answer is stored under: the lower-case wire name, type, class and whether the
+/// query had EDNS. An answer with OPT is never replayed to a client that sent none (RFC 6891
+/// 6.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheKey<'a> {
+    pub lower_name: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: bool,
+}
+
+/// Whether a lookup may return an answer past its TTL (RFC 8767: only when upstreams fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    FreshOnly,
+    AllowStale,
+}
+
+/// The key packed into one byte string, so a lookup borrows a stack buffer instead of
+/// allocating.
 type Key = Box<[u8]>;
 
 /// Longest packed key: a 255-byte name and 5 bytes of type, class and EDNS.
 const KEY_MAX: usize = crate::wire::MAX_NAME + 5;
 
-/// Packs the key into `buf`; `None` for a name longer than any valid one.
-fn pack<'b>(
-    buf: &'b mut [u8; KEY_MAX],
-    name: &[u8],
-    qtype: u16,
-    qclass: u16,
-    edns: bool,
-) -> Option<&'b [u8]> {
-    let n = name.len();
-    if n > crate::wire::MAX_NAME {
-        return None;
+/// Shards at most: each has its own lock, so lookups of different names rarely meet.
+const SHARDS: usize = 64;
+
+/// How many recently used entries eviction passes over (second chance) before it takes the
+/// oldest anyway: eviction never scans the shard.
+const SECOND_CHANCES: usize = 8;
+
+impl CacheKey<'_> {
+    /// Packs the key into `buf`; `None` for a name longer than any valid one.
+    fn pack<'b>(&self, buf: &'b mut [u8; KEY_MAX]) -> Option<&'b [u8]> {
+        let n = self.lower_name.len();
+        if n > crate::wire::MAX_NAME {
+            return None;
+        }
+        buf[..n].copy_from_slice(self.lower_name);
+        buf[n..n + 2].copy_from_slice(&self.qtype.to_be_bytes());
+        buf[n + 2..n + 4].copy_from_slice(&self.qclass.to_be_bytes());
+        buf[n + 4] = u8::from(self.edns);
+        Some(&buf[..n + 5])
     }
-    buf[..n].copy_from_slice(name);
-    buf[n..n + 2].copy_from_slice(&qtype.to_be_bytes());
-    buf[n + 2..n + 4].copy_from_slice(&qclass.to_be_bytes());
-    buf[n + 4] = u8::from(edns);
-    Some(&buf[..n + 5])
 }
 
 #[derive(Debug)]
@@ -76,9 +97,11 @@ struct Entry {
     stored: Instant,
     /// The cached lifetime (the smallest TTL, capped and floored).
     ttl: Duration,
-    hits: std::sync::atomic::AtomicU32,
+    hits: AtomicU32,
+    /// Asked since eviction last passed over it (CLOCK's reference bit).
+    referenced: AtomicBool,
     /// A prefetch was handed out for this entry.
-    prefetching: std::sync::atomic::AtomicBool,
+    prefetching: AtomicBool,
 }
 
 /// What a lookup found.
@@ -99,52 +122,93 @@ pub struct CacheStats {
     pub stale: AtomicU64,
 }
 
+/// One shard: its entries and their insertion order, the queue eviction takes from.
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<Key, Entry>,
+    order: VecDeque<Key>,
+}
+
+impl Shard {
+    /// Removes one entry: the oldest that was not asked since eviction last passed, or the
+    /// oldest after [`SECOND_CHANCES`] passes. Expired entries never get a second chance.
+    fn evict_one(&mut self, now: Instant, stale_window: Duration) -> bool {
+        for _ in 0..=SECOND_CHANCES {
+            let Some(key) = self.order.pop_front() else {
+                return false;
+            };
+            let Some(entry) = self.entries.get(&key) else {
+                continue;
+            };
+            let alive = now.saturating_duration_since(entry.stored) < entry.ttl + stale_window;
+            if alive && entry.referenced.swap(false, Ordering::Relaxed) {
+                self.order.push_back(key);
+                continue;
+            }
+            self.entries.remove(&key);
+            return true;
+        }
+        match self.order.pop_front() {
+            Some(key) => self.entries.remove(&key).is_some(),
+            None => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Cache {
     limits: CacheLimits,
-    entries: Mutex<HashMap<Key, Entry>>,
+    shards: Box<[RwLock<Shard>]>,
+    /// Entries per shard at most; shards × this never exceeds the capacity.
+    shard_capacity: usize,
+    hasher: RandomState,
     pub stats: CacheStats,
 }
 
 impl Cache {
     pub fn new(limits: CacheLimits) -> Self {
+        let shards = limits.capacity.clamp(1, SHARDS);
         Self {
             limits,
-            entries: Mutex::new(HashMap::new()),
+            shards: (0..shards).map(|_| RwLock::default()).collect(),
+            shard_capacity: limits.capacity / shards,
+            hasher: RandomState::new(),
             stats: CacheStats::default(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).entries.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, packed: &[u8]) -> &RwLock<Shard> {
+        let i = self.hasher.hash_one(packed) as usize % self.shards.len();
+        &self.shards[i]
     }
 
-    /// Writes the cached answer for the key into `out` with `id` and TTLs counted down.
-    /// `allow_stale` also returns an expired entry still inside the serve-stale window.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the cached answer for `key` into `out` with `id` and TTLs counted down.
+    /// [`Staleness::AllowStale`] also returns an expired entry still inside the serve-stale
+    /// window. Takes only its shard's read lock.
     pub fn get(
         &self,
-        name: &[u8],
-        qtype: u16,
-        qclass: u16,
-        edns: bool,
+        key: &CacheKey<'_>,
         id: u16,
         now: Instant,
-        allow_stale: bool,
+        staleness: Staleness,
         out: &mut Vec<u8>,
     ) -> Option<Hit> {
+        let allow_stale = staleness == Staleness::AllowStale;
         let mut buf = [0u8; KEY_MAX];
-        let key = pack(&mut buf, name, qtype, qclass, edns)?;
-        let entries = self.lock();
-        let Some(e) = entries.get(key) else {
+        let packed = key.pack(&mut buf)?;
+        let shard = self.shard(packed).read().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = shard.entries.get(packed) else {
             if !allow_stale {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
             }
@@ -153,6 +217,7 @@ impl Cache {
         let age = now.saturating_duration_since(e.stored);
         let hit = if age < e.ttl {
             let hits = e.hits.fetch_add(1, Ordering::Relaxed) + 1;
+            e.referenced.store(true, Ordering::Relaxed);
             let left = e.ttl - age;
             let near_end = left <= (e.ttl / 10).max(Duration::from_secs(1));
             if self.limits.prefetch > 0
@@ -196,17 +261,9 @@ impl Cache {
     }
 
     /// Stores an upstream response (already validated). Only NOERROR and NXDOMAIN are cached;
-    /// a truncated answer never is.
-    pub fn put(
-        &self,
-        name: &[u8],
-        qtype: u16,
-        qclass: u16,
-        edns: bool,
-        response: &[u8],
-        now: Instant,
-    ) {
-        if self.limits.capacity == 0 || response.len() < HEADER_LEN || response[2] & 0x02 != 0 {
+    /// a truncated answer never is. A full shard gives up one entry (see [`Shard::evict_one`]).
+    pub fn put(&self, key: &CacheKey<'_>, response: &[u8], now: Instant) {
+        if self.shard_capacity == 0 || response.len() < HEADER_LEN || response[2] & 0x02 != 0 {
             return;
         }
         let code = response[3] & 0x0f;
@@ -233,32 +290,41 @@ impl Cache {
             ttls: scan.ttl_fields.into_boxed_slice(),
             stored: now,
             ttl: Duration::from_secs(u64::from(ttl)),
-            hits: std::sync::atomic::AtomicU32::new(0),
-            prefetching: std::sync::atomic::AtomicBool::new(false),
+            hits: AtomicU32::new(0),
+            referenced: AtomicBool::new(false),
+            prefetching: AtomicBool::new(false),
         };
         let mut buf = [0u8; KEY_MAX];
-        let Some(key) = pack(&mut buf, name, qtype, qclass, edns) else {
+        let Some(packed) = key.pack(&mut buf) else {
             return;
         };
-        let key: Key = key.into();
-        let mut entries = self.lock();
-        if entries.len() >= self.limits.capacity && !entries.contains_key(&key) {
-            // Expired entries go first; otherwise one arbitrary entry (HashMap order is random).
-            let window = self.limits.serve_stale;
-            let before = entries.len();
-            entries.retain(|_, e| now.saturating_duration_since(e.stored) < e.ttl + window);
-            let mut evicted = before - entries.len();
-            if entries.len() >= self.limits.capacity
-                && let Some(victim) = entries.keys().next().cloned()
-            {
-                entries.remove(&victim);
-                evicted += 1;
-            }
-            self.stats
-                .evictions
-                .fetch_add(evicted as u64, Ordering::Relaxed);
+        let mut shard = self
+            .shard(packed)
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = shard.entries.get_mut(packed) {
+            *old = entry;
+            return;
         }
-        entries.insert(key, entry);
+        while shard.entries.len() >= self.shard_capacity {
+            if !shard.evict_one(now, self.limits.serve_stale) {
+                break;
+            }
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let packed: Key = packed.into();
+        shard.order.push_back(packed.clone());
+        shard.entries.insert(packed, entry);
+    }
+
+    /// Holds the write lock of `key`'s shard (tests: a held shard must not block others).
+    #[cfg(test)]
+    fn hold_shard(&self, key: &CacheKey<'_>) -> std::sync::RwLockWriteGuard<'_, Shard> {
+        let mut buf = [0u8; KEY_MAX];
+        let packed = key.pack(&mut buf).expect("valid key");
+        self.shard(packed)
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -365,6 +431,20 @@ mod tests {
 
     const NAME: &[u8] = b"\x03www\x01x\x00";
 
+    /// `www.x.` with the given type, class IN, without EDNS.
+    fn key(qtype: u16) -> CacheKey<'static> {
+        CacheKey {
+            lower_name: NAME,
+            qtype,
+            qclass: 1,
+            edns: false,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
     fn ttl_at(p: &[u8], rr: usize) -> u32 {
         let off = 12 + 11 + rr * 16 + 6;
         u32::from_be_bytes(p[off..off + 4].try_into().unwrap())
@@ -374,21 +454,16 @@ mod tests {
     fn ttls_count_down_and_the_id_is_the_askers() {
         let cache = Cache::new(CacheLimits::default());
         let t0 = Instant::now();
-        cache.put(NAME, 1, 1, false, &response(0, &[100, 60], None), t0);
         let mut out = Vec::new();
-        assert_eq!(
-            cache.get(
-                NAME,
-                1,
-                1,
-                false,
-                0x1234,
-                t0 + Duration::from_secs(25),
-                false,
-                &mut out
-            ),
-            Some(Hit::Fresh)
+        cache.put(&key(1), &response(0, &[100, 60], None), t0);
+        let hit = cache.get(
+            &key(1),
+            0x1234,
+            t0 + secs(25),
+            Staleness::FreshOnly,
+            &mut out,
         );
+        assert_eq!(hit, Some(Hit::Fresh));
         assert_eq!(&out[..2], &[0x12, 0x34]);
         assert_eq!(
             (ttl_at(&out, 0), ttl_at(&out, 1)),
@@ -396,21 +471,17 @@ mod tests {
             "capped at the entry's 60 s"
         );
         // The entry lives as long as its smallest TTL.
+        let late = cache.get(&key(1), 1, t0 + secs(61), Staleness::FreshOnly, &mut out);
+        assert_eq!(late, None);
+        // EDNS and non-EDNS answers are kept apart.
+        let edns = CacheKey {
+            edns: true,
+            ..key(1)
+        };
         assert_eq!(
-            cache.get(
-                NAME,
-                1,
-                1,
-                false,
-                1,
-                t0 + Duration::from_secs(61),
-                false,
-                &mut out
-            ),
+            cache.get(&edns, 1, t0, Staleness::FreshOnly, &mut out),
             None
         );
-        // EDNS and non-EDNS answers are kept apart.
-        assert_eq!(cache.get(NAME, 1, 1, true, 1, t0, false, &mut out), None);
     }
 
     #[test]
@@ -423,52 +494,20 @@ mod tests {
         let cache = Cache::new(limits);
         let t0 = Instant::now();
         let mut out = Vec::new();
-        cache.put(NAME, 1, 1, false, &response(0, &[3600], None), t0);
-        assert!(
-            cache
-                .get(
-                    NAME,
-                    1,
-                    1,
-                    false,
-                    1,
-                    t0 + Duration::from_secs(29),
-                    false,
-                    &mut out
-                )
-                .is_some()
-        );
-        assert!(
-            cache
-                .get(
-                    NAME,
-                    1,
-                    1,
-                    false,
-                    1,
-                    t0 + Duration::from_secs(31),
-                    false,
-                    &mut out
-                )
-                .is_none(),
-            "capped at 30 s"
-        );
-        cache.put(NAME, 28, 1, false, &response(0, &[1], None), t0);
-        assert!(
-            cache
-                .get(
-                    NAME,
-                    28,
-                    1,
-                    false,
-                    1,
-                    t0 + Duration::from_secs(9),
-                    false,
-                    &mut out
-                )
-                .is_some(),
-            "floored at 10 s"
-        );
+        let mut get = |qtype, at| {
+            cache.get(
+                &key(qtype),
+                1,
+                t0 + secs(at),
+                Staleness::FreshOnly,
+                &mut out,
+            )
+        };
+        cache.put(&key(1), &response(0, &[3600], None), t0);
+        assert!(get(1, 29).is_some());
+        assert!(get(1, 31).is_none(), "capped at 30 s");
+        cache.put(&key(28), &response(0, &[1], None), t0);
+        assert!(get(28, 9).is_some(), "floored at 10 s");
     }
 
     #[test]
@@ -480,42 +519,24 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Vec::new();
         // NXDOMAIN, SOA TTL 300, minimum 20 → 20 s.
-        cache.put(NAME, 1, 1, false, &response(3, &[], Some((300, 20))), t0);
+        cache.put(&key(1), &response(3, &[], Some((300, 20))), t0);
         assert!(
             cache
-                .get(
-                    NAME,
-                    1,
-                    1,
-                    false,
-                    1,
-                    t0 + Duration::from_secs(19),
-                    false,
-                    &mut out
-                )
+                .get(&key(1), 1, t0 + secs(19), Staleness::FreshOnly, &mut out)
                 .is_some()
         );
         assert_eq!(out[3] & 0x0f, 3);
         assert!(
             cache
-                .get(
-                    NAME,
-                    1,
-                    1,
-                    false,
-                    1,
-                    t0 + Duration::from_secs(21),
-                    false,
-                    &mut out
-                )
+                .get(&key(1), 1, t0 + secs(21), Staleness::FreshOnly, &mut out)
                 .is_none()
         );
         // Without an SOA a negative answer is not cached; SERVFAIL and TC never are.
-        cache.put(NAME, 2, 1, false, &response(3, &[], None), t0);
-        cache.put(NAME, 3, 1, false, &response(2, &[60], None), t0);
+        cache.put(&key(2), &response(3, &[], None), t0);
+        cache.put(&key(3), &response(2, &[60], None), t0);
         let mut tc = response(0, &[60], None);
         tc[2] |= 0x02;
-        cache.put(NAME, 4, 1, false, &tc, t0);
+        cache.put(&key(4), &tc, t0);
         assert_eq!(
             cache.len(),
             1,
@@ -524,7 +545,7 @@ mod tests {
         for t in [2, 3, 4] {
             assert!(
                 cache
-                    .get(NAME, t, 1, false, 1, t0, false, &mut out)
+                    .get(&key(t), 1, t0, Staleness::FreshOnly, &mut out)
                     .is_none(),
                 "type {t} cached"
             );
@@ -533,40 +554,29 @@ mod tests {
 
     #[test]
     fn cdns8_prefetch_once_for_popular_entries_near_expiry() {
-        let cache = Cache::new(CacheLimits {
+        let limits = CacheLimits {
             prefetch: 3,
             min_ttl: 0,
             ..CacheLimits::default()
-        });
+        };
+        let cache = Cache::new(limits);
         let t0 = Instant::now();
         let mut out = Vec::new();
-        cache.put(NAME, 1, 1, false, &response(0, &[100], None), t0);
-        let at = |s| t0 + Duration::from_secs(s);
-        let mut get = |t| cache.get(NAME, 1, 1, false, 1, t, false, &mut out);
-        assert_eq!(get(at(10)), Some(Hit::Fresh));
-        assert_eq!(get(at(20)), Some(Hit::Fresh));
+        cache.put(&key(1), &response(0, &[100], None), t0);
+        let mut get = |at| cache.get(&key(1), 1, t0 + secs(at), Staleness::FreshOnly, &mut out);
+        assert_eq!(get(10), Some(Hit::Fresh));
+        assert_eq!(get(20), Some(Hit::Fresh));
         assert_eq!(
-            get(at(30)),
+            get(30),
             Some(Hit::Fresh),
             "popular, but 70% of the TTL is left"
         );
-        assert_eq!(
-            get(at(95)),
-            Some(Hit::Prefetch),
-            "popular and in the last 10%"
-        );
-        assert_eq!(get(at(96)), Some(Hit::Fresh), "one refresh per entry");
-        let cold = Cache::new(CacheLimits {
-            prefetch: 3,
-            min_ttl: 0,
-            ..CacheLimits::default()
-        });
-        cold.put(NAME, 1, 1, false, &response(0, &[100], None), t0);
-        assert_eq!(
-            cold.get(NAME, 1, 1, false, 1, at(95), false, &mut out),
-            Some(Hit::Fresh),
-            "not popular"
-        );
+        assert_eq!(get(95), Some(Hit::Prefetch), "popular and in the last 10%");
+        assert_eq!(get(96), Some(Hit::Fresh), "one refresh per entry");
+        let cold = Cache::new(limits);
+        cold.put(&key(1), &response(0, &[100], None), t0);
+        let hit = cold.get(&key(1), 1, t0 + secs(95), Staleness::FreshOnly, &mut out);
+        assert_eq!(hit, Some(Hit::Fresh), "not popular");
     }
 
     #[test]
@@ -577,44 +587,136 @@ mod tests {
         });
         let t0 = Instant::now();
         for t in 0..100u16 {
-            cache.put(NAME, t, 1, false, &response(0, &[60], None), t0);
+            cache.put(&key(t), &response(0, &[60], None), t0);
             assert!(cache.len() <= 8);
         }
-        assert_eq!(cache.stats.evictions.load(Ordering::Relaxed), 92);
+        let evicted = cache.stats.evictions.load(Ordering::Relaxed);
+        assert_eq!(
+            evicted as usize,
+            100 - cache.len(),
+            "every entry not held was evicted"
+        );
+        assert!(evicted >= 92);
+    }
+
+    /// CDNS-6: a full cache gives up one entry per insert. It never sweeps every expired entry
+    /// (or anything else) in one go under a lock, which with a large cache stalls every query.
+    #[test]
+    fn cdns6_a_put_into_a_full_cache_evicts_one_entry_without_a_sweep() {
+        let cache = Cache::new(CacheLimits {
+            capacity: 64 * 16,
+            min_ttl: 0,
+            ..CacheLimits::default()
+        });
+        let t0 = Instant::now();
+        // Enough answers that every shard is full.
+        for qtype in 0..64 * 16 * 8 {
+            cache.put(&key(qtype), &response(0, &[10], None), t0);
+        }
+        assert_eq!(cache.len(), 64 * 16);
+        let before = cache.stats.evictions.load(Ordering::Relaxed);
+        // Every entry has expired; one more answer arrives.
+        cache.put(&key(u16::MAX), &response(0, &[10], None), t0 + secs(3600));
+        assert_eq!(cache.stats.evictions.load(Ordering::Relaxed), before + 1);
+        assert_eq!(cache.len(), 64 * 16);
+    }
+
+    /// Entries asked since eviction last looked get a second chance; the oldest unasked goes.
+    #[test]
+    fn eviction_keeps_entries_that_are_asked_for() {
+        let cache = Cache::new(CacheLimits {
+            capacity: SHARDS * 3,
+            min_ttl: 0,
+            ..CacheLimits::default()
+        });
+        let shard_of = |t: u16| {
+            let mut buf = [0u8; KEY_MAX];
+            std::ptr::from_ref(cache.shard(key(t).pack(&mut buf).unwrap())) as usize
+        };
+        // Four types that land in one shard of three entries.
+        let same: Vec<u16> = (0..u16::MAX)
+            .filter(|&t| shard_of(t) == shard_of(0))
+            .take(4)
+            .collect();
+        let (a, b, c, d) = (same[0], same[1], same[2], same[3]);
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        for t in [a, b, c] {
+            cache.put(&key(t), &response(0, &[60], None), t0);
+        }
+        assert!(
+            cache
+                .get(&key(a), 1, t0, Staleness::FreshOnly, &mut out)
+                .is_some()
+        );
+        cache.put(&key(d), &response(0, &[60], None), t0);
+        let present = |t| {
+            cache
+                .get(&key(t), 1, t0, Staleness::FreshOnly, &mut Vec::new())
+                .is_some()
+        };
+        assert!(present(a), "the oldest, but asked for");
+        assert!(!present(b), "the oldest not asked for");
+        assert!(present(c) && present(d));
+    }
+
+    /// CDNS-6: a lookup takes only its own shard's lock: a writer holding one shard does not
+    /// stop answers from the others.
+    #[test]
+    fn cdns6_a_held_shard_does_not_block_lookups_in_the_others() {
+        let cache = std::sync::Arc::new(Cache::new(CacheLimits::default()));
+        let t0 = Instant::now();
+        for t in 0..200u16 {
+            cache.put(&key(t), &response(0, &[60], None), t0);
+        }
+        let held = cache.hold_shard(&key(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let hits = (1..200u16)
+                    .filter(|&t| {
+                        let mut buf = [0u8; KEY_MAX];
+                        let mut other = [0u8; KEY_MAX];
+                        let same = key(t).pack(&mut buf).map(|p| cache.shard(p) as *const _)
+                            == key(0).pack(&mut other).map(|p| cache.shard(p) as *const _);
+                        !same
+                            && cache
+                                .get(&key(t), 1, t0, Staleness::FreshOnly, &mut out)
+                                .is_some()
+                    })
+                    .count();
+                tx.send(hits).ok();
+            })
+        };
+        let hits = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("lookups in other shards finish while one shard is held");
+        drop(held);
+        reader.join().unwrap();
+        assert!(hits > 150, "{hits} lookups answered");
     }
 
     #[test]
     fn rfc8767_stale_answers_only_inside_the_window_and_only_when_asked() {
         let cache = Cache::new(CacheLimits {
-            serve_stale: Duration::from_secs(60),
+            serve_stale: secs(60),
             min_ttl: 0,
             ..CacheLimits::default()
         });
         let t0 = Instant::now();
         let mut out = Vec::new();
-        cache.put(NAME, 1, 1, false, &response(0, &[10], None), t0);
-        let later = t0 + Duration::from_secs(30);
+        cache.put(&key(1), &response(0, &[10], None), t0);
+        let later = t0 + secs(30);
         assert_eq!(
-            cache.get(NAME, 1, 1, false, 1, later, false, &mut out),
+            cache.get(&key(1), 1, later, Staleness::FreshOnly, &mut out),
             None
         );
-        assert_eq!(
-            cache.get(NAME, 1, 1, false, 1, later, true, &mut out),
-            Some(Hit::Stale)
-        );
+        let stale = cache.get(&key(1), 1, later, Staleness::AllowStale, &mut out);
+        assert_eq!(stale, Some(Hit::Stale));
         assert!(ttl_at(&out, 0) >= 1);
-        assert_eq!(
-            cache.get(
-                NAME,
-                1,
-                1,
-                false,
-                1,
-                t0 + Duration::from_secs(71),
-                true,
-                &mut out
-            ),
-            None
-        );
+        let gone = cache.get(&key(1), 1, t0 + secs(71), Staleness::AllowStale, &mut out);
+        assert_eq!(gone, None);
     }
 }

@@ -16,7 +16,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::{Cache, CacheLimits, Hit, skip_name};
+use crate::cache::{Cache, CacheKey, CacheLimits, Hit, Staleness, skip_name};
 use crate::respond::{ADVERTISED_UDP_SIZE, MAX_UDP_SIZE, Transport};
 use crate::wire::{HEADER_LEN, NameError, encode_name, rcode};
 
@@ -175,6 +175,18 @@ pub struct Question<'a> {
     pub udp_limit: usize,
 }
 
+impl Question<'_> {
+    /// What the answer to this question is cached under.
+    pub fn cache_key(&self) -> CacheKey<'_> {
+        CacheKey {
+            lower_name: self.lower_name,
+            qtype: self.qtype,
+            qclass: self.qclass,
+            edns: self.edns,
+        }
+    }
+}
+
 /// Every forward zone, longest first, and the shared cache.
 #[derive(Debug)]
 pub struct Forwarder {
@@ -184,6 +196,8 @@ pub struct Forwarder {
     id_counter: AtomicU64,
     /// Background refreshes of popular cache entries (prefetch); bounded by `max_concurrent`.
     refreshes: tokio_util::task::TaskTracker,
+    /// Ends the refreshes: see [`Forwarder::stop_refreshes`].
+    refresh_stop: CancellationToken,
 }
 
 impl Forwarder {
@@ -239,6 +253,7 @@ impl Forwarder {
             ids,
             id_counter: AtomicU64::new(0),
             refreshes: tokio_util::task::TaskTracker::new(),
+            refresh_stop: CancellationToken::new(),
         })
     }
 
@@ -303,23 +318,18 @@ impl Forwarder {
             error_response(out, q, rcode::SERVFAIL);
             return rcode::SERVFAIL;
         }
-        let now = Instant::now();
-        match self.cache.get(
-            q.lower_name,
-            q.qtype,
-            q.qclass,
-            q.edns,
-            q.id,
-            now,
-            false,
-            out,
-        ) {
+        let key = q.cache_key();
+        match self
+            .cache
+            .get(&key, q.id, Instant::now(), Staleness::FreshOnly, out)
+        {
             Some(Hit::Fresh) => return fit(out, q, transport),
-            Some(Hit::Prefetch) => {
+            Some(Hit::Prefetch) if !self.refresh_stop.is_cancelled() => {
                 // CDNS-8: answer from the cache now, refresh it in the background.
                 let (me, question, lower) =
                     (self.clone(), q.question.to_vec(), q.lower_name.to_vec());
                 let (qtype, qclass, edns) = (q.qtype, q.qclass, q.edns);
+                let stop = self.refresh_stop.clone();
                 self.refreshes.spawn(async move {
                     let q = Question {
                         id: 0,
@@ -332,11 +342,15 @@ impl Forwarder {
                     };
                     let zone = &me.zones[index];
                     if let Ok(_permit) = zone.inflight.clone().try_acquire_owned() {
-                        me.fetch(zone, &q, Transport::Udp).await;
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            _ = me.fetch(zone, &q, Transport::Udp) => {}
+                        }
                     }
                 });
                 return fit(out, q, transport);
             }
+            Some(Hit::Prefetch) => return fit(out, q, transport),
             _ => {}
         }
         let Ok(_permit) = zone.inflight.clone().try_acquire_owned() else {
@@ -352,16 +366,7 @@ impl Forwarder {
         // Every upstream failed or is down: a stale answer if allowed, else SERVFAIL at once.
         if self
             .cache
-            .get(
-                q.lower_name,
-                q.qtype,
-                q.qclass,
-                q.edns,
-                q.id,
-                Instant::now(),
-                true,
-                out,
-            )
+            .get(&key, q.id, Instant::now(), Staleness::AllowStale, out)
             .is_some()
         {
             return fit(out, q, transport);
@@ -394,14 +399,7 @@ impl Forwarder {
                     if upstream.fails.swap(0, Ordering::Relaxed) >= cfg.max_fails {
                         tracing::info!(upstream = %upstream.addr, zone = %zone.display, "upstream answers again");
                     }
-                    self.cache.put(
-                        q.lower_name,
-                        q.qtype,
-                        q.qclass,
-                        q.edns,
-                        &resp,
-                        Instant::now(),
-                    );
+                    self.cache.put(&q.cache_key(), &resp, Instant::now());
                     return Some(resp);
                 }
                 Err(e) => {
@@ -435,6 +433,19 @@ impl Forwarder {
             UpstreamPolicy::Random => self.random_id() as usize % n,
         };
         (0..n.min(3)).map(|i| healthy[(start + i) % n]).collect()
+    }
+
+    /// Ends every background refresh (prefetch) in flight and starts no more; returns once they
+    /// have stopped. Called when this forwarder is replaced (reload) or the server shuts down.
+    pub async fn stop_refreshes(&self) {
+        self.refresh_stop.cancel();
+        self.refreshes.close();
+        self.refreshes.wait().await;
+    }
+
+    /// Background refreshes running now.
+    pub fn refreshes_running(&self) -> usize {
+        self.refreshes.len()
     }
 
     /// Whether a forward loop was detected for the zone named `zone` (dotted, trailing dot).
@@ -890,6 +901,52 @@ mod tests {
         assert_eq!(f.cache.stats.hits.load(Ordering::Relaxed), 1);
     }
 
+    /// CDNS-7: a prefetch refresh waiting on a silent upstream ends when the forwarder is
+    /// stopped (reload or shutdown), and a stopped forwarder starts no more.
+    #[tokio::test]
+    async fn cdns7_prefetch_refreshes_stop_with_the_forwarder() {
+        let up = upstream(Mode::Silent, 1, Arc::new(AtomicBool::new(true))).await;
+        let mut cfg = zone(&[up], UpstreamPolicy::Random);
+        cfg.timeout_ms = 600_000;
+        let limits = CacheLimits {
+            prefetch: 1,
+            min_ttl: 0,
+            ..CacheLimits::default()
+        };
+        let f = Arc::new(Forwarder::new(&[cfg], limits).unwrap());
+        // A cached answer with 60 s TTL stored 57 s ago: popular enough and in its last 10%.
+        let mut cached = vec![0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        cached.extend_from_slice(QUESTION);
+        cached.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]);
+        let stored = Instant::now() - Duration::from_secs(57);
+        f.cache.put(&question(0).cache_key(), &cached, stored);
+        let mut out = Vec::new();
+        assert_eq!(
+            f.resolve(0, &question(1), Transport::Udp, &mut out).await,
+            rcode::NOERROR
+        );
+        assert_eq!(
+            f.refreshes_running(),
+            1,
+            "the refresh waits on the silent upstream"
+        );
+        tokio::time::timeout(Duration::from_secs(30), f.stop_refreshes())
+            .await
+            .expect("refreshes stop when asked");
+        assert_eq!(f.refreshes_running(), 0);
+        // Still answered from the cache, but no new refresh starts.
+        f.cache.put(
+            &question(0).cache_key(),
+            &cached,
+            Instant::now() - Duration::from_secs(57),
+        );
+        assert_eq!(
+            f.resolve(0, &question(2), Transport::Udp, &mut out).await,
+            rcode::NOERROR
+        );
+        assert_eq!(f.refreshes_running(), 0);
+    }
+
     #[tokio::test]
     async fn a_truncated_udp_answer_is_retried_over_tcp() {
         let up = upstream(Mode::Truncate, 9, Arc::new(AtomicBool::new(true))).await;
@@ -1000,10 +1057,12 @@ mod tests {
         );
         // Stale: an answer cached with a TTL in the past is served only when upstreams fail.
         f.cache.put(
-            LOWER,
-            28,
-            1,
-            false,
+            &crate::cache::CacheKey {
+                lower_name: LOWER,
+                qtype: 28,
+                qclass: 1,
+                edns: false,
+            },
             &{
                 let mut r = out.clone();
                 r[12 + QUESTION.len() - 3] = 28; // qtype AAAA in the question

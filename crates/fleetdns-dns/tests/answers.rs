@@ -1049,6 +1049,72 @@ fn spec3_dead_cluster_leaves_answers_and_comes_back() {
 // RFC 8482 ANY
 // ---------------------------------------------------------------------------------------------
 
+/// SPEC §3, MCS-10: a service only dead clusters export keeps its name (NODATA with the SOA,
+/// K8S-21) but never answers their addresses, under every policy.
+#[test]
+fn spec3_a_service_only_dead_clusters_export_answers_no_address() {
+    let mut snap = FleetSnapshot::default();
+    cluster(
+        &mut snap,
+        "cluster-a",
+        true,
+        vec![
+            svc("web", ServiceType::ClusterSetIp, 100)
+                .ips(&["10.1.0.10"])
+                .ready("10.244.1.1"),
+        ],
+    );
+    cluster(
+        &mut snap,
+        "cluster-d",
+        false,
+        vec![
+            svc("gone", ServiceType::ClusterSetIp, 100)
+                .ips(&["10.4.0.10", "fd00:d::10"])
+                .ready("10.244.4.1"),
+            svc("gone-hl", ServiceType::Headless, 100).eps(vec![ep(
+                Some("p-0"),
+                &["10.244.4.2"],
+                true,
+            )]),
+        ],
+    );
+    let merged = merge_fleet(&snap);
+    for policy in ["std", "all", "rr", "lh"] {
+        let t = compile(&snap, &merged, &config(policy), SERIAL);
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            let m = ask(&t, "gone.default.svc.clusterset.local.", qtype);
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{policy} {qtype}"
+            );
+            assert!(
+                m.answers.is_empty(),
+                "{policy} {qtype}: {:?}",
+                sorted_answers(&m)
+            );
+            assert!(
+                soa_in_authority(&m).is_some(),
+                "{policy} {qtype}: NODATA carries the SOA"
+            );
+        }
+        let m = ask(&t, "gone-hl.default.svc.clusterset.local.", RecordType::A);
+        assert!(m.answers.is_empty(), "{policy}: {:?}", sorted_answers(&m));
+        let m = ask(
+            &t,
+            "p-0.cluster-d.gone-hl.default.svc.clusterset.local.",
+            RecordType::A,
+        );
+        assert!(m.answers.is_empty(), "{policy}: {:?}", sorted_answers(&m));
+        // The live cluster's service is unaffected.
+        assert_eq!(
+            a_answers(&t, "web.default.svc.clusterset.local."),
+            ["A 10.1.0.10"]
+        );
+    }
+}
+
 #[test]
 fn rfc8482_any_gets_exactly_one_rrset() {
     let t = table("all");

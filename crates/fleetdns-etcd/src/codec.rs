@@ -466,6 +466,18 @@ mod tests {
         assert!(decode_cluster(br#"{"v":9,"generation":1,"published":0,"exports":0}"#).is_err());
     }
 
+    /// A VIP record written by a newer release is refused, not misread (its address could mean
+    /// something else there); the current version decodes.
+    #[test]
+    fn vip_records_of_a_newer_version_are_refused() {
+        let current = br#"{"v":1,"ip":"240.240.0.1","allocated":0}"#;
+        assert_eq!(decode_vip(current).unwrap().ip.to_string(), "240.240.0.1");
+        let newer = br#"{"v":2,"ip":"240.240.0.1","allocated":0}"#;
+        let err = decode_vip(newer).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(decode_vip(b"{").is_err());
+    }
+
     #[test]
     fn service_entries_round_trip_and_bad_hosts_are_errors() {
         use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};

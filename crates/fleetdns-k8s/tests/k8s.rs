@@ -156,7 +156,7 @@ fn writes(server: &FakeApiServer) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The "done when": two clusters (one serving v1alpha1, one v1beta1) become one
+/// Two clusters (one serving v1alpha1, one v1beta1) become one
 /// clusterset; each ServiceExport gets conditions (MCS-2, a PortConflict naming the winner,
 /// MCS-20/21) and each cluster gets the ServiceImport and one slice per source cluster (MCS-9).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,6 +522,45 @@ async fn failed_writes_are_retried() {
     .await;
     let status = run.statuses[0].clone();
     assert!(status.write_errors.load(Ordering::Relaxed) >= 1);
+    run.stop().await;
+}
+
+/// A source publishes only a complete set: while EndpointSlices cannot be listed, Services
+/// and ServiceExports alone are not published (an agent restart would otherwise withdraw
+/// endpoints fleet-wide); once the slices are listed the cluster appears with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_published_until_every_kind_is_listed() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    for _ in 0..3 {
+        a.fail_next("GET", "/endpointslices", 500);
+    }
+    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let listed = |path: &str| {
+        a.requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path.contains(path))
+    };
+    eventually("services, exports and a failed slice list", || {
+        (listed("/services") && listed("/serviceexports") && listed("/endpointslices"))
+            .then_some(())
+    })
+    .await;
+    // The slice list is retried with backoff (0.8 s, then doubling): inside that window the
+    // other kinds have long been read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        run.exports_of("cluster-a"),
+        None,
+        "published without its EndpointSlices"
+    );
+    assert!(!run.statuses[0].synced.load(Ordering::Relaxed));
+    eventually("published once the slices are listed", || {
+        run.exports_of("cluster-a")
+    })
+    .await;
+    let snapshot = run.snapshot();
+    let web = ServiceKey::new("default", "web").unwrap();
+    assert!(snapshot.clusters[&id("cluster-a")].exports[&web].has_ready_endpoint());
     run.stop().await;
 }
 

@@ -504,7 +504,7 @@ path = "clusters"
 "#;
 
     #[test]
-    fn the_issue_example_parses_and_paths_are_relative_to_the_file() {
+    fn a_full_example_parses_and_paths_are_relative_to_the_file() {
         let c = parse(MINIMAL).unwrap();
         let Source::Files { root, .. } = &c.sources[0] else {
             panic!("not a files source")
@@ -586,6 +586,8 @@ write_back = false
     #[test]
     fn unknown_keys_are_named() {
         for (text, key) in [
+            // Before the first table: a key of the top level itself.
+            (format!("top_level_typo = 1\n{MINIMAL}"), "top_level_typo"),
             (format!("{MINIMAL}\nbogus = 1"), "bogus"),
             (
                 MINIMAL.replace("[dns]", "[dns]\nlisten_addr = \"x\""),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
-use fleetdns_core::translate::translate_cluster;
+use fleetdns_core::translate::{created_times, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -214,7 +214,17 @@ impl FilesSource {
             present.push(id.clone());
             let dir = entry.path();
             let fingerprint = fingerprint(&dir);
-            let state = self.clusters.entry(id.clone()).or_default();
+            let state = self.clusters.entry(id.clone()).or_insert_with(|| {
+                // A new source for a cluster already served (reload, restart with etcd): the
+                // registry's creation times are the first-seen times (MCS-20 keeps its winner).
+                let shown = registry.subscribe().borrow().clone();
+                ClusterState {
+                    first_seen: shown
+                        .map(|s| created_times(&s, &id).into_iter().collect())
+                        .unwrap_or_default(),
+                    ..ClusterState::default()
+                }
+            });
             if state.fingerprint == fingerprint && (state.published || state.last_error.is_some()) {
                 if let Some(e) = &state.last_error {
                     report.errors.push(e.clone());
@@ -423,6 +433,40 @@ mod tests {
         let text = doc.repeat(2000);
         let objs = parse_manifest(Path::new("big.yaml"), &text).unwrap();
         assert_eq!(objs.len(), 2000);
+    }
+
+    /// MCS-20: a new source (a reload, a restart on etcd) takes the first-seen time of a
+    /// ServiceExport without `creationTimestamp` from what the registry shows, so the export
+    /// keeps its age and the oldest export stays the winner.
+    #[tokio::test]
+    async fn first_seen_times_survive_a_new_source() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("web.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {clusterIP: 10.0.0.1, clusterIPs: [10.0.0.1]}\n---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: web, namespace: default}\n---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {name: new, namespace: default}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: new, namespace: default}\nspec: {clusterIP: 10.0.0.2, clusterIPs: [10.0.0.2]}\n",
+        )
+        .unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        // What the previous source published: `web` first seen long ago.
+        let (mut earlier, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
+        let web = fleetdns_core::ServiceKey::new("default", "web").unwrap();
+        let mut old = (*earlier[&web]).clone();
+        old.created = Timestamp(1_000);
+        earlier.insert(web.clone(), Arc::new(old));
+        earlier.remove(&fleetdns_core::ServiceKey::new("default", "new").unwrap());
+        registry.publish(&cluster, earlier).await.unwrap();
+
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_secs(1));
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.published, std::slice::from_ref(&cluster));
+        let snapshot = registry.subscribe().borrow().clone().unwrap();
+        let exports = &snapshot.clusters[&cluster].exports;
+        assert_eq!(exports[&web].created, Timestamp(1_000), "web keeps its age");
+        let new = &exports[&fleetdns_core::ServiceKey::new("default", "new").unwrap()];
+        assert!(new.created.0 > 1_000_000, "a new export is first seen now");
     }
 
     #[test]

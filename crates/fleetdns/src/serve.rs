@@ -429,11 +429,18 @@ impl Live {
                 .spawn(forwarder.clone().run_health_checks(self.checks_gen.clone()));
             // CDNS-13: a zone whose upstream forwards it back here is found at once.
             let cancel = self.checks_gen.clone();
+            let prober = forwarder.clone();
             self.tasks.spawn(async move {
                 tokio::select! {
                     _ = cancel.cancelled() => {}
-                    _ = forwarder.probe_loops() => {}
+                    _ = prober.probe_loops() => {}
                 }
+            });
+            // Prefetch refreshes end with this forwarder's generation (reload or shutdown).
+            let cancel = self.checks_gen.clone();
+            self.tasks.spawn(async move {
+                cancel.cancelled().await;
+                forwarder.stop_refreshes().await;
             });
         }
     }

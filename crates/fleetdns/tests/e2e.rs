@@ -662,6 +662,38 @@ impl Drop for Knot {
     }
 }
 
+/// SPEC §2.5: fleetdns is never an open resolver. A client outside `[dns] allow` gets REFUSED
+/// for a forward zone (and the upstream is never asked), while authoritative names still
+/// answer it.
+#[test]
+fn a_client_outside_the_allow_list_is_refused_forwarding_but_answered_authoritatively() {
+    let knot = Knot::start();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen("[dns]", "[dns]\nallow = [\"10.0.0.0/8\"]", 1);
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[[forward]]\nzone = \"cluster3.local\"\nupstreams = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\n",
+            knot.port
+        ),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    assert_eq!(s.status("web.default.svc.cluster3.local", "A"), "REFUSED");
+    assert_eq!(
+        s.status("web.default.svc.cluster3.local", "A"),
+        "REFUSED",
+        "and again: nothing was cached for it either"
+    );
+    assert_eq!(
+        s.short("payment.default.svc.clusterset.local", "A", &[]),
+        ["10.96.10.10"]
+    );
+}
+
 #[test]
 fn forward_zone_to_a_real_knot_with_cache_and_stale_answers() {
     let mut knot = Knot::start();
@@ -1087,7 +1119,7 @@ fn fake_api_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The issue 4 "done when": one `fleetdns serve` with two kubernetes sources (fake API servers,
+/// Direct watch of two clusters: one `fleetdns serve` with two kubernetes sources (fake API servers,
 /// one serving ServiceExports as v1alpha1 and one as v1beta1, the first naming itself by its
 /// ClusterProperty) answers `clusterset.local` for both, writes ServiceExport conditions and
 /// ServiceImports into both, and follows a ServiceExport deleted in one of them.
@@ -1386,7 +1418,7 @@ impl Drop for Agent {
     }
 }
 
-/// Issue 5's topology: three agents (manifest folders standing in for clusters) and two DNS
+/// The fleet topology: three agents (manifest folders standing in for clusters) and two DNS
 /// servers on one real etcd. An edit in one agent's cluster reaches both servers; an agent
 /// killed with SIGKILL leaves the answers within its lease TTL (SPEC §3, MCS-10); etcd stopped
 /// under the servers leaves them answering from the last snapshot, and what is written after

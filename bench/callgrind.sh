@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # User-space instructions per query (valgrind callgrind), repeatable even on a busy machine.
-# Runs fleetdns under callgrind on the fleet bench/issue6.sh generated (bench/out/issue6/main),
+# Runs fleetdns under callgrind on the fleet bench/answer-path.sh generated (bench/out/answer-path/main),
 # switches instrumentation on only while dnsperf sends N queries of each mix (every thread of
 # the process is counted: receive loop, answer path, runtime), and prints Ir / query.
 #
-#   bench/callgrind6.sh                          # target/release/fleetdns, all four mixes
-#   FLEETDNS_BIN=/tmp/old-fleetdns WORKERS=2 bench/callgrind6.sh    # another build to compare
+#   bench/callgrind.sh                          # target/release/fleetdns, all four mixes
+#   FLEETDNS_BIN=/tmp/old-fleetdns WORKERS=2 bench/callgrind.sh    # another build to compare
 #
 # Kernel time (most of a query's cost, see BENCHMARKS.md) is not counted by callgrind.
 set -euo pipefail
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
-MAIN=$BENCH/out/issue6/main
+MAIN=$BENCH/out/answer-path/main
 FLEETDNS_BIN=${FLEETDNS_BIN:-$ROOT/target/release/fleetdns}
 N=${N:-20000}
 PORT=${PORT:-53591}
@@ -22,7 +22,7 @@ LOG_TAG=callgrind6
 # shellcheck source=bench/lib.sh
 . "$BENCH/lib.sh"
 command -v valgrind >/dev/null || install_missing valgrind
-[ -f "$MAIN/fleet/fleetdns.toml" ] || die "run bench/issue6.sh first (it generates $MAIN)"
+[ -f "$MAIN/fleet/fleetdns.toml" ] || die "run bench/answer-path.sh first (it generates $MAIN)"
 mkdir -p "$OUT"
 sed -e "s|^listen = .*|listen = \"127.0.0.1:$PORT\"\nudp_workers = $WORKERS|" "$MAIN/fleet/fleetdns.toml" >"$MAIN/fleet/callgrind.toml"
 PID=""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6 in one command: fleetdns vs Knot DNS side by side, every figure the issue asks for.
+# The answer path in one command: fleetdns vs Knot DNS side by side (CPU per query, latency, drops, TCP, workers, table size, queries during rebuilds).
 #   1. four query mixes at a fixed rate (default 50k q/s): CPU us/query, p50/p99, lost
 #   2. saturation (dnsperf -q 1000): q/s, CPU us/query, and UDP drops from the kernel counters
 #   3. TCP: dnsperf -m tcp -c 10 (10 long-lived connections)
@@ -7,8 +7,8 @@
 #   5. fleet size: table build time and RSS for 1k/10k/100k services (examples/table_build.rs)
 #   6. queries during rebuilds: fixed rate while one cluster's manifests are rewritten (fleetdns)
 #      or the zone is reloaded (Knot), against the same run without
-# Every run of 1-4 is repeated ROUNDS times, the servers alternating; bench/summarize6.py prints
-# medians. See bench/README.md. Output: bench/out/issue6/ (gitignored); loopback only.
+# Every run of 1-4 is repeated ROUNDS times, the servers alternating; bench/summarize_answer_path.py prints
+# medians. See bench/README.md. Output: bench/out/answer-path/ (gitignored); loopback only.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -31,11 +31,11 @@ SKIP=${SKIP:-}                        # e.g. SKIP="size rebuild" while developin
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
-OUT=$BENCH/out/issue6
+OUT=$BENCH/out/answer-path
 FLEETDNS_BIN=${FLEETDNS_BIN:-$ROOT/target/release/fleetdns}
 TABLE_BUILD_BIN=${TABLE_BUILD_BIN:-$ROOT/target/release/examples/table_build}
 export PATH="$PATH:/usr/sbin:/sbin"
-LOG_TAG=issue6
+LOG_TAG=answer-path
 # shellcheck source=bench/lib.sh
 . "$BENCH/lib.sh"
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
@@ -317,7 +317,7 @@ fi
 
 # ---------------------------------------------------------------- report
 {
-  echo "# Issue 6: fleetdns vs Knot DNS"
+  echo "# The answer path: fleetdns vs Knot DNS"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ); fleetdns built from $BUILT; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')); $(knotd -V 2>&1 | head -1); $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/')"
   echo
@@ -326,7 +326,7 @@ fi
   echo "- ${MEM_NOTE:-}; ${RB_MEM:-}"
   echo "- answers compared with dig: $(head -1 "$OUT/compare-before.txt"); after the runs: $(head -1 "$OUT/compare-after.txt")"
   echo
-  python3 "$BENCH/summarize6.py" "$RESULTS" "$SIZES" "$REBUILD"
+  python3 "$BENCH/summarize_answer_path.py" "$RESULTS" "$SIZES" "$REBUILD"
 } >"$OUT/results.md"
 echo
 cat "$OUT/results.md"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Medians of bench/issue6.sh's runs as markdown tables (stdlib only).
+"""Medians of bench/answer-path.sh's runs as markdown tables (stdlib only).
 
-usage: summarize6.py results.tsv sizes.txt rebuild.txt
+usage: summarize_answer_path.py results.tsv sizes.txt rebuild.txt
 """
 
 import csv
