@@ -235,7 +235,7 @@ impl FilesSource {
                 continue;
             }
             state.fingerprint = fingerprint;
-            match load_cluster_with_entries(&id, &dir, &mut state.first_seen) {
+            match load_cluster(&id, &dir, &mut state.first_seen) {
                 Ok((exports, entries, notes)) => {
                     report.notes.extend(notes);
                     if state.last_error.take().is_some() {
@@ -338,9 +338,9 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads and translates one cluster folder. Any unreadable file fails the whole folder, so a
-/// half-edited set never replaces a good one. Returns the exports and notes on what was refused.
-/// Also returns the folder's Istio ServiceEntries (what is not served is noted).
-pub fn load_cluster_with_entries(
+/// half-edited set never replaces a good one. Returns the exports, the folder's Istio
+/// ServiceEntries, and notes on what was refused or is not served.
+pub fn load_cluster(
     cluster: &ClusterId,
     dir: &Path,
     first_seen: &mut HashMap<String, Timestamp>,
@@ -451,7 +451,7 @@ mod tests {
         let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
         let cluster = ClusterId::new("cluster-a").unwrap();
         // What the previous source published: `web` first seen long ago.
-        let (mut earlier, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
+        let (mut earlier, _, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
         let web = fleetdns_core::ServiceKey::new("default", "web").unwrap();
         let mut old = (*earlier[&web]).clone();
         old.created = Timestamp(1_000);

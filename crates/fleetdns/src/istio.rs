@@ -287,9 +287,8 @@ pub fn mesh_zones(config: &Config, clusters: &BTreeSet<ClusterId>) -> anyhow::Re
             if !dir.is_dir() {
                 continue;
             }
-            let (_, entries, _) =
-                crate::files::load_cluster_with_entries(c, &dir, &mut HashMap::new())
-                    .with_context(|| format!("reading ServiceEntries of {}", dir.display()))?;
+            let (_, entries, _) = crate::files::load_cluster(c, &dir, &mut HashMap::new())
+                .with_context(|| format!("reading ServiceEntries of {}", dir.display()))?;
             if let Some(view) = snapshot.clusters.get_mut(c) {
                 view.service_entries = Arc::new(entries);
             }
