@@ -160,9 +160,12 @@ impl MemoryRegistry {
                 vips.v4 = range
                     .candidates_for(host)
                     .find(|ip| !state.taken.contains(ip) && !reserved(IpAddr::V4(*ip)));
-                if let Some(ip) = vips.v4 {
-                    state.taken.insert(ip);
-                    tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP allocated");
+                match vips.v4 {
+                    Some(ip) => {
+                        state.taken.insert(ip);
+                        tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP allocated");
+                    }
+                    None => tracing::warn!(host = %host, range = %range, "VIP range exhausted"),
                 }
             }
             if let Some(range6) = self.vips_v6
