@@ -370,6 +370,11 @@ impl Layout {
         format!("{}/host-vips/{family}/{host}", self.prefix)
     }
 
+    /// Every cluster's ServiceEntries.
+    pub fn service_entries_root(&self) -> String {
+        format!("{}/service-entries/", self.prefix)
+    }
+
     pub fn service_entries(&self, cluster: &ClusterId) -> String {
         format!("{}/service-entries/{cluster}", self.prefix)
     }

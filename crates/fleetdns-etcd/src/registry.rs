@@ -672,26 +672,35 @@ impl EtcdRegistry {
     }
 
     /// Deletes a host VIP record and its claim, only while the claim is still this host's.
+    /// `unchanged_since`: also only while no cluster's ServiceEntries changed after that
+    /// revision (a release must not race an entry that needs the VIP again).
     async fn unclaim_host_vip(
         &self,
         family: u8,
         host: &str,
         ip: IpAddr,
-    ) -> Result<(), RegistryError> {
+        unchanged_since: Option<i64>,
+    ) -> Result<bool, RegistryError> {
         let claim = self.layout.vip_claim(ip);
         let owner = format!("host:{host}");
-        let txn = Txn::new()
-            .when(vec![Compare::value(claim.clone(), CompareOp::Equal, owner)])
-            .and_then(vec![
-                TxnOp::delete(self.layout.host_vip(family, host), None),
-                TxnOp::delete(claim, None),
-            ]);
-        self.client
+        let mut when = vec![Compare::value(claim.clone(), CompareOp::Equal, owner)];
+        if let Some(revision) = unchanged_since {
+            let root = self.layout.service_entries_root().into_bytes();
+            let mut end = root.clone();
+            *end.last_mut().expect("ends in /") += 1;
+            when.push(Compare::mod_revision(root, CompareOp::Less, revision + 1).with_range(end));
+        }
+        let txn = Txn::new().when(when).and_then(vec![
+            TxnOp::delete(self.layout.host_vip(family, host), None),
+            TxnOp::delete(claim, None),
+        ]);
+        let resp = self
+            .client
             .kv_client()
             .txn(txn)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(resp.succeeded())
     }
 
     /// Gives every ServiceEntry host that needs one a VIP per family (IST-14), off the
@@ -718,7 +727,7 @@ impl EtcdRegistry {
                         continue;
                     }
                     tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP is an address an entry owns; moving it");
-                    self.unclaim_host_vip(family, host, ip).await?;
+                    self.unclaim_host_vip(family, host, ip, None).await?;
                 }
                 let key = self.layout.host_vip(family, host);
                 let ok = if family == 4 {
@@ -762,10 +771,14 @@ impl EtcdRegistry {
             }
         }
         for (family, host, ip) in due {
-            match self.unclaim_host_vip(family, &host, ip).await {
-                Ok(()) => {
+            match self
+                .unclaim_host_vip(family, &host, ip, Some(state.revision))
+                .await
+            {
+                Ok(true) => {
                     tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP released: not needed for longer than the grace period")
                 }
+                Ok(false) => {}
                 Err(e) => {
                     tracing::debug!(host = %host, error = %e, "host VIP release failed; retried")
                 }

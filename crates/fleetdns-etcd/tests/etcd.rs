@@ -781,3 +781,46 @@ async fn ipv6_service_vips_come_and_go_with_the_ipv4_ones() {
     .await;
     cancel.cancel();
 }
+
+/// IST-14: a ServiceEntry host's VIPs outlive the entry by the grace period only, then both
+/// families are released (record and address claim), by a reader's sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_vips_are_released_after_the_grace_period() {
+    let etcd = TestEtcd::start();
+    let mut config = vip_config(&etcd, "/hostvip");
+    config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(1)));
+    let (r, cancel) = started(&config).await;
+    let east = id("east");
+    r.publish(&east, ExportSet::new()).await.unwrap();
+    let entries = service_entries(
+        "east",
+        serde_json::json!([{"metadata": {"name": "api", "namespace": "ns"},
+                            "spec": {"hosts": ["api.example.com"], "resolution": "DNS"}}]),
+    );
+    r.publish_service_entries(&east, entries).await.unwrap();
+    until(&*r, "host VIPs", |s| {
+        s.host_vips
+            .get("api.example.com")
+            .is_some_and(|v| v.v4.is_some() && v.v6.is_some())
+    })
+    .await;
+    r.publish_service_entries(&east, fleetdns_core::ServiceEntrySet::new())
+        .await
+        .unwrap();
+    until(&*r, "host VIPs released", |s| s.host_vips.is_empty()).await;
+    let claims = r
+        .client()
+        .kv_client()
+        .get(
+            "/hostvip/vip-ips/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.count(), 0, "the address claims go with the records");
+    cancel.cancel();
+}
