@@ -227,34 +227,18 @@ fn clusterset_ip(
     vip: Option<IpAddr>,
 ) {
     b.ensure(zone, owner);
-    let ready: Vec<&Export> = live
-        .iter()
-        .copied()
-        .filter(|e| e.has_ready_endpoint())
-        .collect();
-    // SPEC §3: no ready endpoint anywhere → the ClusterIPs of every healthy exporting cluster.
-    let pool: &[&Export] = if ready.is_empty() { live } else { &ready };
-    let local_ready = ready.iter().find(|e| Some(&e.cluster) == local);
+    // SPEC §3, decided in one place (crate::policy) so `explain` reports the same choice.
+    let choice = crate::policy::choose(policy, local, live, vip);
     let mut ips = Vec::new();
-    if let (AnswerPolicy::Vip, Some(vip)) = (policy, vip) {
+    if let Some(vip) = choice.vip {
         // SPEC §4 / LH-13: the one clusterset VIP; the dataplane routes it.
         b.add_ip(zone, owner, vip, ttl, Selection::Fixed);
         ips.push(vip);
-    } else {
-        let (chosen, selection): (Vec<&Export>, Selection) = match (policy, local_ready) {
-            (AnswerPolicy::LocalFirst | AnswerPolicy::Vip, Some(own)) => {
-                (vec![*own], Selection::Fixed)
-            }
-            (AnswerPolicy::LocalFirst | AnswerPolicy::All | AnswerPolicy::Vip, _) => {
-                (pool.to_vec(), Selection::Rotate)
-            }
-            (AnswerPolicy::RoundRobin, _) => (pool.to_vec(), Selection::One),
-        };
-        for export in &chosen {
-            for ip in &export.cluster_ips {
-                b.add_ip(zone, owner, *ip, ttl, selection);
-                ips.push(*ip);
-            }
+    }
+    for export in &choice.chosen {
+        for ip in &export.cluster_ips {
+            b.add_ip(zone, owner, *ip, ttl, choice.selection);
+            ips.push(*ip);
         }
     }
     // MCS-13: SRV per named port, at `_<port>._<proto>.<svc>` and at the bare name.

@@ -21,7 +21,7 @@ use crate::respond::{ADVERTISED_UDP_SIZE, MAX_UDP_SIZE, Transport};
 use crate::wire::{HEADER_LEN, NameError, encode_name, rcode};
 
 /// How an upstream is picked (CoreDNS `policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamPolicy {
     #[default]
@@ -161,6 +161,28 @@ struct Zone {
     requests: Option<Arc<AtomicU64>>,
 }
 
+/// One forward zone and the health of its upstreams, as the debug API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ForwardZoneView {
+    pub zone: String,
+    pub policy: UpstreamPolicy,
+    pub force_tcp: bool,
+    pub max_fails: u32,
+    /// CDNS-13: an upstream forwards the zone back here; it answers SERVFAIL.
+    pub looped: bool,
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// One upstream's health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct UpstreamView {
+    pub addr: SocketAddr,
+    pub healthy: bool,
+    pub consecutive_fails: u32,
+    pub requests: u64,
+    pub failures: u64,
+}
+
 /// The question of a query being forwarded.
 #[derive(Debug, Clone, Copy)]
 pub struct Question<'a> {
@@ -283,6 +305,31 @@ impl Forwarder {
         self.zones
             .iter()
             .flat_map(|z| z.upstreams.iter().map(move |u| (z.display.as_str(), &**u)))
+    }
+
+    /// Every forward zone with its upstreams' health, longest zone first (for the debug API).
+    pub fn zones_view(&self) -> Vec<ForwardZoneView> {
+        self.zones
+            .iter()
+            .map(|z| ForwardZoneView {
+                zone: z.display.clone(),
+                policy: z.cfg.policy,
+                force_tcp: z.cfg.force_tcp,
+                max_fails: z.cfg.max_fails,
+                looped: z.looped.load(Ordering::Relaxed),
+                upstreams: z
+                    .upstreams
+                    .iter()
+                    .map(|u| UpstreamView {
+                        addr: u.addr,
+                        healthy: u.healthy(z.cfg.max_fails),
+                        consecutive_fails: u.fails.load(Ordering::Relaxed),
+                        requests: u.requests.load(Ordering::Relaxed),
+                        failures: u.failures.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// An unpredictable query ID (SipHash keyed from OS randomness over a counter).

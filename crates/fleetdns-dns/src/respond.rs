@@ -58,6 +58,29 @@ pub fn respond_with(
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    respond_full(
+        table,
+        forwarder,
+        client_allowed,
+        None,
+        packet,
+        transport,
+        out,
+    )
+}
+
+/// [`respond_with`] with the server's NSID identity (RFC 5001): a query whose OPT record
+/// carries the NSID option gets `nsid` back in the response's OPT record. Queries without the
+/// option cost nothing more (the option is found while the OPT record is read anyway).
+pub fn respond_full(
+    table: Option<&AnswerTable>,
+    forwarder: Option<&Forwarder>,
+    client_allowed: bool,
+    nsid: Option<&[u8]>,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> Outcome {
     out.clear();
     let mut lower = [0u8; MAX_NAME];
     let query = match wire::parse_query(packet, &mut lower) {
@@ -81,6 +104,9 @@ pub fn respond_with(
         },
     };
     let mut w = Writer::start(out, &query, limit);
+    if let (Some(Edns { nsid: true, .. }), Some(id)) = (query.edns, nsid) {
+        w.set_nsid(id);
+    }
     if let Some(Edns { version, .. }) = query.edns
         && version > 0
     {
@@ -180,6 +206,8 @@ struct Writer<'a> {
     ns: u16,
     ar: u16,
     truncated: bool,
+    /// The NSID to put in the OPT record (asked for, and configured).
+    nsid: Option<&'a [u8]>,
 }
 
 /// Bytes the OPT record takes.
@@ -202,7 +230,18 @@ impl<'a> Writer<'a> {
             ns: 0,
             ar: 0,
             truncated: false,
+            nsid: None,
         }
+    }
+
+    /// Answers the NSID option with `id` (at most 512 bytes are sent), keeping room for it.
+    fn set_nsid(&mut self, id: &'a [u8]) {
+        if !self.edns || id.is_empty() {
+            return;
+        }
+        let id = &id[..id.len().min(512)];
+        self.limit = self.limit.saturating_sub(4 + id.len());
+        self.nsid = Some(id);
     }
 
     /// The answer section; returns whether it had to be cut (TC).
@@ -279,7 +318,19 @@ impl<'a> Writer<'a> {
             self.out
                 .extend_from_slice(&ADVERTISED_UDP_SIZE.to_be_bytes());
             self.out.push((rcode >> 4) as u8); // extended rcode
-            self.out.extend_from_slice(&[0, 0, 0, 0, 0]); // version 0, flags, RDLENGTH 0
+            match self.nsid {
+                None => self.out.extend_from_slice(&[0, 0, 0, 0, 0]), // version 0, flags, RDLENGTH 0
+                Some(id) => {
+                    self.out.extend_from_slice(&[0, 0, 0]); // version 0, flags
+                    // RFC 5001: option code 3, the identity as opaque bytes.
+                    let len = id.len() as u16;
+                    self.out.extend_from_slice(&(4 + len).to_be_bytes());
+                    self.out
+                        .extend_from_slice(&crate::wire::OPTION_NSID.to_be_bytes());
+                    self.out.extend_from_slice(&len.to_be_bytes());
+                    self.out.extend_from_slice(id);
+                }
+            }
             self.ar += 1;
         }
         let flags = &mut self.out[2..4];
@@ -485,6 +536,42 @@ mod tests {
         assert_eq!(
             route(Some(&t), &f, false, "a.clusterset.local"),
             Outcome::Answer
+        );
+    }
+
+    /// RFC 5001: the identity comes back only when the query carries the NSID option, in the
+    /// response's OPT record (option code 3), and never without EDNS.
+    #[test]
+    fn nsid_is_answered_only_when_asked() {
+        let t = table();
+        let with_opt = |options: &[u8]| {
+            let mut p = query("a.clusterset.local");
+            p[11] = 1;
+            p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+            p.extend_from_slice(&(options.len() as u16).to_be_bytes());
+            p.extend_from_slice(options);
+            p
+        };
+        let run = |p: &[u8], nsid: Option<&[u8]>| {
+            let mut out = Vec::new();
+            let o = respond_full(Some(&t), None, false, nsid, p, Transport::Udp, &mut out);
+            assert_eq!(o, Outcome::Answer);
+            out
+        };
+        let asked = run(&with_opt(&[0, 3, 0, 0]), Some(b"dns-1"));
+        assert!(asked.ends_with(&[0, 9, 0, 3, 0, 5, b'd', b'n', b's', b'-', b'1']));
+        assert_eq!(&asked[10..12], &[0, 1], "one additional record: the OPT");
+        let not_asked = run(
+            &with_opt(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Some(b"dns-1"),
+        );
+        assert!(not_asked.ends_with(&[0, 0, 0, 0, 0]), "OPT without options");
+        let no_edns = run(&query("a.clusterset.local"), Some(b"dns-1"));
+        assert_eq!(&no_edns[10..12], &[0, 0], "no OPT without EDNS");
+        let empty = run(&with_opt(&[0, 3, 0, 0]), Some(b""));
+        assert!(
+            empty.ends_with(&[0, 0, 0, 0, 0]),
+            "an empty identity is not sent"
         );
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::acl::{self, Cidr};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::respond::{Outcome, Transport, forward_question, respond_with};
+use crate::respond::{Outcome, Transport, forward_question, respond_full};
 use crate::wire::MAX_NAME;
 
 /// What every server task reads. Each part is swapped whole (a new registry snapshot, a
@@ -31,6 +31,8 @@ pub struct Served {
     pub metrics: Arc<Metrics>,
     /// Log every query (opt-in; `[dns] query_log`).
     pub query_log: std::sync::atomic::AtomicBool,
+    /// The identity answered to the EDNS NSID option (RFC 5001); set once at start.
+    pub nsid: std::sync::OnceLock<Box<[u8]>>,
 }
 
 impl Served {
@@ -41,6 +43,7 @@ impl Served {
             allow: ArcSwap::from_pointee(acl::default_allow()),
             metrics,
             query_log: std::sync::atomic::AtomicBool::new(false),
+            nsid: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,6 +115,7 @@ impl Served {
             table.as_deref(),
             forwarder.as_ref(),
             &self.allow,
+            self.nsid.get().map(|id| &**id),
             packet,
             peer,
             transport,
@@ -127,6 +131,7 @@ pub(crate) struct CachedServed<'a> {
     table: arc_swap::Cache<&'a ArcSwapOption<crate::AnswerTable>, Option<Arc<crate::AnswerTable>>>,
     forwarder: arc_swap::Cache<&'a ArcSwapOption<Forwarder>, Option<Arc<Forwarder>>>,
     allow: &'a ArcSwap<Vec<Cidr>>,
+    nsid: &'a std::sync::OnceLock<Box<[u8]>>,
 }
 
 impl<'a> CachedServed<'a> {
@@ -135,6 +140,7 @@ impl<'a> CachedServed<'a> {
             table: arc_swap::Cache::new(&served.table),
             forwarder: arc_swap::Cache::new(&served.forwarder),
             allow: &served.allow,
+            nsid: &served.nsid,
         }
     }
 
@@ -152,6 +158,7 @@ impl<'a> CachedServed<'a> {
             table.as_deref(),
             forwarder.as_ref(),
             self.allow,
+            self.nsid.get().map(|id| &**id),
             packet,
             peer,
             transport,
@@ -160,10 +167,12 @@ impl<'a> CachedServed<'a> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn answer_from(
     table: Option<&crate::AnswerTable>,
     forwarder: Option<&Arc<Forwarder>>,
     allow: &ArcSwap<Vec<Cidr>>,
+    nsid: Option<&[u8]>,
     packet: &[u8],
     peer: SocketAddr,
     transport: Transport,
@@ -171,10 +180,11 @@ fn answer_from(
 ) -> (Outcome, Option<Arc<Forwarder>>) {
     // The allow-list is read only when forward zones exist.
     let allowed = forwarder.is_some() && acl::allowed(&allow.load(), peer.ip());
-    let outcome = respond_with(
+    let outcome = respond_full(
         table,
         forwarder.map(|f| &**f),
         allowed,
+        nsid,
         packet,
         transport,
         out,

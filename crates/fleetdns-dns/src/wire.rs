@@ -57,6 +57,25 @@ pub struct Edns {
     pub udp_size: u16,
     pub version: u8,
     pub dnssec_ok: bool,
+    /// The query carries the NSID option (RFC 5001): the server's identity is requested.
+    pub nsid: bool,
+}
+
+/// EDNS option code of NSID (RFC 5001).
+pub const OPTION_NSID: u16 = 3;
+
+/// Whether the OPT RDATA `options` holds an NSID option. Bounded by the RDATA; a cut option
+/// ends the walk.
+fn has_nsid(mut options: &[u8]) -> bool {
+    while let [c0, c1, l0, l1, rest @ ..] = options {
+        if u16::from_be_bytes([*c0, *c1]) == OPTION_NSID {
+            return true;
+        }
+        options = rest
+            .get(u16::from_be_bytes([*l0, *l1]) as usize..)
+            .unwrap_or_default();
+    }
+    false
 }
 
 /// Why a packet is not a query fleetdns can answer.
@@ -112,15 +131,17 @@ pub fn parse_query<'a>(
     }
     let mut edns = None;
     for _ in 0..arcount {
-        let (next, rr_type, owner_root, class, ttl) = skip_rr(packet, pos).ok_or(formerr)?;
+        let (next, rr_type, owner_root, class, ttl, rdata) = skip_rr(packet, pos).ok_or(formerr)?;
         if rr_type == rtype::OPT {
             if edns.is_some() || !owner_root {
                 return Err(formerr); // RFC 6891 6.1.1: one OPT, owned by the root
             }
+            let options = &packet[rdata..next];
             edns = Some(Edns {
                 udp_size: class.max(512),
                 version: (ttl >> 16) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
+                nsid: !options.is_empty() && has_nsid(options),
             });
         }
         pos = next;
@@ -166,9 +187,9 @@ fn read_question_name(packet: &[u8], start: usize, lower: &mut [u8; MAX_NAME]) -
     Some(name_len)
 }
 
-/// Skips a resource record. Returns (next offset, type, owner is root, class, ttl).
+/// Skips a resource record. Returns (next offset, type, owner is root, class, ttl, RDATA offset).
 /// Names here may be compressed; a pointer ends the name, so nothing is ever followed.
-fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32)> {
+fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32, usize)> {
     let owner_start = pos;
     loop {
         let len = *packet.get(pos)? as usize;
@@ -197,7 +218,7 @@ fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32)
     if end > packet.len() {
         return None;
     }
-    Some((end, rr_type, owner_root, class, ttl))
+    Some((end, rr_type, owner_root, class, ttl, pos + 10))
 }
 
 /// Why a name could not be encoded.
@@ -354,9 +375,23 @@ mod tests {
             Some(Edns {
                 udp_size: 4096,
                 version: 0,
-                dnssec_ok: true
+                dnssec_ok: true,
+                nsid: false,
             })
         );
+        // RFC 5001: an NSID option (empty, as clients send it) after a cookie option.
+        let mut p = query(b"\x00", rtype::A);
+        p[11] = 1;
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 16]);
+        p.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 3, 0, 0]);
+        let q = parse_query(&p, &mut lower).unwrap();
+        assert!(q.edns.unwrap().nsid);
+        // A cut option ends the walk without reading past the record.
+        let mut p = query(b"\x00", rtype::A);
+        p[11] = 1;
+        p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 6]);
+        p.extend_from_slice(&[0, 10, 0, 200, 0, 3]);
+        assert!(!parse_query(&p, &mut lower).unwrap().edns.unwrap().nsid);
     }
 
     #[test]

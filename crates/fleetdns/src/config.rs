@@ -68,12 +68,28 @@ impl Default for CacheConfig {
 }
 
 /// The operations HTTP listener (`/health`, `/ready`, `/metrics`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpsConfig {
     /// Absent: no listener.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// The read-only debug API (`/debug/fleet`, `/debug/query`) and the status page at `/`.
+    #[serde(default = "debug_on")]
+    pub debug: bool,
+}
+
+fn debug_on() -> bool {
+    true
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            debug: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +109,9 @@ pub struct DnsConfig {
     pub allow: Vec<String>,
     /// Log every query at info level (client, name, type, rcode, duration).
     pub query_log: bool,
+    /// The identity sent to queries carrying the EDNS NSID option (RFC 5001); default the
+    /// host name (in Kubernetes, the pod name). Empty: NSID is not answered.
+    pub nsid: Option<String>,
 }
 
 impl Default for DnsConfig {
@@ -105,6 +124,7 @@ impl Default for DnsConfig {
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,
             query_log: false,
+            nsid: None,
             allow: fleetdns_dns::acl::default_allow()
                 .iter()
                 .map(ToString::to_string)
@@ -581,6 +601,21 @@ write_back = false
             parse(&format!("{MINIMAL}\n[ops]\nlisten = \"nowhere\"")).unwrap_err()
         );
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn the_debug_api_is_on_unless_turned_off_and_nsid_is_optional() {
+        assert!(parse(MINIMAL).unwrap().ops.debug);
+        assert!(parse(&format!("{MINIMAL}\n[ops]")).unwrap().ops.debug);
+        assert!(
+            !parse(&format!("{MINIMAL}\n[ops]\ndebug = false"))
+                .unwrap()
+                .ops
+                .debug
+        );
+        assert_eq!(parse(MINIMAL).unwrap().dns.nsid, None);
+        let text = MINIMAL.replace("[dns]\n", "[dns]\nnsid = \"dns-1\"\n");
+        assert_eq!(parse(&text).unwrap().dns.nsid.as_deref(), Some("dns-1"));
     }
 
     #[test]

