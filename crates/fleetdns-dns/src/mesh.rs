@@ -235,6 +235,101 @@ pub(crate) fn compile_mesh(
     }
 }
 
+/// Why a mesh name answers what it does, for `fleetdns query` (the explain module): rule and
+/// text per step; `None` when the name is not a mesh name.
+pub fn explain_name(
+    snapshot: &FleetSnapshot,
+    config: &ZonesConfig,
+    name: &str,
+) -> Option<Vec<(&'static str, String)>> {
+    use fleetdns_core::mesh::AddressSource;
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let plan = fleetdns_core::mesh::plan(snapshot);
+    let list = |ips: &[IpAddr]| {
+        ips.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let owner = |host: &str, a: &fleetdns_core::mesh::HostAnswer| {
+        let (rule, from) = match a.source {
+            AddressSource::Spec => ("IST-2", "its spec.addresses"),
+            AddressSource::Status => ("IST-14", "the address Istio wrote in its status"),
+            AddressSource::Allocated => ("IST-14", "VIPs fleetdns allocated for the host"),
+        };
+        (
+            rule,
+            format!(
+                "{host} is a host of ServiceEntry {} in cluster {} (the oldest entry naming it); it answers {from}: {}",
+                a.entry.label(),
+                a.entry.cluster,
+                list(&a.ips)
+            ),
+        )
+    };
+    if let Some(a) = plan.hosts.get(&name) {
+        return Some(vec![owner(&name, a)]);
+    }
+    let mut suffix = name.as_str();
+    while let Some((_, rest)) = suffix.split_once('.') {
+        let wildcard = format!("*.{rest}");
+        if let Some(a) = plan.hosts.get(&wildcard) {
+            let (_, text) = owner(&wildcard, a);
+            return Some(vec![(
+                "IST-3",
+                format!("{name} is below the wildcard host: {text}"),
+            )]);
+        }
+        suffix = rest;
+    }
+    if let Some(why) = plan.unserved.get(&name) {
+        return Some(vec![(
+            "IST-2",
+            format!("{name} is a ServiceEntry host that is not served: {why}"),
+        )]);
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() >= 3 {
+        let (svc, ns, zone) = (labels[0], labels[1], labels[2..].join("."));
+        if !config.mesh.global_suffix.is_empty() && zone == config.mesh.global_suffix {
+            let key = ServiceKey::new(ns, svc).ok()?;
+            let v4 = snapshot.vips.get(&key).map(ToString::to_string);
+            let v6 = snapshot.vips_v6.get(&key).map(ToString::to_string);
+            let vips: Vec<String> = v4.into_iter().chain(v6).collect();
+            return Some(vec![(
+                "IST-6",
+                if vips.is_empty() {
+                    format!(
+                        "{name} would answer the fleet VIPs of {ns}/{svc}, which has none (not exported by a live cluster, or no VIP yet)"
+                    )
+                } else {
+                    format!(
+                        "{name} answers the fleet VIPs of {ns}/{svc}: {}",
+                        vips.join(", ")
+                    )
+                },
+            )]);
+        }
+        let cluster = snapshot
+            .clusters
+            .keys()
+            .find(|c| config.mesh.cluster_zone_name(c.as_str()) == zone)?;
+        let key = ServiceKey::new(ns, svc).ok()?;
+        let export = snapshot.clusters[cluster].exports.get(&key);
+        return Some(vec![(
+            "IST-5",
+            match export {
+                Some(e) => format!(
+                    "{name} answers cluster {cluster}'s export of {ns}/{svc} ({}): its ClusterIPs, or its ready endpoints when headless",
+                    e.service_type
+                ),
+                None => format!("cluster {cluster} exports no {ns}/{svc}"),
+            },
+        )]);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +356,65 @@ mod tests {
         ] {
             assert!(!is_kubernetes_name(no), "{no}");
         }
+    }
+
+    #[test]
+    fn explain_names_the_entry_the_rule_and_the_source() {
+        use fleetdns_core::service_entry::{Resolution, ServiceEntry};
+        use fleetdns_core::{ClusterId, ClusterView, Timestamp};
+        use std::sync::Arc;
+        let c = ClusterId::new("cluster-1").unwrap();
+        let entry = |name: &str, host: &str, addresses: Vec<IpAddr>| ServiceEntry {
+            namespace: "istio-system".into(),
+            name: name.into(),
+            cluster: c.clone(),
+            hosts: vec![host.into()],
+            addresses,
+            status_addresses: vec![],
+            resolution: Resolution::Dns,
+            autoallocate: false,
+            created: Timestamp(1),
+        };
+        let set: fleetdns_core::ServiceEntrySet = [
+            entry(
+                "r",
+                "ratings.default.cluster-2",
+                vec!["240.0.0.2".parse().unwrap()],
+            ),
+            entry(
+                "w",
+                "*.wild.example.com",
+                vec!["192.0.2.1".parse().unwrap()],
+            ),
+            entry("o", "optout.example.com", vec![]),
+        ]
+        .into_iter()
+        .map(|e| (e.label(), Arc::new(e)))
+        .collect();
+        let mut snap = FleetSnapshot::default();
+        snap.clusters.insert(
+            c.clone(),
+            ClusterView {
+                alive: true,
+                exports: Arc::default(),
+                published: Timestamp(1),
+                service_entries: Arc::new(set),
+            },
+        );
+        let config = ZonesConfig::default();
+        let one = |n: &str| explain_name(&snap, &config, n).unwrap().remove(0);
+        let (rule, text) = one("Ratings.default.cluster-2.");
+        assert_eq!(rule, "IST-2");
+        assert!(
+            text.contains("istio-system/r") && text.contains("240.0.0.2"),
+            "{text}"
+        );
+        assert_eq!(one("a.b.wild.example.com").0, "IST-3");
+        let (rule, text) = one("optout.example.com");
+        assert_eq!(rule, "IST-2");
+        assert!(text.contains("not served"), "{text}");
+        assert!(one("web.default.global").1.contains("none"));
+        assert!(one("web.default.cluster-1").1.contains("exports no"));
+        assert!(explain_name(&snap, &config, "example.com").is_none());
     }
 }
