@@ -1823,6 +1823,23 @@ fn seed_istio_service_entries_from_manifest_files_through_unbound() {
     let v6 = server.short("details.default.global", "AAAA", &[]);
     assert!(v4.len() == 1 && v4[0].starts_with("240.240."), "{v4:?}");
     assert!(v6.len() == 1 && v6[0].starts_with("2001:2:"), "{v6:?}");
+    // `fleetdns query` says which ServiceEntry answers and by which rule.
+    let config = server.dir.path().join("fleetdns.toml");
+    let (code, why) = fleetdns(&[
+        "query",
+        "--config",
+        config.to_str().unwrap(),
+        "ratings.default.cluster-2",
+    ]);
+    assert_eq!(code, 0, "{why}");
+    for want in [
+        "240.0.0.2",
+        "(mesh)",
+        "IST-2",
+        "istio-system/ratings.default.cluster-2",
+    ] {
+        assert!(why.contains(want), "{want} missing from:\n{why}");
+    }
 }
 
 /// The second seed through the Kubernetes API (the fake API server): cluster-1 serves the
