@@ -6,9 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::wire::{HEADER_LEN, rcode, rtype};
+use tokio::time::Instant;
+
+use crate::wire::{HEADER_LEN, rcode, rtype, skip_name};
 
 /// Cache limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,20 +378,6 @@ fn scan_ttls(p: &[u8]) -> Option<Scan> {
         scan.min_ttl = 0;
     }
     Some(scan)
-}
-
-/// Skips a possibly compressed name; pointers end it (never followed).
-pub(crate) fn skip_name(p: &[u8], mut pos: usize) -> Option<usize> {
-    for _ in 0..128 {
-        let len = *p.get(pos)? as usize;
-        match len & 0xc0 {
-            0x00 if len == 0 => return Some(pos + 1),
-            0x00 => pos += 1 + len,
-            0xc0 => return Some(pos + 2),
-            _ => return None,
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -16,10 +16,12 @@ use fleetdns_core::{ClusterId, Export, FleetSnapshot, MergedService, ServiceKey,
 use fleetdns_core::{ConflictKind, Timestamp};
 use serde::Serialize;
 
+use crate::catalog::Catalog;
 use crate::config::{AnswerPolicy, ZonesConfig};
+use crate::dispatch::{self, Handled};
 use crate::forward::{ForwardZoneView, Forwarder};
 use crate::policy::{self, Basis};
-use crate::respond::{Outcome, Transport, respond_with};
+use crate::request::{Outcome, Transport};
 use crate::table::{AnswerTable, Lookup, Selection};
 use crate::wire::{HEADER_LEN, NameError, display_name, encode_name, rcode, rtype};
 
@@ -366,6 +368,10 @@ pub struct Explanation {
     pub conflicts: Vec<String>,
     pub forward: Option<ForwardZoneView>,
     pub snapshot_version: Option<u64>,
+    /// The authoritative zone the responder answered in (dotted), as `Metrics::record` would
+    /// count it: a debug query counts in its zone like any query (docs/debug-api.md).
+    #[serde(skip)]
+    pub counted_zone: Option<String>,
 }
 
 impl Explanation {
@@ -405,7 +411,7 @@ pub fn explain(inputs: &Inputs<'_>, name: &str, qtype: u16) -> Result<Explanatio
         name: name.to_owned(),
         source,
     })?;
-    let (response, forwarded) = run_responder(inputs, &wire, qtype);
+    let (response, forwarded, counted_zone) = run_responder(inputs, &wire, qtype);
     let mut x = Explanation {
         name: display_name(&wire),
         qtype: qtype_name(qtype),
@@ -420,6 +426,7 @@ pub fn explain(inputs: &Inputs<'_>, name: &str, qtype: u16) -> Result<Explanatio
         conflicts: Vec::new(),
         forward: None,
         snapshot_version: inputs.snapshot.map(|s| s.version),
+        counted_zone,
     };
     if let Some(index) = forwarded {
         explain_forward(inputs, &mut x, index);
@@ -562,20 +569,27 @@ pub fn explain(inputs: &Inputs<'_>, name: &str, qtype: u16) -> Result<Explanatio
 }
 
 /// Runs the responder on a query for the name, as a client on TCP would send it.
-fn run_responder(inputs: &Inputs<'_>, wire: &[u8], qtype: u16) -> (ResponseView, Option<usize>) {
+/// Returns the response, the forward zone that takes the question, and the authoritative zone
+/// that answered it (dotted).
+fn run_responder(
+    inputs: &Inputs<'_>,
+    wire: &[u8],
+    qtype: u16,
+) -> (ResponseView, Option<usize>, Option<String>) {
     let mut packet = vec![0x4d, 0x51, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     packet.extend_from_slice(wire);
     packet.extend_from_slice(&qtype.to_be_bytes());
     packet.extend_from_slice(&1u16.to_be_bytes());
     let mut out = Vec::new();
-    let outcome = respond_with(
-        inputs.table,
-        inputs.forwarder,
-        true,
-        &packet,
-        Transport::Tcp,
-        &mut out,
-    );
+    let catalog = Catalog {
+        table: inputs.table,
+        forwarder: inputs.forwarder,
+    };
+    let (outcome, counted_zone) =
+        match dispatch::handle(catalog, || true, None, &packet, Transport::Tcp, &mut out) {
+            Handled::Answered { outcome, counted } => (outcome, counted.zone.map(display_name)),
+            Handled::Forward { zone, .. } => (Outcome::Forward(zone), None),
+        };
     let outcome_name = match outcome {
         Outcome::Answer => "answer",
         Outcome::NoData => "nodata",
@@ -595,7 +609,7 @@ fn run_responder(inputs: &Inputs<'_>, wire: &[u8], qtype: u16) -> (ResponseView,
             answers: Vec::new(),
             authority: Vec::new(),
         };
-        return (view, Some(index));
+        return (view, Some(index), None);
     }
     let mut view = decode_response(&out).unwrap_or(ResponseView {
         rcode: "NONE".into(),
@@ -605,7 +619,7 @@ fn run_responder(inputs: &Inputs<'_>, wire: &[u8], qtype: u16) -> (ResponseView,
         authority: Vec::new(),
     });
     view.outcome = outcome_name.into();
-    (view, None)
+    (view, None, counted_zone)
 }
 
 fn rcode_name(code: u8) -> &'static str {

@@ -4,13 +4,16 @@
 
 pub mod acl;
 pub mod cache;
+pub mod catalog;
 pub mod compile;
 pub mod config;
+pub mod dispatch;
 pub mod explain;
 pub mod forward;
 pub mod mesh;
 pub mod metrics;
 pub mod policy;
+pub mod request;
 pub mod respond;
 pub mod server;
 pub mod table;
@@ -22,7 +25,8 @@ pub use config::{
     AnswerPolicy, ClusterZones, ClustersetZone, MeshZones, SoaConfig, ZoneConfigError, ZonesConfig,
 };
 pub use metrics::Metrics;
-pub use respond::{Outcome, Transport, respond};
-pub use server::{Served, TcpOptions, serve_tcp, serve_udp};
+pub use request::{Outcome, Transport};
+pub use respond::respond;
+pub use server::{Served, TcpOptions, serve_tcp};
 pub use table::{AnswerTable, TableStats};
 pub use udp::serve_udp_batched;

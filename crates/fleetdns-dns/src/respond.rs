@@ -1,163 +1,148 @@
-//! One query in, one response out: the response rules of SPEC §2 applied to a compiled table.
-//! Pure: no I/O, no locks, no allocation beyond the reused output buffer.
+//! Answers from tables only: the response rules of SPEC §2 applied to a compiled table, for a
+//! query the request path parsed once and the zone catalog sent here. Pure: no I/O, no locks,
+//! no allocation beyond the reused output buffer, no metrics, no forwarding.
 
-use crate::forward::{Forwarder, Question};
+use crate::request::{ADVERTISED_UDP_SIZE, Outcome, Request, Transport};
 use crate::table::{AnswerTable, Lookup, RrSet, Selection, Zone};
 use crate::wire::{
-    self, CLASS_ANY, CLASS_IN, Edns, HEADER_LEN, MAX_NAME, ParseError, Query, rcode, rtype,
+    CLASS_ANY, CLASS_IN, Edns, HEADER_LEN, MAX_NAME, ParseError, Query, rcode, rtype,
 };
 
-/// The EDNS UDP payload size fleetdns advertises (DNS flag day 2020).
-pub const ADVERTISED_UDP_SIZE: u16 = 1232;
-/// The largest UDP answer fleetdns sends, whatever the client advertises.
-pub const MAX_UDP_SIZE: usize = 4096;
-
-/// How the answer travels: UDP answers are cut to the client's size, TCP carries everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
+/// Where the zone catalog sent a question that is answered here.
+#[derive(Debug)]
+pub enum Destination<'t> {
+    /// No answer table yet (before the first snapshot): SERVFAIL.
+    NoTable,
+    /// The table's lookup of the name; a name in no served zone is REFUSED.
+    Table(&'t AnswerTable, Lookup<'t>),
+    /// A forward zone the client may not use (`[dns] allow`): REFUSED.
+    ForwardRefused,
 }
 
-/// What kind of answer was written, for counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Answer,
-    NoData,
-    NxDomain,
-    Refused,
-    ServFail,
-    FormErr,
-    NotImp,
-    /// Nothing to send (not a query).
-    Dropped,
-    /// Not answered here: forward zone `.0` of the forwarder takes it (nothing written).
-    Forward(usize),
+impl<'t> Destination<'t> {
+    /// The destination of `name` with authoritative zones alone.
+    #[inline]
+    pub fn in_table(table: Option<&'t AnswerTable>, name: &[u8]) -> Self {
+        match table {
+            None => Destination::NoTable,
+            Some(t) => Destination::Table(t, t.lookup(name)),
+        }
+    }
 }
 
-/// Writes the response to `packet` into `out` (cleared first). `table` is `None` before the
-/// first snapshot. Returns what was written; `Dropped` means send nothing.
+/// What the responder wrote, and the authoritative zone that answered (its apex, lower-case
+/// wire form), for the per-zone count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered<'t> {
+    pub outcome: Outcome,
+    pub zone: Option<&'t [u8]>,
+}
+
+/// Parses `packet` and answers it from `table` alone (no forward zones, no NSID). `table` is
+/// `None` before the first snapshot. Returns what was written; `Dropped` means send nothing.
 pub fn respond(
     table: Option<&AnswerTable>,
     packet: &[u8],
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    respond_with(table, None, false, packet, transport, out)
-}
-
-/// [`respond`] with forward zones. A name goes to a forward zone when that zone is longer than
-/// the authoritative zone holding it (an authoritative zone wins a tie, and a name that exists
-/// in an authoritative zone is always answered there). `client_allowed` says whether the client
-/// may use forward zones (`[dns] allow`); others get REFUSED.
-pub fn respond_with(
-    table: Option<&AnswerTable>,
-    forwarder: Option<&Forwarder>,
-    client_allowed: bool,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut Vec<u8>,
-) -> Outcome {
-    respond_full(
-        table,
-        forwarder,
-        client_allowed,
-        None,
-        packet,
-        transport,
-        out,
-    )
-}
-
-/// [`respond_with`] with the server's NSID identity (RFC 5001): a query whose OPT record
-/// carries the NSID option gets `nsid` back in the response's OPT record. Queries without the
-/// option cost nothing more (the option is found while the OPT record is read anyway).
-pub fn respond_full(
-    table: Option<&AnswerTable>,
-    forwarder: Option<&Forwarder>,
-    client_allowed: bool,
-    nsid: Option<&[u8]>,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut Vec<u8>,
-) -> Outcome {
-    out.clear();
     let mut lower = [0u8; MAX_NAME];
-    let query = match wire::parse_query(packet, &mut lower) {
-        Ok(q) => q,
-        Err(ParseError::Drop) => return Outcome::Dropped,
-        Err(ParseError::FormErr { id, opcode, rd }) => {
+    match Request::parse(packet, transport, &mut lower) {
+        Ok(request) => {
+            let destination = Destination::in_table(table, request.lower_name);
+            answer(&request, destination, None, out).outcome
+        }
+        Err(e) => unparsed(e, out),
+    }
+}
+
+/// The response to a packet that did not parse: FORMERR or NOTIMP with the header alone, or
+/// nothing (`Dropped`). `out` is cleared first.
+pub fn unparsed(error: ParseError, out: &mut Vec<u8>) -> Outcome {
+    out.clear();
+    match error {
+        ParseError::Drop => Outcome::Dropped,
+        ParseError::FormErr { id, opcode, rd } => {
             header_only(out, id, opcode, rd, rcode::FORMERR);
-            return Outcome::FormErr;
+            Outcome::FormErr
         }
-        Err(ParseError::NotImp { id, opcode, rd }) => {
+        ParseError::NotImp { id, opcode, rd } => {
             header_only(out, id, opcode, rd, rcode::NOTIMP);
-            return Outcome::NotImp;
+            Outcome::NotImp
         }
+    }
+}
+
+/// Whether a query may go to a forward zone at all: one the responder would not refuse or
+/// reject before looking at its name (EDNS version, class, type OPT).
+#[inline]
+pub fn forwardable(request: &Request<'_>) -> bool {
+    let q = &request.query;
+    !matches!(q.edns, Some(Edns { version, .. }) if version > 0)
+        && (q.qclass == CLASS_IN || q.qclass == CLASS_ANY)
+        && q.qtype != rtype::OPT
+}
+
+/// Writes the response to `request` into `out` (cleared first). `nsid` is the server's
+/// identity (RFC 5001): a query whose OPT record carries the NSID option gets it back in the
+/// response's OPT record; queries without the option cost nothing more.
+#[inline]
+pub fn answer<'t>(
+    request: &Request<'_>,
+    destination: Destination<'t>,
+    nsid: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Answered<'t> {
+    out.clear();
+    let query = &request.query;
+    let name = request.lower_name;
+    let local = |outcome| Answered {
+        outcome,
+        zone: None,
     };
-    let name = &lower[..query.name_len];
-    let limit = match transport {
-        Transport::Tcp => u16::MAX as usize,
-        Transport::Udp => match query.edns {
-            Some(e) => (e.udp_size as usize).min(MAX_UDP_SIZE),
-            None => 512,
-        },
-    };
-    let mut w = Writer::start(out, &query, limit);
-    if let (Some(Edns { nsid: true, .. }), Some(id)) = (query.edns, nsid) {
+    let mut w = Writer::start(out, query, request.size_limit());
+    if let (true, Some(id)) = (request.wants_nsid(), nsid) {
         w.set_nsid(id);
     }
     if let Some(Edns { version, .. }) = query.edns
         && version > 0
     {
         w.finish(rcode::BADVERS, false, false);
-        return Outcome::FormErr;
+        return local(Outcome::FormErr);
     }
     if query.qclass != CLASS_IN && query.qclass != CLASS_ANY {
         w.finish(rcode::REFUSED as u16, false, false);
-        return Outcome::Refused;
+        return local(Outcome::Refused);
     }
     if query.qtype == rtype::OPT {
         w.finish(rcode::FORMERR as u16, false, false);
-        return Outcome::FormErr;
+        return local(Outcome::FormErr);
     }
-    // The forward zone for the name, if it is longer than `auth_len` (the authoritative zone).
-    let forward_zone = |auth_len: usize| {
-        forwarder
-            .and_then(|f| f.find(name))
-            .filter(|(_, len)| *len > auth_len)
-            .map(|(zone, _)| zone)
-    };
-    let Some(table) = table else {
-        // Forward zones do not wait for the first snapshot.
-        if let Some(zone) = forward_zone(0) {
-            return w.forward(zone, client_allowed);
+    let (table, lookup) = match destination {
+        Destination::NoTable => {
+            w.finish(rcode::SERVFAIL as u16, false, false);
+            return local(Outcome::ServFail);
         }
-        w.finish(rcode::SERVFAIL as u16, false, false);
-        return Outcome::ServFail;
-    };
-    match table.lookup(name) {
-        Lookup::NotOurs => {
-            if let Some(zone) = forward_zone(0) {
-                return w.forward(zone, client_allowed);
-            }
+        Destination::ForwardRefused => {
             w.finish(rcode::REFUSED as u16, false, false);
-            Outcome::Refused
+            return local(Outcome::Refused);
+        }
+        Destination::Table(table, lookup) => (table, lookup),
+    };
+    match lookup {
+        Lookup::NotOurs => {
+            w.finish(rcode::REFUSED as u16, false, false);
+            local(Outcome::Refused)
         }
         Lookup::NxDomain(zone) => {
-            if let Some(fz) = forward_zone(zone.apex.len()) {
-                return w.forward(fz, client_allowed);
-            }
-            count(zone);
             w.soa(zone, name.len());
             w.finish(rcode::NXDOMAIN as u16, true, false);
-            Outcome::NxDomain
+            in_zone(Outcome::NxDomain, zone)
         }
         Lookup::Node(node, zone) => {
-            count(zone);
             if matches!(query.qtype, rtype::AXFR | rtype::IXFR) {
                 w.finish(rcode::REFUSED as u16, false, false);
-                return Outcome::Refused;
+                return in_zone(Outcome::Refused, zone);
             }
             let set = if query.qtype == rtype::ANY {
                 // RFC 8482: one RRset is a complete answer to ANY.
@@ -169,22 +154,23 @@ pub fn respond_full(
                 Some(set) if !set.is_empty() => {
                     let tc = w.answer(set, table.next_rotation());
                     w.finish(rcode::NOERROR as u16, true, tc);
-                    Outcome::Answer
+                    in_zone(Outcome::Answer, zone)
                 }
                 // K8S-21: a known name without this type is NODATA, never NXDOMAIN.
                 _ => {
                     w.soa(zone, name.len());
                     w.finish(rcode::NOERROR as u16, true, false);
-                    Outcome::NoData
+                    in_zone(Outcome::NoData, zone)
                 }
             }
         }
     }
 }
 
-fn count(zone: &Zone) {
-    if let Some(c) = &zone.requests {
-        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+fn in_zone(outcome: Outcome, zone: &Zone) -> Answered<'_> {
+    Answered {
+        outcome,
+        zone: Some(&zone.apex),
     }
 }
 
@@ -301,17 +287,6 @@ impl<'a> Writer<'a> {
         self.ns += 1;
     }
 
-    /// Hands the query to forward zone `zone`, or refuses a client that may not use it.
-    fn forward(self, zone: usize, client_allowed: bool) -> Outcome {
-        if client_allowed {
-            self.out.clear();
-            Outcome::Forward(zone)
-        } else {
-            self.finish(rcode::REFUSED as u16, false, false);
-            Outcome::Refused
-        }
-    }
-
     fn finish(mut self, rcode: u16, aa: bool, tc: bool) {
         if self.edns {
             self.out.extend_from_slice(&[0, 0, 41]);
@@ -344,234 +319,5 @@ impl<'a> Writer<'a> {
         self.out[6..8].copy_from_slice(&self.an.to_be_bytes());
         self.out[8..10].copy_from_slice(&self.ns.to_be_bytes());
         self.out[10..12].copy_from_slice(&self.ar.to_be_bytes());
-    }
-}
-
-/// Re-reads a query the responder sent to a forward zone, as the forwarder's [`Question`].
-pub fn forward_question<'a>(
-    packet: &'a [u8],
-    lower: &'a mut [u8; MAX_NAME],
-) -> Option<Question<'a>> {
-    let q = wire::parse_query(packet, lower).ok()?;
-    Some(Question {
-        id: q.id,
-        question: q.question,
-        lower_name: &lower[..q.name_len],
-        qtype: q.qtype,
-        qclass: q.qclass,
-        edns: q.edns.is_some(),
-        udp_limit: q.edns.map_or(512, |e| e.udp_size as usize),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cache::CacheLimits;
-    use crate::forward::{ForwardZoneConfig, UpstreamPolicy};
-    use crate::table::{SoaParams, TableBuilder};
-    use crate::wire::encode_name;
-
-    fn forwarder(zones: &[&str]) -> Forwarder {
-        let cfg: Vec<ForwardZoneConfig> = zones
-            .iter()
-            .map(|z| ForwardZoneConfig {
-                zone: (*z).into(),
-                upstreams: vec!["192.0.2.1".into()],
-                force_tcp: false,
-                prefer_udp: false,
-                policy: UpstreamPolicy::Random,
-                health_check_ms: 500,
-                max_fails: 2,
-                timeout_ms: 100,
-                max_concurrent: 10,
-            })
-            .collect();
-        Forwarder::new(&cfg, CacheLimits::default()).unwrap()
-    }
-
-    /// A table serving `clusterset.local` with `a.clusterset.local` existing.
-    fn table() -> AnswerTable {
-        let mut b = TableBuilder::default();
-        let apex = encode_name("clusterset.local").unwrap();
-        let soa = SoaParams {
-            mname: encode_name("ns.dns.clusterset.local").unwrap(),
-            rname: encode_name("hostmaster.clusterset.local").unwrap(),
-            serial: 1,
-            refresh: 1,
-            retry: 1,
-            expire: 1,
-            minimum: 5,
-        };
-        let zone = b.add_zone(&apex, &soa).unwrap();
-        let owner = encode_name("a.clusterset.local").unwrap();
-        b.add_ip(
-            zone,
-            &owner,
-            "10.0.0.1".parse().unwrap(),
-            5,
-            Selection::Fixed,
-        );
-        b.build(1)
-    }
-
-    fn query(name: &str) -> Vec<u8> {
-        let mut p = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        p.extend_from_slice(&encode_name(name).unwrap());
-        p.extend_from_slice(&[0, 1, 0, 1]);
-        p
-    }
-
-    fn route(table: Option<&AnswerTable>, f: &Forwarder, allowed: bool, name: &str) -> Outcome {
-        respond_with(
-            table,
-            Some(f),
-            allowed,
-            &query(name),
-            Transport::Udp,
-            &mut Vec::new(),
-        )
-    }
-
-    #[test]
-    fn longest_zone_wins_and_authoritative_wins_a_tie() {
-        let t = table();
-        let f = forwarder(&[
-            "cluster3.local",
-            "sub.clusterset.local",
-            "clusterset.local",
-            ".",
-        ]);
-        let idx = |z: &str| f.find(&encode_name(z).unwrap()).unwrap().0;
-        assert_eq!(
-            route(Some(&t), &f, true, "web.cluster3.local"),
-            Outcome::Forward(idx("x.cluster3.local"))
-        );
-        // A deeper forward zone under an authoritative zone takes its names...
-        assert_eq!(
-            route(Some(&t), &f, true, "x.sub.clusterset.local"),
-            Outcome::Forward(idx("x.sub.clusterset.local"))
-        );
-        // ...but an authoritative zone wins over a forward zone of the same name.
-        assert_eq!(
-            route(Some(&t), &f, true, "nope.clusterset.local"),
-            Outcome::NxDomain
-        );
-        assert_eq!(
-            route(Some(&t), &f, true, "a.clusterset.local"),
-            Outcome::Answer
-        );
-        // The root forward zone catches everything else.
-        assert_eq!(
-            route(Some(&t), &f, true, "example.com"),
-            Outcome::Forward(idx("example.com"))
-        );
-        // Forward zones work before the first snapshot; authoritative names are SERVFAIL then.
-        assert_eq!(
-            route(None, &f, true, "web.cluster3.local"),
-            Outcome::Forward(idx("x.cluster3.local"))
-        );
-        assert_eq!(
-            route(
-                None,
-                &forwarder(&["cluster3.local"]),
-                true,
-                "a.clusterset.local"
-            ),
-            Outcome::ServFail
-        );
-    }
-
-    #[test]
-    fn rotated_sets_are_copied_whole_starting_one_further_each_time() {
-        let mut b = TableBuilder::default();
-        let soa = SoaParams {
-            mname: encode_name("ns.dns.z").unwrap(),
-            rname: encode_name("hostmaster.z").unwrap(),
-            serial: 1,
-            refresh: 1,
-            retry: 1,
-            expire: 1,
-            minimum: 5,
-        };
-        let zone = b.add_zone(&encode_name("z").unwrap(), &soa).unwrap();
-        let owner = encode_name("r.z").unwrap();
-        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
-            b.add_ip(zone, &owner, ip.parse().unwrap(), 5, Selection::Rotate);
-        }
-        let t = b.build(1);
-        let last_octets = |out: &[u8]| -> Vec<u8> {
-            // Each answer record: pointer (2), type, class, TTL, RDLENGTH (10), 4 bytes.
-            let start = HEADER_LEN + owner.len() + 4;
-            (0..3).map(|i| out[start + i * 16 + 15]).collect()
-        };
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            let mut out = Vec::new();
-            assert_eq!(
-                respond(Some(&t), &query("r.z"), Transport::Udp, &mut out),
-                Outcome::Answer
-            );
-            assert_eq!(&out[6..8], &[0, 3], "three answers");
-            seen.push(last_octets(&out));
-        }
-        assert_eq!(seen, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
-    }
-
-    #[test]
-    fn clients_outside_allow_are_refused_forwarding_but_get_authoritative_answers() {
-        let t = table();
-        let f = forwarder(&["cluster3.local"]);
-        let mut out = Vec::new();
-        let outcome = respond_with(
-            Some(&t),
-            Some(&f),
-            false,
-            &query("web.cluster3.local"),
-            Transport::Udp,
-            &mut out,
-        );
-        assert_eq!(outcome, Outcome::Refused);
-        assert_eq!(out[3] & 0x0f, rcode::REFUSED);
-        assert_eq!(
-            route(Some(&t), &f, false, "a.clusterset.local"),
-            Outcome::Answer
-        );
-    }
-
-    /// RFC 5001: the identity comes back only when the query carries the NSID option, in the
-    /// response's OPT record (option code 3), and never without EDNS.
-    #[test]
-    fn nsid_is_answered_only_when_asked() {
-        let t = table();
-        let with_opt = |options: &[u8]| {
-            let mut p = query("a.clusterset.local");
-            p[11] = 1;
-            p.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
-            p.extend_from_slice(&(options.len() as u16).to_be_bytes());
-            p.extend_from_slice(options);
-            p
-        };
-        let run = |p: &[u8], nsid: Option<&[u8]>| {
-            let mut out = Vec::new();
-            let o = respond_full(Some(&t), None, false, nsid, p, Transport::Udp, &mut out);
-            assert_eq!(o, Outcome::Answer);
-            out
-        };
-        let asked = run(&with_opt(&[0, 3, 0, 0]), Some(b"dns-1"));
-        assert!(asked.ends_with(&[0, 9, 0, 3, 0, 5, b'd', b'n', b's', b'-', b'1']));
-        assert_eq!(&asked[10..12], &[0, 1], "one additional record: the OPT");
-        let not_asked = run(
-            &with_opt(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
-            Some(b"dns-1"),
-        );
-        assert!(not_asked.ends_with(&[0, 0, 0, 0, 0]), "OPT without options");
-        let no_edns = run(&query("a.clusterset.local"), Some(b"dns-1"));
-        assert_eq!(&no_edns[10..12], &[0, 0], "no OPT without EDNS");
-        let empty = run(&with_opt(&[0, 3, 0, 0]), Some(b""));
-        assert!(
-            empty.ends_with(&[0, 0, 0, 0, 0]),
-            "an empty identity is not sent"
-        );
     }
 }

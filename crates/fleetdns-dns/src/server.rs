@@ -1,5 +1,6 @@
-//! UDP and TCP loops. Each takes an already bound socket, the shared [`Served`] state and a
-//! cancellation token; every task it spawns is tracked and stops with the token.
+//! The TCP loop, and the [`Served`] state it shares with the UDP fast path (`udp`). Each loop
+//! takes an already bound socket, the shared state and a cancellation token; every task it
+//! spawns is tracked and stops with the token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +8,17 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acl::{self, Cidr};
+use crate::catalog::Catalog;
+use crate::dispatch::{self, Handled};
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
-use crate::respond::{Outcome, Transport, forward_question, respond_full};
+use crate::request::{Counted, Outcome, OwnedQuestion, Transport};
 use crate::wire::MAX_NAME;
 
 /// What every server task reads. Each part is swapped whole (a new registry snapshot, a
@@ -48,11 +51,13 @@ impl Served {
     }
 
     /// Counts an answered message and, when the query log is on, logs it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn done(
         &self,
         transport: Transport,
         peer: SocketAddr,
         request: &[u8],
+        counted: Counted<'_>,
         outcome: Outcome,
         response: &[u8],
         started: Instant,
@@ -61,35 +66,42 @@ impl Served {
             transport,
             peer,
             request,
+            counted,
+            None,
             outcome,
             response,
             started.elapsed(),
         );
     }
 
-    /// [`Served::done`] with the time taken already measured (once for a batch of answers).
+    /// [`Served::done`] with the time taken already measured (once for a batch of answers),
+    /// and the counter of the answering zone when the caller holds it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn done_after(
         &self,
         transport: Transport,
         peer: SocketAddr,
         request: &[u8],
+        counted: Counted<'_>,
+        zone_counter: Option<&std::sync::atomic::AtomicU64>,
         outcome: Outcome,
         response: &[u8],
         elapsed: Duration,
     ) {
         self.metrics
-            .record(transport, request, outcome, response, elapsed);
+            .record_with(transport, counted, zone_counter, outcome, response, elapsed);
         if self.query_log.load(std::sync::atomic::Ordering::Relaxed) {
+            // Opt-in and off the counting path: the name is read again for the log line only.
             let mut lower = [0u8; MAX_NAME];
-            let (name, qtype) = match crate::wire::parse_query(request, &mut lower) {
-                Ok(q) => (crate::wire::display_name(&lower[..q.name_len]), q.qtype),
-                Err(_) => (String::from("-"), 0),
+            let name = match crate::wire::parse_query(request, &mut lower) {
+                Ok(q) => crate::wire::display_name(&lower[..q.name_len]),
+                Err(_) => String::from("-"),
             };
             tracing::info!(
                 client = %peer,
                 transport = ?transport,
                 name = %name,
-                qtype,
+                qtype = counted.qtype.unwrap_or(0),
                 rcode = response.get(3).map_or(0, |b| b & 0x0f),
                 outcome = ?outcome,
                 bytes = response.len(),
@@ -99,34 +111,36 @@ impl Served {
         }
     }
 
-    /// Answers `packet` from `peer` locally, or says which forward zone takes it.
-    pub(crate) fn answer(
-        &self,
-        packet: &[u8],
-        peer: SocketAddr,
-        transport: Transport,
-        out: &mut Vec<u8>,
-    ) -> (Outcome, Option<Arc<Forwarder>>) {
-        // Guards, not clones: no reference-count traffic on the hot path. The forwarder is
-        // cloned only for a query that is forwarded.
-        let table = self.table.load();
-        let forwarder = self.forwarder.load();
-        answer_from(
-            table.as_deref(),
-            forwarder.as_ref(),
-            &self.allow,
-            self.nsid.get().map(|id| &**id),
-            packet,
-            peer,
-            transport,
-            out,
-        )
+    /// The state to handle messages with, loaded now. Guards, not clones: no reference-count
+    /// traffic on the hot path.
+    pub(crate) fn load(&self) -> LoadedGuards {
+        LoadedGuards {
+            table: self.table.load(),
+            forwarder: self.forwarder.load(),
+        }
     }
 }
 
-/// One worker's view of [`Served`]: the table, forwarder and allow-list are re-read only after
-/// one was swapped (a pointer comparison each per query, instead of an arc-swap load). The
-/// previous table is released at the worker's first query after a swap.
+/// Guards on the table and forwarder (see [`Served::load`]).
+pub(crate) struct LoadedGuards {
+    table: arc_swap::Guard<Option<Arc<crate::AnswerTable>>>,
+    forwarder: arc_swap::Guard<Option<Arc<Forwarder>>>,
+}
+
+impl LoadedGuards {
+    pub(crate) fn view<'s>(&'s self, served: &'s Served) -> Loaded<'s> {
+        Loaded {
+            table: self.table.as_deref(),
+            forwarder: self.forwarder.as_ref(),
+            allow: &served.allow,
+            nsid: served.nsid.get().map(|id| &**id),
+        }
+    }
+}
+
+/// One worker's view of [`Served`]: the table and forwarder are re-read only after one was
+/// swapped (a pointer comparison each per batch, instead of an arc-swap load). The previous
+/// table is released at the worker's first batch after a swap.
 pub(crate) struct CachedServed<'a> {
     table: arc_swap::Cache<&'a ArcSwapOption<crate::AnswerTable>, Option<Arc<crate::AnswerTable>>>,
     forwarder: arc_swap::Cache<&'a ArcSwapOption<Forwarder>, Option<Arc<Forwarder>>>,
@@ -144,129 +158,94 @@ impl<'a> CachedServed<'a> {
         }
     }
 
-    /// [`Served::answer`] through the cache.
-    pub(crate) fn answer(
-        &mut self,
+    /// The current state, through the cache.
+    pub(crate) fn load(&mut self) -> Loaded<'_> {
+        Loaded {
+            table: self.table.load().as_deref(),
+            forwarder: self.forwarder.load().as_ref(),
+            allow: self.allow,
+            nsid: self.nsid.get().map(|id| &**id),
+        }
+    }
+}
+
+/// The state messages are handled with: the zone catalog's parts, the allow-list (read only
+/// for a name in a forward zone) and the NSID identity.
+pub(crate) struct Loaded<'s> {
+    table: Option<&'s crate::AnswerTable>,
+    forwarder: Option<&'s Arc<Forwarder>>,
+    allow: &'s ArcSwap<Vec<Cidr>>,
+    nsid: Option<&'s [u8]>,
+}
+
+impl<'s> Loaded<'s> {
+    /// Which table and forwarder these are (their addresses): the zones' apexes found under
+    /// them stay where they are while both stay loaded.
+    pub(crate) fn identity(&self) -> (usize, usize) {
+        (
+            self.table.map_or(0, |t| std::ptr::from_ref(t) as usize),
+            self.forwarder.map_or(0, |f| Arc::as_ptr(f) as usize),
+        )
+    }
+
+    /// Handles `packet` from `peer`: the request path ([`dispatch::handle`]).
+    pub(crate) fn handle(
+        &self,
         packet: &[u8],
         peer: SocketAddr,
         transport: Transport,
         out: &mut Vec<u8>,
-    ) -> (Outcome, Option<Arc<Forwarder>>) {
-        let table = self.table.load();
-        let forwarder = self.forwarder.load();
-        answer_from(
-            table.as_deref(),
-            forwarder.as_ref(),
-            self.allow,
-            self.nsid.get().map(|id| &**id),
+    ) -> Handled<'s, Arc<Forwarder>> {
+        let catalog = Catalog {
+            table: self.table,
+            forwarder: self.forwarder,
+        };
+        let allow = self.allow;
+        dispatch::handle(
+            catalog,
+            || acl::allowed(&allow.load(), peer.ip()),
+            self.nsid,
             packet,
-            peer,
             transport,
             out,
         )
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn answer_from(
-    table: Option<&crate::AnswerTable>,
-    forwarder: Option<&Arc<Forwarder>>,
-    allow: &ArcSwap<Vec<Cidr>>,
-    nsid: Option<&[u8]>,
-    packet: &[u8],
-    peer: SocketAddr,
-    transport: Transport,
-    out: &mut Vec<u8>,
-) -> (Outcome, Option<Arc<Forwarder>>) {
-    // The allow-list is read only when forward zones exist.
-    let allowed = forwarder.is_some() && acl::allowed(&allow.load(), peer.ip());
-    let outcome = respond_full(
-        table,
-        forwarder.map(|f| &**f),
-        allowed,
-        nsid,
-        packet,
-        transport,
-        out,
-    );
-    let forwarder = match outcome {
-        Outcome::Forward(_) => forwarder.map(Arc::clone),
-        _ => None,
-    };
-    (outcome, forwarder)
-}
-
-/// Forwards `packet` to forward zone `zone` and writes the answer into `out`.
-pub(crate) async fn forward(
-    forwarder: &Arc<Forwarder>,
+/// A query on its way to a forward zone, owning what its task needs.
+pub(crate) struct Forwarding {
+    forwarder: Arc<Forwarder>,
     zone: usize,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut Vec<u8>,
-) {
-    let mut lower = [0u8; MAX_NAME];
-    match forward_question(packet, &mut lower) {
-        Some(q) => {
-            forwarder.resolve(zone, &q, transport, out).await;
-        }
-        None => out.clear(), // cannot happen: the responder parsed it already
-    }
+    question: OwnedQuestion,
 }
 
-/// Serves DNS over UDP on `socket` until `cancel` fires. Forwarded queries run in their own
-/// tasks (bounded by each zone's `max_concurrent`), so a slow upstream never stalls the loop.
-pub async fn serve_udp(socket: Arc<UdpSocket>, served: Arc<Served>, cancel: CancellationToken) {
-    let tracker = TaskTracker::new();
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems: keep serving.
-                    tracing::debug!(error = %e, "udp receive failed");
-                    continue;
-                }
-            },
-        };
-        let started = Instant::now();
-        let packet = &buf[..len];
-        let (outcome, forwarder) = served.answer(packet, peer, Transport::Udp, &mut out);
-        match (outcome, forwarder) {
-            (Outcome::Dropped, _) => {
-                served.metrics.dropped(Transport::Udp);
-                continue;
-            }
-            (Outcome::Forward(zone), Some(forwarder)) => {
-                let (packet, socket, served) = (packet.to_vec(), socket.clone(), served.clone());
-                tracker.spawn(async move {
-                    let mut out = Vec::new();
-                    forward(&forwarder, zone, &packet, Transport::Udp, &mut out).await;
-                    if let Err(e) = socket.send_to(&out, peer).await {
-                        tracing::debug!(error = %e, peer = %peer, "udp send failed");
-                    }
-                    served.done(
-                        Transport::Udp,
-                        peer,
-                        &packet,
-                        Outcome::Forward(zone),
-                        &out,
-                        started,
-                    );
-                });
-                continue;
-            }
-            _ => {}
+impl Forwarding {
+    pub(crate) fn new(forwarder: &Arc<Forwarder>, zone: usize, question: OwnedQuestion) -> Self {
+        Self {
+            forwarder: forwarder.clone(),
+            zone,
+            question,
         }
-        if let Err(e) = socket.send_to(&out, peer).await {
-            tracing::debug!(error = %e, peer = %peer, "udp send failed");
-        }
-        served.done(Transport::Udp, peer, packet, outcome, &out, started);
     }
-    tracker.close();
-    tracker.wait().await;
+
+    /// Resolves the question and writes the answer into `out`.
+    pub(crate) async fn run(&self, transport: Transport, out: &mut Vec<u8>) {
+        self.forwarder
+            .resolve(self.zone, &self.question.as_question(), transport, out)
+            .await;
+    }
+
+    /// What the metrics count of it: its type and the forward zone.
+    pub(crate) fn counted(&self) -> Counted<'_> {
+        Counted {
+            qtype: Some(self.question.qtype),
+            zone: Some(self.forwarder.zone_apex(self.zone)),
+        }
+    }
+
+    pub(crate) fn outcome(&self) -> Outcome {
+        Outcome::Forward(self.zone)
+    }
 }
 
 /// Limits of the TCP server.
@@ -434,32 +413,52 @@ async fn connection(
             }
         }
         let started = Instant::now();
-        let (outcome, forwarder) = served.answer(body, peer, Transport::Tcp, &mut out);
-        match (outcome, forwarder) {
-            (Outcome::Dropped, _) => {
-                served.metrics.dropped(Transport::Tcp);
-                tracing::debug!(peer = %peer, "tcp message is not a query, closing");
-                break Ok(());
-            }
-            (Outcome::Forward(zone), Some(forwarder)) => {
-                let (packet, served, writer) = (body.to_vec(), served.clone(), writer.clone());
-                forwards.spawn(async move {
-                    let mut out = Vec::new();
-                    forward(&forwarder, zone, &packet, Transport::Tcp, &mut out).await;
-                    let mut framed = Vec::with_capacity(out.len() + 2);
-                    framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-                    framed.extend_from_slice(&out);
-                    let sent = write_framed(&writer, &framed, idle).await;
-                    served.done(Transport::Tcp, peer, &packet, outcome, &out, started);
-                    sent
-                });
-                continue;
-            }
-            _ => {}
-        }
+        let guards = served.load();
+        let (outcome, counted) =
+            match guards
+                .view(&served)
+                .handle(body, peer, Transport::Tcp, &mut out)
+            {
+                Handled::Answered {
+                    outcome: Outcome::Dropped,
+                    ..
+                } => {
+                    served.metrics.dropped(Transport::Tcp);
+                    tracing::debug!(peer = %peer, "tcp message is not a query, closing");
+                    break Ok(());
+                }
+                Handled::Forward {
+                    forwarder,
+                    zone,
+                    question,
+                } => {
+                    let forwarding = Forwarding::new(forwarder, zone, question);
+                    let (packet, served, writer) = (body.to_vec(), served.clone(), writer.clone());
+                    forwards.spawn(async move {
+                        let mut out = Vec::new();
+                        forwarding.run(Transport::Tcp, &mut out).await;
+                        let mut framed = Vec::with_capacity(out.len() + 2);
+                        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+                        framed.extend_from_slice(&out);
+                        let sent = write_framed(&writer, &framed, idle).await;
+                        served.done(
+                            Transport::Tcp,
+                            peer,
+                            &packet,
+                            forwarding.counted(),
+                            forwarding.outcome(),
+                            &out,
+                            started,
+                        );
+                        sent
+                    });
+                    continue;
+                }
+                Handled::Answered { outcome, counted } => (outcome, counted),
+            };
         pending.extend_from_slice(&(out.len() as u16).to_be_bytes());
         pending.extend_from_slice(&out);
-        served.done(Transport::Tcp, peer, body, outcome, &out, started);
+        served.done(Transport::Tcp, peer, body, counted, outcome, &out, started);
     };
     let flushed = if pending.is_empty() || result.is_err() {
         Ok(())

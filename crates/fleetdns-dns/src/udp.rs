@@ -9,13 +9,16 @@
 
 use std::net::UdpSocket;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::respond::{Outcome, Transport};
-use crate::server::{CachedServed, Served, forward};
+use crate::dispatch::Handled;
+use crate::metrics::Metrics;
+use crate::request::{Counted, Outcome, Transport};
+use crate::server::{CachedServed, Forwarding, Served};
 
 /// Datagrams taken per `recvmmsg`.
 pub const BATCH: usize = 32;
@@ -96,6 +99,7 @@ fn worker(
 ) {
     let mut batch = sys::Batch::new(BATCH);
     let mut view = CachedServed::new(served);
+    let mut zone_counters = ZoneCounters::default();
     while !cancel.is_cancelled() {
         let n = match batch.recv(socket) {
             // Reads shut down (see `wake_receivers`): what came back is no datagram.
@@ -118,7 +122,11 @@ fn worker(
             }
         };
         let started = Instant::now();
-        for i in 0..n {
+        // The state is loaded once per batch; what each answer counts borrows from it.
+        let loaded = view.load();
+        let identity = loaded.identity();
+        let mut counted = [Counted::default(); BATCH];
+        for (i, counted) in counted.iter_mut().enumerate().take(n) {
             let Some(peer) = batch.peer(i) else {
                 continue;
             };
@@ -127,16 +135,23 @@ fn worker(
                 served.metrics.dropped(Transport::Udp);
                 continue;
             }
-            let (outcome, forwarder) = view.answer(packet, peer, Transport::Udp, out);
-            match (outcome, forwarder) {
-                (Outcome::Dropped, _) => served.metrics.dropped(Transport::Udp),
-                (Outcome::Forward(zone), Some(forwarder)) => {
+            match loaded.handle(packet, peer, Transport::Udp, out) {
+                Handled::Answered {
+                    outcome: Outcome::Dropped,
+                    ..
+                } => served.metrics.dropped(Transport::Udp),
+                Handled::Forward {
+                    forwarder,
+                    zone,
+                    question,
+                } => {
+                    let forwarding = Forwarding::new(forwarder, zone, question);
                     let (packet, socket, served) =
                         (packet.to_vec(), socket.clone(), served.clone());
                     tracker.spawn_on(
                         async move {
                             let mut out = Vec::new();
-                            forward(&forwarder, zone, &packet, Transport::Udp, &mut out).await;
+                            forwarding.run(Transport::Udp, &mut out).await;
                             if let Err(e) = sys::send_to_nonblocking(&socket, &out, peer) {
                                 tracing::debug!(error = %e, peer = %peer, "udp send failed");
                             }
@@ -144,7 +159,8 @@ fn worker(
                                 Transport::Udp,
                                 peer,
                                 &packet,
-                                Outcome::Forward(zone),
+                                forwarding.counted(),
+                                forwarding.outcome(),
                                 &out,
                                 started,
                             );
@@ -152,7 +168,13 @@ fn worker(
                         runtime,
                     );
                 }
-                _ => batch.mark_ready(i, outcome, peer),
+                Handled::Answered {
+                    outcome,
+                    counted: c,
+                } => {
+                    *counted = c;
+                    batch.mark_ready(i, outcome, peer);
+                }
             }
         }
         if let Err(e) = batch.send_ready(socket) {
@@ -163,8 +185,48 @@ fn worker(
         for j in 0..batch.ready_len() {
             let (i, outcome, peer) = batch.ready_at(j);
             let (packet, out) = batch.answered(i);
-            served.done_after(Transport::Udp, peer, packet, outcome, out, elapsed);
+            let zone_counter = counted[i]
+                .zone
+                .map(|apex| zone_counters.get(&served.metrics, identity, apex));
+            served.done_after(
+                Transport::Udp,
+                peer,
+                packet,
+                counted[i],
+                zone_counter,
+                outcome,
+                out,
+                elapsed,
+            );
         }
+    }
+}
+
+/// The request counters of the zones one worker answered in, by the address of the zone's
+/// apex. Valid while the table and forwarder they were found under stay loaded: the worker's
+/// cached view holds both, so an address cannot be reused before the identity changes, and a
+/// change clears the list. Saves the shared map's lookup per message.
+#[derive(Default)]
+struct ZoneCounters {
+    identity: (usize, usize),
+    counters: Vec<(usize, Arc<AtomicU64>)>,
+}
+
+impl ZoneCounters {
+    fn get(&mut self, metrics: &Metrics, identity: (usize, usize), apex: &[u8]) -> &AtomicU64 {
+        if self.identity != identity {
+            self.counters.clear();
+            self.identity = identity;
+        }
+        let address = apex.as_ptr() as usize;
+        let at = match self.counters.iter().position(|(a, _)| *a == address) {
+            Some(at) => at,
+            None => {
+                self.counters.push((address, metrics.zone_counter_of(apex)));
+                self.counters.len() - 1
+            }
+        };
+        &self.counters[at].1
     }
 }
 
@@ -179,7 +241,7 @@ mod sys {
     use std::os::fd::AsRawFd;
 
     use super::SLOT;
-    use crate::respond::Outcome;
+    use crate::request::Outcome;
 
     pub struct Batch {
         /// `count` slots of `SLOT` bytes: the datagrams received.
@@ -483,7 +545,7 @@ mod sys {
     use std::net::{SocketAddr, UdpSocket};
 
     use super::SLOT;
-    use crate::respond::Outcome;
+    use crate::request::Outcome;
 
     pub struct Batch {
         buf: Vec<u8>,
@@ -566,6 +628,7 @@ mod tests {
     use crate::Metrics;
     use crate::table::{Selection, SoaParams, TableBuilder};
     use crate::wire::encode_name;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn served() -> Arc<Served> {
         let mut b = TableBuilder::default();
@@ -649,5 +712,28 @@ mod tests {
             .expect("the worker stops after cancel")
             .unwrap()
             .unwrap();
+    }
+
+    /// A worker's zone counters are the shared ones, found once per zone and table.
+    #[test]
+    fn zone_counters_are_the_metrics_own_and_follow_the_table() {
+        let metrics = Metrics::new();
+        let mut counters = ZoneCounters::default();
+        let apex = encode_name("clusterset.local").unwrap();
+        let other = encode_name("cluster1.local").unwrap();
+        counters.get(&metrics, (1, 0), &apex).fetch_add(1, Relaxed);
+        counters.get(&metrics, (1, 0), &apex).fetch_add(1, Relaxed);
+        counters.get(&metrics, (1, 0), &other).fetch_add(1, Relaxed);
+        assert_eq!(counters.counters.len(), 2);
+        // Another table: found again, still the same shared counter.
+        counters.get(&metrics, (2, 0), &apex).fetch_add(1, Relaxed);
+        assert_eq!(counters.counters.len(), 1);
+        assert_eq!(
+            metrics.zone_counts(),
+            vec![
+                ("cluster1.local.".to_owned(), 1),
+                ("clusterset.local.".to_owned(), 3)
+            ]
+        );
     }
 }

@@ -159,6 +159,17 @@ pub fn parse_query<'a>(
     })
 }
 
+/// The type of the question of a packet that did not parse, for counting (a cold path): `None`
+/// unless the packet holds exactly one question whose name can be read.
+pub fn question_type(packet: &[u8]) -> Option<u16> {
+    if packet.get(4..6) != Some(&[0, 1]) {
+        return None;
+    }
+    let mut scratch = [0u8; MAX_NAME];
+    let name_len = read_question_name(packet, HEADER_LEN, &mut scratch)?;
+    u16_at(packet, HEADER_LEN + name_len)
+}
+
 /// Reads an uncompressed name at `start`, writing it lower-cased into `lower`. Returns its length.
 /// The labels are walked first (lengths only), then the whole name is copied and lower-cased in
 /// one pass: length bytes are at most 63, below `A`, so lower-casing leaves them alone.
@@ -188,27 +199,9 @@ fn read_question_name(packet: &[u8], start: usize, lower: &mut [u8; MAX_NAME]) -
 }
 
 /// Skips a resource record. Returns (next offset, type, owner is root, class, ttl, RDATA offset).
-/// Names here may be compressed; a pointer ends the name, so nothing is ever followed.
-fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32, usize)> {
+fn skip_rr(packet: &[u8], pos: usize) -> Option<(usize, u16, bool, u16, u32, usize)> {
     let owner_start = pos;
-    loop {
-        let len = *packet.get(pos)? as usize;
-        match len & 0xc0 {
-            0x00 if len == 0 => {
-                pos += 1;
-                break;
-            }
-            0x00 => pos += 1 + len,
-            0xc0 => {
-                pos += 2;
-                break;
-            }
-            _ => return None,
-        }
-        if pos - owner_start > MAX_NAME {
-            return None;
-        }
-    }
+    let pos = skip_name(packet, pos)?;
     let owner_root = pos == owner_start + 1;
     let rr_type = u16_at(packet, pos)?;
     let class = u16_at(packet, pos + 2)?;
@@ -219,6 +212,27 @@ fn skip_rr(packet: &[u8], mut pos: usize) -> Option<(usize, u16, bool, u16, u32,
         return None;
     }
     Some((end, rr_type, owner_root, class, ttl, pos + 10))
+}
+
+/// Skips a possibly compressed name at `start` and returns the offset after it. A pointer ends
+/// the name and is never followed, so this cannot loop. `None` when the name runs past the
+/// packet, uses a reserved label type or is longer than a name may be. The one walker over
+/// names in received messages (the question name itself is read by `read_question_name`, which
+/// also lower-cases it).
+pub fn skip_name(packet: &[u8], start: usize) -> Option<usize> {
+    let mut pos = start;
+    loop {
+        let len = *packet.get(pos)? as usize;
+        match len & 0xc0 {
+            0x00 if len == 0 => return Some(pos + 1),
+            0x00 => pos += 1 + len,
+            0xc0 => return Some(pos + 2),
+            _ => return None,
+        }
+        if pos - start > MAX_NAME {
+            return None;
+        }
+    }
 }
 
 /// Why a name could not be encoded.

@@ -308,7 +308,7 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
-        let raw: RawConfig = toml::from_str(text)
+        let mut raw: RawConfig = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let local_cluster = match raw.cluster_id.as_deref() {
@@ -368,6 +368,8 @@ impl Config {
             serve_stale: Duration::from_millis(raw.cache.serve_stale_ms),
             prefetch: raw.cache.prefetch,
         };
+        crate::resolv_conf::expand_upstream_files(&mut raw.forward)
+            .with_context(|| format!("{}: forward", path.display()))?;
         // Built once to check zone names and upstreams; `serve` builds its own.
         Forwarder::new(&raw.forward, cache)
             .with_context(|| format!("{}: forward", path.display()))?;

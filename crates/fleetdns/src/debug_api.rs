@@ -133,6 +133,9 @@ pub fn query(
         history: &history,
     };
     let explanation: Explanation = explain::explain(&inputs, name, qtype)?;
+    if let (Some(served), Some(zone)) = (served, &explanation.counted_zone) {
+        served.metrics.count_zone(zone);
+    }
     Ok(query_json(server_view(debug), &explanation))
 }
 

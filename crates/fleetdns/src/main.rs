@@ -8,6 +8,7 @@ mod files;
 mod istio;
 mod ops;
 mod query;
+mod resolv_conf;
 mod serve;
 mod status;
 mod status_page;

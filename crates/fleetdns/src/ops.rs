@@ -277,7 +277,7 @@ impl OpsState {
         );
         self.dns.render(&mut out);
         let forwarder = self.served.as_ref().and_then(|s| s.forwarder.load_full());
-        fleetdns_dns::forward::render_metrics(forwarder.as_deref(), &mut out);
+        fleetdns_dns::metrics::render_forwarder(forwarder.as_deref(), &mut out);
         self.render_sources(&mut out);
         self.render_etcd(&mut out);
 
@@ -501,12 +501,12 @@ mod tests {
         let served = Arc::new(fleetdns_dns::Served::new(Arc::new(Metrics::new())));
         let zone: fleetdns_dns::forward::ForwardZoneConfig =
             toml::from_str("zone = \"cluster3.local\"\nupstreams = [\"192.0.2.1\"]").unwrap();
-        let mut forwarder = fleetdns_dns::forward::Forwarder::new(
+        let forwarder = fleetdns_dns::forward::Forwarder::new(
             &[zone],
             fleetdns_dns::cache::CacheLimits::default(),
         )
         .unwrap();
-        forwarder.attach_counters(&served.metrics);
+        served.metrics.add_zones(&forwarder.zone_names());
         served.forwarder.store(Some(Arc::new(forwarder)));
         let state = OpsState::new(served.metrics.clone()).with_served(served);
         let cluster = fleetdns_core::ClusterId::new("cluster-a").unwrap();
@@ -647,7 +647,7 @@ mod tests {
         s.table_installed(installed());
         s.dns.record(
             Transport::Udp,
-            &[0; 12],
+            fleetdns_dns::request::Counted::default(),
             Outcome::FormErr,
             &[0, 0, 0x80, 1],
             Duration::from_micros(3),

@@ -314,13 +314,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The forward zones of `config`, counting into `metrics`.
+/// The forward zones of `config`, their request counts shown in `metrics` from now on.
 fn forwarder_for(
     config: &Config,
     metrics: &Metrics,
 ) -> Result<Forwarder, fleetdns_dns::forward::ForwardConfigError> {
-    let mut forwarder = Forwarder::new(&config.forward, config.cache)?;
-    forwarder.attach_counters(metrics);
+    let forwarder = Forwarder::new(&config.forward, config.cache)?;
+    metrics.add_zones(&forwarder.zone_names());
     Ok(forwarder)
 }
 
@@ -612,8 +612,8 @@ fn install(served: &Served, snapshot: &Arc<FleetSnapshot>, zones: &ZonesConfig, 
             tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
         }
     }
-    let mut compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
-    compiled.attach_counters(&served.metrics);
+    let compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
+    served.metrics.add_zones(&compiled.zone_names());
     let stats = compiled.stats();
     let services = merged.len();
     // The debug state first: once a client sees the new answer, `/debug/query` knows why.
