@@ -3,7 +3,8 @@
 # protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
 # etcd (the etcd registry's tests and the fleet demo), chromium (the status page test),
 # prometheus's promtool (the alert rules' checks and unit tests), BIND 9 and Knot (the sync's
-# RFC 2136 peers). `--build`: only what the build needs.
+# RFC 2136 peers) and unbound (a forwarding resolver for the mesh e2e test). `--build`: only
+# what the build needs.
 set -euo pipefail
 
 need_apt=()
@@ -16,6 +17,7 @@ if [ "${1:-}" != "--build" ]; then
   command -v named >/dev/null 2>&1 || need_apt+=(bind9) # the RFC 2136 sync's tests
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)     # the status page e2e test
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)   # deploy/monitoring rules
+  command -v unbound >/dev/null 2>&1 || need_apt+=(unbound)       # the mesh e2e test
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2

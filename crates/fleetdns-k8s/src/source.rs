@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
+use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
 use fleetdns_core::translate::{Invalid, translate_cluster};
-use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
+use fleetdns_core::{ClusterId, ExportSet, Registry, ServiceEntrySet, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -182,6 +183,8 @@ enum Kind {
     Exports,
     Namespaces,
     Imports,
+    /// Istio ServiceEntries, when the cluster serves them.
+    Entries,
 }
 
 type Stream = BoxStream<'static, (Kind, Result<Event<DynamicObject>, watcher::Error>)>;
@@ -225,6 +228,20 @@ impl ClusterSource {
             return;
         };
         tracing::info!(cluster = %cluster, version, "watching ServiceExports");
+        let entries_version = match crate::service_entry_version(&self.client).await {
+            Ok(Some(v)) => {
+                tracing::info!(cluster = %cluster, version = v, "watching Istio ServiceEntries");
+                Some(v)
+            }
+            Ok(None) => {
+                tracing::info!(cluster = %cluster, "the cluster serves no networking.istio.io ServiceEntries (Istio CRDs not installed); no mesh hosts from it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, error = %e, "cannot tell whether the cluster serves Istio ServiceEntries; not watching them");
+                None
+            }
+        };
         let (view_tx, view_rx) = watch::channel(None);
         let fleet = registry.subscribe();
         let writer = async {
@@ -240,7 +257,10 @@ impl ClusterSource {
                 .await;
             }
         };
-        tokio::join!(self.watch(version, &*registry, view_tx, &cancel), writer);
+        tokio::join!(
+            self.watch(version, entries_version, &*registry, view_tx, &cancel),
+            writer
+        );
     }
 
     /// The ServiceExport version, retried until the API server answers and serves the MCS
@@ -275,7 +295,7 @@ impl ClusterSource {
         }
     }
 
-    fn streams(&self, version: &'static str) -> Vec<Stream> {
+    fn streams(&self, version: &'static str, entries: Option<&'static str>) -> Vec<Stream> {
         let config = watcher::Config::default();
         let watch = |ar: kube::core::ApiResource, config: watcher::Config, kind: Kind| -> Stream {
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
@@ -293,6 +313,13 @@ impl ClusterSource {
                 Kind::Exports,
             ),
         ];
+        if let Some(v) = entries {
+            out.push(watch(
+                resources::service_entries(v),
+                config.clone(),
+                Kind::Entries,
+            ));
+        }
         if self.options.write_back {
             out.push(watch(
                 resources::namespaces(),
@@ -312,13 +339,19 @@ impl ClusterSource {
     async fn watch(
         &self,
         version: &'static str,
+        entries_version: Option<&'static str>,
         registry: &dyn Registry,
         view_tx: watch::Sender<Option<Arc<LocalView>>>,
         cancel: &CancellationToken,
     ) {
         let cluster = &self.status.cluster;
-        let mut events = futures::stream::select_all(self.streams(version));
-        let mut stores = Stores::default();
+        let mut events = futures::stream::select_all(self.streams(version, entries_version));
+        let mut stores = Stores {
+            entries_watched: entries_version.is_some(),
+            ..Stores::default()
+        };
+        let mut last_entries: Option<ServiceEntrySet> = None;
+        let mut entries_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut last: Option<ExportSet> = None;
         let mut publish_at: Option<Instant> = None;
@@ -330,6 +363,23 @@ impl ClusterSource {
                 event = events.next() => {
                     let Some((kind, event)) = event else { return };
                     match event {
+                        Ok(event) if matches!(kind, Kind::Entries) && !stores.entries_watched => {
+                            // Refused before (RBAC fixed since): ServiceEntries count again.
+                            tracing::info!(cluster = %cluster, "ServiceEntries can be listed again");
+                            stores.entries_watched = true;
+                            stores.entries.apply(event, |o| parse(o, &self.status));
+                        }
+                        Err(e) if matches!(kind, Kind::Entries) && refused(&e) => {
+                            // RBAC without serviceentries: serve the cluster without them
+                            // rather than not at all.
+                            if stores.entries_watched {
+                                tracing::warn!(cluster = %cluster, error = %e, "the API server refuses to list ServiceEntries; serving the cluster without them");
+                                stores.entries_watched = false;
+                                if publish_at.is_none() {
+                                    publish_at = Some(Instant::now());
+                                }
+                            }
+                        }
                         Ok(event) => {
                             self.reachable();
                             if stores.apply(kind, event, &self.status) && publish_at.is_none() {
@@ -373,6 +423,30 @@ impl ClusterSource {
                             Err(e) => {
                                 tracing::warn!(cluster = %cluster, error = %e, "registry publish failed; retrying");
                                 publish_at = Some(Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
+                    if last.is_some() && stores.entries_watched {
+                        let objects: Vec<ServiceEntryObject> =
+                            stores.entries.items.values().cloned().collect();
+                        let (entries, notes) = translate_service_entries(cluster, &objects, &mut |label| {
+                            *entries_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
+                        });
+                        entries_seen.retain(|label, _| entries.contains_key(label));
+                        if last_entries.as_ref() != Some(&entries) {
+                            for n in &notes {
+                                tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+                            }
+                            let count = entries.len();
+                            match registry.publish_service_entries(cluster, entries.clone()).await {
+                                Ok(()) => {
+                                    tracing::info!(cluster = %cluster, service_entries = count, "ServiceEntries published");
+                                    last_entries = Some(entries);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(cluster = %cluster, error = %e, "registry publish of ServiceEntries failed; retrying");
+                                    publish_at = Some(Instant::now() + Duration::from_secs(1));
+                                }
                             }
                         }
                     }
@@ -458,6 +532,18 @@ impl ClusterSource {
     }
 }
 
+/// A list or watch the API server answered with 403 or 404.
+fn refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    matches!(code, Some(403 | 404))
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -491,6 +577,9 @@ struct Stores {
     namespaces: Store<()>,
     /// ServiceImports, by whether fleetdns's label is on them.
     imports: Store<bool>,
+    entries: Store<ServiceEntryObject>,
+    /// Whether the cluster serves ServiceEntries (then a set is complete only once listed).
+    entries_watched: bool,
 }
 
 impl Stores {
@@ -512,6 +601,7 @@ impl Stores {
                         == Some(IMPORT_MANAGER),
                 )
             }),
+            Kind::Entries => self.entries.apply(event, |o| parse(o, status)),
         }
     }
 
@@ -519,6 +609,7 @@ impl Stores {
         self.services.synced
             && self.slices.synced
             && self.exports.synced
+            && (!self.entries_watched || self.entries.synced)
             && (!write_back || (self.namespaces.synced && self.imports.synced))
     }
 

@@ -695,6 +695,7 @@ mod tests {
                 ClusterView {
                     alive,
                     exports: Arc::new([(key.clone(), Arc::new(e))].into()),
+                    service_entries: Arc::default(),
                     published: Timestamp(1),
                 },
             );

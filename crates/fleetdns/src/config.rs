@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// `[[sync]]`: publish to external DNS, ExternalDNS-compatible (SPEC §6).
     #[serde(default)]
     pub sync: Vec<SyncConfig>,
+    /// Mesh names and ServiceEntry hosts (SPEC §2.3).
+    #[serde(default)]
+    pub mesh: fleetdns_dns::MeshZones,
 }
 
 /// `[[sync]] provider`.
@@ -257,6 +260,9 @@ pub struct EtcdRegistryConfig {
     pub vip_range: Option<String>,
     #[serde(default = "default_vip_grace")]
     pub vip_release_grace_secs: u64,
+    /// IPv6 VIPs beside `vip_range` (default `2001:2::/48`, IST-14; `""` turns them off).
+    #[serde(default)]
+    pub vip_range_v6: Option<String>,
 }
 
 fn default_vip_grace() -> u64 {
@@ -291,6 +297,8 @@ pub struct MemoryRegistryConfig {
     pub vip_range: Option<String>,
     /// A VIP outlives the last export of its service this long.
     pub vip_release_grace_secs: u64,
+    /// IPv6 VIPs beside `vip_range` (default `2001:2::/48`, IST-14; `""` turns them off).
+    pub vip_range_v6: Option<String>,
 }
 
 impl Default for MemoryRegistryConfig {
@@ -299,6 +307,7 @@ impl Default for MemoryRegistryConfig {
             liveness_timeout_ms: 15_000,
             vip_range: None,
             vip_release_grace_secs: default_vip_grace(),
+            vip_range_v6: None,
         }
     }
 }
@@ -357,6 +366,8 @@ pub struct Config {
     pub etcd: Option<EtcdRegistryConfig>,
     /// The VIP range and release grace period, when the registry allocates VIPs.
     pub vips: Option<(fleetdns_core::VipRange, Duration)>,
+    /// The IPv6 VIP range, used only with `vips`.
+    pub vips_v6: Option<fleetdns_core::VipRangeV6>,
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
     pub ops: OpsConfig,
@@ -402,6 +413,7 @@ impl Config {
         let zones = ZonesConfig {
             clusterset: raw.clusterset,
             cluster_zones: raw.cluster_zones,
+            mesh: raw.mesh,
             local_cluster,
         };
         zones
@@ -469,6 +481,31 @@ impl Config {
             RegistryConfig::Memory(m) => vip(&m.vip_range, m.vip_release_grace_secs)?,
             RegistryConfig::Etcd(e) => vip(&e.vip_range, e.vip_release_grace_secs)?,
         };
+        let v6 = match &raw.registry {
+            RegistryConfig::Memory(m) => &m.vip_range_v6,
+            RegistryConfig::Etcd(e) => &e.vip_range_v6,
+        };
+        if vips.is_none() && v6.as_deref().is_some_and(|r| !r.is_empty()) {
+            bail!(
+                "{}: registry.vip_range_v6 needs registry.vip_range (VIPs of both families come together)",
+                path.display()
+            );
+        }
+        let vips_v6 = match (v6.as_deref(), &vips) {
+            (_, None) | (Some(""), _) => None,
+            (r, Some(_)) => Some(
+                r.unwrap_or(fleetdns_core::vip::DEFAULT_VIP_RANGE_V6)
+                    .parse::<fleetdns_core::VipRangeV6>()
+                    .with_context(|| format!("{}: registry.vip_range_v6", path.display()))?,
+            ),
+        };
+        if zones.mesh.enabled && !zones.mesh.global_suffix.is_empty() && vips.is_none() {
+            bail!(
+                "{}: mesh.global_suffix: `<svc>.<ns>.{}` names answer the fleet VIP and need registry.vip_range (or set mesh.global_suffix = \"\")",
+                path.display(),
+                zones.mesh.global_suffix
+            );
+        }
         if zones.clusterset.policy == fleetdns_dns::AnswerPolicy::Vip && vips.is_none() {
             bail!(
                 "{}: clusterset.policy = \"vip\" needs registry.vip_range",
@@ -557,6 +594,7 @@ impl Config {
             liveness_timeout,
             etcd,
             vips,
+            vips_v6,
             zones,
             sources,
             ops: raw.ops,
@@ -919,5 +957,66 @@ min_event_interval_ms = 5000
         assert!(e.contains("only for provider \"rfc2136\""), "{e}");
         let e = err("", "server = \"127.0.0.1:53\"\n", "");
         assert!(e.contains("server"), "{e}");
+    }
+
+    /// SPEC §2.3: the issue's `[mesh]` example parses; `.global` needs a VIP range; the IPv6
+    /// range defaults to Istio's; bad keys and values are named.
+    #[test]
+    fn mesh_config_parses_and_is_checked() {
+        let with_vips = MINIMAL.replace(
+            "kind = \"memory\"",
+            "kind = \"memory\"\nvip_range = \"240.240.0.0/16\"",
+        );
+        let mesh = "[mesh]\nenabled = true\ncluster_suffix = \"{cluster}\"\nglobal_suffix = \"global\"\nttl = 30\ngateways = { \"cluster-2\" = \"192.0.2.10:15443\" }\n";
+        let c = parse(&format!("{with_vips}\n{mesh}")).unwrap();
+        assert!(c.zones.mesh.enabled);
+        assert_eq!(c.zones.mesh.ttl, 30);
+        assert_eq!(
+            c.vips_v6.map(|r| r.to_string()).as_deref(),
+            Some("2001:2::/48"),
+            "Istio's IPv6 prefix by default"
+        );
+        assert_eq!(
+            c.zones.mesh.gateway("cluster-2"),
+            Some(Ok("192.0.2.10:15443".parse().unwrap()))
+        );
+        let off = with_vips.replace(
+            "vip_range = \"240.240.0.0/16\"",
+            "vip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"\"",
+        );
+        assert!(parse(&off).unwrap().vips_v6.is_none());
+        for (text, key) in [
+            (format!("{MINIMAL}\n{mesh}"), "vip_range"),
+            (format!("{with_vips}\n{mesh}\nzone = \"x\""), "zone"),
+            (
+                format!("{with_vips}\n[mesh]\nenabled = true\ncluster_suffix = \"mesh\""),
+                "mesh.cluster_suffix",
+            ),
+            (
+                format!("{with_vips}\n[mesh]\nenabled = true\nttl = 7200"),
+                "mesh.ttl",
+            ),
+            (
+                format!("{with_vips}\n[mesh]\ngateways = {{ \"cluster-2\" = \"gw.example\" }}"),
+                "mesh.gateways.cluster-2",
+            ),
+            (
+                MINIMAL.replace(
+                    "kind = \"memory\"",
+                    "kind = \"memory\"\nvip_range_v6 = \"2001:2::/48\"",
+                ),
+                "vip_range_v6",
+            ),
+            (
+                with_vips.replace(
+                    "vip_range = \"240.240.0.0/16\"",
+                    "vip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"10.0.0.0/8\"",
+                ),
+                "vip_range_v6",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
     }
 }

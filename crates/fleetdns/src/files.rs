@@ -30,6 +30,8 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     ServiceExport(ServiceExport),
+    /// `networking.istio.io` v1, v1beta1 or v1alpha3.
+    ServiceEntry(Box<fleetdns_core::service_entry::ServiceEntryObject>),
 }
 
 /// Parses a (multi-document) YAML manifest. Kinds fleetdns does not read are skipped; a `List`
@@ -111,6 +113,15 @@ fn push_object(
                 serde_json::from_value(value).map(Object::ServiceExport),
             )?)
         }
+        (
+            "networking.istio.io/v1"
+            | "networking.istio.io/v1beta1"
+            | "networking.istio.io/v1alpha3",
+            "ServiceEntry",
+        ) => out.push(typed(
+            "bad ServiceEntry",
+            serde_json::from_value(value).map(|e| Object::ServiceEntry(Box::new(e))),
+        )?),
         (_, "List") => {
             let Some(Value::Array(items)) = map.get("items").cloned() else {
                 return Err(err("List has no items array".into()));
@@ -235,19 +246,23 @@ impl FilesSource {
                 continue;
             }
             state.fingerprint = fingerprint;
-            let loaded = read_cluster(&dir).map(|objects| {
+            let loaded = read_cluster(&dir).map(|manifests| {
                 if let Some(tap) = &self.tap {
-                    tap.set(&id, &objects);
+                    tap.set(&id, &manifests.objects);
                 }
-                translate_objects(&id, &objects, &mut state.first_seen)
+                translate_manifests(&id, &manifests, &mut state.first_seen)
             });
             match loaded {
-                Ok((exports, notes)) => {
+                Ok((exports, entries, notes)) => {
                     report.notes.extend(notes);
                     if state.last_error.take().is_some() {
                         tracing::info!(cluster = %id, "manifests parse again");
                     }
-                    match registry.publish(&id, exports).await {
+                    let published = match registry.publish(&id, exports).await {
+                        Ok(()) => registry.publish_service_entries(&id, entries).await,
+                        Err(e) => Err(e),
+                    };
+                    match published {
                         Ok(()) => {
                             state.published = true;
                             report.published.push(id);
@@ -345,10 +360,32 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// One cluster folder's objects: what the export translation reads, and Istio ServiceEntries.
+#[derive(Debug, Default)]
+pub struct ClusterManifests {
+    pub objects: ClusterObjects,
+    pub service_entries: Vec<fleetdns_core::service_entry::ServiceEntryObject>,
+}
+
+/// Reads and translates one cluster folder: the exports, the folder's Istio ServiceEntries,
+/// and notes on what was refused or is not served.
+pub fn load_cluster(
+    cluster: &ClusterId,
+    dir: &Path,
+    first_seen: &mut HashMap<String, Timestamp>,
+) -> Result<(ExportSet, fleetdns_core::ServiceEntrySet, Vec<String>), ManifestError> {
+    Ok(translate_manifests(
+        cluster,
+        &read_cluster(dir)?,
+        first_seen,
+    ))
+}
+
 /// Reads every manifest of one cluster folder. Any unreadable file fails the whole folder, so
 /// a half-edited set never replaces a good one.
-pub fn read_cluster(dir: &Path) -> Result<ClusterObjects, ManifestError> {
+pub fn read_cluster(dir: &Path) -> Result<ClusterManifests, ManifestError> {
     let mut objects = ClusterObjects::default();
+    let mut entry_objects = Vec::new();
     for file in manifest_files(dir) {
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError {
             file: file.clone(),
@@ -360,21 +397,26 @@ pub fn read_cluster(dir: &Path) -> Result<ClusterObjects, ManifestError> {
                 Object::Service(s) => objects.services.push(s),
                 Object::EndpointSlice(s) => objects.endpoint_slices.push(s),
                 Object::ServiceExport(s) => objects.service_exports.push(s),
+                Object::ServiceEntry(e) => entry_objects.push(*e),
             }
         }
     }
-    Ok(objects)
+    Ok(ClusterManifests {
+        objects,
+        service_entries: entry_objects,
+    })
 }
 
-/// Translates one cluster's objects; returns the exports and notes on what was refused.
-fn translate_objects(
+/// Translates one cluster's manifests: the exports, the ServiceEntries, and notes on what was
+/// refused or is not served.
+fn translate_manifests(
     cluster: &ClusterId,
-    objects: &ClusterObjects,
+    manifests: &ClusterManifests,
     first_seen: &mut HashMap<String, Timestamp>,
-) -> (ExportSet, Vec<String>) {
+) -> (ExportSet, fleetdns_core::ServiceEntrySet, Vec<String>) {
     let now = Timestamp::now();
     let mut seen = |label: &str| *first_seen.entry(label.to_owned()).or_insert(now);
-    let translated = translate_cluster(cluster, objects, &mut seen);
+    let translated = translate_cluster(cluster, &manifests.objects, &mut seen);
     let mut notes = Vec::new();
     for (label, why) in &translated.invalid {
         tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
@@ -387,7 +429,16 @@ fn translate_objects(
         tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
         notes.push(format!("{cluster}: {w}"));
     }
-    (translated.exports, notes)
+    let (entries, entry_notes) = fleetdns_core::service_entry::translate_service_entries(
+        cluster,
+        &manifests.service_entries,
+        &mut |label| seen(&format!("serviceentry/{label}")),
+    );
+    for n in entry_notes {
+        tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+        notes.push(format!("{cluster}: {n}"));
+    }
+    (translated.exports, entries, notes)
 }
 
 #[cfg(test)]
@@ -452,8 +503,7 @@ mod tests {
         let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
         let cluster = ClusterId::new("cluster-a").unwrap();
         // What the previous source published: `web` first seen long ago.
-        let (mut earlier, _) =
-            translate_objects(&cluster, &read_cluster(&dir).unwrap(), &mut HashMap::new());
+        let (mut earlier, _, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
         let web = fleetdns_core::ServiceKey::new("default", "web").unwrap();
         let mut old = (*earlier[&web]).clone();
         old.created = Timestamp(1_000);

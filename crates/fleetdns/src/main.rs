@@ -5,6 +5,7 @@ mod backend;
 mod config;
 mod debug_api;
 mod files;
+mod istio;
 mod ops;
 mod publish;
 mod query;
@@ -77,6 +78,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Istio: the ServiceEntries a consuming cluster needs for the fleet's services.
+    #[command(subcommand)]
+    Istio(istio::IstioCommand),
 }
 
 fn init_logs(format: LogFormat) {
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         Command::Sync { config, dry_run } => publish::sync_command(&config, dry_run),
         Command::Query(args) => query::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Istio(cmd) => istio::run(&cmd),
     };
     match result {
         Ok(code) => code,

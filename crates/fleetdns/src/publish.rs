@@ -147,6 +147,7 @@ async fn etcd_client(config: &Config, endpoints: &[String]) -> anyhow::Result<Et
         user: registry.and_then(|e| e.username.clone().zip(e.password.clone())),
         tls,
         vips: None,
+        vips_v6: None,
     })
     .await
     .context("etcd")?;

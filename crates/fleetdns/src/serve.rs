@@ -713,7 +713,14 @@ pub(crate) async fn shutdown_signal() {
 pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     runtime()?.block_on(async move {
-        let registry = MemoryRegistry::new(config.liveness_timeout);
+        let mut registry = MemoryRegistry::new(config.liveness_timeout);
+        // VIPs as `serve` allocates them, so `.global` names and ServiceEntry hosts show.
+        if let Some((range, grace)) = config.vips {
+            registry = registry.with_vips(range, grace);
+        }
+        if let Some(range6) = config.vips_v6 {
+            registry = registry.with_vips_v6(range6);
+        }
         let mut errors = Vec::new();
         let mut notes = Vec::new();
         let mut source_notes = Vec::new();
