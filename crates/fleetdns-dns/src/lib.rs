@@ -6,6 +6,7 @@ pub mod acl;
 pub mod cache;
 pub mod catalog;
 pub mod compile;
+pub mod compile_thread;
 pub mod config;
 pub mod dispatch;
 pub mod explain;

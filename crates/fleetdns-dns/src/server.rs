@@ -286,8 +286,8 @@ pub async fn serve_tcp(
 
 /// Accepts TCP connections until `cancel` fires, at most `max_connections` at once (more are
 /// closed at once), each handled by `handle` in a tracked task; then waits for those tasks.
-/// `listener` names the listener in logs.
-pub async fn accept_loop<F, Fut>(
+/// `name` names the listener in logs. The DNS TCP listener's alone: the ops listener has its own.
+async fn accept_loop<F, Fut>(
     listener: TcpListener,
     max_connections: usize,
     cancel: CancellationToken,

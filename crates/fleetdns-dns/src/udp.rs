@@ -66,29 +66,6 @@ pub async fn serve_udp_batched(
     Ok(())
 }
 
-/// Runs `f` on a thread of its own at the lowest scheduling priority (nice 19) and returns
-/// its result: compiling a large answer table then takes the CPU time the UDP workers leave,
-/// instead of half of a CPU they need (`serve` compiles every snapshot this way). Under full
-/// load it still progresses (nice 19 is a small share, not none). `None` if the thread could not
-/// be started or panicked.
-pub async fn run_low_priority<T, F>(f: F) -> Option<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("fleetdns-compile".into())
-        .spawn(move || {
-            if let Err(e) = sys::lower_priority_of_this_thread() {
-                tracing::debug!(error = %e, "cannot lower the compile thread's priority");
-            }
-            let _ = tx.send(f());
-        })
-        .ok()?;
-    rx.await.ok()
-}
-
 /// The receive-answer-send loop of one worker thread.
 fn worker(
     socket: &Arc<UdpSocket>,
@@ -232,7 +209,7 @@ impl ZoneCounters {
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-mod sys {
+pub(crate) mod sys {
     //! `recvmmsg`/`sendmmsg` over buffers allocated once per worker.
 
     use std::io;
@@ -421,7 +398,8 @@ mod sys {
         }
     }
 
-    /// nice 19 for the calling thread (Linux priorities are per thread).
+    /// nice 19 for the calling thread (Linux priorities are per thread); used by
+    /// [`crate::compile_thread`].
     pub fn lower_priority_of_this_thread() -> io::Result<()> {
         // SAFETY: gettid has no preconditions; setpriority takes plain integers.
         let rc = unsafe {
@@ -538,7 +516,7 @@ mod sys {
 }
 
 #[cfg(not(target_os = "linux"))]
-mod sys {
+pub(crate) mod sys {
     //! One datagram per call with the standard library.
 
     use std::io;

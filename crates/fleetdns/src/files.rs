@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
 use fleetdns_core::tap::ObjectsTap;
@@ -14,6 +14,8 @@ use fleetdns_core::translate::{created_times, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+use crate::file_watch;
 
 /// A manifest that could not be read: file, line and reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,8 +139,8 @@ fn push_object(
     Ok(())
 }
 
-/// What a cluster folder looked like at the last poll: (file, modified, length).
-type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// What a cluster folder looked like at the last poll: each file and its stamp.
+type Fingerprint = Vec<(PathBuf, file_watch::Stamp)>;
 
 /// Polls `root` and publishes each cluster folder to the registry.
 pub struct FilesSource {
@@ -310,8 +312,7 @@ impl FilesSource {
 
     /// Polls until `cancel` fires. The first poll has already been done by the caller.
     pub async fn run(mut self, registry: Arc<dyn Registry>, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = file_watch::ticker(self.interval);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -328,10 +329,8 @@ fn fingerprint(dir: &Path) -> Fingerprint {
     let mut files: Fingerprint = manifest_files(dir)
         .into_iter()
         .map(|p| {
-            let meta = std::fs::metadata(&p).ok();
-            let modified = meta.as_ref().and_then(|m| m.modified().ok());
-            let len = meta.map(|m| m.len()).unwrap_or(0);
-            (p, modified, len)
+            let stamp = file_watch::stamp(&p);
+            (p, stamp)
         })
         .collect();
     files.sort();

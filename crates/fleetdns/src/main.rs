@@ -1,25 +1,24 @@
 //! `fleetdns`: one DNS namespace for a fleet of Kubernetes clusters.
 
-mod agent;
 mod backend;
+mod commands;
 mod config;
 mod debug_api;
+mod file_watch;
 mod files;
-mod istio;
 mod ops;
 mod publish;
-mod query;
 mod resolv_conf;
-mod serve;
-mod status;
+mod runtime;
 mod status_page;
-mod stub_domains;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::commands::{agent, check_config, istio, query, serve, status, stub_domains, sync};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,9 +116,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config, listen } => serve::serve(&config, listen),
         Command::Agent { config } => agent::agent(&config),
-        Command::CheckConfig { config } => serve::check_config(&config),
+        Command::CheckConfig { config } => check_config::check_config(&config),
         Command::StubDomains(args) => stub_domains::run(&args),
-        Command::Sync { config, dry_run } => publish::sync_command(&config, dry_run),
+        Command::Sync { config, dry_run } => sync::sync_command(&config, dry_run),
         Command::Query(args) => query::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Istio(cmd) => istio::run(&cmd),

@@ -18,7 +18,9 @@ use fleetdns_dns::{Metrics, TableStats};
 use fleetdns_etcd::EtcdStatus;
 use fleetdns_k8s::SourceStatus;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The request line and headers may not be longer than this.
 const MAX_HEAD: usize = 8 * 1024;
@@ -26,6 +28,8 @@ const MAX_HEAD: usize = 8 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections beyond this are closed at once (scrapers and probes need a handful).
 const MAX_CONNECTIONS: usize = 64;
+/// After a failed accept (out of file descriptors), wait this long before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What the last installed answer table was built from.
 #[derive(Debug, Clone, Copy)]
@@ -426,20 +430,38 @@ impl OpsState {
 /// Serves the ops routes on `listener` until `cancel` fires: `/health`, `/ready`, `/metrics`,
 /// and with the debug API on, `/` (the status page), `/debug/fleet` and `/debug/query`.
 /// An axum router on hyper's HTTP/1 server (both already in the binary through the etcd
-/// client); every connection is a tracked task and closes gracefully on shutdown.
+/// client), with its own accept loop (at most [`MAX_CONNECTIONS`] at once); every connection
+/// is a tracked task and closes gracefully on shutdown.
 pub async fn serve_ops(listener: TcpListener, state: Arc<OpsState>, cancel: CancellationToken) {
     let app = router(state);
-    fleetdns_dns::server::accept_loop(
-        listener,
-        MAX_CONNECTIONS,
-        cancel.clone(),
-        "ops",
-        move |stream, _| {
-            let (app, cancel) = (app.clone(), cancel.clone());
-            async move { connection(stream, app, &cancel).await }
-        },
-    )
-    .await;
+    let connections = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(listener = "ops", error = %e, "tcp accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(listener = "ops", peer = %peer, "tcp connection limit reached, closing");
+            continue;
+        };
+        let (app, cancel) = (app.clone(), cancel.clone());
+        connections.spawn(async move {
+            if let Err(e) = connection(stream, app, &cancel).await {
+                tracing::debug!(listener = "ops", error = %e, peer = %peer, "tcp connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    connections.close();
+    connections.wait().await;
 }
 
 /// One HTTP/1.1 connection (keep-alive allowed; a client has [`IO_TIMEOUT`] to send each

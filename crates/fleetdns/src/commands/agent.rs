@@ -16,7 +16,9 @@ use crate::backend::Backend;
 use crate::config::{Config, Source};
 use crate::files::FilesSource;
 use crate::ops::{self, OpsState};
-use crate::serve::{kube_source, runtime, shutdown_signal};
+use crate::runtime;
+use crate::runtime::signals::shutdown_signal;
+use crate::runtime::sources::kube_source;
 
 pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
@@ -26,7 +28,7 @@ pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
             config.path.display()
         );
     }
-    runtime()?.block_on(async move {
+    runtime::build()?.block_on(async move {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let backend = Backend::open(&config).await?;

@@ -131,7 +131,7 @@ async fn get(server: &str, path: &str) -> anyhow::Result<(u16, String)> {
 fn from_config(path: &std::path::Path, name: &str, qtype: &str) -> anyhow::Result<String> {
     let config = Config::load(path)?;
     let qtype = explain::parse_qtype(qtype)?;
-    let rt = crate::serve::runtime()?;
+    let rt = crate::runtime::build()?;
     rt.block_on(async move {
         let mut registry = MemoryRegistry::new(config.liveness_timeout);
         // VIPs as `serve` allocates them: `.global` names and ServiceEntry hosts answer.
