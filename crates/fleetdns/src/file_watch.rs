@@ -21,3 +21,24 @@ pub fn ticker(period: Duration) -> tokio::time::Interval {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_has_no_stamp_and_a_rewrite_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleetdns.toml");
+        assert_eq!(stamp(&path), None);
+        std::fs::write(&path, "a").unwrap();
+        let first = stamp(&path);
+        assert!(first.is_some());
+        assert_eq!(stamp(&path), first, "an unchanged file keeps its stamp");
+        // A longer rewrite changes the stamp even within the file system's time resolution.
+        std::fs::write(&path, "ab").unwrap();
+        assert_ne!(stamp(&path), first);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(stamp(&path), None);
+    }
+}

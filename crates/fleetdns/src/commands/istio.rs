@@ -1,10 +1,8 @@
-//! Istio glue in the binary: the mesh zones `stub-domains` delegates, and
 //! `fleetdns istio service-entries`, which prints the ServiceEntries a consuming cluster needs
 //! for every exported service of the other clusters (the ones Service Mesh Hub generated in
 //! the second seed: `<svc>.<ns>.<cluster>`, MESH_INTERNAL, resolution DNS, the fleet VIP, the
 //! remote cluster's east-west gateway on 15443, IST-5/IST-6).
 
-use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use fleetdns_core::{
-    ClusterId, ClusterView, Export, FleetSnapshot, Protocol, ServiceKey, Timestamp, merge_fleet,
-};
+use fleetdns_core::{ClusterId, Export, FleetSnapshot, Protocol, ServiceKey, merge_fleet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -256,46 +252,4 @@ fn render_one(
         }
     }
     s
-}
-
-/// The mesh zones `stub-domains` delegates: `<cluster>` for every cluster the config knows
-/// (files folders, configured ids, gateway entries), `global`, and the zones of the
-/// ServiceEntry hosts found in the files sources (hosts from Kubernetes sources are only
-/// known to a running server).
-pub fn mesh_zones(config: &Config, clusters: &BTreeSet<ClusterId>) -> anyhow::Result<Vec<String>> {
-    if !config.zones.mesh.enabled {
-        return Ok(Vec::new());
-    }
-    let mut snapshot = FleetSnapshot::default();
-    for c in clusters {
-        snapshot.clusters.insert(
-            c.clone(),
-            ClusterView {
-                alive: true,
-                exports: Arc::default(),
-                published: Timestamp(0),
-                service_entries: Arc::default(),
-            },
-        );
-    }
-    for source in &config.sources {
-        let Source::Files { root, .. } = source else {
-            continue;
-        };
-        for c in clusters {
-            let dir = root.join(c.as_str());
-            if !dir.is_dir() {
-                continue;
-            }
-            let (_, entries, _) = crate::files::load_cluster(c, &dir, &mut HashMap::new())
-                .with_context(|| format!("reading ServiceEntries of {}", dir.display()))?;
-            if let Some(view) = snapshot.clusters.get_mut(c) {
-                view.service_entries = Arc::new(entries);
-            }
-        }
-    }
-    Ok(fleetdns_dns::mesh::mesh_zone_names(
-        &snapshot,
-        &config.zones,
-    ))
 }

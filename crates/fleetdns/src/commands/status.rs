@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::commands::query::{fetch, table};
 use crate::debug_api::{FleetReport, SourceKind};
+use crate::debug_client::{fetch, table};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

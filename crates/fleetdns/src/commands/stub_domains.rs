@@ -164,7 +164,7 @@ pub fn zones_from_config(config: &Config) -> anyhow::Result<Vec<String>> {
                 .map(|c| config.zones.cluster_zone_name(c.as_str())),
         );
     }
-    zones.extend(crate::commands::istio::mesh_zones(config, &clusters)?);
+    zones.extend(crate::mesh_zones::mesh_zones(config, &clusters)?);
     let zones =
         normalize_zones(&zones).with_context(|| format!("zones of {}", config.path.display()))?;
     if zones.is_empty() {
