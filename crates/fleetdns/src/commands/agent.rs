@@ -18,7 +18,7 @@ use crate::files::FilesSource;
 use crate::ops::{self, OpsState};
 use crate::runtime;
 use crate::runtime::signals::shutdown_signal;
-use crate::runtime::sources::kube_source;
+use crate::runtime::sources::{kube_source, start_files};
 
 pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
@@ -52,12 +52,8 @@ pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
         for source in &config.sources {
             match source {
                 Source::Files { root, interval } => {
-                    let mut files =
-                        FilesSource::new(root.clone(), *interval).with_tap(tap.clone());
-                    files.poll(&*registry).await.with_context(|| {
-                        format!("cannot read manifest folder {}", root.display())
-                    })?;
-                    tasks.spawn(files.run(registry.clone(), cancel.clone()));
+                    let files = FilesSource::new(root.clone(), *interval).with_tap(tap.clone());
+                    start_files(files, root, &registry, &cancel, &tasks).await?;
                 }
                 Source::Kubernetes { .. } => {
                     let source = kube_source(source, config.liveness_timeout, tap.clone()).await?;

@@ -1,6 +1,7 @@
 //! Starting the config's sources: manifest folders and Kubernetes clusters, each publishing
 //! to the registry; shared by `serve` (and its reloads), `agent`, `check-config` and `sync`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Source;
-use crate::files::FilesSource;
+use crate::files::{FilesSource, PollReport};
 use crate::ops::OpsState;
 
 /// How long `serve` waits for a Kubernetes source's first list before serving without it.
@@ -73,6 +74,24 @@ pub(crate) async fn kube_source(
     Ok(fleetdns_k8s::ClusterSource::new(client, id, options))
 }
 
+/// Polls a manifest folder once (what it holds is published before anything else starts),
+/// then keeps polling it in `tracker` until `cancel` fires. Fails only when `root` itself
+/// cannot be read.
+pub(crate) async fn start_files(
+    mut files: FilesSource,
+    root: &Path,
+    registry: &Arc<dyn Registry>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<PollReport> {
+    let report = files
+        .poll(&**registry)
+        .await
+        .with_context(|| format!("cannot read manifest folder {}", root.display()))?;
+    tracker.spawn(files.run(registry.clone(), cancel.clone()));
+    Ok(report)
+}
+
 /// Where started sources publish, and who is told about them.
 pub(crate) struct SourceSinks<'a> {
     pub registry: &'a Arc<dyn Registry>,
@@ -99,15 +118,11 @@ pub(crate) async fn start_sources(
     for source in sources {
         match source {
             Source::Files { root, interval } => {
-                let mut files = FilesSource::new(root.clone(), *interval).with_tap(to.tap.clone());
-                let report = files
-                    .poll(&*registry)
-                    .await
-                    .with_context(|| format!("cannot read manifest folder {}", root.display()))?;
+                let files = FilesSource::new(root.clone(), *interval).with_tap(to.tap.clone());
+                let report = start_files(files, root, &registry, &cancel, tracker).await?;
                 // Every folder found: a cluster whose manifests fail to parse right now keeps
                 // its last good state and must not be withdrawn.
                 published.extend(report.present);
-                tracker.spawn(files.run(registry.clone(), cancel.clone()));
             }
             Source::Kubernetes { .. } => {
                 let in_pod = kube_credentials(source)? == fleetdns_k8s::Credentials::InCluster;
