@@ -3,8 +3,9 @@
 //! Two system calls per wake-up (whatever the batch size) and no async runtime hop on the way:
 //! at a fixed query rate most wake-ups carry one query, so the per-wake-up cost is the cost.
 //!
-//! This module holds the crate's only `unsafe` code ([`sys`]): the `recvmmsg`/`sendmmsg` calls
-//! and the conversion of the kernel's socket addresses. Elsewhere (not Linux) the same loop runs
+//! This module holds the crate's only `unsafe` code ([`sys`]): the `recvmmsg`/`sendmmsg` calls,
+//! the conversion of the kernel's socket addresses, and the `setpriority` call behind
+//! [`crate::compile_thread`]. Elsewhere (not Linux) the same loop runs
 //! on `recv_from`/`send_to`, one datagram at a time.
 
 use std::net::UdpSocket;
