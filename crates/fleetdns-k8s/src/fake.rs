@@ -122,6 +122,8 @@ struct State {
     requests: Vec<Recorded>,
     failures: Vec<(String, String, u16)>,
     offline: bool,
+    /// Only watch requests are answered; every other request is closed unanswered.
+    only_watches: bool,
     tx: broadcast::Sender<Signal>,
 }
 
@@ -163,6 +165,7 @@ impl FakeApiServer {
             requests: Vec::new(),
             failures: Vec::new(),
             offline: false,
+            only_watches: false,
             tx: broadcast::channel(4096).0,
         };
         let addr = listener.local_addr()?;
@@ -316,6 +319,23 @@ impl FakeApiServer {
         if offline {
             let _ = st.tx.send(Signal::DropAll);
         }
+    }
+
+    /// A restarted API server: every open watch is closed and the event history forgotten
+    /// (its watch cache starts afresh, so a watch from an older resourceVersion gets 410
+    /// Gone); the objects stay, as they live in etcd.
+    pub fn restart(&self) {
+        let mut st = self.inner.lock();
+        st.history.clear();
+        st.compacted = st.rv;
+        let _ = st.tx.send(Signal::DropAll);
+    }
+
+    /// While set, watch requests are answered as usual and every other request (lists, gets,
+    /// writes, discovery) is closed unanswered: a half-up API server, e.g. one starting
+    /// behind a load balancer. A watcher that must re-list sees no answer to its list.
+    pub fn set_only_watches_answered(&self, only: bool) {
+        self.inner.lock().only_watches = only;
     }
 
     /// Sends a BOOKMARK at the current resourceVersion to every watch that allowed them.
@@ -784,6 +804,10 @@ async fn connection(inner: Arc<Inner>, mut stream: TcpStream) {
         }
         _ => return,
     };
+    let watch = matches!(param(&req.query, "watch"), Some("1" | "true"));
+    if !watch && inner.lock().only_watches {
+        return; // closed unanswered
+    }
     match handle(&inner, &req) {
         Reply::Json(code, body) => write_response(&mut stream, code, &body).await,
         Reply::Watch(plan) => serve_watch(&inner, stream, *plan).await,

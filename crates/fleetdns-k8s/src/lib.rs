@@ -7,6 +7,7 @@
 
 mod client;
 pub mod imports;
+mod reachability;
 pub mod resources;
 mod source;
 pub mod status;

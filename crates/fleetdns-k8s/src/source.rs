@@ -16,14 +16,14 @@ use fleetdns_core::translate::{Invalid, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::WatchStreamExt;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::reachability::Reachability;
 use crate::resources::{
     self, APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, SLICE_MANAGER,
 };
@@ -60,6 +60,8 @@ pub struct SourceStatus {
     /// Every watched kind has been listed once and the set published.
     pub synced: AtomicBool,
     pub watch_errors: AtomicU64,
+    /// Times the API server stopped answering (one per outage, logged once).
+    pub outages: AtomicU64,
     /// Objects that could not be read (skipped; the rest of the cluster is served).
     pub bad_objects: AtomicU64,
     pub publishes: AtomicU64,
@@ -75,6 +77,7 @@ impl SourceStatus {
             connected: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             watch_errors: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
             bad_objects: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
             exports: AtomicU64::new(0),
@@ -104,9 +107,6 @@ pub(crate) struct LocalView {
 }
 
 type Key = (String, String);
-
-/// How long a reachability probe of an API server that was failing may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Objects of one kind, replaced whole by each (re-)list.
 struct Store<T> {
@@ -188,15 +188,18 @@ pub struct ClusterSource {
     client: Client,
     options: SourceOptions,
     status: Arc<SourceStatus>,
+    reachability: Reachability,
     synced_tx: watch::Sender<bool>,
 }
 
 impl ClusterSource {
     pub fn new(client: Client, cluster: ClusterId, options: SourceOptions) -> Self {
+        let status = Arc::new(SourceStatus::new(cluster));
         Self {
             client,
             options,
-            status: Arc::new(SourceStatus::new(cluster)),
+            reachability: Reachability::new(status.clone()),
+            status,
             synced_tx: watch::Sender::new(false),
         }
     }
@@ -237,7 +240,11 @@ impl ClusterSource {
                 .await;
             }
         };
-        tokio::join!(self.watch(version, &*registry, view_tx, &cancel), writer);
+        tokio::join!(
+            self.watch(version, &*registry, view_tx, &cancel),
+            writer,
+            self.reachability.probe(&self.client, &cancel)
+        );
     }
 
     /// The ServiceExport version, retried until the API server answers and serves the MCS
@@ -276,8 +283,8 @@ impl ClusterSource {
         let config = watcher::Config::default();
         let watch = |ar: kube::core::ApiResource, config: watcher::Config, kind: Kind| -> Stream {
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-            watcher::watcher(api, config)
-                .default_backoff()
+            self.reachability
+                .retrying(watcher::watcher(api, config))
                 .map(move |e| (kind, e))
                 .boxed()
         };
@@ -328,12 +335,12 @@ impl ClusterSource {
                     let Some((kind, event)) = event else { return };
                     match event {
                         Ok(event) => {
-                            self.reachable();
+                            self.reachability.event(&event);
                             if stores.apply(kind, event, &self.status) && publish_at.is_none() {
                                 publish_at = Some(Instant::now() + self.options.settle);
                             }
                         }
-                        Err(e) => self.watch_failed(kind, &e),
+                        Err(e) => self.reachability.failed(&kind, &e),
                     }
                 }
                 _ = sleep_until(publish_at) => {
@@ -395,59 +402,8 @@ impl ClusterSource {
                     {
                         tracing::warn!(cluster = %cluster, error = %e, "registry heartbeat failed");
                     }
-                    if !self.status.connected.load(Ordering::Relaxed) {
-                        let _ = tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await;
-                    }
                 }
             }
-        }
-    }
-
-    fn reachable(&self) {
-        if !self.status.connected.swap(true, Ordering::Relaxed) {
-            tracing::info!(cluster = %self.status.cluster, "cluster API reachable");
-        }
-    }
-
-    fn watch_failed(&self, kind: Kind, e: &watcher::Error) {
-        self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
-        let answered = match e {
-            watcher::Error::InitialListFailed(kube::Error::Api(s))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-            | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-            watcher::Error::WatchError(s) => Some(s.code),
-            _ => None,
-        };
-        match answered {
-            // 410 Gone is the API server asking for a re-list, not an outage.
-            Some(410) => {
-                tracing::debug!(cluster = %self.status.cluster, kind = ?kind, "watch expired; re-listing");
-            }
-            // The API server answered (403 from RBAC, say): reachable, but this kind is not.
-            Some(code) => {
-                self.reachable();
-                tracing::warn!(cluster = %self.status.cluster, kind = ?kind, code, error = %e, "the API server refused a list or watch; retrying");
-            }
-            None => {
-                if self.status.connected.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(cluster = %self.status.cluster, kind = ?kind, error = %e, "cluster API unreachable; serving its last known exports");
-                } else {
-                    tracing::debug!(cluster = %self.status.cluster, kind = ?kind, error = %e, "watch failed");
-                }
-            }
-        }
-    }
-
-    /// After a failure the watchers resume silently when nothing changed; a cheap list tells
-    /// whether the API server answers again.
-    async fn probe(&self) {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resources::services());
-        if api
-            .list_metadata(&ListParams::default().limit(1))
-            .await
-            .is_ok()
-        {
-            self.reachable();
         }
     }
 }
