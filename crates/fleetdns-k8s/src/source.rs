@@ -95,6 +95,7 @@ pub(crate) struct LocalView {
     pub invalid: BTreeMap<String, Invalid>,
     /// Every ServiceExport with its observed conditions.
     pub exports: BTreeMap<(String, String), Vec<Observed>>,
+    /// Namespaces that exist and are not being deleted.
     pub namespaces: BTreeSet<String>,
     /// ServiceImports carrying fleetdns's managed-by label.
     pub our_imports: BTreeSet<(String, String)>,
@@ -438,7 +439,8 @@ struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     exports: Store<(ServiceExport, Vec<Observed>)>,
-    namespaces: Store<()>,
+    /// Namespaces, by whether they are active (no `deletionTimestamp`: not being deleted).
+    namespaces: Store<bool>,
     /// ServiceImports, by whether fleetdns's label is on them.
     imports: Store<bool>,
 }
@@ -452,7 +454,9 @@ impl Stores {
                 let conditions = observed_conditions(&o.data);
                 Some((parse(o, status)?, conditions))
             }),
-            Kind::Namespaces => self.namespaces.apply(event, |_| Some(())),
+            Kind::Namespaces => self
+                .namespaces
+                .apply(event, |o| Some(o.metadata.deletion_timestamp.is_none())),
             Kind::Imports => self.imports.apply(event, |o| {
                 let labels = o.metadata.labels.as_ref();
                 Some(
@@ -495,11 +499,13 @@ impl Stores {
                 .iter()
                 .map(|(k, (_, c))| (k.clone(), c.clone()))
                 .collect(),
+            // A namespace being deleted is no place to import into (MCS-26).
             namespaces: self
                 .namespaces
                 .items
-                .keys()
-                .map(|(_, n)| n.clone())
+                .iter()
+                .filter(|(_, active)| **active)
+                .map(|((_, n), _)| n.clone())
                 .collect(),
             ..LocalView::default()
         };

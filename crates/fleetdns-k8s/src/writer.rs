@@ -316,12 +316,10 @@ impl Writer {
         what: &'static str,
     ) -> bool {
         let key = (object, ns.to_owned(), name.to_owned());
-        if self
-            .written
-            .get(&key)
-            .is_some_and(|(d, at)| *d == 0 && at.elapsed() < ECHO)
-        {
-            return true; // deleted a moment ago; the watch has not caught up
+        if self.written.get(&key).is_some_and(|(d, _)| *d == 0) {
+            // Deleted (or found gone) already; the watch has not caught up. The mark is
+            // forgotten once the view no longer lists the object (see `pass`).
+            return true;
         }
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}

@@ -773,3 +773,79 @@ async fn init_before_any_answer_is_not_reachability_and_an_outage_counts_once() 
     assert_eq!(status.outages.load(Ordering::Relaxed), outages);
     run.stop().await;
 }
+
+// ---- where and what the writer writes -----------------------------------------------------
+
+/// MCS-26: a namespace with a `deletionTimestamp` is being deleted, not a place to import
+/// into: nothing is written there (the API would refuse creates with 403), while an active
+/// namespace of the same cluster gets the import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_imported_into_a_terminating_namespace() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let b = cluster("v1alpha1", "10.96.0.2", 80, "2026-02-01T00:00:00Z").await;
+    a.put(namespace("payments"));
+    a.put(service("payments", "ledger", "10.96.5.5", 443));
+    a.put(export(
+        "v1alpha1",
+        "payments",
+        "ledger",
+        "2026-01-01T00:00:00Z",
+    ));
+    b.put(json!({"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": "payments", "deletionTimestamp": "2026-03-01T00:00:00Z"},
+                 "status": {"phase": "Terminating"}}));
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    eventually("web imported in cluster-b", || {
+        b.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    eventually("ledger imported where its namespace is active", || {
+        a.get("ServiceImport", Some("payments"), "ledger")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let into_terminating: Vec<(String, String)> = writes(&b)
+        .into_iter()
+        .filter(|(_, p)| p.contains("/namespaces/payments/"))
+        .collect();
+    assert_eq!(into_terminating, Vec::<(String, String)>::new());
+    assert_eq!(run.statuses[1].write_errors.load(Ordering::Relaxed), 0);
+    run.stop().await;
+}
+
+/// A ServiceImport deleted once is not deleted again while the ServiceImport watch has not
+/// shown the delete (a stale watch kept listing it for 45 s and drew 9 deletes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_service_import_is_deleted_once_while_its_watch_is_stale() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    eventually("import written", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    a.set_watch_stale("ServiceImport", true);
+    assert!(a.delete(
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceExport",
+        Some("default"),
+        "web"
+    ));
+    eventually("import deleted", || {
+        a.get("ServiceImport", Some("default"), "web")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Keep the writer busy past its 5 s trust in its own writes: each new namespace changes
+    // the view and runs a pass, which still sees the stale import.
+    for i in 0..8 {
+        a.put(namespace(&format!("busy-{i}")));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let deletes = writes(&a)
+        .into_iter()
+        .filter(|(m, p)| m == "DELETE" && p.ends_with("/serviceimports/web"))
+        .count();
+    assert_eq!(deletes, 1);
+    run.stop().await;
+}
