@@ -27,7 +27,7 @@ use crate::reachability::Reachability;
 use crate::resources::{
     self, APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, SLICE_MANAGER,
 };
-use crate::status::{Observed, observed_conditions};
+use crate::status::{Observed, export_spec_problem, observed_conditions};
 use crate::writer;
 
 /// How a source behaves; the binary fills it from the config.
@@ -434,11 +434,28 @@ fn parse<T: DeserializeOwned>(obj: &DynamicObject, status: &SourceStatus) -> Opt
     }
 }
 
+/// A ServiceExport, or why it cannot be read (counted and logged like any bad object).
+fn read_export(obj: &DynamicObject, status: &SourceStatus) -> Result<ServiceExport, String> {
+    if let Some(problem) = export_spec_problem(&obj.data) {
+        status.bad_objects.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            cluster = %status.cluster,
+            namespace = obj.metadata.namespace.as_deref().unwrap_or(""),
+            name = obj.metadata.name.as_deref().unwrap_or(""),
+            error = %problem,
+            "ServiceExport cannot be read; marked Valid=False"
+        );
+        return Err(problem);
+    }
+    parse(obj, status).ok_or_else(|| "its metadata cannot be read".to_owned())
+}
+
 #[derive(Default)]
 struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
-    exports: Store<(ServiceExport, Vec<Observed>)>,
+    /// ServiceExports, each read or with why it cannot be (it then gets `Valid=False`).
+    exports: Store<(Result<ServiceExport, String>, Vec<Observed>)>,
     /// Namespaces, by whether they are active (no `deletionTimestamp`: not being deleted).
     namespaces: Store<bool>,
     /// ServiceImports, by whether fleetdns's label is on them.
@@ -452,7 +469,7 @@ impl Stores {
             Kind::Slices => self.slices.apply(event, |o| parse(o, status)),
             Kind::Exports => self.exports.apply(event, |o| {
                 let conditions = observed_conditions(&o.data);
-                Some((parse(o, status)?, conditions))
+                Some((read_export(o, status), conditions))
             }),
             Kind::Namespaces => self
                 .namespaces
@@ -484,15 +501,24 @@ impl Stores {
                 .exports
                 .items
                 .values()
-                .map(|(e, _)| e.clone())
+                .filter_map(|(e, _)| e.as_ref().ok().cloned())
                 .collect(),
         }
     }
 
     fn view(&self, version: &'static str, invalid: Vec<(String, Invalid)>) -> LocalView {
+        let unreadable = self
+            .exports
+            .items
+            .iter()
+            .filter_map(|((ns, name), (e, _))| {
+                let key = format!("{ns}/{name}");
+                let reason = e.as_ref().err()?.clone();
+                Some((key.clone(), Invalid::BadExport { key, reason }))
+            });
         let mut view = LocalView {
             export_version: version,
-            invalid: invalid.into_iter().collect(),
+            invalid: invalid.into_iter().chain(unreadable).collect(),
             exports: self
                 .exports
                 .items

@@ -849,3 +849,51 @@ async fn a_gone_service_import_is_deleted_once_while_its_watch_is_stale() {
     assert_eq!(deletes, 1);
     run.stop().await;
 }
+
+/// MCS-1/MCS-2: a ServiceExport whose spec cannot be read is not skipped silently: it gets
+/// `Valid=False` (reason `InvalidServiceExport`, the message says why) and `Ready=False`,
+/// its service is not published, and the rest of the cluster is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_service_export_spec_gets_valid_false() {
+    let a = cluster("v1beta1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.put(service("default", "api", "10.96.0.9", 80));
+    a.put(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "api", "namespace": "default"},
+        "spec": {"exportedLabels": ["not", "a", "map"]}
+    }));
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let valid = eventually("Valid=False on the unreadable export", || {
+        condition(&a.get("ServiceExport", Some("default"), "api")?, "Valid")
+    })
+    .await;
+    assert_eq!(
+        (valid.0.as_str(), valid.1.as_str()),
+        ("False", "InvalidServiceExport")
+    );
+    assert!(valid.2.contains("spec.exportedLabels"), "{}", valid.2);
+    let ready = condition(
+        &a.get("ServiceExport", Some("default"), "api").unwrap(),
+        "Ready",
+    );
+    assert_eq!(ready.unwrap().0, "False");
+    assert_eq!(run.exports_of("cluster-a").unwrap(), ["default/web"]);
+    assert!(run.statuses[0].bad_objects.load(Ordering::Relaxed) >= 1);
+
+    // Fixed by hand: it becomes valid and is exported.
+    a.put(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "api", "namespace": "default"},
+        "spec": {"exportedLabels": {"team": "a"}}
+    }));
+    eventually("exported once readable", || {
+        (run.exports_of("cluster-a")? == ["default/api", "default/web"]).then_some(())
+    })
+    .await;
+    eventually("Valid=True", || {
+        let c = condition(&a.get("ServiceExport", Some("default"), "api")?, "Valid")?;
+        (c.0 == "True").then_some(())
+    })
+    .await;
+    run.stop().await;
+}
