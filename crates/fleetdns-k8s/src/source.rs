@@ -105,6 +105,22 @@ pub(crate) struct LocalView {
     pub our_slices: BTreeSet<(String, String)>,
     /// Every other EndpointSlice: never touched, even when a name matches.
     pub other_slices: BTreeSet<(String, String)>,
+    /// What the cluster holds of our ServiceImports and EndpointSlices (labels and content,
+    /// see [`held_content`]), by kind, namespace and name: the writer puts back hand edits.
+    pub held: BTreeMap<(&'static str, String, String), serde_json::Value>,
+}
+
+/// The part of one of our objects the writer compares with what it wants: `metadata.labels`
+/// and everything outside `metadata`.
+fn held_content(obj: &DynamicObject) -> serde_json::Value {
+    let mut content = obj.data.clone();
+    if let Some(map) = content.as_object_mut() {
+        map.insert(
+            "metadata".into(),
+            serde_json::json!({ "labels": obj.metadata.labels.clone().unwrap_or_default() }),
+        );
+    }
+    content
 }
 
 type Key = (String, String);
@@ -453,20 +469,30 @@ fn read_export(obj: &DynamicObject, status: &SourceStatus) -> Result<ServiceExpo
 #[derive(Default)]
 struct Stores {
     services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    /// EndpointSlices, with their content when they are ours.
+    slices: Store<(EndpointSlice, Option<serde_json::Value>)>,
     /// ServiceExports, each read or with why it cannot be (it then gets `Valid=False`).
     exports: Store<(Result<ServiceExport, String>, Vec<Observed>)>,
     /// Namespaces, by whether they are active (no `deletionTimestamp`: not being deleted).
     namespaces: Store<bool>,
-    /// ServiceImports, by whether fleetdns's label is on them.
-    imports: Store<bool>,
+    /// ServiceImports: their content when fleetdns's label is on them, else `None`.
+    imports: Store<Option<serde_json::Value>>,
 }
 
 impl Stores {
     fn apply(&mut self, kind: Kind, event: Event<DynamicObject>, status: &SourceStatus) -> bool {
         match kind {
             Kind::Services => self.services.apply(event, |o| parse(o, status)),
-            Kind::Slices => self.slices.apply(event, |o| parse(o, status)),
+            Kind::Slices => self.slices.apply(event, |o| {
+                let slice: EndpointSlice = parse(o, status)?;
+                let ours = slice
+                    .metadata
+                    .labels
+                    .get(MANAGED_BY_LABEL)
+                    .map(String::as_str)
+                    == Some(SLICE_MANAGER);
+                Some((slice, ours.then(|| held_content(o))))
+            }),
             Kind::Exports => self.exports.apply(event, |o| {
                 let conditions = observed_conditions(&o.data);
                 Some((read_export(o, status), conditions))
@@ -476,12 +502,11 @@ impl Stores {
                 .apply(event, |o| Some(o.metadata.deletion_timestamp.is_none())),
             Kind::Imports => self.imports.apply(event, |o| {
                 let labels = o.metadata.labels.as_ref();
-                Some(
-                    labels
-                        .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
-                        .map(String::as_str)
-                        == Some(IMPORT_MANAGER),
-                )
+                let ours = labels
+                    .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
+                    .map(String::as_str)
+                    == Some(IMPORT_MANAGER);
+                Some(ours.then(|| held_content(o)))
             }),
         }
     }
@@ -496,7 +521,7 @@ impl Stores {
     fn objects(&self) -> ClusterObjects {
         ClusterObjects {
             services: self.services.items.values().cloned().collect(),
-            endpoint_slices: self.slices.items.values().cloned().collect(),
+            endpoint_slices: self.slices.items.values().map(|(s, _)| s.clone()).collect(),
             service_exports: self
                 .exports
                 .items
@@ -535,24 +560,30 @@ impl Stores {
                 .collect(),
             ..LocalView::default()
         };
-        for (key, ours) in &self.imports.items {
-            if *ours {
-                view.our_imports.insert(key.clone());
-            } else {
-                view.other_imports.insert(key.clone());
+        for ((ns, name), held) in &self.imports.items {
+            let key = (ns.clone(), name.clone());
+            match held {
+                Some(content) => {
+                    view.our_imports.insert(key);
+                    view.held
+                        .insert(("ServiceImport", ns.clone(), name.clone()), content.clone());
+                }
+                None => {
+                    view.other_imports.insert(key);
+                }
             }
         }
-        for (key, slice) in &self.slices.items {
-            if slice
-                .metadata
-                .labels
-                .get(MANAGED_BY_LABEL)
-                .map(String::as_str)
-                == Some(SLICE_MANAGER)
-            {
-                view.our_slices.insert(key.clone());
-            } else {
-                view.other_slices.insert(key.clone());
+        for ((ns, name), (_, held)) in &self.slices.items {
+            let key = (ns.clone(), name.clone());
+            match held {
+                Some(content) => {
+                    view.our_slices.insert(key);
+                    view.held
+                        .insert(("EndpointSlice", ns.clone(), name.clone()), content.clone());
+                }
+                None => {
+                    view.other_slices.insert(key);
+                }
             }
         }
         view

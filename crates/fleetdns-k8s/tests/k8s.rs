@@ -897,3 +897,50 @@ async fn an_unreadable_service_export_spec_gets_valid_false() {
     .await;
     run.stop().await;
 }
+
+/// A hand edit of a ServiceImport or EndpointSlice of ours is put back, though what fleetdns
+/// wants did not change: the writer compares with what the cluster holds (MCS-3, MCS-9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edit_of_our_import_or_slice_is_put_back() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let slice_name = fleetdns_k8s::imports::slice_name("web", &id("cluster-a"), false, 0);
+    let import = eventually("import written", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    let slice = eventually("slice written", || {
+        a.get("EndpointSlice", Some("default"), &slice_name)
+    })
+    .await;
+    // Past the writer's 5 s trust in its own writes: only a comparison can notice now.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let mut edited = import.clone();
+    edited["spec"]["ports"][0]["port"] = json!(8080);
+    edited["status"] = json!({"clusters": [{"cluster": "someone-else"}]});
+    a.put(edited);
+    let mut edited = slice.clone();
+    edited["endpoints"][0]["addresses"] = json!(["192.0.2.66"]);
+    a.put(edited);
+
+    eventually("ServiceImport put back", || {
+        let obj = a.get("ServiceImport", Some("default"), "web")?;
+        (obj["spec"]["ports"][0]["port"] == 80
+            && obj.pointer("/status/clusters")? == &json!([{"cluster": "cluster-a"}]))
+            .then_some(())
+    })
+    .await;
+    eventually("EndpointSlice put back", || {
+        let obj = a.get("EndpointSlice", Some("default"), &slice_name)?;
+        (obj["endpoints"][0]["addresses"][0] == "10.96.0.1").then_some(())
+    })
+    .await;
+    // Put back once, then settled: no write loop against what the server holds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.clear_requests();
+    a.put(namespace("unrelated")); // wakes the writer
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(writes(&a), Vec::<(String, String)>::new());
+    run.stop().await;
+}
