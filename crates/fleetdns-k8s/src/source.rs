@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::imports::owned_by;
 use crate::reachability::Reachability;
 use crate::resources::{
     self, APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, SLICE_MANAGER,
@@ -39,6 +40,10 @@ pub struct SourceOptions {
     pub heartbeat: Duration,
     /// Changes arriving within this window are published together.
     pub settle: Duration,
+    /// The clusterset named in the owner label of what the writer writes (garbage collection
+    /// deletes only objects labelled with it). `None`: the cluster's ClusterProperty
+    /// `clusterset.k8s.io` (MCS-7), else `default`.
+    pub clusterset: Option<String>,
 }
 
 impl Default for SourceOptions {
@@ -47,6 +52,7 @@ impl Default for SourceOptions {
             write_back: true,
             heartbeat: Duration::from_secs(5),
             settle: Duration::from_millis(100),
+            clusterset: None,
         }
     }
 }
@@ -91,6 +97,8 @@ impl SourceStatus {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct LocalView {
     pub export_version: &'static str,
+    /// The owner label value of this clusterset's objects.
+    pub owner: String,
     /// `namespace/name` of each ServiceExport the translation refused, with why.
     pub invalid: BTreeMap<String, Invalid>,
     /// Every ServiceExport with its observed conditions.
@@ -238,10 +246,10 @@ impl ClusterSource {
     /// the writer. Never returns an error: failures are retried with backoff and reported.
     pub async fn run(self, registry: Arc<dyn Registry>, cancel: CancellationToken) {
         let cluster = self.status.cluster.clone();
-        let Some(version) = self.discover(&cancel).await else {
+        let Some((version, owner)) = self.discover(&cancel).await else {
             return;
         };
-        tracing::info!(cluster = %cluster, version, "watching ServiceExports");
+        tracing::info!(cluster = %cluster, version, clusterset = %owner, "watching ServiceExports");
         let (view_tx, view_rx) = watch::channel(None);
         let fleet = registry.subscribe();
         let writer = async {
@@ -258,23 +266,41 @@ impl ClusterSource {
             }
         };
         tokio::join!(
-            self.watch(version, &*registry, view_tx, &cancel),
+            self.watch(version, owner, &*registry, view_tx, &cancel),
             writer,
             self.reachability.probe(&self.client, &cancel)
         );
     }
 
-    /// The ServiceExport version, retried until the API server answers and serves the MCS
-    /// CRDs. `None` when cancelled first.
-    async fn discover(&self, cancel: &CancellationToken) -> Option<&'static str> {
+    /// The owner label value: the configured clusterset, else the ClusterProperty
+    /// `clusterset.k8s.io` (MCS-7, read only when writing back), else `default`.
+    async fn owner(&self) -> Result<String, crate::K8sError> {
+        let name = match &self.options.clusterset {
+            Some(name) => Some(name.clone()),
+            None if self.options.write_back => crate::clusterset_name(&self.client).await?,
+            None => None,
+        };
+        let name = name.unwrap_or_else(|| resources::DEFAULT_CLUSTERSET.to_owned());
+        Ok(crate::imports::owner_label_value(&name))
+    }
+
+    /// The ServiceExport version and the owner label value, retried until the API server
+    /// answers and serves the MCS CRDs. `None` when cancelled first.
+    async fn discover(&self, cancel: &CancellationToken) -> Option<(&'static str, String)> {
         let mut wait = Duration::from_millis(500);
         let mut said = false;
         loop {
             match crate::export_version(&self.client).await {
-                Ok(Some(v)) => {
-                    self.status.connected.store(true, Ordering::Relaxed);
-                    return Some(v);
-                }
+                Ok(Some(v)) => match self.owner().await {
+                    Ok(owner) => {
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        return Some((v, owner));
+                    }
+                    Err(e) => {
+                        self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(cluster = %self.status.cluster, error = %e, "cannot read the clusterset name; retrying");
+                    }
+                },
                 Ok(None) => {
                     self.status.connected.store(true, Ordering::Relaxed);
                     if !said {
@@ -333,13 +359,17 @@ impl ClusterSource {
     async fn watch(
         &self,
         version: &'static str,
+        owner: String,
         registry: &dyn Registry,
         view_tx: watch::Sender<Option<Arc<LocalView>>>,
         cancel: &CancellationToken,
     ) {
         let cluster = &self.status.cluster;
         let mut events = futures::stream::select_all(self.streams(version));
-        let mut stores = Stores::default();
+        let mut stores = Stores {
+            owner,
+            ..Stores::default()
+        };
         let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut last: Option<ExportSet> = None;
         let mut publish_at: Option<Instant> = None;
@@ -477,6 +507,8 @@ struct Stores {
     namespaces: Store<bool>,
     /// ServiceImports: their content when fleetdns's label is on them, else `None`.
     imports: Store<Option<serde_json::Value>>,
+    /// The owner label value: objects of ours labelled for another clusterset are not ours.
+    owner: String,
 }
 
 impl Stores {
@@ -485,12 +517,9 @@ impl Stores {
             Kind::Services => self.services.apply(event, |o| parse(o, status)),
             Kind::Slices => self.slices.apply(event, |o| {
                 let slice: EndpointSlice = parse(o, status)?;
-                let ours = slice
-                    .metadata
-                    .labels
-                    .get(MANAGED_BY_LABEL)
-                    .map(String::as_str)
-                    == Some(SLICE_MANAGER);
+                let labels = &slice.metadata.labels;
+                let ours = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(SLICE_MANAGER)
+                    && owned_by(Some(labels), &self.owner);
                 Some((slice, ours.then(|| held_content(o))))
             }),
             Kind::Exports => self.exports.apply(event, |o| {
@@ -505,7 +534,8 @@ impl Stores {
                 let ours = labels
                     .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
                     .map(String::as_str)
-                    == Some(IMPORT_MANAGER);
+                    == Some(IMPORT_MANAGER)
+                    && owned_by(labels, &self.owner);
                 Some(ours.then(|| held_content(o)))
             }),
         }
@@ -543,6 +573,7 @@ impl Stores {
             });
         let mut view = LocalView {
             export_version: version,
+            owner: self.owner.clone(),
             invalid: invalid.into_iter().chain(unreadable).collect(),
             exports: self
                 .exports

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::imports::desired_imports;
+use crate::imports::{desired_imports, label_owner};
 use crate::resources::{self, FIELD_MANAGER, MCS_GROUP, MCS_SERVICE_NAME_LABEL};
 use crate::source::{LocalView, SourceStatus};
 use crate::status::{export_conditions, status_patch, up_to_date};
@@ -158,7 +158,9 @@ impl Writer {
         }
 
         // ServiceImports and their EndpointSlices (MCS-3, MCS-9, MCS-26).
-        let desired = desired_imports(&merged, &alive, &view.namespaces, &snapshot.vips, version);
+        let mut desired =
+            desired_imports(&merged, &alive, &view.namespaces, &snapshot.vips, version);
+        label_owner(&mut desired, &view.owner);
         let imports_api = resources::service_imports(version);
         let slices_api = resources::endpoint_slices();
         let mut want_imports = BTreeSet::new();

@@ -97,6 +97,7 @@ impl Running {
                 write_back,
                 heartbeat: Duration::from_millis(200),
                 settle: Duration::from_millis(20),
+                ..SourceOptions::default()
             };
             let source = ClusterSource::new(client(server), id(name), options);
             statuses.push(source.status());
@@ -942,5 +943,85 @@ async fn a_hand_edit_of_our_import_or_slice_is_put_back() {
     a.put(namespace("unrelated")); // wakes the writer
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(writes(&a), Vec::<(String, String)>::new());
+    run.stop().await;
+}
+
+/// Two fleetdns deployments for different clustersets write into one cluster: each labels
+/// what it writes with its clusterset (the ClusterProperty `clusterset.k8s.io`, MCS-7) and
+/// collects only its own, so neither deletes the other's ServiceImports or slices. An object
+/// from an older fleetdns without the label is adopted: relabelled when wanted, collected
+/// when not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_keeps_to_its_own_clusterset() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.serve_group("about.k8s.io", &["v1alpha1"]);
+    a.put(
+        json!({"apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+                 "metadata": {"name": "clusterset.k8s.io"}, "spec": {"value": "blue"}}),
+    );
+    a.put(namespace("shop"));
+    let theirs = |name: &str, owner: Option<&str>| {
+        let mut labels = json!({"app.kubernetes.io/managed-by": "fleetdns"});
+        if let Some(owner) = owner {
+            labels["fleetdns.io/clusterset"] = json!(owner);
+        }
+        json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": {"name": name, "namespace": "shop", "labels": labels},
+            "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]}
+        })
+    };
+    let green = a.put(theirs("cart", Some("green")));
+    let green_slice = a.put(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "cart-east-123456-v4", "namespace": "shop",
+                     "labels": {"endpointslice.kubernetes.io/managed-by": "fleetdns.io",
+                                "multicluster.kubernetes.io/service-name": "cart",
+                                "fleetdns.io/clusterset": "green"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.9.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "protocol": "TCP", "port": 80}]
+    }));
+    a.put(theirs("stale", None)); // an older fleetdns's, no longer exported
+    let mut old_web = theirs("web", None); // an older fleetdns's, still wanted
+    old_web["metadata"]["namespace"] = json!("default");
+    a.put(old_web);
+
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    eventually("the old unlabelled import collected", || {
+        a.get("ServiceImport", Some("shop"), "stale")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let web = eventually("the old wanted import adopted", || {
+        let obj = a.get("ServiceImport", Some("default"), "web")?;
+        (obj["metadata"]["labels"]["fleetdns.io/clusterset"] == "blue").then_some(obj)
+    })
+    .await;
+    assert_eq!(
+        web["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "fleetdns"
+    );
+    let slice_name = fleetdns_k8s::imports::slice_name("web", &id("cluster-a"), false, 0);
+    let slice = eventually("our slice", || {
+        a.get("EndpointSlice", Some("default"), &slice_name)
+    })
+    .await;
+    assert_eq!(
+        slice["metadata"]["labels"]["fleetdns.io/clusterset"],
+        "blue"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.get("ServiceImport", Some("shop"), "cart"), Some(green));
+    assert_eq!(
+        a.get("EndpointSlice", Some("shop"), "cart-east-123456-v4"),
+        Some(green_slice)
+    );
+    assert!(
+        !writes(&a).iter().any(|(_, p)| p.contains("/cart")),
+        "{:?}",
+        writes(&a)
+    );
     run.stop().await;
 }

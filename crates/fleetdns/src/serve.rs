@@ -60,6 +60,7 @@ pub(crate) async fn kube_source(
     let Source::Kubernetes {
         cluster_id,
         write_back,
+        clusterset,
         ..
     } = source
     else {
@@ -74,6 +75,7 @@ pub(crate) async fn kube_source(
     let options = fleetdns_k8s::SourceOptions {
         write_back: *write_back,
         heartbeat: liveness / 3,
+        clusterset: clusterset.clone(),
         ..Default::default()
     };
     Ok(fleetdns_k8s::ClusterSource::new(client, id, options))
