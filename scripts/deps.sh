@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the build and the tests need from Debian: protoc and the
 # protobuf includes (etcd-client's build), dig, Knot (a real upstream for forward zones) and
-# etcd (the etcd registry's tests and the fleet demo), chromium (the status page test) and
-# prometheus's promtool (the alert rules' checks and unit tests). `--build`: only what the build needs.
+# etcd (the etcd registry's tests and the fleet demo), chromium (the status page test),
+# prometheus's promtool (the alert rules' checks and unit tests), BIND 9 and Knot (the sync's
+# RFC 2136 peers) and unbound (a forwarding resolver for the mesh e2e test). `--build`: only
+# what the build needs.
 set -euo pipefail
 
 need_apt=()
@@ -12,8 +14,10 @@ if [ "${1:-}" != "--build" ]; then
   command -v dig >/dev/null 2>&1 || need_apt+=(dnsutils)
   command -v knotd >/dev/null 2>&1 || need_apt+=(knot)
   command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+  command -v named >/dev/null 2>&1 || need_apt+=(bind9) # the RFC 2136 sync's tests
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)     # the status page e2e test
   command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)   # deploy/monitoring rules
+  command -v unbound >/dev/null 2>&1 || need_apt+=(unbound)       # the mesh e2e test
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}" >&2

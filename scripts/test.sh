@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs what the build and the tests need (protoc, dig, Knot,
-# etcd; scripts/deps.sh) when it is missing.
+# etcd, BIND; scripts/deps.sh) when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -21,6 +21,9 @@ pub struct ObjectMeta {
     pub creation_timestamp: Option<String>,
     #[serde(default)]
     pub resource_version: Option<String>,
+    /// Read for the ExternalDNS-compatible sync (`external-dns.*/hostname`, `ttl`, `target`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// `v1 Service`.
@@ -30,6 +33,9 @@ pub struct Service {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: ServiceSpec,
+    /// Read for the ExternalDNS-compatible sync: LoadBalancer ingress addresses (XDNS-15).
+    #[serde(default)]
+    pub status: ServiceStatus,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -47,6 +53,32 @@ pub struct ServiceSpec {
     pub publish_not_ready_addresses: Option<bool>,
     #[serde(default)]
     pub external_name: Option<String>,
+    /// Read for the ExternalDNS-compatible sync (XDNS-15).
+    #[serde(default, rename = "externalIPs")]
+    pub external_ips: Vec<String>,
+}
+
+/// `v1 Service` `status`: only what the ExternalDNS-compatible sync reads.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    #[serde(default)]
+    pub load_balancer: LoadBalancerStatus,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct LoadBalancerStatus {
+    #[serde(default)]
+    pub ingress: Vec<LoadBalancerIngress>,
+}
+
+/// One `status.loadBalancer.ingress[]` entry: an address or a host name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct LoadBalancerIngress {
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -9,8 +9,11 @@
 pub mod id;
 pub mod kube;
 pub mod merge;
+pub mod mesh;
 pub mod model;
 pub mod registry;
+pub mod service_entry;
+pub mod tap;
 pub mod time;
 pub mod translate;
 pub mod vip;
@@ -21,5 +24,6 @@ pub use model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
 pub use registry::{
     ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,
 };
+pub use service_entry::{ServiceEntry, ServiceEntrySet};
 pub use time::Timestamp;
-pub use vip::VipRange;
+pub use vip::{HostVips, VipRange, VipRangeV6};

@@ -410,6 +410,7 @@ mod tests {
             alive,
             exports: Arc::new(exports.into_iter().map(|e| (e.key.clone(), e)).collect()),
             published: crate::Timestamp(0),
+            service_entries: Arc::default(),
         };
         let mut snap = FleetSnapshot::default();
         snap.clusters.insert(

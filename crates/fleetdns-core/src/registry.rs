@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +19,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::{ClusterId, ExportSet, ServiceKey, Timestamp, VipRange};
+use crate::service_entry::ServiceEntrySet;
+use crate::{ClusterId, ExportSet, HostVips, ServiceKey, Timestamp, VipRange, VipRangeV6};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type SnapshotReceiver = watch::Receiver<Option<Arc<FleetSnapshot>>>;
@@ -39,6 +40,9 @@ pub struct ClusterView {
     pub exports: Arc<ExportSet>,
     /// When the set was last published (wall clock).
     pub published: Timestamp,
+    /// The cluster's Istio ServiceEntries, replaced whole by
+    /// [`Registry::publish_service_entries`].
+    pub service_entries: Arc<ServiceEntrySet>,
 }
 
 /// The whole fleet at one moment. Immutable; a change makes a new one.
@@ -49,6 +53,10 @@ pub struct FleetSnapshot {
     pub clusters: BTreeMap<ClusterId, ClusterView>,
     /// Clusterset VIPs by service (SPEC §4), when the registry allocates them.
     pub vips: BTreeMap<ServiceKey, IpAddr>,
+    /// IPv6 clusterset VIPs by service, when the registry has an IPv6 range (`vip_range_v6`).
+    pub vips_v6: BTreeMap<ServiceKey, Ipv6Addr>,
+    /// VIPs of ServiceEntry hosts without addresses of their own (IST-14), by host.
+    pub host_vips: BTreeMap<String, HostVips>,
 }
 
 impl FleetSnapshot {
@@ -64,6 +72,13 @@ pub trait Registry: Send + Sync + 'static {
         &'a self,
         cluster: &'a ClusterId,
         exports: ExportSet,
+    ) -> BoxFuture<'a, Result<(), RegistryError>>;
+
+    /// Replaces `cluster`'s complete set of Istio ServiceEntries (the exports stay as they are).
+    fn publish_service_entries<'a>(
+        &'a self,
+        cluster: &'a ClusterId,
+        entries: ServiceEntrySet,
     ) -> BoxFuture<'a, Result<(), RegistryError>>;
 
     /// Keeps `cluster` alive without changing its exports.
@@ -84,6 +99,7 @@ pub struct MemoryRegistry {
     liveness_timeout: Duration,
     /// VIP range and how long a VIP outlives the last export of its service.
     vips: Option<(VipRange, Duration)>,
+    vips_v6: Option<VipRangeV6>,
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +108,11 @@ struct MemoryState {
     clusters: BTreeMap<ClusterId, (ClusterView, Instant)>,
     /// Allocated VIPs, with when their service lost its last export.
     vips: BTreeMap<ServiceKey, (Ipv4Addr, Option<Instant>)>,
+    vips_v6: BTreeMap<ServiceKey, Ipv6Addr>,
+    /// ServiceEntry host VIPs, with when the host stopped needing one.
+    host_vips: BTreeMap<String, (HostVips, Option<Instant>)>,
     taken: BTreeSet<Ipv4Addr>,
+    taken_v6: BTreeSet<Ipv6Addr>,
 }
 
 impl MemoryRegistry {
@@ -104,7 +124,88 @@ impl MemoryRegistry {
             tx,
             liveness_timeout,
             vips: None,
+            vips_v6: None,
         }
+    }
+
+    /// Also allocates an IPv6 VIP per service and ServiceEntry host from `range` (IST-14).
+    pub fn with_vips_v6(mut self, range: VipRangeV6) -> Self {
+        self.vips_v6 = Some(range);
+        self
+    }
+
+    /// Allocates and releases ServiceEntry host VIPs (see [`crate::mesh`]): every host that
+    /// needs one gets one per configured family, off the addresses spec and status own; a
+    /// host that no longer needs one keeps it for the grace period. Returns whether anything
+    /// changed.
+    fn sweep_hosts(&self, state: &mut MemoryState, now: Instant) -> bool {
+        let Some((range, grace)) = self.vips else {
+            return false;
+        };
+        let entries = crate::mesh::entries_by_age_in(state.clusters.values().map(|(v, _)| v));
+        let current: BTreeMap<String, HostVips> = state
+            .host_vips
+            .iter()
+            .map(|(h, (v, _))| (h.clone(), *v))
+            .collect();
+        let plan = crate::mesh::plan_with(&entries, &current);
+        let mut changed = false;
+        for host in &plan.needs_vip {
+            let (mut vips, _) = state.host_vips.get(host).copied().unwrap_or_default();
+            let reserved = |ip: IpAddr| plan.reserved.contains(&ip);
+            if vips.v4.is_none_or(|ip| reserved(IpAddr::V4(ip))) {
+                if let Some(old) = vips.v4.take() {
+                    state.taken.remove(&old);
+                }
+                vips.v4 = range
+                    .candidates_for(host)
+                    .find(|ip| !state.taken.contains(ip) && !reserved(IpAddr::V4(*ip)));
+                match vips.v4 {
+                    Some(ip) => {
+                        state.taken.insert(ip);
+                        tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP allocated");
+                    }
+                    None => tracing::warn!(host = %host, range = %range, "VIP range exhausted"),
+                }
+            }
+            if let Some(range6) = self.vips_v6
+                && vips.v6.is_none_or(|ip| reserved(IpAddr::V6(ip)))
+            {
+                if let Some(old) = vips.v6.take() {
+                    state.taken_v6.remove(&old);
+                }
+                vips.v6 = range6
+                    .candidates_for(host)
+                    .find(|ip| !state.taken_v6.contains(ip) && !reserved(IpAddr::V6(*ip)));
+                if let Some(ip) = vips.v6 {
+                    state.taken_v6.insert(ip);
+                }
+            }
+            let before = state.host_vips.insert(host.clone(), (vips, None));
+            changed |= before.is_none_or(|(old, _)| old != vips);
+        }
+        let mut gone = Vec::new();
+        for (host, (vips, since)) in state.host_vips.iter_mut() {
+            if plan.needs_vip.contains(host) {
+                continue;
+            }
+            let since = *since.get_or_insert(now);
+            if now.saturating_duration_since(since) > grace {
+                gone.push((host.clone(), *vips));
+            }
+        }
+        for (host, vips) in gone {
+            tracing::info!(host = %host, "ServiceEntry host VIP released: not needed for longer than the grace period");
+            state.host_vips.remove(&host);
+            if let Some(ip) = vips.v4 {
+                state.taken.remove(&ip);
+            }
+            if let Some(ip) = vips.v6 {
+                state.taken_v6.remove(&ip);
+            }
+            changed = true;
+        }
+        changed
     }
 
     /// Allocates a VIP from `range` for every exported service, released `grace` after the
@@ -117,6 +218,15 @@ impl MemoryRegistry {
     fn allocate(&self, state: &mut MemoryState, keys: impl Iterator<Item = ServiceKey>) {
         let Some((range, _)) = self.vips else { return };
         for key in keys {
+            if let Some(range6) = self.vips_v6
+                && !state.vips_v6.contains_key(&key)
+                && let Some(ip) = range6
+                    .candidates(&key)
+                    .find(|ip| !state.taken_v6.contains(ip))
+            {
+                state.taken_v6.insert(ip);
+                state.vips_v6.insert(key.clone(), ip);
+            }
             if state.vips.contains_key(&key) {
                 continue;
             }
@@ -156,6 +266,9 @@ impl MemoryRegistry {
             tracing::info!(service = %key, vip = %ip, "VIP released: no export for longer than the grace period");
             state.vips.remove(key);
             state.taken.remove(ip);
+            if let Some(ip6) = state.vips_v6.remove(key) {
+                state.taken_v6.remove(&ip6);
+            }
         }
         !gone.is_empty()
     }
@@ -180,6 +293,12 @@ impl MemoryRegistry {
                 .iter()
                 .map(|(k, (ip, _))| (k.clone(), IpAddr::V4(*ip)))
                 .collect(),
+            vips_v6: state.vips_v6.clone(),
+            host_vips: state
+                .host_vips
+                .iter()
+                .map(|(h, (v, _))| (h.clone(), *v))
+                .collect(),
         };
         self.tx.send_replace(Some(Arc::new(snapshot)));
     }
@@ -197,7 +316,8 @@ impl MemoryRegistry {
             }
         }
         let released = self.release(&mut state, now);
-        if changed > 0 || released {
+        let hosts = self.sweep_hosts(&mut state, now);
+        if changed > 0 || released || hosts {
             self.emit(&mut state);
         }
         changed
@@ -227,16 +347,51 @@ impl Registry for MemoryRegistry {
         Box::pin(async move {
             let mut state = self.lock();
             self.allocate(&mut state, exports.keys().cloned());
+            let service_entries = state
+                .clusters
+                .get(cluster)
+                .map(|(v, _)| v.service_entries.clone())
+                .unwrap_or_default();
             let view = ClusterView {
                 alive: true,
                 exports: Arc::new(exports),
                 published: Timestamp::now(),
+                service_entries,
             };
             state
                 .clusters
                 .insert(cluster.clone(), (view, Instant::now()));
             // Notes services that just lost their last export (their grace period starts now).
             self.release(&mut state, Instant::now());
+            self.sweep_hosts(&mut state, Instant::now());
+            self.emit(&mut state);
+            Ok(())
+        })
+    }
+
+    fn publish_service_entries<'a>(
+        &'a self,
+        cluster: &'a ClusterId,
+        entries: ServiceEntrySet,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let mut state = self.lock();
+            let now = Instant::now();
+            let entry = state.clusters.entry(cluster.clone()).or_insert_with(|| {
+                (
+                    ClusterView {
+                        alive: true,
+                        exports: Arc::new(ExportSet::new()),
+                        published: Timestamp::now(),
+                        service_entries: Arc::default(),
+                    },
+                    now,
+                )
+            });
+            entry.0.alive = true;
+            entry.0.service_entries = Arc::new(entries);
+            entry.1 = now;
+            self.sweep_hosts(&mut state, now);
             self.emit(&mut state);
             Ok(())
         })
@@ -267,6 +422,7 @@ impl Registry for MemoryRegistry {
             let mut state = self.lock();
             if state.clusters.remove(cluster).is_some() {
                 self.release(&mut state, Instant::now());
+                self.sweep_hosts(&mut state, Instant::now());
                 self.emit(&mut state);
             }
             Ok(())
@@ -388,5 +544,140 @@ mod tests {
         let now = vips(&reg);
         assert_eq!(now.len(), 1);
         assert_eq!(now[&web], first[&web], "stable for the service's life");
+    }
+    fn entries(cluster: &ClusterId, list: &[(&str, i64, &str, Option<&str>)]) -> ServiceEntrySet {
+        use crate::service_entry::{Resolution, ServiceEntry};
+        list.iter()
+            .map(|(name, created, host, addr)| {
+                let e = ServiceEntry {
+                    namespace: "ns".into(),
+                    name: name.to_string(),
+                    cluster: cluster.clone(),
+                    hosts: vec![host.to_string()],
+                    addresses: addr.iter().map(|a| a.parse().unwrap()).collect(),
+                    status_addresses: vec![],
+                    resolution: Resolution::Dns,
+                    autoallocate: true,
+                    created: Timestamp(*created),
+                };
+                (e.label(), Arc::new(e))
+            })
+            .collect()
+    }
+
+    /// IST-14: one VIP per family per host, kept while needed; an address an entry names in
+    /// `spec.addresses` always wins, so an allocated VIP equal to it moves; released after
+    /// the grace period.
+    #[tokio::test(start_paused = true)]
+    async fn ist14_host_vips_both_families_spec_wins_and_grace() {
+        let range: VipRange = "240.240.0.0/30".parse().unwrap(); // two usable addresses
+        let range6: VipRangeV6 = "2001:2::/48".parse().unwrap();
+        let reg = MemoryRegistry::new(Duration::from_secs(15))
+            .with_vips(range, Duration::from_secs(60))
+            .with_vips_v6(range6);
+        let a = ClusterId::new("a").unwrap();
+        let b = ClusterId::new("b").unwrap();
+        reg.publish_service_entries(&a, entries(&a, &[("x", 1, "x.example.com", None)]))
+            .await
+            .unwrap();
+        let snap = || reg.subscribe().borrow().clone().unwrap();
+        let first = snap().host_vips["x.example.com"];
+        let v4 = first.v4.expect("an IPv4 VIP");
+        assert!(range.contains(v4));
+        assert!(range6.contains(first.v6.expect("an IPv6 VIP")));
+        assert!(
+            snap().clusters[&a].alive,
+            "publishing entries makes the cluster known"
+        );
+        // b names x's VIP as its own address: spec wins, x moves to the other free address.
+        let taken = v4.to_string();
+        reg.publish_service_entries(&b, entries(&b, &[("y", 2, "y.example.com", Some(&taken))]))
+            .await
+            .unwrap();
+        let moved = snap().host_vips["x.example.com"];
+        assert_ne!(
+            moved.v4,
+            Some(v4),
+            "spec.addresses win over an allocated VIP"
+        );
+        assert!(moved.v4.is_some_and(|ip| range.contains(ip)));
+        assert_eq!(moved.v6, first.v6, "the other family stays");
+        assert!(
+            !snap().host_vips.contains_key("y.example.com"),
+            "y has its own address"
+        );
+        let plan = crate::mesh::plan(&snap());
+        assert_eq!(plan.hosts["y.example.com"].ips, [IpAddr::V4(v4)]);
+        assert_eq!(plan.hosts["x.example.com"].ips.len(), 2);
+        // x goes away: its VIP outlives it for the grace period only.
+        reg.publish_service_entries(&a, ServiceEntrySet::new())
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        reg.heartbeat(&a).await.unwrap();
+        reg.heartbeat(&b).await.unwrap();
+        reg.expire(Instant::now());
+        assert!(
+            snap().host_vips.contains_key("x.example.com"),
+            "within the grace period"
+        );
+        tokio::time::advance(Duration::from_secs(40)).await;
+        reg.heartbeat(&a).await.unwrap();
+        reg.heartbeat(&b).await.unwrap();
+        reg.expire(Instant::now());
+        assert!(
+            !snap().host_vips.contains_key("x.example.com"),
+            "released after it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn services_get_an_ipv6_vip_beside_the_ipv4_one() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15))
+            .with_vips("240.240.0.0/16".parse().unwrap(), Duration::from_secs(60))
+            .with_vips_v6("2001:2::/48".parse().unwrap());
+        let a = ClusterId::new("a").unwrap();
+        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
+        let snap = reg.subscribe().borrow().clone().unwrap();
+        assert_eq!(snap.vips.len(), 2);
+        assert_eq!(snap.vips_v6.len(), 2);
+        let v6: BTreeSet<_> = snap.vips_v6.values().collect();
+        assert_eq!(v6.len(), 2, "unique");
+    }
+    /// IST-13 (istiocoredns/V1 allocation's fault): adding and removing other entries never
+    /// moves a host's VIP.
+    #[tokio::test(start_paused = true)]
+    async fn ist13_host_vips_do_not_move_when_other_entries_change() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15))
+            .with_vips("240.240.0.0/16".parse().unwrap(), Duration::from_secs(60))
+            .with_vips_v6("2001:2::/48".parse().unwrap());
+        let a = ClusterId::new("a").unwrap();
+        let b = ClusterId::new("b").unwrap();
+        reg.publish_service_entries(&a, entries(&a, &[("x", 5, "x.example.com", None)]))
+            .await
+            .unwrap();
+        let vip = || reg.subscribe().borrow().as_ref().unwrap().host_vips["x.example.com"];
+        let first = vip();
+        let names: Vec<String> = (0..200).map(|i| format!("h{i}.example.com")).collect();
+        let many: Vec<(&str, i64, &str, Option<&str>)> =
+            names.iter().map(|h| ("e", 1, h.as_str(), None)).collect();
+        let many: ServiceEntrySet = many
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| {
+                let label = format!("e{i}");
+                entries(&b, &[(label.as_str(), e.1, e.2, e.3)])
+            })
+            .collect();
+        reg.publish_service_entries(&b, many).await.unwrap();
+        assert_eq!(
+            reg.subscribe().borrow().as_ref().unwrap().host_vips.len(),
+            201
+        );
+        assert_eq!(vip(), first, "200 older entries added");
+        reg.publish_service_entries(&b, ServiceEntrySet::new())
+            .await
+            .unwrap();
+        assert_eq!(vip(), first, "and removed again");
     }
 }

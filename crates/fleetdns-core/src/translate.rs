@@ -350,6 +350,7 @@ mod tests {
                 ports,
                 ..ServiceSpec::default()
             },
+            ..Service::default()
         }
     }
 

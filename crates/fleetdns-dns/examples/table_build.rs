@@ -92,7 +92,7 @@ fn main() {
     let mut snapshot = FleetSnapshot {
         version: 1,
         clusters: BTreeMap::new(),
-        vips: BTreeMap::new(),
+        ..FleetSnapshot::default()
     };
     for c in 0..clusters {
         let id = ClusterId::new(&format!("cluster-{c}")).unwrap();
@@ -108,6 +108,7 @@ fn main() {
                 alive: true,
                 exports: Arc::new(exports),
                 published: Timestamp(1_700_000_000),
+                service_entries: Arc::default(),
             },
         );
     }

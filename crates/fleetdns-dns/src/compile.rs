@@ -61,10 +61,13 @@ pub fn compile(
             }
         }
     }
+    if config.mesh.enabled {
+        crate::mesh::compile_mesh(&mut b, snapshot, merged, config, serial);
+    }
     b.build(snapshot.version)
 }
 
-fn soa_params(cfg: &SoaConfig, apex: &[u8], ttl: u32, serial: u32) -> SoaParams {
+pub(crate) fn soa_params(cfg: &SoaConfig, apex: &[u8], ttl: u32, serial: u32) -> SoaParams {
     let name_or = |v: &Option<String>, label: &str| {
         v.as_deref()
             .and_then(|n| encode_name(n).ok())
@@ -202,7 +205,7 @@ fn compile_clusterset(
     }
 }
 
-fn ready_ips(export: &Export) -> Vec<IpAddr> {
+pub(crate) fn ready_ips(export: &Export) -> Vec<IpAddr> {
     export
         .endpoints
         .iter()

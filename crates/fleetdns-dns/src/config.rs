@@ -96,11 +96,85 @@ impl Default for ClusterZones {
     }
 }
 
+/// Mesh names (SPEC §2.3, seed approach 4): `<svc>.<ns>.<cluster>`, `<svc>.<ns>.global` and
+/// the hosts of Istio ServiceEntries.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshZones {
+    pub enabled: bool,
+    /// Zone name pattern of a cluster's mesh names; `{cluster}` is replaced by the cluster id.
+    pub cluster_suffix: String,
+    /// Zone of the fleet-VIP names; empty turns them off.
+    pub global_suffix: String,
+    /// Istio's DNS proxy uses 30 s (IST-8).
+    pub ttl: u32,
+    /// East-west gateway (`ip` or `ip:port`, port 15443 by default) per cluster id, for
+    /// `fleetdns istio service-entries`.
+    pub gateways: std::collections::BTreeMap<String, String>,
+    pub soa: SoaConfig,
+}
+
+impl Default for MeshZones {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            cluster_suffix: "{cluster}".into(),
+            global_suffix: "global".into(),
+            ttl: 30,
+            gateways: Default::default(),
+            soa: SoaConfig::default(),
+        }
+    }
+}
+
+/// The port of Istio's east-west gateway for mTLS passthrough (IST-5).
+pub const GATEWAY_PORT: u16 = 15443;
+
+impl MeshZones {
+    /// The mesh zone name of `cluster`.
+    pub fn cluster_zone_name(&self, cluster: &str) -> String {
+        self.cluster_suffix.replace("{cluster}", cluster)
+    }
+
+    /// The mesh zone a `<svc>.<ns>.<cluster>`-shaped host falls in, if it has that shape.
+    pub fn cluster_zone_of(&self, host: &str) -> Option<String> {
+        let suffix_labels = self.cluster_suffix.split('.').count();
+        let labels: Vec<&str> = host.split('.').collect();
+        if labels.len() != 2 + suffix_labels {
+            return None;
+        }
+        let zone = labels[2..].join(".");
+        let pattern: Vec<&str> = self.cluster_suffix.split('.').collect();
+        let fits = pattern
+            .iter()
+            .zip(&labels[2..])
+            .all(|(p, l)| p.contains("{cluster}") || p == l);
+        fits.then_some(zone)
+    }
+
+    /// A gateway address: `ip` or `ip:port`.
+    pub fn gateway(&self, cluster: &str) -> Option<Result<std::net::SocketAddr, String>> {
+        let v = self.gateways.get(cluster)?;
+        Some(parse_gateway(v))
+    }
+}
+
+/// `ip` (port 15443) or `ip:port` / `[v6]:port`.
+pub fn parse_gateway(v: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(sa) = v.parse::<std::net::SocketAddr>() {
+        return Ok(sa);
+    }
+    v.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, GATEWAY_PORT))
+        .map_err(|_| format!("{v:?} is not an IP or IP:port"))
+}
+
 /// Everything the compiler needs besides the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ZonesConfig {
     pub clusterset: ClustersetZone,
     pub cluster_zones: ClusterZones,
+    pub mesh: MeshZones,
     /// The cluster this server runs in (for `local-first`).
     pub local_cluster: Option<fleetdns_core::ClusterId>,
 }
@@ -117,6 +191,8 @@ pub enum ZoneConfigError {
     NoClusterPlaceholder { key: &'static str },
     #[error("{key}: {value} is above the maximum of 3600 seconds")]
     Ttl { key: &'static str, value: u32 },
+    #[error("{key}: {reason}")]
+    Bad { key: String, reason: String },
 }
 
 impl ZonesConfig {
@@ -156,6 +232,38 @@ impl ZonesConfig {
             &self.cluster_zones.suffix.replace("{cluster}", "x"),
         )?;
         ttl("cluster_zones.ttl", self.cluster_zones.ttl)?;
+        let mesh = &self.mesh;
+        if !mesh.cluster_suffix.contains("{cluster}") {
+            return Err(ZoneConfigError::NoClusterPlaceholder {
+                key: "mesh.cluster_suffix",
+            });
+        }
+        name(
+            "mesh.cluster_suffix",
+            &mesh.cluster_suffix.replace("{cluster}", "x"),
+        )?;
+        if !mesh.global_suffix.is_empty() {
+            name("mesh.global_suffix", &mesh.global_suffix)?;
+        }
+        ttl("mesh.ttl", mesh.ttl)?;
+        for (key, v) in [
+            ("mesh.soa.mname", &mesh.soa.mname),
+            ("mesh.soa.rname", &mesh.soa.rname),
+        ] {
+            if let Some(v) = v {
+                name(key, v)?;
+            }
+        }
+        for (cluster, v) in &mesh.gateways {
+            fleetdns_core::ClusterId::new(cluster).map_err(|e| ZoneConfigError::Bad {
+                key: format!("mesh.gateways.{cluster}"),
+                reason: e.to_string(),
+            })?;
+            parse_gateway(v).map_err(|reason| ZoneConfigError::Bad {
+                key: format!("mesh.gateways.{cluster}"),
+                reason,
+            })?;
+        }
         Ok(())
     }
 

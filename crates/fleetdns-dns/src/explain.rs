@@ -346,7 +346,7 @@ pub struct Missing {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ZoneMatch {
     pub name: String,
-    /// `clusterset`, `cluster` (a per-cluster zone), `forward`, or `other` (a zone kind this
+    /// `clusterset`, `cluster` (a per-cluster zone), `mesh` (SPEC §2.3), `forward`, or `other` (a zone kind this
     /// explanation has no detail for: explained by zone, rcode and records).
     pub kind: String,
     /// For a per-cluster zone: its cluster.
@@ -536,6 +536,19 @@ pub fn explain(inputs: &Inputs<'_>, name: &str, qtype: u16) -> Result<Explanatio
             cluster: Some(cluster.to_string()),
         });
         explain_cluster_zone(inputs, &mut x, cluster, &rel, qtype);
+    } else if let Some(steps) = inputs
+        .snapshot
+        .filter(|_| inputs.zones.mesh.enabled)
+        .and_then(|s| crate::mesh::explain_name(s, inputs.zones, &x.name))
+    {
+        x.zone = Some(ZoneMatch {
+            name: apex.clone(),
+            kind: "mesh".into(),
+            cluster: None,
+        });
+        for (rule, text) in steps {
+            x.step(rule, text);
+        }
     } else {
         x.zone = Some(ZoneMatch {
             name: apex.clone(),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dispatch;
 pub mod explain;
 pub mod forward;
+pub mod mesh;
 pub mod metrics;
 pub mod policy;
 pub mod request;
@@ -21,7 +22,7 @@ pub mod wire;
 
 pub use compile::compile;
 pub use config::{
-    AnswerPolicy, ClusterZones, ClustersetZone, SoaConfig, ZoneConfigError, ZonesConfig,
+    AnswerPolicy, ClusterZones, ClustersetZone, MeshZones, SoaConfig, ZoneConfigError, ZonesConfig,
 };
 pub use metrics::Metrics;
 pub use request::{Outcome, Transport};

@@ -143,6 +143,9 @@ pub struct TableStats {
 #[derive(Debug)]
 pub struct AnswerTable {
     nodes: FxHashMap<Box<[u8]>, Node>,
+    /// Wildcard owners (`*.<suffix>`, IST-3/IST-10) keyed by the suffix; looked at only after an
+    /// exact miss, one hash probe per label of the name.
+    wildcards: FxHashMap<Box<[u8]>, Node>,
     zones: Vec<Zone>,
     zone_index: FxHashMap<Box<[u8]>, u16>,
     rotation: AtomicUsize,
@@ -155,6 +158,14 @@ impl AnswerTable {
     pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
         if let Some(node) = self.nodes.get(name) {
             return Lookup::Node(node, &self.zones[node.zone as usize]);
+        }
+        if !self.wildcards.is_empty() {
+            // IST-3: at least one label more than the suffix, never the suffix itself.
+            for off in label_offsets(name).skip(1) {
+                if let Some(node) = self.wildcards.get(&name[off..]) {
+                    return Lookup::Node(node, &self.zones[node.zone as usize]);
+                }
+            }
         }
         // The longest served zone containing the name (K8S-20: junk under a zone is a cheap NXDOMAIN).
         for off in label_offsets(name) {
@@ -204,6 +215,7 @@ impl AnswerTable {
 #[derive(Debug, Default)]
 pub struct TableBuilder {
     nodes: FxHashMap<Box<[u8]>, Node>,
+    wildcards: FxHashMap<Box<[u8]>, Node>,
     zones: Vec<Zone>,
     zone_index: FxHashMap<Box<[u8]>, u16>,
 }
@@ -258,6 +270,61 @@ impl TableBuilder {
             Selection::Fixed,
         );
         Some(zone)
+    }
+
+    /// The deepest served zone holding `name` (the name itself may be the apex).
+    pub fn zone_of(&self, name: &[u8]) -> Option<u16> {
+        label_offsets(name).find_map(|off| self.zone_index.get(&name[off..]).copied())
+    }
+
+    /// The zone whose apex is exactly `apex`.
+    pub fn zone_at(&self, apex: &[u8]) -> Option<u16> {
+        self.zone_index.get(apex).copied()
+    }
+
+    /// Whether `owner` holds an A or AAAA record (a name some other rule answers already).
+    pub fn has_addresses(&self, owner: &[u8]) -> bool {
+        self.nodes.get(owner).is_some_and(|n| {
+            n.rrsets
+                .iter()
+                .any(|r| r.rtype == rtype::A || r.rtype == rtype::AAAA)
+        })
+    }
+
+    /// Adds an A or AAAA record at the wildcard `*.<suffix>` (IST-3, IST-10); `suffix` itself
+    /// is made to exist (NODATA, never the wildcard's answer).
+    pub fn add_wildcard_ip(
+        &mut self,
+        zone: u16,
+        suffix: &[u8],
+        ip: IpAddr,
+        ttl: u32,
+        selection: Selection,
+    ) {
+        self.ensure(zone, suffix);
+        let (t, data): (u16, Vec<u8>) = match ip {
+            IpAddr::V4(v4) => (rtype::A, v4.octets().to_vec()),
+            IpAddr::V6(v6) => (rtype::AAAA, v6.octets().to_vec()),
+        };
+        let node = self.wildcards.entry(suffix.into()).or_insert_with(|| Node {
+            zone,
+            rrsets: Vec::new(),
+        });
+        let idx = match node.rrsets.iter().position(|r| r.rtype == t) {
+            Some(i) => i,
+            None => {
+                node.rrsets.push(RrSet {
+                    rtype: t,
+                    selection,
+                    wire: Vec::new(),
+                    starts: Vec::new(),
+                    extra: Vec::new(),
+                    extra_starts: Vec::new(),
+                });
+                node.rrsets.len() - 1
+            }
+        };
+        node.rrsets[idx].push(&record(t, ttl, &data));
     }
 
     /// Makes sure `owner` (and every name between it and the apex) exists.
@@ -369,13 +436,14 @@ impl TableBuilder {
     }
 
     pub fn build(mut self, version: u64) -> AnswerTable {
-        for node in self.nodes.values_mut() {
+        for node in self.nodes.values_mut().chain(self.wildcards.values_mut()) {
             for set in &mut node.rrsets {
                 set.shrink();
             }
         }
         AnswerTable {
             nodes: self.nodes,
+            wildcards: self.wildcards,
             zones: self.zones,
             zone_index: self.zone_index,
             rotation: AtomicUsize::new(0),

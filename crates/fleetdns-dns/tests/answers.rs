@@ -117,6 +117,7 @@ fn cluster(snap: &mut FleetSnapshot, id: &str, alive: bool, services: Vec<Svc>) 
             alive,
             exports: Arc::new(set),
             published: Timestamp(1_700_000_000),
+            service_entries: Arc::default(),
         },
     );
 }
@@ -157,7 +158,7 @@ fn fleet() -> FleetSnapshot {
     let mut snap = FleetSnapshot {
         version: 9,
         clusters: BTreeMap::new(),
-        vips: BTreeMap::new(),
+        ..FleetSnapshot::default()
     };
     cluster(
         &mut snap,
@@ -281,15 +282,180 @@ fn config(fixture: &str) -> ZonesConfig {
             cfg.clusterset.ttl = 600;
             cfg.cluster_zones.ttl = 30;
         }
+        "mesh" | "mesh-ttl" => {
+            cfg.mesh.enabled = true;
+            // cluster-2 is not in the fleet: its gateway entry makes `<svc>.<ns>.cluster-2`
+            // hosts land in the mesh zone `cluster-2`.
+            cfg.mesh
+                .gateways
+                .insert("cluster-2".into(), "192.0.2.10:15443".into());
+            if fixture == "mesh-ttl" {
+                cfg.mesh.ttl = 60;
+            }
+        }
         other => panic!("unknown fixture {other}"),
     }
     cfg.validate().expect("fixture config is valid");
     cfg
 }
 
+/// ServiceEntries of the `mesh` fixtures, as manifests would hold them (translated by
+/// `fleetdns_core::service_entry`, so the tests go through the same parsing as the sources).
+///
+/// | entry (cluster, created) | hosts | addresses | expected |
+/// |---|---|---|---|
+/// | reviews (a, 10)  | reviews.default.cluster-2 | 240.0.0.2 | spec address, v4 only |
+/// | ratings (a, 11)  | ratings.default.cluster-2 | 240.0.0.3/32, 2001:db8::3/128, 10.9.0.0/16 | /32 and /128, the /16 dropped |
+/// | status (a, 12)   | status.example.com | status 240.240.0.1, 2001:2::1 | status addresses |
+/// | young (b, 20)    | young.example.com | status 240.240.0.1 (clash) | falls back to its VIP 240.240.1.2 |
+/// | alloc (a, 13)    | alloc.example.com | - | allocated 240.240.1.1, 2001:2::1:1 |
+/// | optout (a, 14)   | optout.example.com | -, label opt-out | not served |
+/// | wild (a, 15)     | *.wild.example.com | 192.0.2.50 | wildcard |
+/// | none (a, 16)     | none.example.com | -, resolution NONE | not served |
+/// | noneaddr (a, 17) | noneaddr.example.com | 192.0.2.60, resolution NONE | served |
+/// | shadow (a, 18)   | web.default.svc.clusterset.local | 192.0.2.99 | Kubernetes wins (IST-15) |
+/// | override (a, 19) | web.default.cluster-b | 240.0.0.9 | the entry's address, not b's ClusterIP |
+/// | private (a, 20)  | private.example.com | 192.0.2.70, exportTo ["."] | not served |
+/// | apex (a, 21)     | example.org | 192.0.2.90 | its own zone (never the TLD `org`) |
+/// | tld (a, 22)      | *.net | 192.0.2.91 | not served (fleetdns never serves a TLD) |
+/// | decorates (a, 23)| details.default.svc.cluster.local, *.svc.cluster-z.example | 192.0.2.95 | Kubernetes names: left to the cluster DNS (IST-15) |
+/// | dup (b, 30)      | reviews.default.cluster-2 | 192.0.2.80 | younger: reviews keeps 240.0.0.2 |
+fn add_service_entries(snap: &mut FleetSnapshot) {
+    use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
+    let t = |secs: i64| format!("2024-01-01T00:00:{secs:02}Z");
+    let entry = |name: &str, created: i64, spec: serde_json::Value| -> ServiceEntryObject {
+        let mut v = serde_json::json!({
+            "metadata": {"name": name, "namespace": "istio-system", "creationTimestamp": t(created)},
+            "spec": spec,
+        });
+        if name == "optout" {
+            v["metadata"]["labels"] =
+                serde_json::json!({"networking.istio.io/enable-autoallocate-ip": "false"});
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let mut status = entry(
+        "status",
+        12,
+        serde_json::json!({"hosts": ["status.example.com"], "resolution": "DNS"}),
+    );
+    status.status = serde_json::from_value(serde_json::json!({"addresses": [
+        {"value": "240.240.0.1", "host": "status.example.com"},
+        {"value": "2001:2::1", "host": "status.example.com"}]}))
+    .unwrap();
+    let mut young = entry(
+        "young",
+        20,
+        serde_json::json!({"hosts": ["young.example.com"], "resolution": "DNS"}),
+    );
+    young.status = serde_json::from_value(serde_json::json!({"addresses": [
+        {"value": "240.240.0.1", "host": "young.example.com"}]}))
+    .unwrap();
+    let a = vec![
+        entry(
+            "reviews",
+            10,
+            serde_json::json!({"hosts": ["reviews.default.cluster-2"], "addresses": ["240.0.0.2"], "location": "MESH_INTERNAL", "resolution": "DNS"}),
+        ),
+        entry(
+            "ratings",
+            11,
+            serde_json::json!({"hosts": ["ratings.default.cluster-2"], "addresses": ["240.0.0.3/32", "2001:db8::3/128", "10.9.0.0/16"], "resolution": "DNS"}),
+        ),
+        status,
+        entry(
+            "alloc",
+            13,
+            serde_json::json!({"hosts": ["alloc.example.com"], "resolution": "DNS"}),
+        ),
+        entry(
+            "optout",
+            14,
+            serde_json::json!({"hosts": ["optout.example.com"], "resolution": "DNS"}),
+        ),
+        entry(
+            "wild",
+            15,
+            serde_json::json!({"hosts": ["*.wild.example.com"], "addresses": ["192.0.2.50"], "resolution": "NONE"}),
+        ),
+        entry(
+            "none",
+            16,
+            serde_json::json!({"hosts": ["none.example.com"], "resolution": "NONE"}),
+        ),
+        entry(
+            "noneaddr",
+            17,
+            serde_json::json!({"hosts": ["noneaddr.example.com"], "addresses": ["192.0.2.60"], "resolution": "NONE"}),
+        ),
+        entry(
+            "shadow",
+            18,
+            serde_json::json!({"hosts": ["web.default.svc.clusterset.local"], "addresses": ["192.0.2.99"], "resolution": "STATIC"}),
+        ),
+        entry(
+            "override",
+            19,
+            serde_json::json!({"hosts": ["web.default.cluster-b"], "addresses": ["240.0.0.9"], "resolution": "DNS"}),
+        ),
+        entry(
+            "private",
+            20,
+            serde_json::json!({"hosts": ["private.example.com"], "addresses": ["192.0.2.70"], "exportTo": ["."]}),
+        ),
+        entry(
+            "apex",
+            21,
+            serde_json::json!({"hosts": ["example.org"], "addresses": ["192.0.2.90"], "resolution": "STATIC"}),
+        ),
+        entry(
+            "tld",
+            22,
+            serde_json::json!({"hosts": ["*.net"], "addresses": ["192.0.2.91"], "resolution": "STATIC"}),
+        ),
+        entry(
+            "decorates",
+            23,
+            serde_json::json!({"hosts": ["details.default.svc.cluster.local", "*.svc.cluster-z.example"], "addresses": ["192.0.2.95"], "resolution": "STATIC"}),
+        ),
+    ];
+    let b = vec![
+        young,
+        entry(
+            "dup",
+            30,
+            serde_json::json!({"hosts": ["reviews.default.cluster-2"], "addresses": ["192.0.2.80"], "resolution": "DNS"}),
+        ),
+    ];
+    for (id, objects) in [("cluster-a", a), ("cluster-b", b)] {
+        let cid = ClusterId::new(id).unwrap();
+        let (set, _notes) = translate_service_entries(&cid, &objects, &mut |_| Timestamp(0));
+        snap.clusters.get_mut(&cid).unwrap().service_entries = Arc::new(set);
+    }
+    let key = |n: &str| ServiceKey::new("default", n).unwrap();
+    snap.vips.insert(key("web"), ip("240.240.0.10"));
+    snap.vips_v6
+        .insert(key("web"), "2001:2::10".parse().unwrap());
+    snap.vips.insert(key("v4only"), ip("240.240.0.20"));
+    let host = |v4: &str, v6: Option<&str>| fleetdns_core::HostVips {
+        v4: Some(v4.parse().unwrap()),
+        v6: v6.map(|s| s.parse().unwrap()),
+    };
+    snap.host_vips.insert(
+        "alloc.example.com".into(),
+        host("240.240.1.1", Some("2001:2::1:1")),
+    );
+    snap.host_vips
+        .insert("young.example.com".into(), host("240.240.1.2", None));
+}
+
 fn table(fixture: &str) -> AnswerTable {
     let snap = if fixture == "empty" {
         FleetSnapshot::default()
+    } else if fixture.starts_with("mesh") {
+        let mut s = fleet();
+        add_service_entries(&mut s);
+        s
     } else {
         fleet()
     };
@@ -387,6 +553,24 @@ fn zone_of(name: &str, cfg: &ZonesConfig) -> Option<(String, u32)> {
     let under = |apex: &str| lower == apex || lower.ends_with(&format!(".{apex}"));
     if under(&cfg.clusterset.name) {
         return Some((format!("{}.", cfg.clusterset.name), cfg.clusterset.ttl));
+    }
+    if cfg.mesh.enabled {
+        for apex in [
+            "cluster-a",
+            "cluster-b",
+            "cluster-c",
+            "cluster-d",
+            "cluster-e",
+            "cluster-2",
+            "global",
+            "wild.example.com",
+            "example.com",
+            "example.org",
+        ] {
+            if under(apex) {
+                return Some((format!("{apex}."), cfg.mesh.ttl));
+            }
+        }
     }
     for c in [
         "cluster-a",
@@ -529,6 +713,52 @@ K8S-16       | std   | 10-1-1-3.db.default.svc.cluster-a.local. A               
 K8S-12       | std   | _pg._tcp.db.default.svc.cluster-a.local. SRV              | NOERROR AA       | SRV 0 50 5432 db-0.db.default.svc.cluster-a.local.;SRV 0 50 5432 db-1.db.default.svc.cluster-a.local.
 K8S-14       | std   | empty-hl.default.svc.cluster-a.local. A                   | NXDOMAIN AA SOA  | -
 K8S-21       | std   | v4only.default.svc.cluster-a.local. AAAA                  | NOERROR AA SOA   | -
+# Mesh names and Istio ServiceEntry hosts (SPEC §2.3, reference D); fixture: add_service_entries.
+IST-2        | mesh  | reviews.default.cluster-2. A                              | NOERROR AA ttl=30 | A 240.0.0.2
+IST-2        | mesh  | REVIEWS.Default.Cluster-2. A                              | NOERROR AA       | A 240.0.0.2
+K8S-21       | mesh  | reviews.default.cluster-2. AAAA                           | NOERROR AA SOA   | -
+IST-2        | mesh  | ratings.default.cluster-2. A                              | NOERROR AA       | A 240.0.0.3
+IST-2        | mesh  | ratings.default.cluster-2. AAAA                           | NOERROR AA       | AAAA 2001:db8::3
+SPEC-2.3     | mesh  | nope.default.cluster-2. A                                 | NXDOMAIN AA SOA  | -
+SPEC-2.3     | mesh  | default.cluster-2. A                                      | NOERROR AA SOA   | -
+SPEC-2.3     | mesh  | cluster-2. SOA                                            | NOERROR AA ttl=30 | SOA ns.dns.cluster-2. hostmaster.cluster-2. 4242 7200 1800 86400 30
+IST-14       | mesh  | status.example.com. A                                     | NOERROR AA       | A 240.240.0.1
+IST-14       | mesh  | status.example.com. AAAA                                  | NOERROR AA       | AAAA 2001:2::1
+IST-14       | mesh  | young.example.com. A                                      | NOERROR AA       | A 240.240.1.2
+K8S-21       | mesh  | young.example.com. AAAA                                   | NOERROR AA SOA   | -
+IST-14       | mesh  | alloc.example.com. A                                      | NOERROR AA       | A 240.240.1.1
+IST-14       | mesh  | alloc.example.com. AAAA                                   | NOERROR AA       | AAAA 2001:2::1:1
+IST-14       | mesh  | optout.example.com. A                                     | NXDOMAIN AA SOA  | -
+IST-3        | mesh  | maps.wild.example.com. A                                  | NOERROR AA       | A 192.0.2.50
+IST-10       | mesh  | a.b.wild.example.com. A                                   | NOERROR AA       | A 192.0.2.50
+K8S-21       | mesh  | maps.wild.example.com. AAAA                               | NOERROR AA SOA   | -
+IST-3        | mesh  | wild.example.com. A                                       | NOERROR AA SOA   | -
+IST-2        | mesh  | none.example.com. A                                       | NXDOMAIN AA SOA  | -
+IST-2        | mesh  | noneaddr.example.com. A                                   | NOERROR AA       | A 192.0.2.60
+IST-15       | mesh  | web.default.svc.clusterset.local. A                       | NOERROR AA ttl=5 | A 10.1.0.10
+IST-15       | mesh  | private.example.com. A                                    | NXDOMAIN AA SOA  | -
+IST-14       | mesh  | web.default.cluster-b. A                                  | NOERROR AA       | A 240.0.0.9
+SPEC-2.3     | mesh  | web.default.cluster-a. A                                  | NOERROR AA ttl=30 | A 10.1.0.10
+SPEC-2.3     | mesh  | web.default.cluster-a. AAAA                               | NOERROR AA       | AAAA fd00:a::10
+SPEC-2.3     | mesh  | db.default.cluster-a. A                                   | NOERROR AA       | A 10.1.1.1;A 10.1.1.2
+K8S-21       | mesh  | db.default.cluster-a. AAAA                                | NOERROR AA SOA   | -
+SPEC-2.3     | mesh  | empty-hl.default.cluster-a. A                             | NXDOMAIN AA SOA  | -
+SPEC-2.3     | mesh  | split.default.cluster-d. A                                | NOERROR AA       | A 10.4.0.60
+SPEC-2.3     | mesh  | web.default.global. A                                     | NOERROR AA ttl=30 | A 240.240.0.10
+SPEC-2.3     | mesh  | web.default.global. AAAA                                  | NOERROR AA       | AAAA 2001:2::10
+K8S-21       | mesh  | v4only.default.global. AAAA                               | NOERROR AA SOA   | -
+SPEC-2.3     | mesh  | nope.default.global. A                                    | NXDOMAIN AA SOA  | -
+SPEC-2.3     | mesh  | global. NS                                                | NOERROR AA       | NS ns.dns.global.
+SPEC-2.3     | mesh-ttl | web.default.global. A                                  | NOERROR AA ttl=60 | A 240.240.0.10
+SPEC-2.3     | mesh-ttl | reviews.default.cluster-2. AAAA                        | NOERROR AA SOA   | -
+IST-2        | mesh  | example.org. A                                            | NOERROR AA       | A 192.0.2.90
+K8S-21       | mesh  | example.org. AAAA                                         | NOERROR AA SOA   | -
+SPEC-2.5     | mesh  | other.org. A                                              | REFUSED          | -
+SPEC-2.5     | mesh  | anything.net. A                                           | REFUSED          | -
+IST-15       | mesh  | details.default.svc.cluster.local. A                      | REFUSED          | -
+IST-15       | mesh  | a.b.svc.cluster-z.example. A                              | REFUSED          | -
+SPEC-2.3     | std   | reviews.default.cluster-2. A                              | REFUSED          | -
+SPEC-2.3     | std   | web.default.global. A                                     | REFUSED          | -
 "#;
 
 struct Case<'a> {
@@ -925,6 +1155,10 @@ fn servfail_before_the_first_snapshot() {
     for name in [
         "web.default.svc.clusterset.local.",
         "nope.default.svc.clusterset.local.",
+        // SPEC §2.3: mesh names and ServiceEntry hosts too.
+        "reviews.default.cluster-2.",
+        "web.default.global.",
+        "maps.wild.example.com.",
     ] {
         let p = query_packet(0x1234, name, RecordType::A, None);
         let (m, _) = ask_raw(None, &p, Transport::Udp);

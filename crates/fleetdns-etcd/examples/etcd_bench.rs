@@ -27,6 +27,7 @@ fn config(endpoint: &str, prefix: &str) -> EtcdConfig {
         user: None,
         tls: None,
         vips: None,
+        vips_v6: None,
     }
 }
 

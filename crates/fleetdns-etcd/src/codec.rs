@@ -8,7 +8,13 @@
 //! | `<prefix>/clusters/<cluster>` | [`ClusterRecord`]: the generation of its export set, when published, how many | the cluster's |
 //! | `<prefix>/exports/<cluster>/<generation>/<namespace>/<service>` | [`ExportRecord`] | the cluster's |
 //! | `<prefix>/vips/<namespace>/<service>` | [`VipRecord`]: the service's clusterset VIP | none (persisted) |
-//! | `<prefix>/vip-ips/<ip>` | `<namespace>/<service>`: the claim that makes an address unique | none |
+//! | `<prefix>/vip-ips/<ip>` | `<namespace>/<service>` (or `host:<host>`): the claim that makes an address unique, both families | none |
+//! | `<prefix>/vips6/<namespace>/<service>` | [`AddrRecord`]: the service's IPv6 VIP | none (persisted) |
+//! | `<prefix>/host-vips/<4 or 6>/<host>` | [`AddrRecord`]: a ServiceEntry host's VIP (IST-14) | none (persisted) |
+//! | `<prefix>/service-entries/<cluster>` | [`ServiceEntriesRecord`]: the cluster's whole ServiceEntry set | the cluster's |
+//!
+//! The keys of the last four rows came with mesh support; a release that predates them skips
+//! them (they parse as `Other`), so old and new servers can share one etcd.
 //!
 //! A cluster's set is the exports under the generation its cluster key names. A small change
 //! is one transaction inside the current generation; a large one (or the first publish of a
@@ -20,6 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use fleetdns_core::model::{Endpoint, Export, Port, Protocol, ServiceType};
+use fleetdns_core::service_entry::{Resolution, ServiceEntry, ServiceEntrySet, normalize_host};
 use fleetdns_core::{ClusterId, ServiceKey, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +85,104 @@ pub struct VipRecord {
     pub ip: std::net::Ipv4Addr,
     /// Unix seconds.
     pub allocated: i64,
+}
+
+/// A VIP of the newer keys (IPv6 service VIPs, ServiceEntry host VIPs): either family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRecord {
+    pub v: u32,
+    pub ip: IpAddr,
+    /// Unix seconds.
+    pub allocated: i64,
+}
+
+pub fn decode_addr(bytes: &[u8]) -> Result<AddrRecord, DecodeError> {
+    let r: AddrRecord = serde_json::from_slice(bytes)?;
+    if r.v > VERSION {
+        return Err(DecodeError::Version(r.v));
+    }
+    Ok(r)
+}
+
+/// One ServiceEntry, as translated by the source that read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntryRecord {
+    pub namespace: String,
+    pub name: String,
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+    #[serde(default)]
+    pub status_addresses: Vec<(String, IpAddr)>,
+    pub resolution: String,
+    pub autoallocate: bool,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// A cluster's whole ServiceEntry set, one value (replaced whole, like the source's set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntriesRecord {
+    pub v: u32,
+    pub entries: Vec<ServiceEntryRecord>,
+}
+
+impl ServiceEntriesRecord {
+    pub fn from_set(set: &ServiceEntrySet) -> Self {
+        Self {
+            v: VERSION,
+            entries: set
+                .values()
+                .map(|e| ServiceEntryRecord {
+                    namespace: e.namespace.clone(),
+                    name: e.name.clone(),
+                    hosts: e.hosts.clone(),
+                    addresses: e.addresses.clone(),
+                    status_addresses: e.status_addresses.clone(),
+                    resolution: e.resolution.as_str().to_owned(),
+                    autoallocate: e.autoallocate,
+                    created: e.created.0,
+                })
+                .collect(),
+        }
+    }
+
+    /// The set, with hosts checked again (a value is input like any other).
+    pub fn into_set(self, cluster: &ClusterId) -> Result<ServiceEntrySet, DecodeError> {
+        if self.v > VERSION {
+            return Err(DecodeError::Version(self.v));
+        }
+        let mut set = ServiceEntrySet::new();
+        for r in self.entries {
+            let resolution = Resolution::parse(&r.resolution).ok_or_else(|| {
+                DecodeError::Bad(format!("unknown resolution {:?}", r.resolution))
+            })?;
+            let mut hosts = Vec::with_capacity(r.hosts.len());
+            for h in &r.hosts {
+                hosts.push(normalize_host(h).map_err(DecodeError::Bad)?);
+            }
+            let entry = ServiceEntry {
+                namespace: r.namespace,
+                name: r.name,
+                cluster: cluster.clone(),
+                hosts,
+                addresses: r.addresses,
+                status_addresses: r.status_addresses,
+                resolution,
+                autoallocate: r.autoallocate,
+                created: Timestamp(r.created),
+            };
+            set.insert(entry.label(), Arc::new(entry));
+        }
+        Ok(set)
+    }
+}
+
+pub fn decode_service_entries(
+    bytes: &[u8],
+    cluster: &ClusterId,
+) -> Result<ServiceEntrySet, DecodeError> {
+    serde_json::from_slice::<ServiceEntriesRecord>(bytes)?.into_set(cluster)
 }
 
 pub fn decode_vip(bytes: &[u8]) -> Result<VipRecord, DecodeError> {
@@ -201,6 +306,10 @@ pub enum Parsed {
         key: ServiceKey,
     },
     Vip(ServiceKey),
+    Vip6(ServiceKey),
+    /// A ServiceEntry host's VIP of one family (4 or 6).
+    HostVip(u8, String),
+    ServiceEntries(ClusterId),
     Other,
 }
 
@@ -248,8 +357,26 @@ impl Layout {
         format!("{}/vips/{}/{}", self.prefix, key.namespace(), key.name())
     }
 
-    pub fn vip_claim(&self, ip: std::net::Ipv4Addr) -> String {
-        format!("{}/vip-ips/{ip}", self.prefix)
+    pub fn vip_claim(&self, ip: impl Into<IpAddr>) -> String {
+        format!("{}/vip-ips/{}", self.prefix, ip.into())
+    }
+
+    pub fn vip6(&self, key: &ServiceKey) -> String {
+        format!("{}/vips6/{}/{}", self.prefix, key.namespace(), key.name())
+    }
+
+    /// `family` is 4 or 6.
+    pub fn host_vip(&self, family: u8, host: &str) -> String {
+        format!("{}/host-vips/{family}/{host}", self.prefix)
+    }
+
+    /// Every cluster's ServiceEntries.
+    pub fn service_entries_root(&self) -> String {
+        format!("{}/service-entries/", self.prefix)
+    }
+
+    pub fn service_entries(&self, cluster: &ClusterId) -> String {
+        format!("{}/service-entries/{cluster}", self.prefix)
     }
 
     pub fn parse(&self, key: &[u8]) -> Parsed {
@@ -266,6 +393,16 @@ impl Layout {
         match parts.as_slice() {
             ["clusters", c] => ClusterId::new(c).map_or(Parsed::Other, Parsed::Cluster),
             ["vips", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip),
+            ["vips6", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip6),
+            ["host-vips", family @ ("4" | "6"), host] => match normalize_host(host) {
+                Ok(h) if h == *host && !h.starts_with("*.") => {
+                    Parsed::HostVip(if *family == "4" { 4 } else { 6 }, h)
+                }
+                _ => Parsed::Other,
+            },
+            ["service-entries", c] => {
+                ClusterId::new(c).map_or(Parsed::Other, Parsed::ServiceEntries)
+            }
             ["exports", c, g, ns, name] => {
                 match (ClusterId::new(c), g.parse(), ServiceKey::new(ns, name)) {
                     (Ok(cluster), Ok(generation), Ok(key)) => Parsed::Export {
@@ -347,6 +484,29 @@ mod tests {
     }
 
     #[test]
+    fn service_entries_round_trip_and_bad_hosts_are_errors() {
+        use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
+        let c = ClusterId::new("east").unwrap();
+        let obj: ServiceEntryObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "r", "namespace": "istio-system", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"hosts": ["reviews.default.cluster-2", "*.example.com"], "addresses": ["240.0.0.2"], "resolution": "DNS"},
+            "status": {"addresses": [{"value": "2001:2::1", "host": "reviews.default.cluster-2"}]}
+        }))
+        .unwrap();
+        let (set, notes) = translate_service_entries(&c, &[obj], &mut |_| Timestamp(0));
+        assert!(notes.is_empty(), "{notes:?}");
+        let bytes = encode(&ServiceEntriesRecord::from_set(&set));
+        assert_eq!(decode_service_entries(&bytes, &c).unwrap(), set);
+        let mut bad = ServiceEntriesRecord::from_set(&set);
+        bad.entries[0]
+            .hosts
+            .push("no spaces allowed.example.com".into());
+        assert!(decode_service_entries(&encode(&bad), &c).is_err());
+        bad.v = 9;
+        assert!(decode_service_entries(&encode(&bad), &c).is_err());
+    }
+
+    #[test]
     fn keys_parse_back() {
         let l = Layout::new("/fleetdns/v1/");
         let c = ClusterId::new("east").unwrap();
@@ -363,7 +523,17 @@ mod tests {
                 key: k
             }
         );
+        assert_eq!(
+            l.parse(l.host_vip(6, "a.example.com").as_bytes()),
+            Parsed::HostVip(6, "a.example.com".into())
+        );
+        assert_eq!(
+            l.parse(l.service_entries(&c).as_bytes()),
+            Parsed::ServiceEntries(c.clone())
+        );
         for other in [
+            "/fleetdns/v1/host-vips/5/a.example.com",
+            "/fleetdns/v1/host-vips/4/A.example.com",
             "/fleetdns/v1/clusters/Bad_Id",
             "/fleetdns/v1/exports/east/x/default/web",
             "/other/clusters/east",

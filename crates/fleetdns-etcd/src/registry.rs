@@ -5,7 +5,7 @@
 //! [`EtcdStatus::stale`] says so.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,8 +16,8 @@ use etcd_client::{
 };
 use fleetdns_core::registry::{BoxFuture, SnapshotReceiver};
 use fleetdns_core::{
-    ClusterId, ClusterView, ExportSet, FleetSnapshot, Registry, RegistryError, ServiceKey,
-    Timestamp, VipRange,
+    ClusterId, ClusterView, ExportSet, FleetSnapshot, HostVips, Registry, RegistryError,
+    ServiceEntrySet, ServiceKey, Timestamp, VipRange, VipRangeV6,
 };
 use futures::FutureExt;
 use tokio::sync::watch;
@@ -61,6 +61,9 @@ pub struct EtcdConfig {
     /// Allocate a VIP per exported service from this range; release it this long after the
     /// service's last export is gone.
     pub vips: Option<(VipRange, Duration)>,
+    /// Also an IPv6 VIP per service and ServiceEntry host from this range (IST-14); used only
+    /// with `vips`.
+    pub vips_v6: Option<VipRangeV6>,
 }
 
 /// What the registry reports, for metrics. Relaxed atomics.
@@ -91,6 +94,10 @@ struct Writer {
     /// The last keep-alive etcd confirmed: sources may heartbeat often, etcd hears a third
     /// of the TTL at most.
     kept: Option<tokio::time::Instant>,
+    /// The ServiceEntry set the source last asked to publish, and the lease it was written
+    /// on (a new lease writes it again).
+    requested_entries: Option<ServiceEntrySet>,
+    entries_lease: Option<i64>,
 }
 
 pub struct EtcdRegistry {
@@ -106,6 +113,9 @@ pub struct EtcdRegistry {
     vips: Option<(VipRange, Duration)>,
     /// Services without exports, with when that was first seen (for the grace period).
     vip_orphans: std::sync::Mutex<HashMap<ServiceKey, tokio::time::Instant>>,
+    vips_v6: Option<VipRangeV6>,
+    /// ServiceEntry host VIPs no longer needed, with when that was first seen.
+    host_orphans: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -164,6 +174,8 @@ impl EtcdRegistry {
             }),
             vips: config.vips,
             vip_orphans: std::sync::Mutex::new(HashMap::new()),
+            vips_v6: config.vips_v6,
+            host_orphans: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -283,6 +295,7 @@ impl EtcdRegistry {
                 _ = sweep.tick() => {
                     if self.vips.is_some() {
                         self.release_vips(&state).await;
+                        self.release_host_vips(&state).await;
                     }
                     continue;
                 }
@@ -549,7 +562,8 @@ impl EtcdRegistry {
             .unwrap_or_default();
         // Allocation is idempotent (the transaction finds an existing record), so a service
         // the reader has not caught up with costs one transaction, nothing more.
-        let wanted: Vec<ServiceKey> = keys.filter(|k| !have.contains(*k)).cloned().collect();
+        let all: Vec<ServiceKey> = keys.cloned().collect();
+        let wanted: Vec<ServiceKey> = all.iter().filter(|k| !have.contains(*k)).cloned().collect();
         let mut kv = self.client.kv_client();
         for key in wanted {
             let record_key = self.layout.vip(&key);
@@ -592,6 +606,209 @@ impl EtcdRegistry {
                 tracing::warn!(service = %key, range = %range, "no free VIP found");
             }
         }
+        if let Some(range6) = self.vips_v6 {
+            let have6: BTreeSet<ServiceKey> = self
+                .tx
+                .borrow()
+                .as_ref()
+                .map(|s| s.vips_v6.keys().cloned().collect())
+                .unwrap_or_default();
+            for key in all.iter().filter(|k| !have6.contains(*k)) {
+                let owner = format!("{}/{}", key.namespace(), key.name());
+                let candidates = range6.candidates(key).map(IpAddr::V6);
+                if !self
+                    .claim_vip(&self.layout.vip6(key), &owner, candidates, &BTreeSet::new())
+                    .await?
+                {
+                    tracing::warn!(service = %key, range = %range6, "no free IPv6 VIP found");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the VIP record `record_key` with the first candidate whose address claim is
+    /// free (skipping `skip`), both in one compare-and-swap. `Ok(true)` when the record exists
+    /// afterwards (made here or by someone else).
+    async fn claim_vip(
+        &self,
+        record_key: &str,
+        owner: &str,
+        candidates: impl Iterator<Item = IpAddr>,
+        skip: &BTreeSet<IpAddr>,
+    ) -> Result<bool, RegistryError> {
+        let mut kv = self.client.kv_client();
+        for ip in candidates.filter(|ip| !skip.contains(ip)).take(4096) {
+            let claim = self.layout.vip_claim(ip);
+            let record = codec::AddrRecord {
+                v: codec::VERSION,
+                ip,
+                allocated: Timestamp::now().0,
+            };
+            let txn = Txn::new()
+                .when(vec![
+                    Compare::create_revision(record_key, CompareOp::Equal, 0),
+                    Compare::create_revision(claim.clone(), CompareOp::Equal, 0),
+                ])
+                .and_then(vec![
+                    TxnOp::put(record_key, codec::encode(&record), None),
+                    TxnOp::put(claim, owner, None),
+                ])
+                .or_else(vec![TxnOp::get(record_key, None)]);
+            let resp = kv.txn(txn).await.map_err(unavailable)?;
+            if resp.succeeded() {
+                tracing::info!(owner = %owner, vip = %ip, "VIP allocated");
+                return Ok(true);
+            }
+            let exists = resp.op_responses().into_iter().any(|op| match op {
+                etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
+                _ => false,
+            });
+            if exists {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Deletes a host VIP record and its claim, only while the claim is still this host's.
+    /// `unchanged_since`: also only while no cluster's ServiceEntries changed after that
+    /// revision (a release must not race an entry that needs the VIP again).
+    async fn unclaim_host_vip(
+        &self,
+        family: u8,
+        host: &str,
+        ip: IpAddr,
+        unchanged_since: Option<i64>,
+    ) -> Result<bool, RegistryError> {
+        let claim = self.layout.vip_claim(ip);
+        let owner = format!("host:{host}");
+        let mut when = vec![Compare::value(claim.clone(), CompareOp::Equal, owner)];
+        if let Some(revision) = unchanged_since {
+            let root = self.layout.service_entries_root().into_bytes();
+            let mut end = root.clone();
+            *end.last_mut().expect("ends in /") += 1;
+            when.push(Compare::mod_revision(root, CompareOp::Less, revision + 1).with_range(end));
+        }
+        let txn = Txn::new().when(when).and_then(vec![
+            TxnOp::delete(self.layout.host_vip(family, host), None),
+            TxnOp::delete(claim, None),
+        ]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.succeeded())
+    }
+
+    /// Gives every ServiceEntry host that needs one a VIP per family (IST-14), off the
+    /// addresses spec and status own; a VIP that an entry's own address now claims is moved.
+    /// `snapshot` is the fleet as it will be once the caller's publish is read back.
+    async fn sweep_hosts(&self, snapshot: &FleetSnapshot) -> Result<(), RegistryError> {
+        let Some((range, _)) = self.vips else {
+            return Ok(());
+        };
+        let plan = fleetdns_core::mesh::plan(snapshot);
+        for host in &plan.needs_vip {
+            let cur = snapshot.host_vips.get(host).copied().unwrap_or_default();
+            let owner = format!("host:{host}");
+            let families: [(u8, Option<IpAddr>, bool); 2] = [
+                (4, cur.v4.map(IpAddr::V4), true),
+                (6, cur.v6.map(IpAddr::V6), self.vips_v6.is_some()),
+            ];
+            for (family, ip, wanted) in families {
+                if !wanted {
+                    continue;
+                }
+                if let Some(ip) = ip {
+                    if !plan.reserved.contains(&ip) {
+                        continue;
+                    }
+                    tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP is an address an entry owns; moving it");
+                    self.unclaim_host_vip(family, host, ip, None).await?;
+                }
+                let key = self.layout.host_vip(family, host);
+                let ok = if family == 4 {
+                    let c = range.candidates_for(host).map(IpAddr::V4);
+                    self.claim_vip(&key, &owner, c, &plan.reserved).await?
+                } else {
+                    let c = self
+                        .vips_v6
+                        .expect("checked above")
+                        .candidates_for(host)
+                        .map(IpAddr::V6);
+                    self.claim_vip(&key, &owner, c, &plan.reserved).await?
+                };
+                if !ok {
+                    tracing::warn!(host = %host, family, "no free VIP found for a ServiceEntry host");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes host VIPs no entry has needed for longer than the grace period.
+    async fn release_host_vips(&self, state: &ReaderState) {
+        let Some((_, grace)) = self.vips else { return };
+        let snapshot = self.tx.borrow().clone();
+        let Some(snapshot) = snapshot else { return };
+        let needed = fleetdns_core::mesh::plan(&snapshot).needs_vip;
+        let now = tokio::time::Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut orphans = self.host_orphans.lock().unwrap_or_else(|e| e.into_inner());
+            orphans.retain(|h, _| !needed.contains(h));
+            for ((family, host), (ip, _)) in &state.host_vips {
+                if needed.contains(host) {
+                    continue;
+                }
+                let since = *orphans.entry(host.clone()).or_insert(now);
+                if now.duration_since(since) > grace {
+                    due.push((*family, host.clone(), *ip));
+                }
+            }
+        }
+        for (family, host, ip) in due {
+            match self
+                .unclaim_host_vip(family, &host, ip, Some(state.revision))
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP released: not needed for longer than the grace period")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(host = %host, error = %e, "host VIP release failed; retried")
+                }
+            }
+        }
+    }
+
+    /// Writes the requested ServiceEntry set on the writer's lease.
+    async fn put_entries(&self, cluster: &ClusterId, w: &mut Writer) -> Result<(), RegistryError> {
+        let Some(set) = &w.requested_entries else {
+            return Ok(());
+        };
+        let value = codec::encode(&codec::ServiceEntriesRecord::from_set(set));
+        let lease = self.grant(w).await?;
+        if value.len() > MAX_TXN_BYTES {
+            return Err(RegistryError::Unavailable(format!(
+                "the ServiceEntries of cluster {cluster} encode to {} bytes, more than one etcd request holds",
+                value.len()
+            )));
+        }
+        self.client
+            .kv_client()
+            .put(
+                self.layout.service_entries(cluster),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .map_err(unavailable)?;
+        w.entries_lease = Some(lease);
         Ok(())
     }
 
@@ -603,9 +820,12 @@ impl EtcdRegistry {
             state.exports.values().flat_map(|s| s.keys()).collect();
         let now = tokio::time::Instant::now();
         let mut due = Vec::new();
+        let mut due6 = Vec::new();
         {
             let mut orphans = self.vip_orphans.lock().unwrap_or_else(|e| e.into_inner());
-            orphans.retain(|k, _| state.vips.contains_key(k) && !exported.contains(k));
+            orphans.retain(|k, _| {
+                (state.vips.contains_key(k) || state.vips6.contains_key(k)) && !exported.contains(k)
+            });
             for (key, (ip, mod_rev)) in &state.vips {
                 if exported.contains(key) {
                     continue;
@@ -614,6 +834,26 @@ impl EtcdRegistry {
                 if now.duration_since(since) > grace {
                     due.push((key.clone(), *ip, *mod_rev));
                 }
+            }
+            // An IPv6 VIP whose IPv4 one is gone already (or was never allocated).
+            for (key, ip6) in &state.vips6 {
+                if exported.contains(key) || state.vips.contains_key(key) {
+                    continue;
+                }
+                let since = *orphans.entry(key.clone()).or_insert(now);
+                if now.duration_since(since) > grace {
+                    due6.push((key.clone(), *ip6));
+                }
+            }
+        }
+        let mut kv6 = self.client.kv_client();
+        for (key, ip6) in due6 {
+            let txn = Txn::new().and_then(vec![
+                TxnOp::delete(self.layout.vip6(&key), None),
+                TxnOp::delete(self.layout.vip_claim(ip6), None),
+            ]);
+            if let Err(e) = kv6.txn(txn).await {
+                tracing::debug!(service = %key, error = %e, "IPv6 VIP release failed; retried");
             }
         }
         let mut kv = self.client.kv_client();
@@ -630,10 +870,20 @@ impl EtcdRegistry {
                     Compare::mod_revision(exports.clone(), CompareOp::Less, state.revision + 1)
                         .with_range(exports_end.clone()),
                 ])
-                .and_then(vec![
-                    TxnOp::delete(record_key, None),
-                    TxnOp::delete(self.layout.vip_claim(ip), None),
-                ]);
+                .and_then(
+                    [
+                        TxnOp::delete(record_key, None),
+                        TxnOp::delete(self.layout.vip_claim(ip), None),
+                    ]
+                    .into_iter()
+                    .chain(state.vips6.get(&key).into_iter().flat_map(|ip6| {
+                        [
+                            TxnOp::delete(self.layout.vip6(&key), None),
+                            TxnOp::delete(self.layout.vip_claim(*ip6), None),
+                        ]
+                    }))
+                    .collect::<Vec<_>>(),
+                );
             match kv.txn(txn).await {
                 Ok(r) if r.succeeded() => {
                     tracing::info!(service = %key, vip = %ip, "VIP released: no export for longer than the grace period");
@@ -660,6 +910,8 @@ impl EtcdRegistry {
                     published: None,
                     requested: None,
                     kept: None,
+                    requested_entries: None,
+                    entries_lease: None,
                 }))
             })
             .clone()
@@ -678,10 +930,15 @@ impl EtcdRegistry {
             Err(e) if lease_lost(&e) => {
                 tracing::warn!(cluster = %cluster, "etcd lease lost; publishing the cluster again on a new lease");
                 forget_lease(w);
-                self.publish_inner(cluster, w, &exports).await
+                self.publish_inner(cluster, w, &exports).await?;
             }
-            r => r,
+            r => r?,
         }
+        // A new lease took the ServiceEntries' key away: write them on this one.
+        if w.requested_entries.is_some() && w.entries_lease != w.lease {
+            self.put_entries(cluster, w).await?;
+        }
+        Ok(())
     }
 
     async fn publish_inner(
@@ -820,6 +1077,7 @@ fn lease_lost(e: &RegistryError) -> bool {
 
 fn forget_lease(w: &mut Writer) {
     w.lease = None;
+    w.entries_lease = None;
     w.keeper = None;
     w.published = None;
     w.kept = None;
@@ -846,6 +1104,48 @@ impl Registry for EtcdRegistry {
                 Err(_) => self.status.publish_errors.fetch_add(1, Ordering::Relaxed),
             };
             r
+        })
+    }
+
+    /// Writes the set on the cluster's lease (with its exports, it goes with the lease), then
+    /// allocates the VIPs its hosts need.
+    fn publish_service_entries<'a>(
+        &'a self,
+        cluster: &'a ClusterId,
+        entries: ServiceEntrySet,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        Box::pin(async move {
+            let writer = self.writer(cluster);
+            let mut w = writer.lock().await;
+            w.requested_entries = Some(entries.clone());
+            let r = match self.put_entries(cluster, &mut w).await {
+                Err(e) if lease_lost(&e) => {
+                    forget_lease(&mut w);
+                    let set = w.requested.clone().unwrap_or_default();
+                    self.publish_locked(cluster, &mut w, set).await
+                }
+                r => r,
+            };
+            drop(w);
+            r?;
+            // The fleet as it will be read back, with this cluster's new set.
+            let mut snapshot = self
+                .tx
+                .borrow()
+                .as_ref()
+                .map(|s| (**s).clone())
+                .unwrap_or_default();
+            let view = snapshot
+                .clusters
+                .entry(cluster.clone())
+                .or_insert_with(|| ClusterView {
+                    alive: true,
+                    exports: Arc::default(),
+                    published: Timestamp::now(),
+                    service_entries: Arc::default(),
+                });
+            view.service_entries = Arc::new(entries);
+            self.sweep_hosts(&snapshot).await
         })
     }
 
@@ -923,6 +1223,10 @@ struct ReaderState {
     views: BTreeMap<ClusterId, Arc<ExportSet>>,
     /// VIPs with the revision they were last written at (for a guarded release).
     vips: BTreeMap<ServiceKey, (Ipv4Addr, i64)>,
+    vips6: BTreeMap<ServiceKey, Ipv6Addr>,
+    /// ServiceEntry host VIPs by (family, host), with their mod revision.
+    host_vips: BTreeMap<(u8, String), (IpAddr, i64)>,
+    service_entries: BTreeMap<ClusterId, Arc<ServiceEntrySet>>,
     /// The etcd revision this state reflects.
     revision: i64,
 }
@@ -967,6 +1271,29 @@ impl ReaderState {
                 }
                 Err(e) => bad("vip", &e),
             },
+            Parsed::Vip6(service) => match codec::decode_addr(value) {
+                Ok(codec::AddrRecord {
+                    ip: IpAddr::V6(ip), ..
+                }) => {
+                    self.vips6.insert(service, ip);
+                }
+                Ok(_) => bad("vip6", &"not an IPv6 address"),
+                Err(e) => bad("vip6", &e),
+            },
+            Parsed::HostVip(family, host) => match codec::decode_addr(value) {
+                Ok(r) if (family == 4) == r.ip.is_ipv4() => {
+                    self.host_vips
+                        .insert((family, host), (r.ip, kv.mod_revision()));
+                }
+                Ok(_) => bad("host vip", &"address of the other family"),
+                Err(e) => bad("host vip", &e),
+            },
+            Parsed::ServiceEntries(c) => match codec::decode_service_entries(value, &c) {
+                Ok(set) => {
+                    self.service_entries.insert(c, Arc::new(set));
+                }
+                Err(e) => bad("service entries", &e),
+            },
             Parsed::Other => {}
         }
     }
@@ -994,6 +1321,15 @@ impl ReaderState {
             Parsed::Vip(service) => {
                 self.vips.remove(&service);
             }
+            Parsed::Vip6(service) => {
+                self.vips6.remove(&service);
+            }
+            Parsed::HostVip(family, host) => {
+                self.host_vips.remove(&(family, host));
+            }
+            Parsed::ServiceEntries(c) => {
+                self.service_entries.remove(&c);
+            }
             Parsed::Other => {}
         }
     }
@@ -1019,6 +1355,7 @@ impl ReaderState {
                     alive: true,
                     exports,
                     published: Timestamp(record.published),
+                    service_entries: self.service_entries.get(id).cloned().unwrap_or_default(),
                 },
             );
         }
@@ -1027,10 +1364,20 @@ impl ReaderState {
             .iter()
             .map(|(k, (ip, _))| (k.clone(), IpAddr::V4(*ip)))
             .collect();
+        let mut host_vips: BTreeMap<String, HostVips> = BTreeMap::new();
+        for ((_, host), (ip, _)) in &self.host_vips {
+            let v = host_vips.entry(host.clone()).or_default();
+            match ip {
+                IpAddr::V4(ip) => v.v4 = Some(*ip),
+                IpAddr::V6(ip) => v.v6 = Some(*ip),
+            }
+        }
         FleetSnapshot {
             version,
             clusters,
             vips,
+            vips_v6: self.vips6.clone(),
+            host_vips,
         }
     }
 }

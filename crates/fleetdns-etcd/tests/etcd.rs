@@ -197,6 +197,7 @@ fn etcd_config(etcd: &TestEtcd, prefix: &str, ttl: i64) -> EtcdConfig {
         user: None,
         tls: None,
         vips: None,
+        vips_v6: None,
     }
 }
 
@@ -620,4 +621,206 @@ async fn lost_leases_and_lost_keys_are_published_again() {
     cancel_a.cancel();
     cancel_b.cancel();
     cancel_r.cancel();
+}
+
+/// ServiceEntries as a source reads them (through the shared translation).
+fn service_entries(cluster: &str, list: serde_json::Value) -> fleetdns_core::ServiceEntrySet {
+    let objects: Vec<fleetdns_core::service_entry::ServiceEntryObject> =
+        serde_json::from_value(list).unwrap();
+    let (set, notes) = fleetdns_core::service_entry::translate_service_entries(
+        &id(cluster),
+        &objects,
+        &mut |_| Timestamp(0),
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    set
+}
+
+fn vip_config(etcd: &TestEtcd, prefix: &str) -> EtcdConfig {
+    let mut config = etcd_config(etcd, prefix, 30);
+    config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(600)));
+    config.vips_v6 = Some("2001:2::/48".parse().unwrap());
+    config
+}
+
+async fn started(config: &EtcdConfig) -> (Arc<EtcdRegistry>, CancellationToken) {
+    let r = Arc::new(EtcdRegistry::connect(config).await.unwrap());
+    let cancel = CancellationToken::new();
+    let (reader, c) = (r.clone(), cancel.clone());
+    tokio::spawn(async move { reader.run(c).await });
+    (r, cancel)
+}
+
+/// IST-14 through etcd: ServiceEntries reach every server; a host without addresses gets one
+/// VIP per family, the same on two servers, kept across a restart of the writer and of the
+/// servers; where two entries carry the same status address the oldest keeps it and the
+/// younger gets a VIP; services get IPv6 VIPs beside IPv4 ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ist14_service_entries_and_vips_through_etcd() {
+    let etcd = TestEtcd::start();
+    let config = vip_config(&etcd, "/mesh");
+    let (agent, cancel_agent) = started(&config).await;
+    let (server1, cancel1) = started(&config).await;
+    let (server2, cancel2) = started(&config).await;
+    let one = id("cluster-1");
+    agent
+        .publish(&one, set("cluster-1", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    let entries = service_entries(
+        "cluster-1",
+        serde_json::json!([
+            {"metadata": {"name": "reviews", "namespace": "istio-system", "creationTimestamp": "2024-01-01T00:00:00Z"},
+             "spec": {"hosts": ["reviews.default.cluster-2"], "addresses": ["240.0.0.2"], "resolution": "DNS"}},
+            {"metadata": {"name": "alloc", "namespace": "istio-system", "creationTimestamp": "2024-01-01T00:00:01Z"},
+             "spec": {"hosts": ["alloc.example.com"], "resolution": "DNS"}},
+            {"metadata": {"name": "old", "namespace": "istio-system", "creationTimestamp": "2024-01-01T00:00:02Z"},
+             "spec": {"hosts": ["old.example.com"], "resolution": "DNS"},
+             "status": {"addresses": [{"value": "240.240.9.9", "host": "old.example.com"}]}},
+        ]),
+    );
+    agent
+        .publish_service_entries(&one, entries.clone())
+        .await
+        .unwrap();
+    let two = id("cluster-2");
+    agent
+        .publish(&two, set("cluster-2", &["web"], "10.0.0.2"))
+        .await
+        .unwrap();
+    let young = service_entries(
+        "cluster-2",
+        serde_json::json!([
+            {"metadata": {"name": "young", "namespace": "istio-system", "creationTimestamp": "2024-06-01T00:00:00Z"},
+             "spec": {"hosts": ["young.example.com"], "resolution": "DNS"},
+             "status": {"addresses": [{"value": "240.240.9.9", "host": "young.example.com"}]}},
+        ]),
+    );
+    agent.publish_service_entries(&two, young).await.unwrap();
+    let ready = |s: &FleetSnapshot| {
+        let hv = |h: &str| {
+            s.host_vips
+                .get(h)
+                .is_some_and(|v| v.v4.is_some() && v.v6.is_some())
+        };
+        hv("alloc.example.com")
+            && hv("young.example.com")
+            && s.vips_v6.len() == 1
+            && s.clusters
+                .get(&id("cluster-2"))
+                .is_some_and(|v| v.service_entries.len() == 1)
+    };
+    let s1 = until(&*server1, "entries and VIPs on server 1", ready).await;
+    let s2 = until(&*server2, "entries and VIPs on server 2", ready).await;
+    assert_eq!(s1.host_vips, s2.host_vips, "two servers agree");
+    assert_eq!((&s1.vips, &s1.vips_v6), (&s2.vips, &s2.vips_v6));
+    assert_eq!(s1.clusters[&one].service_entries, Arc::new(entries.clone()));
+    let plan = fleetdns_core::mesh::plan(&s1);
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().unwrap() };
+    assert_eq!(
+        plan.hosts["reviews.default.cluster-2"].ips,
+        [ip("240.0.0.2")]
+    );
+    assert_eq!(
+        plan.hosts["old.example.com"].ips,
+        [ip("240.240.9.9")],
+        "oldest keeps it"
+    );
+    let young_ips = &plan.hosts["young.example.com"].ips;
+    assert!(
+        !young_ips.contains(&ip("240.240.9.9")),
+        "the younger moves to a VIP"
+    );
+    assert_eq!(young_ips.len(), 2, "both families");
+    assert!(
+        !s1.host_vips.contains_key("reviews.default.cluster-2"),
+        "spec address: no VIP"
+    );
+    // Restart: every process goes, new ones come; the writer re-publishes the same sets.
+    for c in [cancel_agent, cancel1, cancel2] {
+        c.cancel();
+    }
+    drop((agent, server1, server2));
+    let (agent, cancel_agent) = started(&config).await;
+    let (server3, cancel3) = started(&config).await;
+    agent
+        .publish(&one, set("cluster-1", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    agent.publish_service_entries(&one, entries).await.unwrap();
+    let s3 = until(&*server3, "after the restart", ready).await;
+    assert_eq!(s3.host_vips, s1.host_vips, "stable across a restart");
+    assert_eq!((&s3.vips, &s3.vips_v6), (&s1.vips, &s1.vips_v6));
+    cancel_agent.cancel();
+    cancel3.cancel();
+}
+
+/// SPEC §4 with both families: a service's IPv6 VIP is allocated beside its IPv4 one, unique,
+/// and released with it after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_service_vips_come_and_go_with_the_ipv4_ones() {
+    let etcd = TestEtcd::start();
+    let mut config = vip_config(&etcd, "/vip6");
+    config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(1)));
+    let (r, cancel) = started(&config).await;
+    let east = id("east");
+    r.publish(&east, set("east", &["web", "db"], "10.0.0.1"))
+        .await
+        .unwrap();
+    let s = until(&*r, "two VIPs per family", |s| {
+        s.vips.len() == 2 && s.vips_v6.len() == 2
+    })
+    .await;
+    let v6: BTreeSet<_> = s.vips_v6.values().collect();
+    assert_eq!(v6.len(), 2, "unique");
+    assert!(v6.iter().all(|ip| ip.segments()[..3] == [0x2001, 2, 0]));
+    r.withdraw(&east).await.unwrap();
+    until(&*r, "both families released", |s| {
+        s.vips.is_empty() && s.vips_v6.is_empty()
+    })
+    .await;
+    cancel.cancel();
+}
+
+/// IST-14: a ServiceEntry host's VIPs outlive the entry by the grace period only, then both
+/// families are released (record and address claim), by a reader's sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_vips_are_released_after_the_grace_period() {
+    let etcd = TestEtcd::start();
+    let mut config = vip_config(&etcd, "/hostvip");
+    config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(1)));
+    let (r, cancel) = started(&config).await;
+    let east = id("east");
+    r.publish(&east, ExportSet::new()).await.unwrap();
+    let entries = service_entries(
+        "east",
+        serde_json::json!([{"metadata": {"name": "api", "namespace": "ns"},
+                            "spec": {"hosts": ["api.example.com"], "resolution": "DNS"}}]),
+    );
+    r.publish_service_entries(&east, entries).await.unwrap();
+    until(&*r, "host VIPs", |s| {
+        s.host_vips
+            .get("api.example.com")
+            .is_some_and(|v| v.v4.is_some() && v.v6.is_some())
+    })
+    .await;
+    r.publish_service_entries(&east, fleetdns_core::ServiceEntrySet::new())
+        .await
+        .unwrap();
+    until(&*r, "host VIPs released", |s| s.host_vips.is_empty()).await;
+    let claims = r
+        .client()
+        .kv_client()
+        .get(
+            "/hostvip/vip-ips/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.count(), 0, "the address claims go with the records");
+    cancel.cancel();
 }

@@ -136,6 +136,25 @@ pub async fn clusterset_name(client: &Client) -> Result<Option<String>, K8sError
     Ok(None)
 }
 
+/// The Istio ServiceEntry version the cluster serves (v1, v1beta1, v1alpha3, in that
+/// order); `None` when Istio's CRDs are not installed.
+pub async fn service_entry_version(client: &Client) -> Result<Option<&'static str>, K8sError> {
+    let groups = client.list_api_groups().await.map_err(|e| K8sError::Api {
+        what: "listing API groups",
+        source: Box::new(e),
+    })?;
+    let Some(group) = groups
+        .groups
+        .iter()
+        .find(|g| g.name == resources::ISTIO_GROUP)
+    else {
+        return Ok(None);
+    };
+    Ok(resources::ISTIO_VERSIONS
+        .into_iter()
+        .find(|v| group.versions.iter().any(|gv| gv.version == *v)))
+}
+
 /// The ServiceExport version the cluster serves, preferring v1beta1; `None` when the MCS CRDs
 /// are not installed.
 pub async fn export_version(client: &Client) -> Result<Option<&'static str>, K8sError> {

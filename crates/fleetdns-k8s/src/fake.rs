@@ -46,8 +46,14 @@ const RESOURCES: &[Res] = &[
     Res { group: MCS, plural: "serviceexports", kind: "ServiceExport", namespaced: true, status: true, crd: true },
     Res { group: MCS, plural: "serviceimports", kind: "ServiceImport", namespaced: true, status: true, crd: true },
     Res { group: "about.k8s.io", plural: "clusterproperties", kind: "ClusterProperty", namespaced: false, status: false, crd: true },
+    Res { group: "networking.istio.io", plural: "serviceentries", kind: "ServiceEntry", namespaced: true, status: true, crd: true },
 ];
-const GROUPS: [&str; 3] = ["discovery.k8s.io", MCS, "about.k8s.io"];
+const GROUPS: [&str; 4] = [
+    "discovery.k8s.io",
+    MCS,
+    "about.k8s.io",
+    "networking.istio.io",
+];
 
 fn find_res(api_version: &str, kind: &str) -> Option<&'static Res> {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);

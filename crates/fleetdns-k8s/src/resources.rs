@@ -59,6 +59,14 @@ pub fn service_imports(version: &str) -> ApiResource {
     resource(MCS_GROUP, version, "ServiceImport", "serviceimports")
 }
 
+/// Istio's group; ServiceEntry versions fleetdns reads, preferred first.
+pub const ISTIO_GROUP: &str = "networking.istio.io";
+pub const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+
+pub fn service_entries(version: &str) -> ApiResource {
+    resource(ISTIO_GROUP, version, "ServiceEntry", "serviceentries")
+}
+
 pub fn cluster_properties(version: &str) -> ApiResource {
     resource(ABOUT_GROUP, version, "ClusterProperty", "clusterproperties")
 }

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
+use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
 use fleetdns_core::translate::{Invalid, translate_cluster};
-use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
+use fleetdns_core::{ClusterId, ExportSet, Registry, ServiceEntrySet, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
@@ -44,6 +45,8 @@ pub struct SourceOptions {
     /// deletes only objects labelled with it). `None`: the cluster's ClusterProperty
     /// `clusterset.k8s.io` (MCS-7), else `default`.
     pub clusterset: Option<String>,
+    /// Where every complete object set also goes (the external DNS sync's annotated Services).
+    pub tap: Option<fleetdns_core::tap::ObjectsTap>,
 }
 
 impl Default for SourceOptions {
@@ -53,6 +56,7 @@ impl Default for SourceOptions {
             heartbeat: Duration::from_secs(5),
             settle: Duration::from_millis(100),
             clusterset: None,
+            tap: None,
         }
     }
 }
@@ -204,6 +208,8 @@ enum Kind {
     Exports,
     Namespaces,
     Imports,
+    /// Istio ServiceEntries, when the cluster serves them.
+    Entries,
 }
 
 type Stream = BoxStream<'static, (Kind, Result<Event<DynamicObject>, watcher::Error>)>;
@@ -250,6 +256,20 @@ impl ClusterSource {
             return;
         };
         tracing::info!(cluster = %cluster, version, clusterset = %owner, "watching ServiceExports");
+        let entries_version = match crate::service_entry_version(&self.client).await {
+            Ok(Some(v)) => {
+                tracing::info!(cluster = %cluster, version = v, "watching Istio ServiceEntries");
+                Some(v)
+            }
+            Ok(None) => {
+                tracing::info!(cluster = %cluster, "the cluster serves no networking.istio.io ServiceEntries (Istio CRDs not installed); no mesh hosts from it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster, error = %e, "cannot tell whether the cluster serves Istio ServiceEntries; not watching them");
+                None
+            }
+        };
         let (view_tx, view_rx) = watch::channel(None);
         let fleet = registry.subscribe();
         let writer = async {
@@ -266,7 +286,14 @@ impl ClusterSource {
             }
         };
         tokio::join!(
-            self.watch(version, owner, &*registry, view_tx, &cancel),
+            self.watch(
+                version,
+                owner,
+                entries_version,
+                &*registry,
+                view_tx,
+                &cancel
+            ),
             writer,
             self.reachability.probe(&self.client, &cancel)
         );
@@ -322,7 +349,7 @@ impl ClusterSource {
         }
     }
 
-    fn streams(&self, version: &'static str) -> Vec<Stream> {
+    fn streams(&self, version: &'static str, entries: Option<&'static str>) -> Vec<Stream> {
         let config = watcher::Config::default();
         let watch = |ar: kube::core::ApiResource, config: watcher::Config, kind: Kind| -> Stream {
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
@@ -340,6 +367,13 @@ impl ClusterSource {
                 Kind::Exports,
             ),
         ];
+        if let Some(v) = entries {
+            out.push(watch(
+                resources::service_entries(v),
+                config.clone(),
+                Kind::Entries,
+            ));
+        }
         if self.options.write_back {
             out.push(watch(
                 resources::namespaces(),
@@ -360,16 +394,20 @@ impl ClusterSource {
         &self,
         version: &'static str,
         owner: String,
+        entries_version: Option<&'static str>,
         registry: &dyn Registry,
         view_tx: watch::Sender<Option<Arc<LocalView>>>,
         cancel: &CancellationToken,
     ) {
         let cluster = &self.status.cluster;
-        let mut events = futures::stream::select_all(self.streams(version));
+        let mut events = futures::stream::select_all(self.streams(version, entries_version));
         let mut stores = Stores {
             owner,
+            entries_watched: entries_version.is_some(),
             ..Stores::default()
         };
+        let mut last_entries: Option<ServiceEntrySet> = None;
+        let mut entries_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut last: Option<ExportSet> = None;
         let mut publish_at: Option<Instant> = None;
@@ -381,6 +419,24 @@ impl ClusterSource {
                 event = events.next() => {
                     let Some((kind, event)) = event else { return };
                     match event {
+                        Ok(event) if matches!(kind, Kind::Entries) && !stores.entries_watched => {
+                            // Refused before (RBAC fixed since): ServiceEntries count again.
+                            self.reachability.event(&event);
+                            tracing::info!(cluster = %cluster, "ServiceEntries can be listed again");
+                            stores.entries_watched = true;
+                            stores.entries.apply(event, |o| parse(o, &self.status));
+                        }
+                        Err(e) if matches!(kind, Kind::Entries) && refused(&e) => {
+                            // RBAC without serviceentries: serve the cluster without them
+                            // rather than not at all.
+                            if stores.entries_watched {
+                                tracing::warn!(cluster = %cluster, error = %e, "the API server refuses to list ServiceEntries; serving the cluster without them");
+                                stores.entries_watched = false;
+                                if publish_at.is_none() {
+                                    publish_at = Some(Instant::now());
+                                }
+                            }
+                        }
                         Ok(event) => {
                             self.reachability.event(&event);
                             if stores.apply(kind, event, &self.status) && publish_at.is_none() {
@@ -398,6 +454,9 @@ impl ClusterSource {
                         continue;
                     }
                     let objects = stores.objects();
+                    if let Some(tap) = &self.options.tap {
+                        tap.set(cluster, &objects);
+                    }
                     let translated = translate_cluster(cluster, &objects, &mut |label| {
                         *first_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
                     });
@@ -421,6 +480,30 @@ impl ClusterSource {
                             Err(e) => {
                                 tracing::warn!(cluster = %cluster, error = %e, "registry publish failed; retrying");
                                 publish_at = Some(Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
+                    if last.is_some() && stores.entries_watched {
+                        let objects: Vec<ServiceEntryObject> =
+                            stores.entries.items.values().cloned().collect();
+                        let (entries, notes) = translate_service_entries(cluster, &objects, &mut |label| {
+                            *entries_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
+                        });
+                        entries_seen.retain(|label, _| entries.contains_key(label));
+                        if last_entries.as_ref() != Some(&entries) {
+                            for n in &notes {
+                                tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+                            }
+                            let count = entries.len();
+                            match registry.publish_service_entries(cluster, entries.clone()).await {
+                                Ok(()) => {
+                                    tracing::info!(cluster = %cluster, service_entries = count, "ServiceEntries published");
+                                    last_entries = Some(entries);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(cluster = %cluster, error = %e, "registry publish of ServiceEntries failed; retrying");
+                                    publish_at = Some(Instant::now() + Duration::from_secs(1));
+                                }
                             }
                         }
                     }
@@ -453,6 +536,18 @@ impl ClusterSource {
             }
         }
     }
+}
+
+/// A list or watch the API server answered with 403 or 404.
+fn refused(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    matches!(code, Some(403 | 404))
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -509,6 +604,9 @@ struct Stores {
     imports: Store<Option<serde_json::Value>>,
     /// The owner label value: objects of ours labelled for another clusterset are not ours.
     owner: String,
+    entries: Store<ServiceEntryObject>,
+    /// Whether the cluster serves ServiceEntries (then a set is complete only once listed).
+    entries_watched: bool,
 }
 
 impl Stores {
@@ -538,6 +636,7 @@ impl Stores {
                     && owned_by(labels, &self.owner);
                 Some(ours.then(|| held_content(o)))
             }),
+            Kind::Entries => self.entries.apply(event, |o| parse(o, status)),
         }
     }
 
@@ -545,6 +644,7 @@ impl Stores {
         self.services.synced
             && self.slices.synced
             && self.exports.synced
+            && (!self.entries_watched || self.entries.synced)
             && (!write_back || (self.namespaces.synced && self.imports.synced))
     }
 

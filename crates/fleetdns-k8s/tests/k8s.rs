@@ -1025,3 +1025,205 @@ async fn garbage_collection_keeps_to_its_own_clusterset() {
     );
     run.stop().await;
 }
+
+/// The external DNS sync's tap: the watcher carries what it reads of annotated Services
+/// (annotations, externalIPs, LoadBalancer status, ExternalName) whether or not they are
+/// exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_carries_annotated_services_exported_or_not() {
+    use fleetdns_core::tap::ObjectsTap;
+    let server = cluster("v1beta1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "lb", "namespace": "default",
+                     "annotations": {"external-dns.alpha.kubernetes.io/hostname": "lb.fleet.example.com"}},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9", "externalIPs": ["192.0.2.7"]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}, {"hostname": "elb.example.net"}]}}
+    }));
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ext", "namespace": "default",
+                     "annotations": {"external-dns.kubernetes.io/hostname": "ext.fleet.example.com"}},
+        "spec": {"type": "ExternalName", "externalName": "backend.example.org"}
+    }));
+    let tap = ObjectsTap::new(|s| !s.metadata.annotations.is_empty());
+    let registry: Arc<dyn Registry> = Arc::new(MemoryRegistry::new(Duration::from_secs(15)));
+    let options = SourceOptions {
+        write_back: false,
+        tap: Some(tap.clone()),
+        ..SourceOptions::default()
+    };
+    let source = ClusterSource::new(client(&server), id("east"), options);
+    tap.expect(&id("east"));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(source.run(registry, cancel.clone()));
+    let objects = eventually("the tap delivers", || {
+        tap.is_complete()
+            .then(|| tap.current().get(&id("east")).cloned())
+            .flatten()
+    })
+    .await;
+    let names: Vec<&str> = objects
+        .services
+        .iter()
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}: only the annotated ones");
+    let lb = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("lb"))
+        .unwrap();
+    assert_eq!(lb.spec.external_ips, ["192.0.2.7"]);
+    assert_eq!(
+        lb.status.load_balancer.ingress[0].ip.as_deref(),
+        Some("203.0.113.1")
+    );
+    assert_eq!(
+        lb.status.load_balancer.ingress[1].hostname.as_deref(),
+        Some("elb.example.net")
+    );
+    let ext = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("ext"))
+        .unwrap();
+    assert_eq!(
+        ext.spec.external_name.as_deref(),
+        Some("backend.example.org")
+    );
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+fn service_entry(version: &str, name: &str, host: &str, address: Option<&str>) -> Value {
+    let mut spec = json!({"hosts": [host], "location": "MESH_INTERNAL", "resolution": "DNS"});
+    if let Some(a) = address {
+        spec["addresses"] = json!([a]);
+    }
+    json!({
+        "apiVersion": format!("networking.istio.io/{version}"), "kind": "ServiceEntry",
+        "metadata": {"name": name, "namespace": "istio-system"},
+        "spec": spec
+    })
+}
+
+fn entry_hosts(running: &Running, cluster: &str) -> Option<Vec<String>> {
+    let snapshot = running.snapshot();
+    let view = snapshot.clusters.get(&id(cluster))?;
+    let mut hosts: Vec<String> = view
+        .service_entries
+        .values()
+        .flat_map(|e| e.hosts.clone())
+        .collect();
+    hosts.sort();
+    Some(hosts)
+}
+
+/// Istio ServiceEntries are watched at whichever version the cluster serves (v1, v1beta1,
+/// v1alpha3), reach the registry, follow adds and deletes; a cluster without Istio's CRDs
+/// is served without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_entries_are_watched_at_the_served_version() {
+    let mut servers = Vec::new();
+    for version in ["v1", "v1beta1", "v1alpha3"] {
+        let server = cluster("v1beta1", "10.96.0.10", 80, "2024-01-01T00:00:00Z").await;
+        server.serve_group("networking.istio.io", &[version]);
+        server.put(namespace("istio-system"));
+        server.put(service_entry(
+            version,
+            "reviews.default.cluster-2",
+            "reviews.default.cluster-2",
+            Some("240.0.0.2"),
+        ));
+        servers.push(server);
+    }
+    let plain = cluster("v1beta1", "10.96.0.11", 80, "2024-01-01T00:00:00Z").await;
+    let running = Running::start(
+        &[
+            ("c-v1", &servers[0]),
+            ("c-v1beta1", &servers[1]),
+            ("c-v1alpha3", &servers[2]),
+            ("plain", &plain),
+        ],
+        false,
+    )
+    .await;
+    for c in ["c-v1", "c-v1beta1", "c-v1alpha3"] {
+        let hosts = eventually(c, || entry_hosts(&running, c).filter(|h| !h.is_empty())).await;
+        assert_eq!(hosts, ["reviews.default.cluster-2"], "{c}");
+    }
+    eventually("the cluster without Istio", || {
+        running
+            .exports_of("plain")
+            .filter(|e| e == &["default/web"])
+    })
+    .await;
+    assert_eq!(
+        entry_hosts(&running, "plain").unwrap(),
+        Vec::<String>::new()
+    );
+    // An add and a delete reach the registry.
+    servers[0].put(service_entry(
+        "v1",
+        "ratings.default.cluster-2",
+        "ratings.default.cluster-2",
+        None,
+    ));
+    eventually("ratings added", || {
+        entry_hosts(&running, "c-v1").filter(|h| h.len() == 2)
+    })
+    .await;
+    assert!(servers[0].delete(
+        "networking.istio.io/v1",
+        "ServiceEntry",
+        Some("istio-system"),
+        "reviews.default.cluster-2"
+    ));
+    let hosts = eventually("reviews deleted", || {
+        entry_hosts(&running, "c-v1").filter(|h| h.len() == 1)
+    })
+    .await;
+    assert_eq!(hosts, ["ratings.default.cluster-2"]);
+    running.stop().await;
+    for s in servers {
+        s.stop().await;
+    }
+    plain.stop().await;
+}
+
+/// RBAC without `serviceentries` (every list answered 403): the cluster's exports are still
+/// published, without ServiceEntries; once the API server lets the list through, they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_entry_watch_does_not_hold_the_cluster_back() {
+    let server = cluster("v1beta1", "10.96.0.10", 80, "2024-01-01T00:00:00Z").await;
+    server.serve_group("networking.istio.io", &["v1"]);
+    server.put(namespace("istio-system"));
+    server.put(service_entry(
+        "v1",
+        "reviews.default.cluster-2",
+        "reviews.default.cluster-2",
+        Some("240.0.0.2"),
+    ));
+    for _ in 0..3 {
+        server.fail_next("GET", "serviceentries", 403);
+    }
+    let running = Running::start(&[("east", &server)], false).await;
+    eventually("exports published despite the 403", || {
+        running.exports_of("east").filter(|e| e == &["default/web"])
+    })
+    .await;
+    // The retries back off for seconds: the exports did not wait for them.
+    assert_eq!(
+        entry_hosts(&running, "east").unwrap(),
+        Vec::<String>::new(),
+        "published before the ServiceEntries could be listed"
+    );
+    let hosts = eventually("ServiceEntries once allowed", || {
+        entry_hosts(&running, "east").filter(|h| !h.is_empty())
+    })
+    .await;
+    assert_eq!(hosts, ["reviews.default.cluster-2"]);
+    running.stop().await;
+    server.stop().await;
+}

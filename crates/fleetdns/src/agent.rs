@@ -35,6 +35,8 @@ pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         backend.spawn(&tasks, &cancel);
         let registry = backend.registry.clone();
+        let tap = crate::publish::tap_for(&config);
+        let sync_jobs = crate::publish::jobs(&config).await?;
         let ops = Arc::new(OpsState::new(Arc::new(Metrics::new())));
         ops.set_etcd(backend.etcd_status());
         if let Some(addr) = config.ops.listen {
@@ -48,22 +50,31 @@ pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
         for source in &config.sources {
             match source {
                 Source::Files { root, interval } => {
-                    let mut files = FilesSource::new(root.clone(), *interval);
+                    let mut files =
+                        FilesSource::new(root.clone(), *interval).with_tap(tap.clone());
                     files.poll(&*registry).await.with_context(|| {
                         format!("cannot read manifest folder {}", root.display())
                     })?;
                     tasks.spawn(files.run(registry.clone(), cancel.clone()));
                 }
                 Source::Kubernetes { .. } => {
-                    let source = kube_source(source, config.liveness_timeout).await?;
+                    let source = kube_source(source, config.liveness_timeout, tap.clone()).await?;
                     statuses.push(source.status());
                     synced.push(source.synced());
                     tracing::info!(cluster = %source.cluster(), "agent watching");
+                    if let Some(tap) = &tap {
+                        tap.expect(source.cluster());
+                    }
                     tasks.spawn(source.run(registry.clone(), cancel.clone()));
                 }
             }
         }
         ops.set_sources(statuses);
+        if let Some(tap) = &tap {
+            ops.set_sync(crate::publish::spawn(
+                sync_jobs, &registry, tap, &tasks, &cancel,
+            ));
+        }
         {
             let (ops, cancel) = (ops.clone(), cancel.clone());
             tasks.spawn(async move {

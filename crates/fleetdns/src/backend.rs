@@ -25,6 +25,9 @@ impl Backend {
             if let Some((range, grace)) = config.vips {
                 memory = memory.with_vips(range, grace);
             }
+            if let Some(range6) = config.vips_v6 {
+                memory = memory.with_vips_v6(range6);
+            }
             let memory = Arc::new(memory);
             return Ok(Self {
                 registry: memory.clone(),
@@ -55,6 +58,7 @@ impl Backend {
             user: e.username.clone().zip(e.password.clone()),
             tls,
             vips: config.vips,
+            vips_v6: config.vips_v6,
         })
         .await
         .context("etcd registry")?;

@@ -34,6 +34,100 @@ pub struct RawConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub forward: Vec<ForwardZoneConfig>,
+    /// `[[sync]]`: publish to external DNS, ExternalDNS-compatible (SPEC §6).
+    #[serde(default)]
+    pub sync: Vec<SyncConfig>,
+    /// Mesh names and ServiceEntry hosts (SPEC §2.3).
+    #[serde(default)]
+    pub mesh: fleetdns_dns::MeshZones,
+}
+
+/// `[[sync]] provider`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncProvider {
+    Rfc2136,
+    Etcd,
+}
+
+/// One `[[sync]]` block: a zone fleetdns keeps in sync, as ExternalDNS would (XDNS-1..21).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    pub provider: SyncProvider,
+    pub zone: String,
+    /// rfc2136: the primary that takes UPDATE and AXFR (`host:port`, port 53 when omitted).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// TSIG key name; the three `tsig_` keys go together (omit all for no TSIG).
+    #[serde(default)]
+    pub tsig_key: Option<String>,
+    #[serde(default)]
+    pub tsig_algorithm: Option<String>,
+    /// The base64 secret, relative to the config file.
+    #[serde(default)]
+    pub tsig_secret_file: Option<PathBuf>,
+    /// etcd: endpoints; default the `[registry]`'s (whose TLS and auth settings are used).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_skydns_prefix")]
+    pub prefix: String,
+    pub owner_id: String,
+    /// `sync`, `upsert-only` or `create-only`; required, as in ExternalDNS ≥ 0.22.
+    pub policy: String,
+    #[serde(default)]
+    pub publish_clusterset: bool,
+    #[serde(default)]
+    pub domain_filter: Vec<String>,
+    #[serde(default)]
+    pub exclude_domains: Vec<String>,
+    #[serde(default)]
+    pub regex_domain_filter: Option<String>,
+    #[serde(default)]
+    pub regex_domain_exclusion: Option<String>,
+    #[serde(default = "default_managed_types")]
+    pub managed_record_types: Vec<String>,
+    #[serde(default)]
+    pub txt_prefix: String,
+    #[serde(default)]
+    pub txt_suffix: String,
+    /// Changes per UPDATE message.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub min_ttl: u32,
+    /// TTL of records whose Service names none.
+    #[serde(default = "default_sync_ttl")]
+    pub default_ttl: u32,
+    #[serde(default = "default_sync_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_min_event_interval")]
+    pub min_event_interval_ms: u64,
+    /// Per exchange with the server.
+    #[serde(default = "default_sync_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_skydns_prefix() -> String {
+    "/skydns/".into()
+}
+fn default_managed_types() -> Vec<String> {
+    vec!["A".into(), "AAAA".into(), "CNAME".into()]
+}
+fn default_batch_size() -> usize {
+    50
+}
+fn default_sync_ttl() -> u32 {
+    300
+}
+fn default_sync_interval() -> u64 {
+    60_000
+}
+fn default_min_event_interval() -> u64 {
+    5_000
+}
+fn default_sync_timeout() -> u64 {
+    10_000
 }
 
 /// The cache in front of forward zones (CDNS-6..8).
@@ -166,6 +260,9 @@ pub struct EtcdRegistryConfig {
     pub vip_range: Option<String>,
     #[serde(default = "default_vip_grace")]
     pub vip_release_grace_secs: u64,
+    /// IPv6 VIPs beside `vip_range` (default `2001:2::/48`, IST-14; `""` turns them off).
+    #[serde(default)]
+    pub vip_range_v6: Option<String>,
 }
 
 fn default_vip_grace() -> u64 {
@@ -200,6 +297,8 @@ pub struct MemoryRegistryConfig {
     pub vip_range: Option<String>,
     /// A VIP outlives the last export of its service this long.
     pub vip_release_grace_secs: u64,
+    /// IPv6 VIPs beside `vip_range` (default `2001:2::/48`, IST-14; `""` turns them off).
+    pub vip_range_v6: Option<String>,
 }
 
 impl Default for MemoryRegistryConfig {
@@ -208,6 +307,7 @@ impl Default for MemoryRegistryConfig {
             liveness_timeout_ms: 15_000,
             vip_range: None,
             vip_release_grace_secs: default_vip_grace(),
+            vip_range_v6: None,
         }
     }
 }
@@ -271,12 +371,16 @@ pub struct Config {
     pub etcd: Option<EtcdRegistryConfig>,
     /// The VIP range and release grace period, when the registry allocates VIPs.
     pub vips: Option<(fleetdns_core::VipRange, Duration)>,
+    /// The IPv6 VIP range, used only with `vips`.
+    pub vips_v6: Option<fleetdns_core::VipRangeV6>,
     pub zones: ZonesConfig,
     pub sources: Vec<Source>,
     pub ops: OpsConfig,
     pub allow: Vec<Cidr>,
     pub cache: CacheLimits,
     pub forward: Vec<ForwardZoneConfig>,
+    /// `[[sync]]` blocks, checked; paths made absolute.
+    pub sync: Vec<SyncConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +420,7 @@ impl Config {
         let zones = ZonesConfig {
             clusterset: raw.clusterset,
             cluster_zones: raw.cluster_zones,
+            mesh: raw.mesh,
             local_cluster,
         };
         zones
@@ -383,6 +488,31 @@ impl Config {
             RegistryConfig::Memory(m) => vip(&m.vip_range, m.vip_release_grace_secs)?,
             RegistryConfig::Etcd(e) => vip(&e.vip_range, e.vip_release_grace_secs)?,
         };
+        let v6 = match &raw.registry {
+            RegistryConfig::Memory(m) => &m.vip_range_v6,
+            RegistryConfig::Etcd(e) => &e.vip_range_v6,
+        };
+        if vips.is_none() && v6.as_deref().is_some_and(|r| !r.is_empty()) {
+            bail!(
+                "{}: registry.vip_range_v6 needs registry.vip_range (VIPs of both families come together)",
+                path.display()
+            );
+        }
+        let vips_v6 = match (v6.as_deref(), &vips) {
+            (_, None) | (Some(""), _) => None,
+            (r, Some(_)) => Some(
+                r.unwrap_or(fleetdns_core::vip::DEFAULT_VIP_RANGE_V6)
+                    .parse::<fleetdns_core::VipRangeV6>()
+                    .with_context(|| format!("{}: registry.vip_range_v6", path.display()))?,
+            ),
+        };
+        if zones.mesh.enabled && !zones.mesh.global_suffix.is_empty() && vips.is_none() {
+            bail!(
+                "{}: mesh.global_suffix: `<svc>.<ns>.{}` names answer the fleet VIP and need registry.vip_range (or set mesh.global_suffix = \"\")",
+                path.display(),
+                zones.mesh.global_suffix
+            );
+        }
         if zones.clusterset.policy == fleetdns_dns::AnswerPolicy::Vip && vips.is_none() {
             bail!(
                 "{}: clusterset.policy = \"vip\" needs registry.vip_range",
@@ -468,20 +598,106 @@ impl Config {
                 );
             }
         }
+        let mut sync = raw.sync;
+        for (i, block) in sync.iter_mut().enumerate() {
+            check_sync(block, etcd.is_some())
+                .with_context(|| format!("{}: sync[{i}]", path.display()))?;
+            block.tsig_secret_file = block.tsig_secret_file.take().map(relative);
+        }
         Ok(Self {
             path: path.to_owned(),
             dns: raw.dns,
             liveness_timeout,
             etcd,
             vips,
+            vips_v6,
             zones,
             sources,
             ops: raw.ops,
             allow,
             cache,
             forward: raw.forward,
+            sync,
         })
     }
+}
+
+/// Checks one `[[sync]]` block; errors name the key. The zone is normalised in place.
+fn check_sync(b: &mut SyncConfig, registry_is_etcd: bool) -> anyhow::Result<()> {
+    use fleetdns_publish::RecordType;
+    b.zone = fleetdns_publish::model::normalize_name(&b.zone)
+        .with_context(|| format!("zone {:?} is not a DNS name", b.zone))?;
+    if b.owner_id.trim().is_empty() || b.owner_id.contains([',', '=', '"']) {
+        bail!("owner_id must be non-empty, without ',', '=' or '\"'");
+    }
+    b.policy
+        .parse::<fleetdns_publish::Policy>()
+        .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    for t in &b.managed_record_types {
+        t.parse::<RecordType>()
+            .map_err(|e| anyhow::anyhow!("managed_record_types: {e}"))?;
+    }
+    fleetdns_publish::filter::DomainFilter::new(
+        &b.domain_filter,
+        &b.exclude_domains,
+        b.regex_domain_filter.as_deref(),
+        b.regex_domain_exclusion.as_deref(),
+    )?;
+    fleetdns_publish::txt::TxtNames::new(&b.txt_prefix, &b.txt_suffix)?;
+    if !(1..=1000).contains(&b.batch_size) {
+        bail!("batch_size must be 1 to 1000");
+    }
+    if b.interval_ms < 1000 {
+        bail!("interval_ms must be at least 1000");
+    }
+    if b.timeout_ms == 0 {
+        bail!("timeout_ms must be positive");
+    }
+    let tsig = [
+        b.tsig_key.is_some(),
+        b.tsig_algorithm.is_some(),
+        b.tsig_secret_file.is_some(),
+    ];
+    match b.provider {
+        SyncProvider::Rfc2136 => {
+            let server = b
+                .server
+                .as_deref()
+                .context("server: required for provider \"rfc2136\"")?;
+            sync_server(server).context("server")?;
+            if tsig.iter().any(|x| *x) && !tsig.iter().all(|x| *x) {
+                bail!("tsig_key, tsig_algorithm and tsig_secret_file go together");
+            }
+            if !b.endpoints.is_empty() {
+                bail!("endpoints: only for provider \"etcd\"");
+            }
+        }
+        SyncProvider::Etcd => {
+            if b.server.is_some() || tsig.iter().any(|x| *x) {
+                bail!("server and tsig_*: only for provider \"rfc2136\"");
+            }
+            if b.endpoints.is_empty() && !registry_is_etcd {
+                bail!("endpoints: required for provider \"etcd\" unless [registry] is etcd");
+            }
+            if !b.prefix.starts_with('/') {
+                bail!("prefix must start with /");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `host:port` or `host` (port 53); the host must be an address.
+pub fn sync_server(server: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = server.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let ip: std::net::IpAddr = server
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .with_context(|| format!("{server:?} is not an address or address:port"))?;
+    Ok(SocketAddr::new(ip, 53))
 }
 
 #[cfg(test)]
@@ -702,5 +918,128 @@ write_back = false
         assert!(err.contains("sources"), "{err}");
         let err = format!("{:#}", parse("cluster_id = [").unwrap_err());
         assert!(err.contains("fleetdns.toml"), "{err}");
+    }
+
+    const SYNC: &str = r#"
+[[sync]]
+provider = "rfc2136"
+zone = "Fleet.Example.com."
+server = "127.0.0.1:53"
+tsig_key = "fleetdns-key"
+tsig_algorithm = "hmac-sha256"
+tsig_secret_file = "tsig.secret"
+owner_id = "fleet-1"
+policy = "sync"
+publish_clusterset = true
+domain_filter = ["fleet.example.com"]
+exclude_domains = []
+managed_record_types = ["A", "AAAA", "CNAME"]
+interval_ms = 60000
+min_event_interval_ms = 5000
+"#;
+
+    #[test]
+    fn sync_blocks_parse_strictly_and_name_the_key() {
+        let c = parse(&format!("{MINIMAL}{SYNC}")).unwrap();
+        let s = &c.sync[0];
+        assert_eq!(s.zone, "fleet.example.com");
+        assert_eq!(
+            s.tsig_secret_file.as_deref(),
+            Some(Path::new("/etc/fleetdns/tsig.secret"))
+        );
+        assert_eq!(
+            (s.batch_size, s.min_ttl, s.prefix.as_str()),
+            (50, 0, "/skydns/")
+        );
+        let err = |extra: &str, from: &str, to: &str| {
+            format!(
+                "{:#}",
+                parse(&format!("{MINIMAL}{}{extra}", SYNC.replace(from, to))).unwrap_err()
+            )
+        };
+        let e = err("colour = 1\n", "", "");
+        assert!(e.contains("colour"), "{e}");
+        let e = err("", "owner_id = \"fleet-1\"\n", "");
+        assert!(e.contains("owner_id"), "{e}");
+        let e = err("", "policy = \"sync\"\n", "");
+        assert!(e.contains("policy"), "{e}");
+        let e = err("", "\"sync\"", "\"upsert\"");
+        assert!(e.contains("sync[0]") && e.contains("policy"), "{e}");
+        let e = err("", "tsig_key = \"fleetdns-key\"\n", "");
+        assert!(
+            e.contains("tsig_key, tsig_algorithm and tsig_secret_file"),
+            "{e}"
+        );
+        let e = err("", "\"CNAME\"]", "\"MX\"]");
+        assert!(e.contains("managed_record_types"), "{e}");
+        let e = err("txt_prefix = \"p.\"\ntxt_suffix = \"-s\"\n", "", "");
+        assert!(e.contains("txt_prefix and txt_suffix"), "{e}");
+        let e = err("regex_domain_filter = \"(\"\n", "", "");
+        assert!(e.contains("regex_domain_filter"), "{e}");
+        let e = err("", "provider = \"rfc2136\"", "provider = \"etcd\"");
+        assert!(e.contains("only for provider \"rfc2136\""), "{e}");
+        let e = err("", "server = \"127.0.0.1:53\"\n", "");
+        assert!(e.contains("server"), "{e}");
+    }
+
+    /// SPEC §2.3: the issue's `[mesh]` example parses; `.global` needs a VIP range; the IPv6
+    /// range defaults to Istio's; bad keys and values are named.
+    #[test]
+    fn mesh_config_parses_and_is_checked() {
+        let with_vips = MINIMAL.replace(
+            "kind = \"memory\"",
+            "kind = \"memory\"\nvip_range = \"240.240.0.0/16\"",
+        );
+        let mesh = "[mesh]\nenabled = true\ncluster_suffix = \"{cluster}\"\nglobal_suffix = \"global\"\nttl = 30\ngateways = { \"cluster-2\" = \"192.0.2.10:15443\" }\n";
+        let c = parse(&format!("{with_vips}\n{mesh}")).unwrap();
+        assert!(c.zones.mesh.enabled);
+        assert_eq!(c.zones.mesh.ttl, 30);
+        assert_eq!(
+            c.vips_v6.map(|r| r.to_string()).as_deref(),
+            Some("2001:2::/48"),
+            "Istio's IPv6 prefix by default"
+        );
+        assert_eq!(
+            c.zones.mesh.gateway("cluster-2"),
+            Some(Ok("192.0.2.10:15443".parse().unwrap()))
+        );
+        let off = with_vips.replace(
+            "vip_range = \"240.240.0.0/16\"",
+            "vip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"\"",
+        );
+        assert!(parse(&off).unwrap().vips_v6.is_none());
+        for (text, key) in [
+            (format!("{MINIMAL}\n{mesh}"), "vip_range"),
+            (format!("{with_vips}\n{mesh}\nzone = \"x\""), "zone"),
+            (
+                format!("{with_vips}\n[mesh]\nenabled = true\ncluster_suffix = \"mesh\""),
+                "mesh.cluster_suffix",
+            ),
+            (
+                format!("{with_vips}\n[mesh]\nenabled = true\nttl = 7200"),
+                "mesh.ttl",
+            ),
+            (
+                format!("{with_vips}\n[mesh]\ngateways = {{ \"cluster-2\" = \"gw.example\" }}"),
+                "mesh.gateways.cluster-2",
+            ),
+            (
+                MINIMAL.replace(
+                    "kind = \"memory\"",
+                    "kind = \"memory\"\nvip_range_v6 = \"2001:2::/48\"",
+                ),
+                "vip_range_v6",
+            ),
+            (
+                with_vips.replace(
+                    "vip_range = \"240.240.0.0/16\"",
+                    "vip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"10.0.0.0/8\"",
+                ),
+                "vip_range_v6",
+            ),
+        ] {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
     }
 }

@@ -390,11 +390,13 @@ mod tests {
                             alive: *alive,
                             exports: Arc::new(ExportSet::new()),
                             published: Timestamp(1_767_000_000),
+                            service_entries: Arc::default(),
                         },
                     )
                 })
                 .collect(),
             vips: BTreeMap::new(),
+            ..FleetSnapshot::default()
         })
     }
 

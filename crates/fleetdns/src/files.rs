@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
+use fleetdns_core::tap::ObjectsTap;
 use fleetdns_core::translate::{created_times, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
 use serde_json::Value;
@@ -29,6 +30,8 @@ pub enum Object {
     Service(Service),
     EndpointSlice(EndpointSlice),
     ServiceExport(ServiceExport),
+    /// `networking.istio.io` v1, v1beta1 or v1alpha3.
+    ServiceEntry(Box<fleetdns_core::service_entry::ServiceEntryObject>),
 }
 
 /// Parses a (multi-document) YAML manifest. Kinds fleetdns does not read are skipped; a `List`
@@ -110,6 +113,15 @@ fn push_object(
                 serde_json::from_value(value).map(Object::ServiceExport),
             )?)
         }
+        (
+            "networking.istio.io/v1"
+            | "networking.istio.io/v1beta1"
+            | "networking.istio.io/v1alpha3",
+            "ServiceEntry",
+        ) => out.push(typed(
+            "bad ServiceEntry",
+            serde_json::from_value(value).map(|e| Object::ServiceEntry(Box::new(e))),
+        )?),
         (_, "List") => {
             let Some(Value::Array(items)) = map.get("items").cloned() else {
                 return Err(err("List has no items array".into()));
@@ -135,6 +147,9 @@ pub struct FilesSource {
     clusters: BTreeMap<ClusterId, ClusterState>,
     /// Folder names already reported as invalid cluster ids.
     bad_dirs: Vec<String>,
+    /// Where every good read of a cluster also goes (the external DNS sync's annotated
+    /// Services).
+    tap: Option<ObjectsTap>,
 }
 
 #[derive(Default)]
@@ -167,7 +182,14 @@ impl FilesSource {
             interval,
             clusters: BTreeMap::new(),
             bad_dirs: Vec::new(),
+            tap: None,
         }
+    }
+
+    /// Also hands every cluster's objects to `tap`.
+    pub fn with_tap(mut self, tap: Option<ObjectsTap>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// Checks the folder once: publishes changed clusters, withdraws removed ones, heartbeats
@@ -224,13 +246,23 @@ impl FilesSource {
                 continue;
             }
             state.fingerprint = fingerprint;
-            match load_cluster(&id, &dir, &mut state.first_seen) {
-                Ok((exports, notes)) => {
+            let loaded = read_cluster(&dir).map(|manifests| {
+                if let Some(tap) = &self.tap {
+                    tap.set(&id, &manifests.objects);
+                }
+                translate_manifests(&id, &manifests, &mut state.first_seen)
+            });
+            match loaded {
+                Ok((exports, entries, notes)) => {
                     report.notes.extend(notes);
                     if state.last_error.take().is_some() {
                         tracing::info!(cluster = %id, "manifests parse again");
                     }
-                    match registry.publish(&id, exports).await {
+                    let published = match registry.publish(&id, exports).await {
+                        Ok(()) => registry.publish_service_entries(&id, entries).await,
+                        Err(e) => Err(e),
+                    };
+                    match published {
                         Ok(()) => {
                             state.published = true;
                             report.published.push(id);
@@ -248,6 +280,9 @@ impl FilesSource {
                     }
                     report.errors.push(msg.clone());
                     state.last_error = Some(msg);
+                    if let (Some(tap), false) = (&self.tap, state.published) {
+                        tap.expect(&id);
+                    }
                     let _ = registry.heartbeat(&id).await;
                 }
             }
@@ -261,6 +296,9 @@ impl FilesSource {
             .collect();
         for id in gone {
             self.clusters.remove(&id);
+            if let Some(tap) = &self.tap {
+                tap.remove(&id);
+            }
             tracing::info!(cluster = %id, "cluster folder removed, withdrawing its exports");
             if let Err(e) = registry.withdraw(&id).await {
                 tracing::warn!(cluster = %id, error = %e, "registry withdraw failed");
@@ -322,14 +360,32 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Reads and translates one cluster folder. Any unreadable file fails the whole folder, so a
-/// half-edited set never replaces a good one. Returns the exports and notes on what was refused.
+/// One cluster folder's objects: what the export translation reads, and Istio ServiceEntries.
+#[derive(Debug, Default)]
+pub struct ClusterManifests {
+    pub objects: ClusterObjects,
+    pub service_entries: Vec<fleetdns_core::service_entry::ServiceEntryObject>,
+}
+
+/// Reads and translates one cluster folder: the exports, the folder's Istio ServiceEntries,
+/// and notes on what was refused or is not served.
 pub fn load_cluster(
     cluster: &ClusterId,
     dir: &Path,
     first_seen: &mut HashMap<String, Timestamp>,
-) -> Result<(ExportSet, Vec<String>), ManifestError> {
+) -> Result<(ExportSet, fleetdns_core::ServiceEntrySet, Vec<String>), ManifestError> {
+    Ok(translate_manifests(
+        cluster,
+        &read_cluster(dir)?,
+        first_seen,
+    ))
+}
+
+/// Reads every manifest of one cluster folder. Any unreadable file fails the whole folder, so
+/// a half-edited set never replaces a good one.
+pub fn read_cluster(dir: &Path) -> Result<ClusterManifests, ManifestError> {
     let mut objects = ClusterObjects::default();
+    let mut entry_objects = Vec::new();
     for file in manifest_files(dir) {
         let text = std::fs::read_to_string(&file).map_err(|e| ManifestError {
             file: file.clone(),
@@ -341,12 +397,26 @@ pub fn load_cluster(
                 Object::Service(s) => objects.services.push(s),
                 Object::EndpointSlice(s) => objects.endpoint_slices.push(s),
                 Object::ServiceExport(s) => objects.service_exports.push(s),
+                Object::ServiceEntry(e) => entry_objects.push(*e),
             }
         }
     }
+    Ok(ClusterManifests {
+        objects,
+        service_entries: entry_objects,
+    })
+}
+
+/// Translates one cluster's manifests: the exports, the ServiceEntries, and notes on what was
+/// refused or is not served.
+fn translate_manifests(
+    cluster: &ClusterId,
+    manifests: &ClusterManifests,
+    first_seen: &mut HashMap<String, Timestamp>,
+) -> (ExportSet, fleetdns_core::ServiceEntrySet, Vec<String>) {
     let now = Timestamp::now();
     let mut seen = |label: &str| *first_seen.entry(label.to_owned()).or_insert(now);
-    let translated = translate_cluster(cluster, &objects, &mut seen);
+    let translated = translate_cluster(cluster, &manifests.objects, &mut seen);
     let mut notes = Vec::new();
     for (label, why) in &translated.invalid {
         tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
@@ -359,7 +429,16 @@ pub fn load_cluster(
         tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
         notes.push(format!("{cluster}: {w}"));
     }
-    Ok((translated.exports, notes))
+    let (entries, entry_notes) = fleetdns_core::service_entry::translate_service_entries(
+        cluster,
+        &manifests.service_entries,
+        &mut |label| seen(&format!("serviceentry/{label}")),
+    );
+    for n in entry_notes {
+        tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+        notes.push(format!("{cluster}: {n}"));
+    }
+    (translated.exports, entries, notes)
 }
 
 #[cfg(test)]
@@ -424,7 +503,7 @@ mod tests {
         let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
         let cluster = ClusterId::new("cluster-a").unwrap();
         // What the previous source published: `web` first seen long ago.
-        let (mut earlier, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
+        let (mut earlier, _, _) = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap();
         let web = fleetdns_core::ServiceKey::new("default", "web").unwrap();
         let mut old = (*earlier[&web]).clone();
         old.created = Timestamp(1_000);
@@ -440,6 +519,23 @@ mod tests {
         assert_eq!(exports[&web].created, Timestamp(1_000), "web keeps its age");
         let new = &exports[&fleetdns_core::ServiceKey::new("default", "new").unwrap()];
         assert!(new.created.0 > 1_000_000, "a new export is first seen now");
+    }
+
+    #[test]
+    fn annotations_external_ips_and_load_balancer_status_are_read() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: lb\n  annotations: {external-dns.alpha.kubernetes.io/hostname: lb.ex.com}\nspec: {type: LoadBalancer, externalIPs: [192.0.2.1]}\nstatus:\n  loadBalancer:\n    ingress: [{ip: 203.0.113.1}, {hostname: elb.example.net}]\n";
+        let objs = parse_manifest(Path::new("lb.yaml"), text).unwrap();
+        let [Object::Service(s)] = &objs[..] else {
+            panic!("{objs:?}")
+        };
+        assert_eq!(
+            s.metadata.annotations["external-dns.alpha.kubernetes.io/hostname"],
+            "lb.ex.com"
+        );
+        assert_eq!(s.spec.external_ips, ["192.0.2.1"]);
+        let ingress = &s.status.load_balancer.ingress;
+        assert_eq!(ingress[0].ip.as_deref(), Some("203.0.113.1"));
+        assert_eq!(ingress[1].hostname.as_deref(), Some("elb.example.net"));
     }
 
     #[test]

@@ -5,7 +5,9 @@ mod backend;
 mod config;
 mod debug_api;
 mod files;
+mod istio;
 mod ops;
+mod publish;
 mod query;
 mod resolv_conf;
 mod serve;
@@ -66,6 +68,19 @@ enum Command {
     /// Print what a cluster's DNS needs to delegate the fleet's zones to fleetdns, or patch
     /// it into a Corefile.
     StubDomains(stub_domains::Args),
+    /// Publish to external DNS once, as ExternalDNS would: every `[[sync]]` block of the
+    /// config, from its sources. Exits 0 when every change was applied, 1 otherwise.
+    Sync {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the plan (creates, updates, deletes, and what another owner holds); change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Istio: the ServiceEntries a consuming cluster needs for the fleet's services.
+    #[command(subcommand)]
+    Istio(istio::IstioCommand),
 }
 
 fn init_logs(format: LogFormat) {
@@ -104,8 +119,10 @@ fn main() -> ExitCode {
         Command::Agent { config } => agent::agent(&config),
         Command::CheckConfig { config } => serve::check_config(&config),
         Command::StubDomains(args) => stub_domains::run(&args),
+        Command::Sync { config, dry_run } => publish::sync_command(&config, dry_run),
         Command::Query(args) => query::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Istio(cmd) => istio::run(&cmd),
     };
     match result {
         Ok(code) => code,

@@ -60,6 +60,8 @@ pub struct OpsState {
     sources: Mutex<Vec<Arc<SourceStatus>>>,
     /// The etcd registry's state, when that is the registry.
     etcd: Mutex<Option<Arc<EtcdStatus>>>,
+    /// The `[[sync]]` blocks' counters.
+    sync: Mutex<Vec<Arc<fleetdns_publish::sync::SyncMetrics>>>,
     /// The debug API and status page; `None` with `[ops] debug = false`.
     pub(crate) debug: Option<Arc<crate::debug_api::DebugState>>,
 }
@@ -75,7 +77,78 @@ impl OpsState {
             installed: Mutex::new(None),
             sources: Mutex::new(Vec::new()),
             etcd: Mutex::new(None),
+            sync: Mutex::new(Vec::new()),
             debug: None,
+        }
+    }
+
+    pub fn set_sync(&self, sync: Vec<Arc<fleetdns_publish::sync::SyncMetrics>>) {
+        *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = sync;
+    }
+
+    /// `fleetdns_sync_*`: one series per `[[sync]]` zone (docs/metrics.md).
+    fn render_sync(&self, out: &mut Exposition<'_>) {
+        use fleetdns_publish::sync::{ERROR_KINDS, SyncMetrics};
+        let all = self.sync.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if all.is_empty() {
+            return;
+        }
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        type Field = fn(&SyncMetrics) -> &AtomicU64;
+        let series: [(&str, &str, &str, Field); 6] = [
+            (
+                "fleetdns_sync_records_created_total",
+                "counter",
+                "Record sets the sync created in the external zone.",
+                |m| &m.created,
+            ),
+            (
+                "fleetdns_sync_records_updated_total",
+                "counter",
+                "Record sets the sync updated in the external zone.",
+                |m| &m.updated,
+            ),
+            (
+                "fleetdns_sync_records_deleted_total",
+                "counter",
+                "Record sets the sync deleted from the external zone.",
+                |m| &m.deleted,
+            ),
+            (
+                "fleetdns_sync_writes_total",
+                "counter",
+                "Write requests the sync sent (RFC 2136 UPDATE messages, etcd transactions).",
+                |m| &m.messages,
+            ),
+            (
+                "fleetdns_sync_last_success_timestamp_seconds",
+                "gauge",
+                "Unix time of the last sync that applied everything (0: none yet).",
+                |m| &m.last_success,
+            ),
+            (
+                "fleetdns_sync_plan_changes",
+                "gauge",
+                "Changes (creates, updates, deletes) in the last plan.",
+                |m| &m.plan_size,
+            ),
+        ];
+        for (name, kind, help, field) in series {
+            out.header(name, kind, help);
+            for m in &all {
+                out.sample(name, &[("zone", m.zone.as_str())], get(field(m)));
+            }
+        }
+        let name = "fleetdns_sync_errors_total";
+        out.header(name, "counter", "Syncs that failed, by zone and kind (connect, timeout, refused, tsig, axfr, malformed, etcd, config, other).");
+        for m in &all {
+            for (i, kind) in ERROR_KINDS.iter().enumerate() {
+                out.sample(
+                    name,
+                    &[("zone", m.zone.as_str()), ("kind", kind)],
+                    get(&m.errors[i]),
+                );
+            }
         }
     }
 
@@ -285,6 +358,7 @@ impl OpsState {
         fleetdns_dns::metrics::render_forwarder(forwarder.as_deref(), &mut out);
         self.render_sources(&mut out);
         self.render_etcd(&mut out);
+        self.render_sync(&mut out);
 
         let name = "fleetdns_table_installs_total";
         out.header(
@@ -517,6 +591,9 @@ mod tests {
         let cluster = fleetdns_core::ClusterId::new("cluster-a").unwrap();
         state.set_sources(vec![Arc::new(SourceStatus::new(cluster))]);
         state.set_etcd(Some(Arc::new(EtcdStatus::default())));
+        state.set_sync(vec![Arc::new(fleetdns_publish::sync::SyncMetrics::new(
+            "fleet.example.com",
+        ))]);
         Arc::new(state)
     }
 

@@ -133,7 +133,14 @@ fn from_config(path: &std::path::Path, name: &str, qtype: &str) -> anyhow::Resul
     let qtype = explain::parse_qtype(qtype)?;
     let rt = crate::serve::runtime()?;
     rt.block_on(async move {
-        let registry = MemoryRegistry::new(config.liveness_timeout);
+        let mut registry = MemoryRegistry::new(config.liveness_timeout);
+        // VIPs as `serve` allocates them: `.global` names and ServiceEntry hosts answer.
+        if let Some((range, grace)) = config.vips {
+            registry = registry.with_vips(range, grace);
+        }
+        if let Some(range6) = config.vips_v6 {
+            registry = registry.with_vips_v6(range6);
+        }
         for source in &config.sources {
             match source {
                 Source::Files { root, interval } => {

@@ -56,6 +56,7 @@ fn kube_credentials(source: &Source) -> anyhow::Result<fleetdns_k8s::Credentials
 pub(crate) async fn kube_source(
     source: &Source,
     liveness: Duration,
+    tap: Option<fleetdns_core::tap::ObjectsTap>,
 ) -> anyhow::Result<fleetdns_k8s::ClusterSource> {
     let Source::Kubernetes {
         cluster_id,
@@ -76,6 +77,7 @@ pub(crate) async fn kube_source(
         write_back: *write_back,
         heartbeat: liveness / 3,
         clusterset: clusterset.clone(),
+        tap,
         ..Default::default()
     };
     Ok(fleetdns_k8s::ClusterSource::new(client, id, options))
@@ -221,6 +223,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     backend.spawn(&tasks, &cancel);
     ops.set_etcd(backend.etcd_status());
     let registry = backend.registry.clone();
+    let tap = crate::publish::tap_for(&config);
+    let sync_jobs = crate::publish::jobs(&config).await?;
     let (zones_tx, mut zones_rx) = watch::channel(config.zones.clone());
     let mut live = Live {
         served: served.clone(),
@@ -235,6 +239,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         checks_gen: cancel.child_token(),
         root: cancel.clone(),
         config,
+        tap,
     };
     let (published, in_cluster) = live
         .start_sources(
@@ -253,6 +258,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .send_replace(live.effective_zones(&live.config.zones));
     }
     live.start_health_checks();
+    // Every source has loaded once: the external DNS sync sees complete sets from the start.
+    if let Some(tap) = &live.tap {
+        ops.set_sync(crate::publish::spawn(
+            sync_jobs, &registry, tap, &tasks, &cancel,
+        ));
+    }
 
     // Every source has loaded once: compile now, on every registry change and on new zones.
     let mut snapshots = registry.subscribe();
@@ -363,6 +374,8 @@ struct Live {
     /// The server's own token: every generation is a child of it.
     root: CancellationToken,
     config: Config,
+    /// What the sources also hand to the external DNS sync (`[[sync]]`).
+    tap: Option<fleetdns_core::tap::ObjectsTap>,
 }
 
 impl Live {
@@ -382,7 +395,8 @@ impl Live {
         for source in sources {
             match source {
                 Source::Files { root, interval } => {
-                    let mut files = FilesSource::new(root.clone(), *interval);
+                    let mut files =
+                        FilesSource::new(root.clone(), *interval).with_tap(self.tap.clone());
                     let report = files.poll(&*registry).await.with_context(|| {
                         format!("cannot read manifest folder {}", root.display())
                     })?;
@@ -393,7 +407,8 @@ impl Live {
                 }
                 Source::Kubernetes { .. } => {
                     let in_pod = kube_credentials(source)? == fleetdns_k8s::Credentials::InCluster;
-                    let source = kube_source(source, self.config.liveness_timeout).await?;
+                    let source =
+                        kube_source(source, self.config.liveness_timeout, self.tap.clone()).await?;
                     if published.contains(source.cluster()) {
                         anyhow::bail!(
                             "two sources publish cluster {}: give each kubernetes source its own cluster_id",
@@ -415,6 +430,10 @@ impl Live {
         for source in kube_sources {
             synced.push((source.cluster().clone(), source.synced()));
             statuses.push(source.status());
+            if let Some(tap) = &self.tap {
+                // The external DNS sync waits for this cluster's first list.
+                tap.expect(source.cluster());
+            }
             tracker.spawn(source.run(registry.clone(), cancel.clone()));
         }
         self.ops.set_sources(statuses);
@@ -512,6 +531,7 @@ impl Live {
                 new.dns.tcp_max_connections != old.dns.tcp_max_connections,
             ),
             ("ops.listen", new.ops.listen != old.ops.listen),
+            ("sync", new.sync != old.sync),
             ("ops.debug", new.ops.debug != old.ops.debug),
             ("dns.nsid", new.dns.nsid != old.dns.nsid),
             (
@@ -580,6 +600,9 @@ impl Live {
                     for cluster in before.iter().filter(|c| !published.contains(c)) {
                         tracing::info!(cluster = %cluster, "cluster no longer in any source, withdrawn");
                         let _ = self.registry.withdraw(cluster).await;
+                        if let Some(tap) = &self.tap {
+                            tap.remove(cluster);
+                        }
                     }
                 }
                 Err(e) => {
@@ -692,7 +715,14 @@ pub(crate) async fn shutdown_signal() {
 pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     runtime()?.block_on(async move {
-        let registry = MemoryRegistry::new(config.liveness_timeout);
+        let mut registry = MemoryRegistry::new(config.liveness_timeout);
+        // VIPs as `serve` allocates them, so `.global` names and ServiceEntry hosts show.
+        if let Some((range, grace)) = config.vips {
+            registry = registry.with_vips(range, grace);
+        }
+        if let Some(range6) = config.vips_v6 {
+            registry = registry.with_vips_v6(range6);
+        }
         let mut errors = Vec::new();
         let mut notes = Vec::new();
         let mut source_notes = Vec::new();
@@ -767,6 +797,15 @@ pub fn check_config(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         let stats = table.stats();
         println!("{} names, {} records", stats.names, stats.records);
+        // [[sync]]: secret files read and keys checked; the servers are not contacted.
+        match crate::publish::jobs(&config).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    println!("{}", crate::publish::describe(&job));
+                }
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
         for n in &source_notes {
             println!("{n}");
         }

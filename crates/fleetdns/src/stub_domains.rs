@@ -140,8 +140,8 @@ pub fn zones_from_config(config: &Config) -> anyhow::Result<Vec<String>> {
     if config.zones.clusterset.enabled {
         zones.push(config.zones.clusterset.name.clone());
     }
-    if config.zones.cluster_zones.enabled {
-        let mut clusters = BTreeSet::new();
+    let mut clusters = BTreeSet::new();
+    {
         for source in &config.sources {
             match source {
                 Source::Files { root, .. } => clusters.extend(cluster_folders(root)?),
@@ -156,12 +156,15 @@ pub fn zones_from_config(config: &Config) -> anyhow::Result<Vec<String>> {
                 Source::Kubernetes { .. } => {}
             }
         }
+    }
+    if config.zones.cluster_zones.enabled {
         zones.extend(
             clusters
                 .iter()
                 .map(|c| config.zones.cluster_zone_name(c.as_str())),
         );
     }
+    zones.extend(crate::istio::mesh_zones(config, &clusters)?);
     let zones =
         normalize_zones(&zones).with_context(|| format!("zones of {}", config.path.display()))?;
     if zones.is_empty() {

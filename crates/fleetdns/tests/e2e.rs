@@ -1560,6 +1560,777 @@ fn agents_and_dns_servers_share_one_etcd() {
     });
 }
 
+/// A `[[sync]]` block publishing to `bind` with the tests' TSIG key (written next to the
+/// config as `tsig.secret`).
+fn sync_block(dir: &Path, bind: &fleetdns_publish::testing::Primary, extra: &str) -> String {
+    std::fs::write(
+        dir.join("tsig.secret"),
+        format!("{}\n", fleetdns_publish::testing::SECRET),
+    )
+    .unwrap();
+    format!(
+        "\n[[sync]]\nprovider = \"rfc2136\"\nzone = \"{}\"\nserver = \"{}\"\ntsig_key = \"{}\"\ntsig_algorithm = \"hmac-sha256\"\ntsig_secret_file = \"tsig.secret\"\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\ninterval_ms = 60000\nmin_event_interval_ms = 200\n{extra}",
+        bind.zone,
+        bind.addr(),
+        fleetdns_publish::testing::KEY_NAME,
+    )
+}
+
+const ANNOTATED: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop-lb\n  namespace: web\n  annotations:\n    external-dns.alpha.kubernetes.io/hostname: shop.fleet.example.com.\n    external-dns.kubernetes.io/ttl: \"60\"\nspec:\n  type: LoadBalancer\n  clusterIP: 10.97.50.50\nstatus:\n  loadBalancer:\n    ingress:\n    - ip: 203.0.113.10\n";
+
+/// SPEC §6: `serve` with the demo clusters publishes every exported service as
+/// `<svc>.<ns>.<zone>` (policy-`all` addresses) and annotated Services (not exported) to a
+/// real BIND over TSIG; an edit reaches BIND, and a cluster that leaves takes its addresses
+/// and its annotated records with it.
+#[test]
+fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records() {
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    std::fs::write(
+        dir.path().join("clusters/cluster-b/shop-lb.yaml"),
+        ANNOTATED,
+    )
+    .unwrap();
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    let ops_port = free_port();
+    text.push_str(&format!("[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n"));
+    std::fs::write(&config, text).unwrap();
+    let s = Server::start(dir);
+    let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
+    let payment = "payment.default.fleet.example.com";
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
+    assert_eq!(bind.dig("shop.fleet.example.com", "A"), ["203.0.113.10"]);
+    assert_eq!(
+        bind.dig("frontend.web.fleet.example.com", "AAAA"),
+        ["fd00:97::20"]
+    );
+    assert_eq!(
+        bind.dig("aaaa-frontend.web.fleet.example.com", "TXT"),
+        [
+            "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/web/frontend\""
+        ]
+    );
+    assert_eq!(
+        bind.dig("a-payment.default.fleet.example.com", "TXT"),
+        [
+            "\"heritage=external-dns,external-dns/owner=fleet-1,external-dns/resource=service/default/payment\""
+        ]
+    );
+    // Headless: the ready endpoints of every cluster.
+    assert_eq!(
+        bind.dig("reviews.default.fleet.example.com", "A"),
+        ["10.244.1.20", "10.244.1.21", "10.246.1.20"]
+    );
+    // An edit reaches BIND.
+    let payment_b = s.clusters().join("cluster-b/payment.yaml");
+    let edited = std::fs::read_to_string(&payment_b)
+        .unwrap()
+        .replace("10.97.10.10", "10.97.10.77");
+    std::fs::write(&payment_b, edited).unwrap();
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.77"]);
+    // cluster-b leaves: its address and its annotated record leave the zone.
+    std::fs::remove_dir_all(s.clusters().join("cluster-b")).unwrap();
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
+    s.wait_until(|| bind.dig("shop.fleet.example.com", "A").is_empty());
+    assert!(bind.dig("a-shop.fleet.example.com", "TXT").is_empty());
+    assert!(
+        s.log_text().contains("record deleted"),
+        "one log line per change"
+    );
+    let (_, metrics) = http(ops, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let samples = fleetdns_dns::metrics::parse_exposition(&metrics).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        fleetdns_dns::metrics::sample_value(&samples, name, labels).unwrap_or(-1.0)
+    };
+    let zone = [("zone", "fleet.example.com")];
+    assert!(
+        value("fleetdns_sync_records_created_total", &zone) >= 6.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_records_updated_total", &zone) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_records_deleted_total", &zone) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("fleetdns_sync_last_success_timestamp_seconds", &zone) > 1.0e9,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(
+            "fleetdns_sync_errors_total",
+            &[("zone", "fleet.example.com"), ("kind", "refused")]
+        ),
+        0.0,
+        "{metrics}"
+    );
+}
+
+/// `fleetdns sync --dry-run` prints the plan and changes nothing; `fleetdns sync` applies it
+/// and exits 0; a refused key exits 1 with the rcode and the TSIG error.
+#[test]
+fn sync_command_dry_run_then_once_and_a_refused_key_exits_non_zero() {
+    let foreign = "payment.default A 192.0.2.50\na-payment.default TXT \"heritage=external-dns,external-dns/owner=cluster-9,external-dns/resource=service/default/payment\"\n";
+    let bind =
+        fleetdns_publish::testing::Primary::bind("fleet.example.com", foreign, "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+
+    let (code, out) = fleetdns(&["check-config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sync zone fleet.example.com via rfc2136 (owner fleet-1, policy sync, publish_clusterset)"), "{out}");
+    let (code, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "create reviews.default.fleet.example.com A [10.244.1.20,10.244.1.21,10.246.1.20]"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("leave payment.default.fleet.example.com A: owned by \"cluster-9\""),
+        "{out}"
+    );
+    assert!(
+        bind.dig("reviews.default.fleet.example.com", "A")
+            .is_empty(),
+        "dry run wrote"
+    );
+
+    let (code, out) = fleetdns(&["sync", "--config", &config]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied:"), "{out}");
+    assert_eq!(bind.dig("reviews.default.fleet.example.com", "A").len(), 3);
+    assert_eq!(
+        bind.dig("payment.default.fleet.example.com", "A"),
+        ["192.0.2.50"],
+        "another owner's"
+    );
+    let (_, out) = fleetdns(&["sync", "--dry-run", "--config", &config]);
+    assert!(
+        out.contains("plan: 0 to create, 0 to update, 0 to delete"),
+        "{out}"
+    );
+
+    std::fs::write(
+        dir.path().join("tsig.secret"),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+    )
+    .unwrap();
+    let (code, out) = fleetdns(&["sync", "--config", &config]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("NOTAUTH") && out.contains("BADSIG"), "{out}");
+}
+
+/// `fleetdns sync` with `provider = "etcd"`: the demo fleet's services land in the SkyDNS
+/// layout (XDNS-18/19) on a real etcd.
+#[test]
+fn sync_command_writes_the_skydns_layout_to_etcd() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("examples/demo"), dir.path());
+    let config = dir.path().join("fleetdns.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[sync]]\nprovider = \"etcd\"\nzone = \"fleet.example.com\"\nendpoints = [\"{}\"]\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\n",
+        etcd.endpoint()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let (code, out) = fleetdns(&["sync", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let endpoint = etcd.endpoint();
+    let mut values: Vec<String> = fake_api_runtime().block_on(async {
+        let mut client = fleetdns_publish::skydns::EtcdClient::connect([endpoint], None)
+            .await
+            .unwrap();
+        let prefix = "/skydns/com/example/fleet/default/payment/";
+        let resp = client
+            .get(
+                prefix,
+                Some(fleetdns_publish::skydns::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        resp.kvs()
+            .iter()
+            .map(|kv| kv.value_str().unwrap().to_owned())
+            .collect()
+    });
+    values.sort();
+    let keys = values.join("\n");
+    assert_eq!(
+        values,
+        [
+            r#"{"host":"10.96.10.10","targetstrip":1}"#,
+            r#"{"host":"10.97.10.10","targetstrip":1}"#
+        ],
+        "{keys}\n{out}"
+    );
+}
+
+/// The whole fleet from one place: agents publish their clusters to etcd, one `serve` with no
+/// sources of its own syncs `publish_clusterset` names to BIND from the registry. An agent
+/// killed with SIGKILL takes its cluster's address out of BIND once its lease expires.
+#[test]
+fn a_killed_cluster_leaves_the_public_zone_within_its_lease() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let endpoint = etcd.endpoint();
+    let ttl = 2;
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let (_agent_a, _) = Agent::start("cluster-a", &endpoint, ttl);
+    let (mut agent_b, _) = Agent::start("cluster-b", &endpoint, ttl);
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[registry]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl_secs = {ttl}\n"
+    );
+    text.push_str(&sync_block(dir.path(), &bind, ""));
+    std::fs::write(dir.path().join("fleetdns.toml"), text).unwrap();
+    let s = Server::start(dir);
+    let payment = "payment.default.fleet.example.com";
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10", "10.97.10.10"]);
+    assert_eq!(
+        bind.dig("frontend.web.fleet.example.com", "A"),
+        ["10.97.20.20"]
+    );
+    agent_b.child.kill().unwrap(); // SIGKILL
+    s.wait_until(|| bind.dig(payment, "A") == ["10.96.10.10"]);
+    assert!(
+        bind.dig("frontend.web.fleet.example.com", "A").is_empty(),
+        "cluster-b's only service is gone too"
+    );
+}
+
+/// A kubernetes source feeds the sync: `serve` watching a (fake) API server publishes a Service
+/// annotated for ExternalDNS, not exported, to BIND; a LoadBalancer status change and the
+/// Service's deletion follow.
+#[test]
+fn a_kubernetes_source_feeds_annotated_services_to_bind() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    use serde_json::json;
+    let rt = fake_api_runtime();
+    let api = rt.block_on(FakeApiServer::start()).unwrap();
+    api.serve_group("multicluster.x-k8s.io", &["v1beta1"]);
+    let lb = |ip: &str| {
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "edge", "namespace": "web",
+                "annotations": {"external-dns.kubernetes.io/hostname": "edge.fleet.example.com"}},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9"},
+            "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})
+    };
+    api.put(lb("203.0.113.1"));
+    let bind = fleetdns_publish::testing::Primary::bind("fleet.example.com", "", "hmac-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    api.write_kubeconfig(&dir.path().join("kubeconfig"), "c")
+        .unwrap();
+    let mut text = "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"east\"\nkubeconfig = \"kubeconfig\"\nwrite_back = false\n".to_string();
+    text.push_str(
+        &sync_block(dir.path(), &bind, "")
+            .replace("publish_clusterset = true", "publish_clusterset = false"),
+    );
+    std::fs::write(dir.path().join("fleetdns.toml"), text).unwrap();
+    let s = Server::start(dir);
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A") == ["203.0.113.1"]);
+    api.put(lb("203.0.113.2"));
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A") == ["203.0.113.2"]);
+    assert!(api.delete("v1", "Service", Some("web"), "edge"));
+    s.wait_until(|| bind.dig("edge.fleet.example.com", "A").is_empty());
+    assert!(bind.dig("a-edge.fleet.example.com", "TXT").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The second seed: Istio ServiceEntries served in place of istiocoredns.
+// ---------------------------------------------------------------------------------------------
+
+/// The ServiceEntries Service Mesh Hub created on cluster-1 in the second seed.
+const SEED_SERVICE_ENTRIES: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: ratings.default.cluster-2
+  namespace: istio-system
+spec:
+  hosts: [ratings.default.cluster-2]
+  location: MESH_INTERNAL
+  resolution: DNS
+  addresses: [240.0.0.2]
+  ports: [{number: 9080, name: http1, protocol: http}]
+  endpoints: [{address: 192.0.2.10, ports: {http1: 15443}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: reviews.default.cluster-2
+  namespace: istio-system
+spec:
+  hosts: [reviews.default.cluster-2]
+  location: MESH_INTERNAL
+  resolution: DNS
+  addresses: [240.0.0.3]
+  ports: [{number: 9080, name: http1, protocol: http}]
+  endpoints: [{address: 192.0.2.10, ports: {http1: 15443}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata:
+  name: istio-ingressgateway.istio-system.cluster-2
+  namespace: istio-system
+spec:
+  hosts: [istio-ingressgateway.istio-system.cluster-2]
+  location: MESH_INTERNAL
+  resolution: DNS
+  addresses: [240.0.0.4]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  endpoints: [{address: 192.0.2.10, ports: {https: 15443}}]
+"#;
+
+/// cluster-2's bookinfo services, exported (for `.global` and `<svc>.<ns>.cluster-2`).
+const CLUSTER2_EXPORTS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: details, namespace: default}
+spec:
+  clusterIP: 10.22.0.7
+  ports: [{name: http, protocol: TCP, port: 9080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: details-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: details}
+addressType: IPv4
+endpoints: [{addresses: [10.244.2.7], conditions: {ready: true}}]
+ports: [{name: http, protocol: TCP, port: 9080}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: details, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+"#;
+
+fn mesh_config(extra_sources: &str) -> String {
+    format!(
+        r#"
+cluster_id = "cluster-1"
+[registry]
+kind = "memory"
+vip_range = "240.240.0.0/16"
+vip_range_v6 = "2001:2::/48"
+[mesh]
+enabled = true
+cluster_suffix = "{{cluster}}"
+global_suffix = "global"
+ttl = 30
+gateways = {{ "cluster-2" = "192.0.2.10:15443" }}
+[[sources]]
+kind = "files"
+path = "clusters"
+{extra_sources}
+"#
+    )
+}
+
+/// Debian's unbound as the cluster DNS would be: forwarding `zones` to fleetdns.
+struct Unbound {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    fn start(zones: &[String], fleetdns: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let mut conf = format!(
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n  num-threads: 1\nremote-control:\n  control-enable: no\n"
+        );
+        for zone in zones {
+            conf.push_str(&format!(
+                "forward-zone:\n  name: \"{zone}.\"\n  forward-addr: {}@{}\n",
+                fleetdns.ip(),
+                fleetdns.port()
+            ));
+        }
+        let path = dir.path().join("unbound.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("unbound")
+            .arg("-d")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start unbound (install unbound)");
+        let unbound = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while !unbound
+            .dig(&["version.server", "CH", "TXT"])
+            .contains("status:")
+        {
+            assert!(start.elapsed() < PATIENCE, "unbound did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        unbound
+    }
+
+    fn dig(&self, args: &[&str]) -> String {
+        let out = Command::new("dig")
+            .arg("@127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .expect("run dig");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The zones of `fleetdns stub-domains --format corefile` (`<zone>:53 {` lines).
+fn corefile_zones(corefile: &str) -> Vec<String> {
+    corefile
+        .lines()
+        .filter_map(|l| l.strip_suffix(":53 {"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs the seed's checks against one server: the one stub-domains command, and a real
+/// forwarding resolver (unbound) configured from it answering the ServiceEntry hosts.
+fn seed_through_unbound(server: &Server) {
+    let config = server.dir.path().join("fleetdns.toml");
+    let config = config.to_str().unwrap();
+    let addr = server.addr().to_string();
+    let (code, corefile) = fleetdns(&["stub-domains", "--config", config, "--server", &addr]);
+    assert_eq!(code, 0, "{corefile}");
+    let zones = corefile_zones(&corefile);
+    for zone in ["cluster-1", "cluster-2", "global"] {
+        assert!(
+            zones.iter().any(|z| z == zone),
+            "{zone} missing from:\n{corefile}"
+        );
+    }
+    let (code, kube_dns) = fleetdns(&[
+        "stub-domains",
+        "--config",
+        config,
+        "--server",
+        &addr,
+        "--format",
+        "kube-dns",
+    ]);
+    assert_eq!(code, 0, "{kube_dns}");
+    for zone in ["\"cluster-1\"", "\"cluster-2\"", "\"global\""] {
+        assert!(kube_dns.contains(zone), "{zone} missing from:\n{kube_dns}");
+    }
+    let unbound = Unbound::start(&zones, server.addr());
+    let short = |name: &str, qtype: &str| -> Vec<String> {
+        let mut v: Vec<String> = unbound
+            .dig(&[name, qtype, "+short"])
+            .lines()
+            .filter(|l| !l.starts_with(';'))
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    };
+    // The seed's `nslookup ratings.default.cluster-2` → 240.0.0.2, now through unbound.
+    server.wait_until(|| short("ratings.default.cluster-2", "A") == ["240.0.0.2"]);
+    assert_eq!(short("reviews.default.cluster-2", "A"), ["240.0.0.3"]);
+    assert_eq!(
+        short("istio-ingressgateway.istio-system.cluster-2", "A"),
+        ["240.0.0.4"]
+    );
+    // IST-4 fixed (K8S-21): AAAA of a known v4-only host is NOERROR without answers.
+    let aaaa = unbound.dig(&["ratings.default.cluster-2", "AAAA"]);
+    assert!(aaaa.contains("status: NOERROR"), "{aaaa}");
+    assert!(aaaa.contains("ANSWER: 0"), "{aaaa}");
+    // An unknown name in the mesh zone is NXDOMAIN.
+    let nx = unbound.dig(&["nope.default.cluster-2", "A"]);
+    assert!(nx.contains("status: NXDOMAIN"), "{nx}");
+    // fleetdns itself: authoritative, TTL 30 as configured.
+    let direct = server.dig(&[
+        "ratings.default.cluster-2",
+        "A",
+        "+noall",
+        "+answer",
+        "+comments",
+    ]);
+    assert!(direct.contains(" aa"), "{direct}");
+    assert!(
+        direct.contains("ratings.default.cluster-2. 30\tIN\tA\t240.0.0.2"),
+        "{direct}"
+    );
+}
+
+/// The second seed through manifest files: cluster-1's folder holds the ServiceEntries
+/// Service Mesh Hub made, cluster-2's its exported services.
+#[test]
+fn seed_istio_service_entries_from_manifest_files_through_unbound() {
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = dir.path().join("clusters");
+    std::fs::create_dir_all(clusters.join("cluster-1")).unwrap();
+    std::fs::create_dir_all(clusters.join("cluster-2")).unwrap();
+    std::fs::write(
+        clusters.join("cluster-1/serviceentries.yaml"),
+        SEED_SERVICE_ENTRIES,
+    )
+    .unwrap();
+    std::fs::write(clusters.join("cluster-2/details.yaml"), CLUSTER2_EXPORTS).unwrap();
+    std::fs::write(dir.path().join("fleetdns.toml"), mesh_config("")).unwrap();
+    let server = Server::start(dir);
+    seed_through_unbound(&server);
+    // Mesh names of an export: `<svc>.<ns>.<cluster>` (its ClusterIP) and `.global` (VIPs).
+    assert_eq!(
+        server.short("details.default.cluster-2", "A", &[]),
+        ["10.22.0.7"]
+    );
+    let v4 = server.short("details.default.global", "A", &[]);
+    let v6 = server.short("details.default.global", "AAAA", &[]);
+    assert!(v4.len() == 1 && v4[0].starts_with("240.240."), "{v4:?}");
+    assert!(v6.len() == 1 && v6[0].starts_with("2001:2:"), "{v6:?}");
+    // `fleetdns query` says which ServiceEntry answers and by which rule.
+    let config = server.dir.path().join("fleetdns.toml");
+    let (code, why) = fleetdns(&[
+        "query",
+        "--config",
+        config.to_str().unwrap(),
+        "ratings.default.cluster-2",
+    ]);
+    assert_eq!(code, 0, "{why}");
+    for want in [
+        "240.0.0.2",
+        "(mesh)",
+        "IST-2",
+        "istio-system/ratings.default.cluster-2",
+    ] {
+        assert!(why.contains(want), "{want} missing from:\n{why}");
+    }
+}
+
+/// The second seed through the Kubernetes API (the fake API server): cluster-1 serves the
+/// ServiceEntries as networking.istio.io/v1alpha3.
+#[test]
+fn seed_istio_service_entries_from_the_kubernetes_api_through_unbound() {
+    use fleetdns_k8s::fake::FakeApiServer;
+    use serde_json::json;
+
+    let rt = fake_api_runtime();
+    let api = rt.block_on(async { FakeApiServer::start().await.unwrap() });
+    api.serve_group("multicluster.x-k8s.io", &["v1alpha1"]);
+    api.serve_group("networking.istio.io", &["v1alpha3"]);
+    api.put(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}));
+    for (host, ip) in [
+        ("ratings.default.cluster-2", "240.0.0.2"),
+        ("reviews.default.cluster-2", "240.0.0.3"),
+        ("istio-ingressgateway.istio-system.cluster-2", "240.0.0.4"),
+    ] {
+        api.put(
+            json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "ServiceEntry",
+            "metadata": {"name": host, "namespace": "istio-system"},
+            "spec": {"hosts": [host], "location": "MESH_INTERNAL", "resolution": "DNS",
+                     "addresses": [ip], "endpoints": [{"address": "192.0.2.10"}]}}),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("clusters/cluster-2")).unwrap();
+    std::fs::write(
+        dir.path().join("clusters/cluster-2/details.yaml"),
+        CLUSTER2_EXPORTS,
+    )
+    .unwrap();
+    api.write_kubeconfig(&dir.path().join("c1.kubeconfig"), "c1")
+        .unwrap();
+    std::fs::write(
+        dir.path().join("fleetdns.toml"),
+        mesh_config(
+            "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"cluster-1\"\nkubeconfig = \"c1.kubeconfig\"\nwrite_back = false\n",
+        ),
+    )
+    .unwrap();
+    let server = Server::start(dir);
+    seed_through_unbound(&server);
+    drop(server);
+    drop(api);
+    drop(rt);
+}
+
+/// `fleetdns istio service-entries` prints YAML that fleetdns itself (and so `kubectl
+/// apply`) reads back: applied to cluster-1, `details.default.cluster-2` answers the fleet
+/// VIP that `details.default.global` answers, with cluster-2's gateway as endpoint.
+#[test]
+fn istio_service_entries_command_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let clusters = dir.path().join("clusters");
+    std::fs::create_dir_all(clusters.join("cluster-1")).unwrap();
+    std::fs::create_dir_all(clusters.join("cluster-2")).unwrap();
+    std::fs::write(clusters.join("cluster-2/details.yaml"), CLUSTER2_EXPORTS).unwrap();
+    let config = dir.path().join("fleetdns.toml");
+    std::fs::write(&config, mesh_config("")).unwrap();
+    let (code, yaml) = fleetdns(&[
+        "istio",
+        "service-entries",
+        "--config",
+        config.to_str().unwrap(),
+        "--cluster",
+        "cluster-1",
+    ]);
+    assert_eq!(code, 0, "{yaml}");
+    for want in [
+        "kind: ServiceEntry",
+        "name: \"details.default.cluster-2\"",
+        "location: MESH_INTERNAL",
+        "resolution: DNS",
+        "- number: 9080",
+        "protocol: HTTP",
+        "- address: \"192.0.2.10\"",
+        "\"http\": 15443",
+        "cluster: \"cluster-2\"",
+        "locality: \"cluster-2\"",
+    ] {
+        assert!(yaml.contains(want), "{want} missing from:\n{yaml}");
+    }
+    let (code, none) = fleetdns(&[
+        "istio",
+        "service-entries",
+        "--config",
+        config.to_str().unwrap(),
+        "--cluster",
+        "cluster-2",
+    ]);
+    assert_eq!(code, 0, "{none}");
+    assert!(
+        !none.contains("kind: ServiceEntry"),
+        "cluster-2's own services are left out:\n{none}"
+    );
+    std::fs::write(clusters.join("cluster-1/generated.yaml"), &yaml).unwrap();
+    let server = Server::start(dir);
+    let global = server.short("details.default.global", "A", &[]);
+    assert_eq!(global.len(), 1, "{global:?}");
+    assert!(
+        yaml.contains(&format!("- \"{}\"", global[0])),
+        "the fleet VIP:\n{yaml}"
+    );
+    server.wait_until(|| server.short("details.default.cluster-2", "A", &[]) == global);
+}
+
+/// ServiceEntries through a fleet: an agent publishes cluster-1's ServiceEntries (the seed's,
+/// and one without addresses) to etcd, two DNS servers answer them alike, and the VIP
+/// allocated for the one without addresses is the same on both and after everything restarts
+/// (IST-14).
+#[test]
+fn service_entries_through_agents_and_etcd_agree_and_survive_restarts() {
+    let etcd = fleetdns_etcd::testing::TestEtcd::start();
+    let endpoint = etcd.endpoint();
+    let registry = format!(
+        "[registry]\nkind = \"etcd\"\nendpoints = [\"{endpoint}\"]\nlease_ttl_secs = 5\nvip_range = \"240.240.0.0/16\"\nvip_range_v6 = \"2001:2::/48\"\n"
+    );
+    let agent_dir = tempfile::tempdir().unwrap();
+    let folder = agent_dir.path().join("clusters/cluster-1");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("serviceentries.yaml"),
+        format!(
+            "{SEED_SERVICE_ENTRIES}---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: payments-api, namespace: istio-system}}\nspec: {{hosts: [api.payments.example.com], location: MESH_EXTERNAL, resolution: DNS}}\n"
+        ),
+    )
+    .unwrap();
+    let folder2 = agent_dir.path().join("clusters/cluster-2");
+    std::fs::create_dir_all(&folder2).unwrap();
+    std::fs::write(folder2.join("details.yaml"), CLUSTER2_EXPORTS).unwrap();
+    std::fs::write(
+        agent_dir.path().join("agent.toml"),
+        format!("{registry}[[sources]]\nkind = \"files\"\npath = \"clusters\"\n"),
+    )
+    .unwrap();
+    let agent = || {
+        Command::new(env!("CARGO_BIN_EXE_fleetdns"))
+            .args(["agent", "--config"])
+            .arg(agent_dir.path().join("agent.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let server = || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("fleetdns.toml"),
+            format!("{registry}[mesh]\nenabled = true\ngateways = {{ \"cluster-2\" = \"192.0.2.10\" }}\n"),
+        )
+        .unwrap();
+        Server::start(dir)
+    };
+    let mut a = agent();
+    let (s1, s2) = (server(), server());
+    let vips = |s: &Server| {
+        s.wait_until(|| {
+            s.short("ratings.default.cluster-2", "A", &[]) == ["240.0.0.2"]
+                && s.short("api.payments.example.com", "AAAA", &[]).len() == 1
+        });
+        (
+            s.short("api.payments.example.com", "A", &[]),
+            s.short("api.payments.example.com", "AAAA", &[]),
+        )
+    };
+    let first = vips(&s1);
+    assert_eq!(vips(&s2), first, "two servers on one etcd agree");
+    // `istio service-entries` reads the fleet (and its VIPs) from etcd.
+    s1.wait_until(|| s1.short("details.default.global", "A", &[]).len() == 1);
+    let global = s1.short("details.default.global", "A", &[]);
+    let config = s1.dir.path().join("fleetdns.toml");
+    let (code, yaml) = fleetdns(&[
+        "istio",
+        "service-entries",
+        "--config",
+        config.to_str().unwrap(),
+        "--cluster",
+        "cluster-1",
+    ]);
+    assert_eq!(code, 0, "{yaml}");
+    assert!(
+        yaml.contains("name: \"details.default.cluster-2\""),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains(&format!("- \"{}\"", global[0])),
+        "the fleet VIP {global:?}:\n{yaml}"
+    );
+    assert!(first.0[0].starts_with("240.240."), "{first:?}");
+    assert!(first.1[0].starts_with("2001:2:"), "{first:?}");
+    // Everything restarts: the agent publishes again, a new server reads etcd.
+    let _ = a.kill();
+    let _ = a.wait();
+    drop((s1, s2));
+    let mut a = agent();
+    let s3 = server();
+    assert_eq!(vips(&s3), first, "stable across restarts");
+    let _ = a.kill();
+    let _ = a.wait();
+}
+
 /// A demo server with `[ops] listen` (and extra lines in `[dns]`); returns it and the ops
 /// address, ready.
 fn demo_with_ops(dns_extra: &str, ops_extra: &str) -> (Server, String) {

@@ -60,6 +60,7 @@ fn snapshot(clusters: Vec<Spec<'_>>) -> Arc<FleetSnapshot> {
                 alive,
                 exports: Arc::new(set),
                 published: Timestamp(T0),
+                service_entries: Arc::default(),
             },
         );
     }
