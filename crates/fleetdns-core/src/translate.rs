@@ -22,6 +22,10 @@ pub enum Invalid {
     BadName(#[from] IdError),
     #[error("Service {key}: {reason}")]
     BadService { key: String, reason: String },
+    /// A ServiceExport that cannot be read (a source's reader refuses it; the translation
+    /// never sees it).
+    #[error("ServiceExport {key} cannot be read: {reason}")]
+    BadExport { key: String, reason: String },
 }
 
 impl Invalid {
@@ -31,6 +35,7 @@ impl Invalid {
             Self::NoService { .. } => "NoService",
             Self::ExternalName { .. } => "InvalidServiceType",
             Self::BadName(_) | Self::BadService { .. } => "InvalidService",
+            Self::BadExport { .. } => "InvalidServiceExport",
         }
     }
 }

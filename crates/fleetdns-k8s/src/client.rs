@@ -8,7 +8,9 @@ use kube::api::{Api, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::K8sError;
-use crate::resources::{self, ABOUT_VERSIONS, CLUSTER_ID_PROPERTY, MCS_GROUP, MCS_VERSIONS};
+use crate::resources::{
+    self, ABOUT_VERSIONS, CLUSTER_ID_PROPERTY, CLUSTERSET_PROPERTY, MCS_GROUP, MCS_VERSIONS,
+};
 
 /// Where a source's credentials come from. The binary resolves `KUBECONFIG`; this crate never
 /// reads the environment itself.
@@ -107,6 +109,31 @@ pub async fn cluster_id(
             "no cluster_id in the source and no ClusterProperty {CLUSTER_ID_PROPERTY} in the cluster (MCS-6); set one of them"
         ),
     })
+}
+
+/// The clusterset the cluster belongs to: the value of the ClusterProperty
+/// `clusterset.k8s.io` (MCS-7); `None` without one, or when the credentials may not read it
+/// (403: RBAC from before this was read).
+pub async fn clusterset_name(client: &Client) -> Result<Option<String>, K8sError> {
+    for version in ABOUT_VERSIONS {
+        let api: Api<DynamicObject> =
+            Api::all_with(client.clone(), &resources::cluster_properties(version));
+        let found = match api.get_opt(CLUSTERSET_PROPERTY).await {
+            Ok(found) => found,
+            Err(kube::Error::Api(s)) if s.code == 403 => return Ok(None),
+            Err(e) => {
+                return Err(K8sError::Api {
+                    what: "reading the ClusterProperty clusterset.k8s.io",
+                    source: Box::new(e),
+                });
+            }
+        };
+        let value = found.as_ref().and_then(|p| p.data.pointer("/spec/value"));
+        if let Some(value) = value.and_then(|v| v.as_str()).filter(|v| !v.is_empty()) {
+            return Ok(Some(value.to_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// The Istio ServiceEntry version the cluster serves (v1, v1beta1, v1alpha3, in that

@@ -8,9 +8,10 @@
 //! through every served version with `apiVersion` rewritten (a CRD without conversion).
 //!
 //! Left out: field ownership and apply conflicts (`managedFields`), YAML bodies, JSON patch,
-//! deletecollection, finalizers, cascading namespace deletion, most validation.
+//! deletecollection, finalizers, cascading namespace deletion, most validation. A namespace
+//! put with a `deletionTimestamp` is terminating: creating objects in it is refused (403).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -128,6 +129,10 @@ struct State {
     requests: Vec<Recorded>,
     failures: Vec<(String, String, u16)>,
     offline: bool,
+    /// Only watch requests are answered; every other request is closed unanswered.
+    only_watches: bool,
+    /// Resources (plural) whose watches receive no changes.
+    stale: BTreeSet<&'static str>,
     tx: broadcast::Sender<Signal>,
 }
 
@@ -169,6 +174,8 @@ impl FakeApiServer {
             requests: Vec::new(),
             failures: Vec::new(),
             offline: false,
+            only_watches: false,
+            stale: BTreeSet::new(),
             tx: broadcast::channel(4096).0,
         };
         let addr = listener.local_addr()?;
@@ -324,6 +331,37 @@ impl FakeApiServer {
         }
     }
 
+    /// A restarted API server: every open watch is closed and the event history forgotten
+    /// (its watch cache starts afresh, so a watch from an older resourceVersion gets 410
+    /// Gone); the objects stay, as they live in etcd.
+    pub fn restart(&self) {
+        let mut st = self.inner.lock();
+        st.history.clear();
+        st.compacted = st.rv;
+        let _ = st.tx.send(Signal::DropAll);
+    }
+
+    /// While set, watch requests are answered as usual and every other request (lists, gets,
+    /// writes, discovery) is closed unanswered: a half-up API server, e.g. one starting
+    /// behind a load balancer. A watcher that must re-list sees no answer to its list.
+    pub fn set_only_watches_answered(&self, only: bool) {
+        self.inner.lock().only_watches = only;
+    }
+
+    /// While set, watches of this kind stay open but receive no changes: a stale watch (a
+    /// lagging watch cache). Lists stay current.
+    pub fn set_watch_stale(&self, kind: &str, stale: bool) {
+        let Some(res) = RESOURCES.iter().find(|r| r.kind == kind) else {
+            return;
+        };
+        let mut st = self.inner.lock();
+        if stale {
+            st.stale.insert(res.plural);
+        } else {
+            st.stale.remove(res.plural);
+        }
+    }
+
     /// Sends a BOOKMARK at the current resourceVersion to every watch that allowed them.
     pub fn bookmark(&self) {
         let st = self.inner.lock();
@@ -437,6 +475,14 @@ impl State {
 
     /// The real API refuses writes into a missing namespace; the fake checks only once the
     /// test has put any Namespace at all.
+    /// The real API refuses to create objects in a namespace with a `deletionTimestamp`.
+    fn namespace_terminating(&self, ns: &str) -> bool {
+        let key = ("", "namespaces", String::new(), ns.to_owned());
+        self.objects
+            .get(&key)
+            .is_some_and(|n| n["metadata"]["deletionTimestamp"].is_string())
+    }
+
     fn namespace_missing(&self, ns: &str) -> bool {
         let mut names = self
             .objects
@@ -790,6 +836,10 @@ async fn connection(inner: Arc<Inner>, mut stream: TcpStream) {
         }
         _ => return,
     };
+    let watch = matches!(param(&req.query, "watch"), Some("1" | "true"));
+    if !watch && inner.lock().only_watches {
+        return; // closed unanswered
+    }
     match handle(&inner, &req) {
         Reply::Json(code, body) => write_response(&mut stream, code, &body).await,
         Reply::Watch(plan) => serve_watch(&inner, stream, *plan).await,
@@ -1230,7 +1280,9 @@ async fn serve_watch(inner: &Inner, stream: TcpStream, mut plan: WatchPlan) {
                 Ok(_) => continue,
             },
             signal = plan.rx.recv() => match signal {
-                Ok(Signal::Change(c)) if c.rv > plan.from && change_matches(&plan.target, &plan.filter, &c) => {
+                Ok(Signal::Change(c)) if c.rv > plan.from
+                    && change_matches(&plan.target, &plan.filter, &c)
+                    && !inner.lock().stale.contains(c.res.plural) => {
                     event_line(c.etype, plan.target.present(&c.object))
                 }
                 Ok(Signal::Bookmark(rv)) if plan.bookmarks && rv >= plan.from => bookmark_line(&plan.target, rv, false),
@@ -1311,6 +1363,13 @@ fn store_new(
         let mut status = failure(404, format!("namespaces {ns:?} not found"));
         status["details"] = json!({"name": ns, "kind": "namespaces"});
         return Err(Reply::Json(404, status));
+    }
+    if let Some(ns) = t.ns.as_deref().filter(|ns| st.namespace_terminating(ns)) {
+        let message = format!(
+            "{} {name:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            qualified(t.res)
+        );
+        return Err(object_error(403, "Forbidden", t.res, &name, message));
     }
     if t.res.status {
         as_map(&mut obj).remove("status");

@@ -11,8 +11,8 @@ use fleetdns_core::{ClusterId, ServiceKey};
 use serde_json::{Value, json};
 
 use crate::resources::{
-    APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, MCS_GROUP, MCS_SERVICE_NAME_LABEL,
-    MCS_SOURCE_CLUSTER_LABEL, SLICE_MANAGER,
+    APP_MANAGED_BY_LABEL, CLUSTERSET_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, MCS_GROUP,
+    MCS_SERVICE_NAME_LABEL, MCS_SOURCE_CLUSTER_LABEL, SLICE_MANAGER,
 };
 
 /// An object to apply: namespace, name and the apply body.
@@ -240,6 +240,43 @@ fn slice(
     }
 }
 
+/// The value of [`CLUSTERSET_LABEL`] for a clusterset name: the name itself when it is a valid
+/// label value (at most 63 of `A-Za-z0-9-_.`, alphanumeric at both ends), else `h-` and a
+/// stable hash of it.
+pub fn owner_label_value(clusterset: &str) -> String {
+    let valid = clusterset.len() <= 63
+        && clusterset
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && clusterset.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && clusterset.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        clusterset.to_owned()
+    } else {
+        format!("h-{:08x}", fnv(clusterset))
+    }
+}
+
+/// Puts the owner label (a value from [`owner_label_value`]) on every object to write.
+pub fn label_owner(desired: &mut DesiredImports, owner: &str) {
+    let bodies = desired
+        .imports
+        .iter_mut()
+        .map(|i| &mut i.object.body)
+        .chain(desired.slices.iter_mut().map(|s| &mut s.body));
+    for body in bodies {
+        body["metadata"]["labels"][CLUSTERSET_LABEL] = json!(owner);
+    }
+}
+
+/// Whether an object carrying fleetdns's managed-by label belongs to the clusterset `owner`:
+/// its owner label names it, or it has none (written before the label existed: adopted).
+pub fn owned_by(labels: Option<&BTreeMap<String, String>>, owner: &str) -> bool {
+    labels
+        .and_then(|l| l.get(CLUSTERSET_LABEL))
+        .is_none_or(|v| v == owner)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -292,6 +329,28 @@ mod tests {
 
     fn set<T: Ord + Clone>(items: &[T]) -> BTreeSet<T> {
         items.iter().cloned().collect()
+    }
+
+    #[test]
+    fn the_owner_label_names_the_clusterset_and_old_objects_are_adopted() {
+        assert_eq!(owner_label_value("blue"), "blue");
+        assert_eq!(owner_label_value("corp.example-1"), "corp.example-1");
+        for bad in ["", "-x", "x-", "a/b", "ä", &"x".repeat(64)] {
+            let v = owner_label_value(bad);
+            assert!(v.starts_with("h-") && v.len() == 10, "{bad:?} → {v}");
+        }
+        assert_ne!(owner_label_value("a/b"), owner_label_value("a/c"));
+        let labels = |v: Option<&str>| {
+            let mut l = BTreeMap::from([(APP_MANAGED_BY_LABEL.to_owned(), "fleetdns".to_owned())]);
+            if let Some(v) = v {
+                l.insert(CLUSTERSET_LABEL.to_owned(), v.to_owned());
+            }
+            l
+        };
+        assert!(owned_by(Some(&labels(Some("blue"))), "blue"));
+        assert!(!owned_by(Some(&labels(Some("green"))), "blue"));
+        assert!(owned_by(Some(&labels(None)), "blue"), "adopted");
+        assert!(owned_by(None, "blue"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod client;
 pub mod imports;
+mod reachability;
 pub mod resources;
 mod source;
 pub mod status;
@@ -15,7 +16,9 @@ mod writer;
 #[cfg(feature = "fake")]
 pub mod fake;
 
-pub use client::{Credentials, cluster_id, connect, export_version, service_entry_version};
+pub use client::{
+    Credentials, cluster_id, clusterset_name, connect, export_version, service_entry_version,
+};
 pub use source::{ClusterSource, SourceOptions, SourceStatus};
 
 /// Why a Kubernetes source could not start or act.

@@ -11,6 +11,14 @@ pub const SLICE_MANAGER: &str = "fleetdns.io";
 /// deleted by it.
 pub const IMPORT_MANAGER: &str = "fleetdns";
 
+/// The clusterset whose fleetdns wrote a ServiceImport or EndpointSlice: garbage collection
+/// deletes only its own clusterset's objects (and adopts ones written before this label).
+pub const CLUSTERSET_LABEL: &str = "fleetdns.io/clusterset";
+/// MCS-7: the ClusterProperty naming the clusterset the cluster belongs to.
+pub const CLUSTERSET_PROPERTY: &str = "clusterset.k8s.io";
+/// The clusterset name when neither the source nor the cluster names one.
+pub const DEFAULT_CLUSTERSET: &str = "default";
+
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const APP_MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// MCS-9.

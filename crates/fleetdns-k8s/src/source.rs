@@ -17,18 +17,19 @@ use fleetdns_core::translate::{Invalid, translate_cluster};
 use fleetdns_core::{ClusterId, ExportSet, Registry, ServiceEntrySet, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::WatchStreamExt;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::imports::owned_by;
+use crate::reachability::Reachability;
 use crate::resources::{
     self, APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, SLICE_MANAGER,
 };
-use crate::status::{Observed, observed_conditions};
+use crate::status::{Observed, export_spec_problem, observed_conditions};
 use crate::writer;
 
 /// How a source behaves; the binary fills it from the config.
@@ -40,6 +41,10 @@ pub struct SourceOptions {
     pub heartbeat: Duration,
     /// Changes arriving within this window are published together.
     pub settle: Duration,
+    /// The clusterset named in the owner label of what the writer writes (garbage collection
+    /// deletes only objects labelled with it). `None`: the cluster's ClusterProperty
+    /// `clusterset.k8s.io` (MCS-7), else `default`.
+    pub clusterset: Option<String>,
     /// Where every complete object set also goes (the external DNS sync's annotated Services).
     pub tap: Option<fleetdns_core::tap::ObjectsTap>,
 }
@@ -50,6 +55,7 @@ impl Default for SourceOptions {
             write_back: true,
             heartbeat: Duration::from_secs(5),
             settle: Duration::from_millis(100),
+            clusterset: None,
             tap: None,
         }
     }
@@ -64,6 +70,8 @@ pub struct SourceStatus {
     /// Every watched kind has been listed once and the set published.
     pub synced: AtomicBool,
     pub watch_errors: AtomicU64,
+    /// Times the API server stopped answering (one per outage, logged once).
+    pub outages: AtomicU64,
     /// Objects that could not be read (skipped; the rest of the cluster is served).
     pub bad_objects: AtomicU64,
     pub publishes: AtomicU64,
@@ -79,6 +87,7 @@ impl SourceStatus {
             connected: AtomicBool::new(false),
             synced: AtomicBool::new(false),
             watch_errors: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
             bad_objects: AtomicU64::new(0),
             publishes: AtomicU64::new(0),
             exports: AtomicU64::new(0),
@@ -92,10 +101,13 @@ impl SourceStatus {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct LocalView {
     pub export_version: &'static str,
+    /// The owner label value of this clusterset's objects.
+    pub owner: String,
     /// `namespace/name` of each ServiceExport the translation refused, with why.
     pub invalid: BTreeMap<String, Invalid>,
     /// Every ServiceExport with its observed conditions.
     pub exports: BTreeMap<(String, String), Vec<Observed>>,
+    /// Namespaces that exist and are not being deleted.
     pub namespaces: BTreeSet<String>,
     /// ServiceImports carrying fleetdns's managed-by label.
     pub our_imports: BTreeSet<(String, String)>,
@@ -105,12 +117,25 @@ pub(crate) struct LocalView {
     pub our_slices: BTreeSet<(String, String)>,
     /// Every other EndpointSlice: never touched, even when a name matches.
     pub other_slices: BTreeSet<(String, String)>,
+    /// What the cluster holds of our ServiceImports and EndpointSlices (labels and content,
+    /// see [`held_content`]), by kind, namespace and name: the writer puts back hand edits.
+    pub held: BTreeMap<(&'static str, String, String), serde_json::Value>,
+}
+
+/// The part of one of our objects the writer compares with what it wants: `metadata.labels`
+/// and everything outside `metadata`.
+fn held_content(obj: &DynamicObject) -> serde_json::Value {
+    let mut content = obj.data.clone();
+    if let Some(map) = content.as_object_mut() {
+        map.insert(
+            "metadata".into(),
+            serde_json::json!({ "labels": obj.metadata.labels.clone().unwrap_or_default() }),
+        );
+    }
+    content
 }
 
 type Key = (String, String);
-
-/// How long a reachability probe of an API server that was failing may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Objects of one kind, replaced whole by each (re-)list.
 struct Store<T> {
@@ -194,15 +219,18 @@ pub struct ClusterSource {
     client: Client,
     options: SourceOptions,
     status: Arc<SourceStatus>,
+    reachability: Reachability,
     synced_tx: watch::Sender<bool>,
 }
 
 impl ClusterSource {
     pub fn new(client: Client, cluster: ClusterId, options: SourceOptions) -> Self {
+        let status = Arc::new(SourceStatus::new(cluster));
         Self {
             client,
             options,
-            status: Arc::new(SourceStatus::new(cluster)),
+            reachability: Reachability::new(status.clone()),
+            status,
             synced_tx: watch::Sender::new(false),
         }
     }
@@ -224,10 +252,10 @@ impl ClusterSource {
     /// the writer. Never returns an error: failures are retried with backoff and reported.
     pub async fn run(self, registry: Arc<dyn Registry>, cancel: CancellationToken) {
         let cluster = self.status.cluster.clone();
-        let Some(version) = self.discover(&cancel).await else {
+        let Some((version, owner)) = self.discover(&cancel).await else {
             return;
         };
-        tracing::info!(cluster = %cluster, version, "watching ServiceExports");
+        tracing::info!(cluster = %cluster, version, clusterset = %owner, "watching ServiceExports");
         let entries_version = match crate::service_entry_version(&self.client).await {
             Ok(Some(v)) => {
                 tracing::info!(cluster = %cluster, version = v, "watching Istio ServiceEntries");
@@ -258,22 +286,48 @@ impl ClusterSource {
             }
         };
         tokio::join!(
-            self.watch(version, entries_version, &*registry, view_tx, &cancel),
-            writer
+            self.watch(
+                version,
+                owner,
+                entries_version,
+                &*registry,
+                view_tx,
+                &cancel
+            ),
+            writer,
+            self.reachability.probe(&self.client, &cancel)
         );
     }
 
-    /// The ServiceExport version, retried until the API server answers and serves the MCS
-    /// CRDs. `None` when cancelled first.
-    async fn discover(&self, cancel: &CancellationToken) -> Option<&'static str> {
+    /// The owner label value: the configured clusterset, else the ClusterProperty
+    /// `clusterset.k8s.io` (MCS-7, read only when writing back), else `default`.
+    async fn owner(&self) -> Result<String, crate::K8sError> {
+        let name = match &self.options.clusterset {
+            Some(name) => Some(name.clone()),
+            None if self.options.write_back => crate::clusterset_name(&self.client).await?,
+            None => None,
+        };
+        let name = name.unwrap_or_else(|| resources::DEFAULT_CLUSTERSET.to_owned());
+        Ok(crate::imports::owner_label_value(&name))
+    }
+
+    /// The ServiceExport version and the owner label value, retried until the API server
+    /// answers and serves the MCS CRDs. `None` when cancelled first.
+    async fn discover(&self, cancel: &CancellationToken) -> Option<(&'static str, String)> {
         let mut wait = Duration::from_millis(500);
         let mut said = false;
         loop {
             match crate::export_version(&self.client).await {
-                Ok(Some(v)) => {
-                    self.status.connected.store(true, Ordering::Relaxed);
-                    return Some(v);
-                }
+                Ok(Some(v)) => match self.owner().await {
+                    Ok(owner) => {
+                        self.status.connected.store(true, Ordering::Relaxed);
+                        return Some((v, owner));
+                    }
+                    Err(e) => {
+                        self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(cluster = %self.status.cluster, error = %e, "cannot read the clusterset name; retrying");
+                    }
+                },
                 Ok(None) => {
                     self.status.connected.store(true, Ordering::Relaxed);
                     if !said {
@@ -299,8 +353,8 @@ impl ClusterSource {
         let config = watcher::Config::default();
         let watch = |ar: kube::core::ApiResource, config: watcher::Config, kind: Kind| -> Stream {
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-            watcher::watcher(api, config)
-                .default_backoff()
+            self.reachability
+                .retrying(watcher::watcher(api, config))
                 .map(move |e| (kind, e))
                 .boxed()
         };
@@ -339,6 +393,7 @@ impl ClusterSource {
     async fn watch(
         &self,
         version: &'static str,
+        owner: String,
         entries_version: Option<&'static str>,
         registry: &dyn Registry,
         view_tx: watch::Sender<Option<Arc<LocalView>>>,
@@ -347,6 +402,7 @@ impl ClusterSource {
         let cluster = &self.status.cluster;
         let mut events = futures::stream::select_all(self.streams(version, entries_version));
         let mut stores = Stores {
+            owner,
             entries_watched: entries_version.is_some(),
             ..Stores::default()
         };
@@ -365,6 +421,7 @@ impl ClusterSource {
                     match event {
                         Ok(event) if matches!(kind, Kind::Entries) && !stores.entries_watched => {
                             // Refused before (RBAC fixed since): ServiceEntries count again.
+                            self.reachability.event(&event);
                             tracing::info!(cluster = %cluster, "ServiceEntries can be listed again");
                             stores.entries_watched = true;
                             stores.entries.apply(event, |o| parse(o, &self.status));
@@ -381,12 +438,12 @@ impl ClusterSource {
                             }
                         }
                         Ok(event) => {
-                            self.reachable();
+                            self.reachability.event(&event);
                             if stores.apply(kind, event, &self.status) && publish_at.is_none() {
                                 publish_at = Some(Instant::now() + self.options.settle);
                             }
                         }
-                        Err(e) => self.watch_failed(kind, &e),
+                        Err(e) => self.reachability.failed(&kind, &e),
                     }
                 }
                 _ = sleep_until(publish_at) => {
@@ -475,59 +532,8 @@ impl ClusterSource {
                     {
                         tracing::warn!(cluster = %cluster, error = %e, "registry heartbeat failed");
                     }
-                    if !self.status.connected.load(Ordering::Relaxed) {
-                        let _ = tokio::time::timeout(PROBE_TIMEOUT, self.probe()).await;
-                    }
                 }
             }
-        }
-    }
-
-    fn reachable(&self) {
-        if !self.status.connected.swap(true, Ordering::Relaxed) {
-            tracing::info!(cluster = %self.status.cluster, "cluster API reachable");
-        }
-    }
-
-    fn watch_failed(&self, kind: Kind, e: &watcher::Error) {
-        self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
-        let answered = match e {
-            watcher::Error::InitialListFailed(kube::Error::Api(s))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-            | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
-            watcher::Error::WatchError(s) => Some(s.code),
-            _ => None,
-        };
-        match answered {
-            // 410 Gone is the API server asking for a re-list, not an outage.
-            Some(410) => {
-                tracing::debug!(cluster = %self.status.cluster, kind = ?kind, "watch expired; re-listing");
-            }
-            // The API server answered (403 from RBAC, say): reachable, but this kind is not.
-            Some(code) => {
-                self.reachable();
-                tracing::warn!(cluster = %self.status.cluster, kind = ?kind, code, error = %e, "the API server refused a list or watch; retrying");
-            }
-            None => {
-                if self.status.connected.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(cluster = %self.status.cluster, kind = ?kind, error = %e, "cluster API unreachable; serving its last known exports");
-                } else {
-                    tracing::debug!(cluster = %self.status.cluster, kind = ?kind, error = %e, "watch failed");
-                }
-            }
-        }
-    }
-
-    /// After a failure the watchers resume silently when nothing changed; a cheap list tells
-    /// whether the API server answers again.
-    async fn probe(&self) {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resources::services());
-        if api
-            .list_metadata(&ListParams::default().limit(1))
-            .await
-            .is_ok()
-        {
-            self.reachable();
         }
     }
 }
@@ -569,14 +575,35 @@ fn parse<T: DeserializeOwned>(obj: &DynamicObject, status: &SourceStatus) -> Opt
     }
 }
 
+/// A ServiceExport, or why it cannot be read (counted and logged like any bad object).
+fn read_export(obj: &DynamicObject, status: &SourceStatus) -> Result<ServiceExport, String> {
+    if let Some(problem) = export_spec_problem(&obj.data) {
+        status.bad_objects.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            cluster = %status.cluster,
+            namespace = obj.metadata.namespace.as_deref().unwrap_or(""),
+            name = obj.metadata.name.as_deref().unwrap_or(""),
+            error = %problem,
+            "ServiceExport cannot be read; marked Valid=False"
+        );
+        return Err(problem);
+    }
+    parse(obj, status).ok_or_else(|| "its metadata cannot be read".to_owned())
+}
+
 #[derive(Default)]
 struct Stores {
     services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    exports: Store<(ServiceExport, Vec<Observed>)>,
-    namespaces: Store<()>,
-    /// ServiceImports, by whether fleetdns's label is on them.
-    imports: Store<bool>,
+    /// EndpointSlices, with their content when they are ours.
+    slices: Store<(EndpointSlice, Option<serde_json::Value>)>,
+    /// ServiceExports, each read or with why it cannot be (it then gets `Valid=False`).
+    exports: Store<(Result<ServiceExport, String>, Vec<Observed>)>,
+    /// Namespaces, by whether they are active (no `deletionTimestamp`: not being deleted).
+    namespaces: Store<bool>,
+    /// ServiceImports: their content when fleetdns's label is on them, else `None`.
+    imports: Store<Option<serde_json::Value>>,
+    /// The owner label value: objects of ours labelled for another clusterset are not ours.
+    owner: String,
     entries: Store<ServiceEntryObject>,
     /// Whether the cluster serves ServiceEntries (then a set is complete only once listed).
     entries_watched: bool,
@@ -586,20 +613,28 @@ impl Stores {
     fn apply(&mut self, kind: Kind, event: Event<DynamicObject>, status: &SourceStatus) -> bool {
         match kind {
             Kind::Services => self.services.apply(event, |o| parse(o, status)),
-            Kind::Slices => self.slices.apply(event, |o| parse(o, status)),
+            Kind::Slices => self.slices.apply(event, |o| {
+                let slice: EndpointSlice = parse(o, status)?;
+                let labels = &slice.metadata.labels;
+                let ours = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(SLICE_MANAGER)
+                    && owned_by(Some(labels), &self.owner);
+                Some((slice, ours.then(|| held_content(o))))
+            }),
             Kind::Exports => self.exports.apply(event, |o| {
                 let conditions = observed_conditions(&o.data);
-                Some((parse(o, status)?, conditions))
+                Some((read_export(o, status), conditions))
             }),
-            Kind::Namespaces => self.namespaces.apply(event, |_| Some(())),
+            Kind::Namespaces => self
+                .namespaces
+                .apply(event, |o| Some(o.metadata.deletion_timestamp.is_none())),
             Kind::Imports => self.imports.apply(event, |o| {
                 let labels = o.metadata.labels.as_ref();
-                Some(
-                    labels
-                        .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
-                        .map(String::as_str)
-                        == Some(IMPORT_MANAGER),
-                )
+                let ours = labels
+                    .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
+                    .map(String::as_str)
+                    == Some(IMPORT_MANAGER)
+                    && owned_by(labels, &self.owner);
+                Some(ours.then(|| held_content(o)))
             }),
             Kind::Entries => self.entries.apply(event, |o| parse(o, status)),
         }
@@ -616,52 +651,70 @@ impl Stores {
     fn objects(&self) -> ClusterObjects {
         ClusterObjects {
             services: self.services.items.values().cloned().collect(),
-            endpoint_slices: self.slices.items.values().cloned().collect(),
+            endpoint_slices: self.slices.items.values().map(|(s, _)| s.clone()).collect(),
             service_exports: self
                 .exports
                 .items
                 .values()
-                .map(|(e, _)| e.clone())
+                .filter_map(|(e, _)| e.as_ref().ok().cloned())
                 .collect(),
         }
     }
 
     fn view(&self, version: &'static str, invalid: Vec<(String, Invalid)>) -> LocalView {
+        let unreadable = self
+            .exports
+            .items
+            .iter()
+            .filter_map(|((ns, name), (e, _))| {
+                let key = format!("{ns}/{name}");
+                let reason = e.as_ref().err()?.clone();
+                Some((key.clone(), Invalid::BadExport { key, reason }))
+            });
         let mut view = LocalView {
             export_version: version,
-            invalid: invalid.into_iter().collect(),
+            owner: self.owner.clone(),
+            invalid: invalid.into_iter().chain(unreadable).collect(),
             exports: self
                 .exports
                 .items
                 .iter()
                 .map(|(k, (_, c))| (k.clone(), c.clone()))
                 .collect(),
+            // A namespace being deleted is no place to import into (MCS-26).
             namespaces: self
                 .namespaces
                 .items
-                .keys()
-                .map(|(_, n)| n.clone())
+                .iter()
+                .filter(|(_, active)| **active)
+                .map(|((_, n), _)| n.clone())
                 .collect(),
             ..LocalView::default()
         };
-        for (key, ours) in &self.imports.items {
-            if *ours {
-                view.our_imports.insert(key.clone());
-            } else {
-                view.other_imports.insert(key.clone());
+        for ((ns, name), held) in &self.imports.items {
+            let key = (ns.clone(), name.clone());
+            match held {
+                Some(content) => {
+                    view.our_imports.insert(key);
+                    view.held
+                        .insert(("ServiceImport", ns.clone(), name.clone()), content.clone());
+                }
+                None => {
+                    view.other_imports.insert(key);
+                }
             }
         }
-        for (key, slice) in &self.slices.items {
-            if slice
-                .metadata
-                .labels
-                .get(MANAGED_BY_LABEL)
-                .map(String::as_str)
-                == Some(SLICE_MANAGER)
-            {
-                view.our_slices.insert(key.clone());
-            } else {
-                view.other_slices.insert(key.clone());
+        for ((ns, name), (_, held)) in &self.slices.items {
+            let key = (ns.clone(), name.clone());
+            match held {
+                Some(content) => {
+                    view.our_slices.insert(key);
+                    view.held
+                        .insert(("EndpointSlice", ns.clone(), name.clone()), content.clone());
+                }
+                None => {
+                    view.other_slices.insert(key);
+                }
             }
         }
         view

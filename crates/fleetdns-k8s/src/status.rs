@@ -26,6 +26,27 @@ pub struct Observed {
     pub last_transition_time: Option<String>,
 }
 
+/// Why a ServiceExport's spec cannot be read, if it cannot. MCS-1: `spec` is optional, with
+/// optional `exportedLabels` and `exportedAnnotations`, each a map of strings. `object` is
+/// the object without its metadata (kube's `DynamicObject::data`).
+pub fn export_spec_problem(object: &Value) -> Option<String> {
+    let spec = match object.get("spec") {
+        None | Some(Value::Null) => return None,
+        Some(Value::Object(spec)) => spec,
+        Some(other) => return Some(format!("spec is not an object: {other}")),
+    };
+    for field in ["exportedLabels", "exportedAnnotations"] {
+        match spec.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
+            Some(other) => {
+                return Some(format!("spec.{field} is not a map of strings: {other}"));
+            }
+        }
+    }
+    None
+}
+
 /// Reads `status.conditions` of an object; anything malformed reads as absent.
 pub fn observed_conditions(object: &Value) -> Vec<Observed> {
     let Some(list) = object
@@ -223,6 +244,43 @@ mod tests {
 
     fn get<'a>(c: &'a [Condition], t: &str) -> &'a Condition {
         c.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn mcs_1_a_service_export_spec_is_read_or_refused_with_why() {
+        for readable in [
+            json!({}),
+            json!({"spec": null}),
+            json!({"spec": {}}),
+            json!({"spec": {"exportedLabels": {"team": "a"}, "exportedAnnotations": null}}),
+            json!({"spec": {"somethingNewer": [1]}}),
+        ] {
+            assert_eq!(export_spec_problem(&readable), None, "{readable}");
+        }
+        for (bad, says) in [
+            (json!({"spec": "web"}), "spec is not an object"),
+            (json!({"spec": []}), "spec is not an object"),
+            (
+                json!({"spec": {"exportedLabels": ["team"]}}),
+                "spec.exportedLabels is not a map of strings",
+            ),
+            (
+                json!({"spec": {"exportedAnnotations": {"n": 1}}}),
+                "spec.exportedAnnotations is not a map of strings",
+            ),
+        ] {
+            let problem = export_spec_problem(&bad).unwrap_or_default();
+            assert!(problem.starts_with(says), "{bad}: {problem}");
+        }
+        let why = Invalid::BadExport {
+            key: "default/web".into(),
+            reason: "spec is not an object: \"web\"".into(),
+        };
+        let c = export_conditions(&id("a"), Some(&why), None);
+        assert_eq!(get(&c, "Valid").status, "False");
+        assert_eq!(get(&c, "Valid").reason, "InvalidServiceExport");
+        assert!(get(&c, "Valid").message.contains("spec is not an object"));
+        assert_eq!(get(&c, "Ready").status, "False");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Writing back into one cluster, as an MCS implementation must: ServiceExport conditions for
 //! the cluster's own exports, and for the fleet's services a ServiceImport and EndpointSlices
 //! where the namespace exists. Server-side apply with fleetdns's field manager; an object is
-//! written only when what fleetdns wants differs from what it last wrote or observed, and
-//! stale ServiceImports and slices carrying fleetdns's label are deleted.
+//! written only when what the cluster holds differs from what fleetdns wants (so a hand edit
+//! of one of ours is put back) and it was not just written, and stale ServiceImports and
+//! slices carrying fleetdns's label are deleted.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::imports::desired_imports;
+use crate::imports::{desired_imports, label_owner};
 use crate::resources::{self, FIELD_MANAGER, MCS_GROUP, MCS_SERVICE_NAME_LABEL};
 use crate::source::{LocalView, SourceStatus};
 use crate::status::{export_conditions, status_patch, up_to_date};
@@ -157,7 +158,9 @@ impl Writer {
         }
 
         // ServiceImports and their EndpointSlices (MCS-3, MCS-9, MCS-26).
-        let desired = desired_imports(&merged, &alive, &view.namespaces, &snapshot.vips, version);
+        let mut desired =
+            desired_imports(&merged, &alive, &view.namespaces, &snapshot.vips, version);
+        label_owner(&mut desired, &view.owner);
         let imports_api = resources::service_imports(version);
         let slices_api = resources::endpoint_slices();
         let mut want_imports = BTreeSet::new();
@@ -174,12 +177,13 @@ impl Writer {
                 }
                 continue;
             }
-            let seen = view.our_imports.contains(&(ns.clone(), name.clone()));
+            let held = view.held.get(&("ServiceImport", ns.clone(), name.clone()));
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.client.clone(), ns, &imports_api);
             let key = (Object::Import, ns.clone(), name.clone());
             let digest = hash(&import.object.body);
-            if !(self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest)) {
+            let in_place = held.is_some_and(|h| holds(h, &import.object.body));
+            if !(in_place || self.fresh_unseen(&key, digest)) {
                 let r = api
                     .patch(name, &apply_owned(), &Patch::Apply(&import.object.body))
                     .await
@@ -197,7 +201,8 @@ impl Writer {
             });
             let key = (Object::ImportStatus, ns.clone(), name.clone());
             let digest = hash(&body);
-            if !(self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest)) {
+            let in_place = held.is_some_and(|h| subset(&h["status"], &import.status));
+            if !(in_place || self.fresh_unseen(&key, digest)) {
                 let r = api
                     .patch_status(name, &apply(), &Patch::Apply(&body))
                     .await
@@ -226,10 +231,12 @@ impl Writer {
                 }
                 continue;
             }
-            let seen = view.our_slices.contains(&id);
+            let held = view
+                .held
+                .get(&("EndpointSlice", id.0.clone(), id.1.clone()));
             let key = (Object::Slice, id.0.clone(), id.1.clone());
             let digest = hash(&slice.body);
-            if self.fresh(&key, digest) && seen || self.fresh_unseen(&key, digest) {
+            if held.is_some_and(|h| holds(h, &slice.body)) || self.fresh_unseen(&key, digest) {
                 continue;
             }
             let api: Api<DynamicObject> =
@@ -273,11 +280,7 @@ impl Writer {
         ok
     }
 
-    /// Written with this content and either seen since, or too recently to be seen yet.
-    fn fresh(&self, key: &Key, digest: u64) -> bool {
-        self.written.get(key).is_some_and(|(d, _)| *d == digest)
-    }
-
+    /// Written with this content too recently for the watch to show it yet.
     fn fresh_unseen(&self, key: &Key, digest: u64) -> bool {
         self.written
             .get(key)
@@ -316,12 +319,10 @@ impl Writer {
         what: &'static str,
     ) -> bool {
         let key = (object, ns.to_owned(), name.to_owned());
-        if self
-            .written
-            .get(&key)
-            .is_some_and(|(d, at)| *d == 0 && at.elapsed() < ECHO)
-        {
-            return true; // deleted a moment ago; the watch has not caught up
+        if self.written.get(&key).is_some_and(|(d, _)| *d == 0) {
+            // Deleted (or found gone) already; the watch has not caught up. The mark is
+            // forgotten once the view no longer lists the object (see `pass`).
+            return true;
         }
         match api.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -343,6 +344,35 @@ impl Writer {
     }
 }
 
+/// Whether `held` (an object as the cluster holds it, see `source::held_content`) has what the
+/// apply body `desired` sets: its labels and everything outside `metadata`. Fields the server
+/// or others added are ignored; a value of ours changed by hand is not.
+fn holds(held: &Value, desired: &Value) -> bool {
+    let Some(desired) = desired.as_object() else {
+        return false;
+    };
+    desired.iter().all(|(k, v)| match k.as_str() {
+        "apiVersion" | "kind" => true,
+        "metadata" => subset(&held["metadata"]["labels"], &v["labels"]),
+        _ => subset(&held[k.as_str()], v),
+    })
+}
+
+/// `desired` is contained in `observed`: objects by key (extra keys allowed), arrays element by
+/// element (same length), anything else equal. A missing value is `null`.
+fn subset(observed: &Value, desired: &Value) -> bool {
+    match (observed, desired) {
+        (_, Value::Null) => true,
+        (Value::Object(o), Value::Object(d)) => d
+            .iter()
+            .all(|(k, v)| subset(o.get(k).unwrap_or(&Value::Null), v)),
+        (Value::Array(o), Value::Array(d)) => {
+            o.len() == d.len() && o.iter().zip(d).all(|(o, d)| subset(o, d))
+        }
+        (o, d) => o == d,
+    }
+}
+
 /// ServiceExport status: an MCS implementation owns these conditions, so take them over.
 fn apply() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -352,4 +382,46 @@ fn apply() -> PatchParams {
 /// between our view and this write answers 409 instead of being taken over.
 fn apply_owned() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_object_matches_what_we_want_only_if_our_fields_are_unchanged() {
+        let desired = json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": {"name": "web", "namespace": "default",
+                         "labels": {"app.kubernetes.io/managed-by": "fleetdns"}},
+            "spec": {"type": "ClusterSetIP", "ports": [{"protocol": "TCP", "port": 80}]},
+        });
+        let held = json!({
+            "metadata": {"labels": {"app.kubernetes.io/managed-by": "fleetdns", "extra": "x"}},
+            "spec": {"type": "ClusterSetIP", "ports": [{"protocol": "TCP", "port": 80, "name": ""}]},
+            "status": {"clusters": [{"cluster": "a"}]},
+        });
+        assert!(
+            holds(&held, &desired),
+            "server defaults and others' fields are ignored"
+        );
+        let mut edited = held.clone();
+        edited["spec"]["ports"][0]["port"] = json!(8080);
+        assert!(!holds(&edited, &desired), "a changed port");
+        let mut edited = held.clone();
+        edited["spec"]["ports"] = json!([]);
+        assert!(!holds(&edited, &desired), "a removed port");
+        let mut edited = held.clone();
+        edited["metadata"]["labels"] = json!({});
+        assert!(!holds(&edited, &desired), "our label removed");
+        assert!(subset(
+            &held["status"],
+            &json!({"clusters": [{"cluster": "a"}]})
+        ));
+        assert!(!subset(
+            &held["status"],
+            &json!({"clusters": [{"cluster": "b"}]})
+        ));
+        assert!(!subset(&Value::Null, &json!({"clusters": []})));
+    }
 }

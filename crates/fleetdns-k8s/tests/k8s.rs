@@ -97,7 +97,7 @@ impl Running {
                 write_back,
                 heartbeat: Duration::from_millis(200),
                 settle: Duration::from_millis(20),
-                tap: None,
+                ..SourceOptions::default()
             };
             let source = ClusterSource::new(client(server), id(name), options);
             statuses.push(source.status());
@@ -661,6 +661,368 @@ async fn another_implementations_service_import_is_left_alone() {
         .collect();
     assert_eq!(touched, Vec::<(String, String)>::new());
     assert_eq!(a.get("ServiceImport", Some("default"), "web"), Some(before));
+    run.stop().await;
+}
+
+// ---- API server outages -------------------------------------------------------------------
+
+/// After an outage long enough to grow any backoff, and a restart that forgot the watch
+/// history (410 Gone for every resumed watch), a change made while the server was down shows
+/// as soon as it answers again: the reachability probe wakes the watchers and a 410 is
+/// re-listed at once. The 5 s bound is the target of the requirement, not a measurement:
+/// with kube-runtime's default backoff the first retry after this outage comes ~4 s after
+/// the server is back and the 410 then costs another ~13 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_shows_within_seconds_of_the_api_server_answering_after_a_long_outage() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.put(service("default", "api", "10.96.0.9", 80));
+    a.put(export("v1alpha1", "default", "api", "2026-01-01T00:00:00Z"));
+    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let status = run.statuses[0].clone();
+    eventually("synced", || {
+        (run.exports_of("cluster-a")?.len() == 2).then_some(())
+    })
+    .await;
+
+    a.set_offline(true);
+    eventually("disconnected", || {
+        (!status.connected.load(Ordering::Relaxed)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(a.delete(
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceExport",
+        Some("default"),
+        "api"
+    ));
+    a.restart();
+    a.set_offline(false);
+    let back = tokio::time::Instant::now();
+    eventually("the change made during the outage", || {
+        (run.exports_of("cluster-a")? == ["default/web"]).then_some(())
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "visible {took:?} after the API server answered again"
+    );
+    assert_eq!(status.outages.load(Ordering::Relaxed), 1);
+    assert!(status.connected.load(Ordering::Relaxed));
+    run.stop().await;
+}
+
+/// kube-runtime emits `Init` before it sends the list: that is no answer. A half-up server
+/// that answers the resumed watches with 410 but not the re-lists is one outage: `connected`
+/// turns false once (one warning, one more in `outages`) and stays false while every re-list goes
+/// unanswered, instead of flipping to "reachable" at each retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_before_any_answer_is_not_reachability_and_an_outage_counts_once() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let status = run.statuses[0].clone();
+    eventually("synced", || run.exports_of("cluster-a")).await;
+    assert_eq!(status.outages.load(Ordering::Relaxed), 0);
+
+    a.put(service("default", "late", "10.96.0.7", 80)); // the history moves past the lists
+    a.set_only_watches_answered(true);
+    a.restart();
+    a.put(export(
+        "v1alpha1",
+        "default",
+        "late",
+        "2026-03-01T00:00:00Z",
+    ));
+    eventually("disconnected", || {
+        (!status.connected.load(Ordering::Relaxed)).then_some(())
+    })
+    .await;
+    // The dropped watches may count as an outage of their own, ended by the 410 answers;
+    // from the first unanswered re-list on it is one outage, however many retries follow.
+    let retries = |n: u64| {
+        let from = status.watch_errors.load(Ordering::Relaxed);
+        let status = status.clone();
+        eventually("retries", move || {
+            (status.watch_errors.load(Ordering::Relaxed) >= from + n).then_some(())
+        })
+    };
+    retries(3).await;
+    let outages = status.outages.load(Ordering::Relaxed);
+    assert!((1..=2).contains(&outages), "{outages} outages");
+    retries(5).await; // more retry rounds of the watchers
+    assert!(!status.connected.load(Ordering::Relaxed));
+    assert_eq!(
+        status.outages.load(Ordering::Relaxed),
+        outages,
+        "one outage, one warning"
+    );
+    assert!(
+        run.snapshot().clusters[&id("cluster-a")].alive,
+        "its last known exports stay served"
+    );
+
+    a.set_only_watches_answered(false);
+    eventually("reachable again", || {
+        status.connected.load(Ordering::Relaxed).then_some(())
+    })
+    .await;
+    eventually("re-listed", || {
+        (run.exports_of("cluster-a")?.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(status.outages.load(Ordering::Relaxed), outages);
+    run.stop().await;
+}
+
+// ---- where and what the writer writes -----------------------------------------------------
+
+/// MCS-26: a namespace with a `deletionTimestamp` is being deleted, not a place to import
+/// into: nothing is written there (the API would refuse creates with 403), while an active
+/// namespace of the same cluster gets the import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_imported_into_a_terminating_namespace() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let b = cluster("v1alpha1", "10.96.0.2", 80, "2026-02-01T00:00:00Z").await;
+    a.put(namespace("payments"));
+    a.put(service("payments", "ledger", "10.96.5.5", 443));
+    a.put(export(
+        "v1alpha1",
+        "payments",
+        "ledger",
+        "2026-01-01T00:00:00Z",
+    ));
+    b.put(json!({"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": "payments", "deletionTimestamp": "2026-03-01T00:00:00Z"},
+                 "status": {"phase": "Terminating"}}));
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    eventually("web imported in cluster-b", || {
+        b.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    eventually("ledger imported where its namespace is active", || {
+        a.get("ServiceImport", Some("payments"), "ledger")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let into_terminating: Vec<(String, String)> = writes(&b)
+        .into_iter()
+        .filter(|(_, p)| p.contains("/namespaces/payments/"))
+        .collect();
+    assert_eq!(into_terminating, Vec::<(String, String)>::new());
+    assert_eq!(run.statuses[1].write_errors.load(Ordering::Relaxed), 0);
+    run.stop().await;
+}
+
+/// A ServiceImport deleted once is not deleted again while the ServiceImport watch has not
+/// shown the delete (a stale watch kept listing it for 45 s and drew 9 deletes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_service_import_is_deleted_once_while_its_watch_is_stale() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    eventually("import written", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    a.set_watch_stale("ServiceImport", true);
+    assert!(a.delete(
+        "multicluster.x-k8s.io/v1alpha1",
+        "ServiceExport",
+        Some("default"),
+        "web"
+    ));
+    eventually("import deleted", || {
+        a.get("ServiceImport", Some("default"), "web")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Keep the writer busy past its 5 s trust in its own writes: each new namespace changes
+    // the view and runs a pass, which still sees the stale import.
+    for i in 0..8 {
+        a.put(namespace(&format!("busy-{i}")));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    let deletes = writes(&a)
+        .into_iter()
+        .filter(|(m, p)| m == "DELETE" && p.ends_with("/serviceimports/web"))
+        .count();
+    assert_eq!(deletes, 1);
+    run.stop().await;
+}
+
+/// MCS-1/MCS-2: a ServiceExport whose spec cannot be read is not skipped silently: it gets
+/// `Valid=False` (reason `InvalidServiceExport`, the message says why) and `Ready=False`,
+/// its service is not published, and the rest of the cluster is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_service_export_spec_gets_valid_false() {
+    let a = cluster("v1beta1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.put(service("default", "api", "10.96.0.9", 80));
+    a.put(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "api", "namespace": "default"},
+        "spec": {"exportedLabels": ["not", "a", "map"]}
+    }));
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let valid = eventually("Valid=False on the unreadable export", || {
+        condition(&a.get("ServiceExport", Some("default"), "api")?, "Valid")
+    })
+    .await;
+    assert_eq!(
+        (valid.0.as_str(), valid.1.as_str()),
+        ("False", "InvalidServiceExport")
+    );
+    assert!(valid.2.contains("spec.exportedLabels"), "{}", valid.2);
+    let ready = condition(
+        &a.get("ServiceExport", Some("default"), "api").unwrap(),
+        "Ready",
+    );
+    assert_eq!(ready.unwrap().0, "False");
+    assert_eq!(run.exports_of("cluster-a").unwrap(), ["default/web"]);
+    assert!(run.statuses[0].bad_objects.load(Ordering::Relaxed) >= 1);
+
+    // Fixed by hand: it becomes valid and is exported.
+    a.put(json!({
+        "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+        "metadata": {"name": "api", "namespace": "default"},
+        "spec": {"exportedLabels": {"team": "a"}}
+    }));
+    eventually("exported once readable", || {
+        (run.exports_of("cluster-a")? == ["default/api", "default/web"]).then_some(())
+    })
+    .await;
+    eventually("Valid=True", || {
+        let c = condition(&a.get("ServiceExport", Some("default"), "api")?, "Valid")?;
+        (c.0 == "True").then_some(())
+    })
+    .await;
+    run.stop().await;
+}
+
+/// A hand edit of a ServiceImport or EndpointSlice of ours is put back, though what fleetdns
+/// wants did not change: the writer compares with what the cluster holds (MCS-3, MCS-9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_edit_of_our_import_or_slice_is_put_back() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let slice_name = fleetdns_k8s::imports::slice_name("web", &id("cluster-a"), false, 0);
+    let import = eventually("import written", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+    let slice = eventually("slice written", || {
+        a.get("EndpointSlice", Some("default"), &slice_name)
+    })
+    .await;
+    // Past the writer's 5 s trust in its own writes: only a comparison can notice now.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let mut edited = import.clone();
+    edited["spec"]["ports"][0]["port"] = json!(8080);
+    edited["status"] = json!({"clusters": [{"cluster": "someone-else"}]});
+    a.put(edited);
+    let mut edited = slice.clone();
+    edited["endpoints"][0]["addresses"] = json!(["192.0.2.66"]);
+    a.put(edited);
+
+    eventually("ServiceImport put back", || {
+        let obj = a.get("ServiceImport", Some("default"), "web")?;
+        (obj["spec"]["ports"][0]["port"] == 80
+            && obj.pointer("/status/clusters")? == &json!([{"cluster": "cluster-a"}]))
+            .then_some(())
+    })
+    .await;
+    eventually("EndpointSlice put back", || {
+        let obj = a.get("EndpointSlice", Some("default"), &slice_name)?;
+        (obj["endpoints"][0]["addresses"][0] == "10.96.0.1").then_some(())
+    })
+    .await;
+    // Put back once, then settled: no write loop against what the server holds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.clear_requests();
+    a.put(namespace("unrelated")); // wakes the writer
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(writes(&a), Vec::<(String, String)>::new());
+    run.stop().await;
+}
+
+/// Two fleetdns deployments for different clustersets write into one cluster: each labels
+/// what it writes with its clusterset (the ClusterProperty `clusterset.k8s.io`, MCS-7) and
+/// collects only its own, so neither deletes the other's ServiceImports or slices. An object
+/// from an older fleetdns without the label is adopted: relabelled when wanted, collected
+/// when not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_collection_keeps_to_its_own_clusterset() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    a.serve_group("about.k8s.io", &["v1alpha1"]);
+    a.put(
+        json!({"apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+                 "metadata": {"name": "clusterset.k8s.io"}, "spec": {"value": "blue"}}),
+    );
+    a.put(namespace("shop"));
+    let theirs = |name: &str, owner: Option<&str>| {
+        let mut labels = json!({"app.kubernetes.io/managed-by": "fleetdns"});
+        if let Some(owner) = owner {
+            labels["fleetdns.io/clusterset"] = json!(owner);
+        }
+        json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": {"name": name, "namespace": "shop", "labels": labels},
+            "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]}
+        })
+    };
+    let green = a.put(theirs("cart", Some("green")));
+    let green_slice = a.put(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "cart-east-123456-v4", "namespace": "shop",
+                     "labels": {"endpointslice.kubernetes.io/managed-by": "fleetdns.io",
+                                "multicluster.kubernetes.io/service-name": "cart",
+                                "fleetdns.io/clusterset": "green"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.9.0.1"], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "protocol": "TCP", "port": 80}]
+    }));
+    a.put(theirs("stale", None)); // an older fleetdns's, no longer exported
+    let mut old_web = theirs("web", None); // an older fleetdns's, still wanted
+    old_web["metadata"]["namespace"] = json!("default");
+    a.put(old_web);
+
+    let run = Running::start(&[("cluster-a", &a)], true).await;
+    eventually("the old unlabelled import collected", || {
+        a.get("ServiceImport", Some("shop"), "stale")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let web = eventually("the old wanted import adopted", || {
+        let obj = a.get("ServiceImport", Some("default"), "web")?;
+        (obj["metadata"]["labels"]["fleetdns.io/clusterset"] == "blue").then_some(obj)
+    })
+    .await;
+    assert_eq!(
+        web["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "fleetdns"
+    );
+    let slice_name = fleetdns_k8s::imports::slice_name("web", &id("cluster-a"), false, 0);
+    let slice = eventually("our slice", || {
+        a.get("EndpointSlice", Some("default"), &slice_name)
+    })
+    .await;
+    assert_eq!(
+        slice["metadata"]["labels"]["fleetdns.io/clusterset"],
+        "blue"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.get("ServiceImport", Some("shop"), "cart"), Some(green));
+    assert_eq!(
+        a.get("EndpointSlice", Some("shop"), "cart-east-123456-v4"),
+        Some(green_slice)
+    );
+    assert!(
+        !writes(&a).iter().any(|(_, p)| p.contains("/cart")),
+        "{:?}",
+        writes(&a)
+    );
     run.stop().await;
 }
 

@@ -335,6 +335,11 @@ pub struct KubernetesSourceConfig {
     /// credentials.
     #[serde(default = "yes")]
     pub write_back: bool,
+    /// The clusterset named in the owner label of what write-back writes; garbage collection
+    /// deletes only objects with it. Else the ClusterProperty `clusterset.k8s.io` (MCS-7),
+    /// else `default`.
+    #[serde(default)]
+    pub clusterset: Option<String>,
 }
 
 fn yes() -> bool {
@@ -390,6 +395,8 @@ pub enum Source {
         kubeconfig: Option<PathBuf>,
         context: Option<String>,
         write_back: bool,
+        /// A valid label value.
+        clusterset: Option<String>,
     },
 }
 
@@ -565,6 +572,15 @@ impl Config {
                     kubeconfig: k.kubeconfig.map(relative),
                     context: k.context,
                     write_back: k.write_back,
+                    clusterset: match k.clusterset {
+                        Some(name) if fleetdns_k8s::imports::owner_label_value(&name) != name => {
+                            bail!(
+                                "{}: sources[{i}].clusterset {name:?} is not a label value (at most 63 of A-Za-z0-9-_., alphanumeric at both ends)",
+                                path.display()
+                            )
+                        }
+                        name => name,
+                    },
                 },
             });
         }
@@ -726,6 +742,7 @@ kind = "kubernetes"
 cluster_id = "cluster1"
 kubeconfig = "kube/c1.yaml"
 context = "c1"
+clusterset = "blue"
 [[sources]]
 kind = "kubernetes"
 write_back = false
@@ -738,6 +755,7 @@ write_back = false
                 kubeconfig: Some(PathBuf::from("/etc/fleetdns/kube/c1.yaml")),
                 context: Some("c1".into()),
                 write_back: true,
+                clusterset: Some("blue".into()),
             }
         );
         assert_eq!(
@@ -747,6 +765,7 @@ write_back = false
                 kubeconfig: None,
                 context: None,
                 write_back: false,
+                clusterset: None,
             }
         );
         for (bad, needle) in [
@@ -757,6 +776,10 @@ write_back = false
             (
                 "[[sources]]\nkind = \"kubernetes\"\nkubecfg = \"x\"",
                 "kubecfg",
+            ),
+            (
+                "[[sources]]\nkind = \"kubernetes\"\nclusterset = \"a/b\"",
+                "sources[0].clusterset",
             ),
             (
                 "[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"a\"\n[[sources]]\nkind = \"kubernetes\"\ncluster_id = \"a\"",

@@ -285,11 +285,16 @@ impl OpsState {
                 |s| s.exports.load(Ordering::Relaxed),
             ),
         ];
-        let counters: [SourceMetric; 5] = [
+        let counters: [SourceMetric; 6] = [
             (
                 "fleetdns_source_watch_errors_total",
                 "Failed lists and watches (each retried with backoff; 410 Gone re-lists count too).",
                 |s| s.watch_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_source_outages_total",
+                "Times the cluster's API server stopped answering (one per outage).",
+                |s| s.outages.load(Ordering::Relaxed),
             ),
             (
                 "fleetdns_source_bad_objects_total",

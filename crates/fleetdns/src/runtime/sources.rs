@@ -54,6 +54,7 @@ pub(crate) async fn kube_source(
     let Source::Kubernetes {
         cluster_id,
         write_back,
+        clusterset,
         ..
     } = source
     else {
@@ -68,6 +69,7 @@ pub(crate) async fn kube_source(
     let options = fleetdns_k8s::SourceOptions {
         write_back: *write_back,
         heartbeat: liveness / 3,
+        clusterset: clusterset.clone(),
         tap,
         ..Default::default()
     };
