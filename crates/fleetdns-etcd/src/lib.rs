@@ -15,6 +15,8 @@ pub use registry::{EtcdConfig, EtcdRegistry, EtcdStatus, TlsPem};
 pub enum EtcdError {
     #[error("etcd: {0}")]
     Client(#[from] etcd_client::Error),
-    #[error("etcd config: {0}")]
-    Config(String),
+    #[error("etcd config: no endpoints")]
+    NoEndpoints,
+    #[error("etcd config: lease_ttl_secs must be at least 1 (got {0})")]
+    LeaseTtl(i64),
 }

@@ -82,6 +82,25 @@ pub struct EtcdStatus {
     pub publish_errors: AtomicU64,
 }
 
+/// Why a reader's snapshot-and-watch stopped (it then starts over).
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error("loading the snapshot: {0}")]
+    Load(etcd_client::Error),
+    #[error("starting the watch: {0}")]
+    WatchStart(etcd_client::Error),
+    #[error("the watch failed: {0}")]
+    Watch(etcd_client::Error),
+    #[error("the watch ended")]
+    WatchEnded,
+    #[error("revision {from} was compacted (now {now}); loading a fresh snapshot")]
+    Compacted { from: i64, now: i64 },
+    #[error("the watch was cancelled: {0}")]
+    Cancelled(String),
+    #[error("the etcd client panicked")]
+    Panicked,
+}
+
 /// One cluster this process publishes.
 struct Writer {
     lease: Option<i64>,
@@ -135,12 +154,10 @@ impl EtcdRegistry {
     /// by [`EtcdRegistry::run`] and by every write.
     pub async fn connect(config: &EtcdConfig) -> Result<Self, EtcdError> {
         if config.endpoints.is_empty() {
-            return Err(EtcdError::Config("no endpoints".into()));
+            return Err(EtcdError::NoEndpoints);
         }
         if config.lease_ttl_secs < 1 {
-            return Err(EtcdError::Config(
-                "lease_ttl_secs must be at least 1".into(),
-            ));
+            return Err(EtcdError::LeaseTtl(config.lease_ttl_secs));
         }
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
@@ -195,7 +212,7 @@ impl EtcdRegistry {
             let attempt = std::panic::AssertUnwindSafe(self.load_and_follow()).catch_unwind();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = attempt => r.unwrap_or_else(|_| "the etcd client panicked".to_owned()),
+                r = attempt => r.unwrap_or(ReaderError::Panicked),
             };
             if self.status.loads.load(Ordering::Relaxed) != loads {
                 wait = Duration::from_millis(200); // it loaded: the next outage starts afresh
@@ -215,7 +232,7 @@ impl EtcdRegistry {
     }
 
     /// One snapshot and the watch that follows it; returns why it stopped.
-    async fn load_and_follow(&self) -> String {
+    async fn load_and_follow(&self) -> ReaderError {
         match self.load().await {
             Ok((state, revision)) => self.follow(state, revision).await,
             Err(e) => e,
@@ -224,7 +241,7 @@ impl EtcdRegistry {
 
     /// Loads every key at one revision and serves it: pages of [`PAGE`] keys, every page
     /// read at the first page's revision, so the snapshot is consistent however large.
-    async fn load(&self) -> Result<(ReaderState, i64), String> {
+    async fn load(&self) -> Result<(ReaderState, i64), ReaderError> {
         let mut kv = self
             .client
             .kv_client()
@@ -243,7 +260,7 @@ impl EtcdRegistry {
             let resp = kv
                 .get(start.clone(), Some(options))
                 .await
-                .map_err(|e| format!("loading the snapshot: {e}"))?;
+                .map_err(ReaderError::Load)?;
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
@@ -271,7 +288,7 @@ impl EtcdRegistry {
     }
 
     /// Applies the watch from `revision + 1` until it fails; returns why.
-    async fn follow(&self, mut state: ReaderState, revision: i64) -> String {
+    async fn follow(&self, mut state: ReaderState, revision: i64) -> ReaderError {
         let mut watch_client = self
             .client
             .watch_client()
@@ -282,7 +299,7 @@ impl EtcdRegistry {
         let (_watcher, mut stream) =
             match watch_client.watch(self.layout.root(), Some(options)).await {
                 Ok(w) => w,
-                Err(e) => return format!("starting the watch: {e}"),
+                Err(e) => return ReaderError::WatchStart(e),
             };
         let sweep_every = self.vips.map_or(Duration::from_secs(3600), |(_, grace)| {
             (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(30))
@@ -302,18 +319,17 @@ impl EtcdRegistry {
             };
             let resp = match message {
                 Ok(Some(r)) => r,
-                Ok(None) => return "the watch ended".into(),
-                Err(e) => return format!("the watch failed: {e}"),
+                Ok(None) => return ReaderError::WatchEnded,
+                Err(e) => return ReaderError::Watch(e),
             };
             if resp.compact_revision() > 0 {
-                return format!(
-                    "revision {} was compacted (now {}); loading a fresh snapshot",
-                    revision + 1,
-                    resp.compact_revision()
-                );
+                return ReaderError::Compacted {
+                    from: revision + 1,
+                    now: resp.compact_revision(),
+                };
             }
             if resp.canceled() {
-                return format!("the watch was cancelled: {}", resp.cancel_reason());
+                return ReaderError::Cancelled(resp.cancel_reason().to_owned());
             }
             if resp.events().is_empty() {
                 continue;
@@ -336,10 +352,11 @@ impl EtcdRegistry {
     /// compaction does to it). Returns why it stopped.
     #[doc(hidden)]
     pub async fn follow_from(&self, revision: i64) -> String {
-        match self.load().await {
+        let why = match self.load().await {
             Ok((state, _)) => self.follow(state, revision).await,
             Err(e) => e,
-        }
+        };
+        why.to_string()
     }
 
     /// The client, for tests and tools (compaction, raw keys).
@@ -1250,21 +1267,16 @@ impl ReaderState {
                 cluster,
                 generation,
                 key,
-            } => {
-                let decoded = serde_json::from_slice::<ExportRecord>(value)
-                    .map_err(codec::DecodeError::from)
-                    .and_then(|r| r.into_export(key.clone(), cluster.clone()));
-                match decoded {
-                    Ok(e) => {
-                        self.views.remove(&cluster);
-                        self.exports
-                            .entry((cluster, generation))
-                            .or_default()
-                            .insert(key, Arc::new(e));
-                    }
-                    Err(e) => bad("export", &e),
+            } => match codec::decode_export(value, key.clone(), cluster.clone()) {
+                Ok(e) => {
+                    self.views.remove(&cluster);
+                    self.exports
+                        .entry((cluster, generation))
+                        .or_default()
+                        .insert(key, Arc::new(e));
                 }
-            }
+                Err(e) => bad("export", &e),
+            },
             Parsed::Vip(service) => match codec::decode_vip(value) {
                 Ok(r) => {
                     self.vips.insert(service, (r.ip, kv.mod_revision()));
