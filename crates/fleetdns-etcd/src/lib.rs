@@ -9,7 +9,7 @@ mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use registry::{EtcdConfig, EtcdRegistry, EtcdStatus, TlsPem};
+pub use registry::{EtcdConfig, EtcdRegistry, EtcdStatus, ReaderError, TlsPem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
