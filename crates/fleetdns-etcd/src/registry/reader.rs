@@ -107,7 +107,7 @@ impl EtcdRegistry {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
             for kv in resp.kvs() {
-                state.put(&self.layout, kv, &self.status);
+                state.put(&self.layout, Entry::of(kv), &self.status);
             }
             match resp.kvs().last() {
                 Some(last) if resp.more() => {
@@ -143,10 +143,8 @@ impl EtcdRegistry {
                 Ok(w) => w,
                 Err(e) => return ReaderError::WatchStart(e),
             };
-        let sweep_every = self.vips.map_or(Duration::from_secs(3600), |(_, grace)| {
-            (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(30))
-        });
-        let mut sweep = tokio::time::interval(sweep_every);
+        let mut sweep =
+            tokio::time::interval(super::vips::sweep_every(self.vips.map(|(_, grace)| grace)));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
@@ -182,7 +180,7 @@ impl EtcdRegistry {
                 let Some(kv) = event.kv() else { continue };
                 last = last.max(kv.mod_revision());
                 match event.event_type() {
-                    EventType::Put => state.put(&self.layout, kv, &self.status),
+                    EventType::Put => state.put(&self.layout, Entry::of(kv), &self.status),
                     EventType::Delete => state.delete(&self.layout, kv.key()),
                 }
             }
@@ -210,6 +208,24 @@ impl EtcdRegistry {
     }
 }
 
+/// One key-value as the reader takes it from a range read or a watch event.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    mod_revision: i64,
+}
+
+impl<'a> Entry<'a> {
+    fn of(kv: &'a etcd_client::KeyValue) -> Self {
+        Self {
+            key: kv.key(),
+            value: kv.value(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
+
 /// What a reader has seen, key by key.
 #[derive(Default)]
 pub(super) struct ReaderState {
@@ -229,8 +245,8 @@ pub(super) struct ReaderState {
 }
 
 impl ReaderState {
-    pub(super) fn put(&mut self, layout: &Layout, kv: &etcd_client::KeyValue, status: &EtcdStatus) {
-        let (key, value) = (kv.key(), kv.value());
+    fn put(&mut self, layout: &Layout, kv: Entry<'_>, status: &EtcdStatus) {
+        let (key, value) = (kv.key, kv.value);
         let bad = |what: &str, e: &dyn std::fmt::Display| {
             status.bad_values.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(key = %String::from_utf8_lossy(key), what, error = %e, "etcd value skipped");
@@ -259,7 +275,7 @@ impl ReaderState {
             },
             Parsed::Vip(service) => match codec::decode_vip(value) {
                 Ok(r) => {
-                    self.vips.insert(service, (r.ip, kv.mod_revision()));
+                    self.vips.insert(service, (r.ip, kv.mod_revision));
                 }
                 Err(e) => bad("vip", &e),
             },
@@ -275,7 +291,7 @@ impl ReaderState {
             Parsed::HostVip(family, host) => match codec::decode_addr(value) {
                 Ok(r) if (family == 4) == r.ip.is_ipv4() => {
                     self.host_vips
-                        .insert((family, host), (r.ip, kv.mod_revision()));
+                        .insert((family, host), (r.ip, kv.mod_revision));
                 }
                 Ok(_) => bad("host vip", &"address of the other family"),
                 Err(e) => bad("host vip", &e),
@@ -290,7 +306,7 @@ impl ReaderState {
         }
     }
 
-    pub(super) fn delete(&mut self, layout: &Layout, key: &[u8]) {
+    fn delete(&mut self, layout: &Layout, key: &[u8]) {
         match layout.parse(key) {
             Parsed::Cluster(c) => {
                 self.views.remove(&c);
@@ -326,7 +342,7 @@ impl ReaderState {
         }
     }
 
-    pub(super) fn snapshot(&mut self, version: u64) -> FleetSnapshot {
+    fn snapshot(&mut self, version: u64) -> FleetSnapshot {
         let mut clusters = BTreeMap::new();
         for (id, record) in &self.clusters {
             let exports = self
@@ -371,5 +387,178 @@ impl ReaderState {
             vips_v6: self.vips6.clone(),
             host_vips,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use fleetdns_core::model::{Export, ServiceType};
+
+    use super::*;
+
+    const PREFIX: &str = "/fleetdns/v1";
+
+    struct Reader {
+        layout: Layout,
+        state: ReaderState,
+        status: EtcdStatus,
+        revision: i64,
+    }
+
+    impl Reader {
+        fn new() -> Self {
+            Self {
+                layout: Layout::new(PREFIX),
+                state: ReaderState::default(),
+                status: EtcdStatus::default(),
+                revision: 0,
+            }
+        }
+
+        fn put(&mut self, key: &str, value: &[u8]) {
+            self.revision += 1;
+            let entry = Entry {
+                key: key.as_bytes(),
+                value,
+                mod_revision: self.revision,
+            };
+            self.state.put(&self.layout, entry, &self.status);
+        }
+
+        fn delete(&mut self, key: &str) {
+            self.state.delete(&self.layout, key.as_bytes());
+        }
+
+        /// Exported service names per cluster, as served.
+        fn served(&mut self) -> Vec<(String, Vec<String>)> {
+            self.state
+                .snapshot(1)
+                .clusters
+                .iter()
+                .map(|(c, v)| {
+                    let names = v.exports.keys().map(|k| k.name().to_owned()).collect();
+                    (c.to_string(), names)
+                })
+                .collect()
+        }
+    }
+
+    fn cluster(generation: u64) -> Vec<u8> {
+        codec::encode(&ClusterRecord {
+            v: codec::VERSION,
+            generation,
+            published: 0,
+            exports: 1,
+        })
+    }
+
+    fn export(name: &str) -> Vec<u8> {
+        codec::encode(&codec::ExportRecord::from_export(&Export {
+            key: ServiceKey::new("default", name).unwrap(),
+            cluster: ClusterId::new("east").unwrap(),
+            service_type: ServiceType::Headless,
+            ports: vec![],
+            cluster_ips: vec![],
+            endpoints: vec![],
+            created: Timestamp(0),
+        }))
+    }
+
+    fn served(names: &[&str]) -> Vec<(String, Vec<String>)> {
+        vec![(
+            "east".to_owned(),
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        )]
+    }
+
+    /// A generation the cluster key does not name is never served: a half-written set stays
+    /// invisible until the flip, and the flip shows the whole new set at once.
+    #[test]
+    fn only_the_generation_the_cluster_key_names_is_served() {
+        let mut r = Reader::new();
+        r.put("/fleetdns/v1/exports/east/1/default/a", &export("a"));
+        assert!(r.served().is_empty(), "no cluster key yet");
+        r.put("/fleetdns/v1/clusters/east", &cluster(1));
+        assert_eq!(r.served(), served(&["a"]));
+        r.put("/fleetdns/v1/exports/east/2/default/b", &export("b"));
+        r.put("/fleetdns/v1/exports/east/2/default/c", &export("c"));
+        assert_eq!(
+            r.served(),
+            served(&["a"]),
+            "generation 2 is not flipped to yet"
+        );
+        r.put("/fleetdns/v1/clusters/east", &cluster(2));
+        assert_eq!(r.served(), served(&["b", "c"]));
+        r.delete("/fleetdns/v1/exports/east/2/default/c");
+        assert_eq!(r.served(), served(&["b"]));
+        r.delete("/fleetdns/v1/clusters/east");
+        assert!(r.served().is_empty(), "a cluster whose key expired is gone");
+    }
+
+    /// Bad values are skipped and counted; they do not take down what was served.
+    #[test]
+    fn bad_values_are_counted_and_skipped() {
+        let mut r = Reader::new();
+        r.put("/fleetdns/v1/clusters/east", &cluster(1));
+        r.put("/fleetdns/v1/exports/east/1/default/a", &export("a"));
+        r.put("/fleetdns/v1/exports/east/1/default/b", b"{not json");
+        r.put(
+            "/fleetdns/v1/clusters/west",
+            br#"{"v":9,"generation":1,"published":0,"exports":0}"#,
+        );
+        // An IPv4 address under the IPv6 family, and an IPv4 one under vips6.
+        r.put(
+            "/fleetdns/v1/host-vips/6/a.example.com",
+            br#"{"v":1,"ip":"240.0.0.1","allocated":0}"#,
+        );
+        r.put(
+            "/fleetdns/v1/vips6/default/a",
+            br#"{"v":1,"ip":"240.0.0.1","allocated":0}"#,
+        );
+        assert_eq!(r.status.bad_values.load(Ordering::Relaxed), 4);
+        assert_eq!(r.served(), served(&["a"]));
+        let snapshot = r.state.snapshot(1);
+        assert!(snapshot.host_vips.is_empty() && snapshot.vips_v6.is_empty());
+        // Keys of no known shape are not values at all: ignored, not counted.
+        r.put("/fleetdns/v1/unknown/thing", b"x");
+        r.put("/elsewhere/clusters/east", b"x");
+        assert_eq!(r.status.bad_values.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn vips_of_both_families_and_hosts_reach_the_snapshot() {
+        let mut r = Reader::new();
+        r.put(
+            "/fleetdns/v1/vips/default/a",
+            br#"{"v":1,"ip":"240.0.0.1","allocated":0}"#,
+        );
+        r.put(
+            "/fleetdns/v1/vips6/default/a",
+            br#"{"v":1,"ip":"fd00::1","allocated":0}"#,
+        );
+        r.put(
+            "/fleetdns/v1/host-vips/4/a.example.com",
+            br#"{"v":1,"ip":"240.0.0.2","allocated":0}"#,
+        );
+        r.put(
+            "/fleetdns/v1/host-vips/6/a.example.com",
+            br#"{"v":1,"ip":"fd00::2","allocated":0}"#,
+        );
+        let key = ServiceKey::new("default", "a").unwrap();
+        assert_eq!(r.state.vips[&key], ("240.0.0.1".parse().unwrap(), 1));
+        let s = r.state.snapshot(3);
+        assert_eq!(s.version, 3);
+        assert_eq!(s.vips[&key].to_string(), "240.0.0.1");
+        assert_eq!(s.vips_v6[&key].to_string(), "fd00::1");
+        let host = s.host_vips["a.example.com"];
+        assert_eq!(host.v4.unwrap().to_string(), "240.0.0.2");
+        assert_eq!(host.v6.unwrap().to_string(), "fd00::2");
+        r.delete("/fleetdns/v1/host-vips/4/a.example.com");
+        r.delete("/fleetdns/v1/vips/default/a");
+        let s = r.state.snapshot(4);
+        assert!(s.vips.is_empty());
+        assert_eq!(s.host_vips["a.example.com"].v4, None);
     }
 }

@@ -4,11 +4,13 @@
 //! out twice; a VIP no longer needed is released after the grace period, only if nothing
 //! changed meanwhile.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use fleetdns_core::{FleetSnapshot, RegistryError, ServiceKey, Timestamp};
+use tokio::time::Instant;
 
 use super::reader::ReaderState;
 use super::{EtcdRegistry, prefix_end, unavailable};
@@ -224,21 +226,10 @@ impl EtcdRegistry {
         let snapshot = self.tx.borrow().clone();
         let Some(snapshot) = snapshot else { return };
         let needed = fleetdns_core::mesh::plan(&snapshot).needs_vip;
-        let now = tokio::time::Instant::now();
-        let mut due = Vec::new();
-        {
+        let due = {
             let mut orphans = self.host_orphans.lock().unwrap_or_else(|e| e.into_inner());
-            orphans.retain(|h, _| !needed.contains(h));
-            for ((family, host), (ip, _)) in &state.host_vips {
-                if needed.contains(host) {
-                    continue;
-                }
-                let since = *orphans.entry(host.clone()).or_insert(now);
-                if now.duration_since(since) > grace {
-                    due.push((*family, host.clone(), *ip));
-                }
-            }
-        }
+            hosts_due(state, &needed, &mut orphans, Instant::now(), grace)
+        };
         for (family, host, ip) in due {
             match self
                 .unclaim_host_vip(family, &host, ip, Some(state.revision))
@@ -259,36 +250,10 @@ impl EtcdRegistry {
     /// nobody changed them meanwhile.
     pub(super) async fn release_vips(&self, state: &ReaderState) {
         let Some((_, grace)) = self.vips else { return };
-        let exported: BTreeSet<&ServiceKey> =
-            state.exports.values().flat_map(|s| s.keys()).collect();
-        let now = tokio::time::Instant::now();
-        let mut due = Vec::new();
-        let mut due6 = Vec::new();
-        {
+        let ServicesDue { due, due6 } = {
             let mut orphans = self.vip_orphans.lock().unwrap_or_else(|e| e.into_inner());
-            orphans.retain(|k, _| {
-                (state.vips.contains_key(k) || state.vips6.contains_key(k)) && !exported.contains(k)
-            });
-            for (key, (ip, mod_rev)) in &state.vips {
-                if exported.contains(key) {
-                    continue;
-                }
-                let since = *orphans.entry(key.clone()).or_insert(now);
-                if now.duration_since(since) > grace {
-                    due.push((key.clone(), *ip, *mod_rev));
-                }
-            }
-            // An IPv6 VIP whose IPv4 one is gone already (or was never allocated).
-            for (key, ip6) in &state.vips6 {
-                if exported.contains(key) || state.vips.contains_key(key) {
-                    continue;
-                }
-                let since = *orphans.entry(key.clone()).or_insert(now);
-                if now.duration_since(since) > grace {
-                    due6.push((key.clone(), *ip6));
-                }
-            }
-        }
+            services_due(state, &mut orphans, Instant::now(), grace)
+        };
         let mut kv6 = self.client.kv_client();
         for (key, ip6) in due6 {
             let txn = Txn::new().and_then(vec![
@@ -336,5 +301,214 @@ impl EtcdRegistry {
                 }
             }
         }
+    }
+}
+
+/// How often a reader looks for VIPs to release: a quarter of the grace period, within
+/// 250 ms..30 s; hourly (and then it does nothing) without VIP allocation.
+pub(super) fn sweep_every(grace: Option<Duration>) -> Duration {
+    grace.map_or(Duration::from_secs(3600), |grace| {
+        (grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(30))
+    })
+}
+
+/// Service VIPs due for release.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ServicesDue {
+    /// IPv4 VIPs (with the mod revision the release is guarded by); each takes its service's
+    /// IPv6 VIP along.
+    due: Vec<(ServiceKey, Ipv4Addr, i64)>,
+    /// IPv6 VIPs whose IPv4 one is gone already (or was never allocated).
+    due6: Vec<(ServiceKey, Ipv6Addr)>,
+}
+
+/// The service VIPs whose service has had no export for longer than `grace`. `orphans`
+/// remembers since when each has had none (kept between sweeps); a service exported again
+/// is forgotten.
+fn services_due(
+    state: &ReaderState,
+    orphans: &mut HashMap<ServiceKey, Instant>,
+    now: Instant,
+    grace: Duration,
+) -> ServicesDue {
+    let exported: BTreeSet<&ServiceKey> = state.exports.values().flat_map(|s| s.keys()).collect();
+    let mut out = ServicesDue::default();
+    orphans.retain(|k, _| {
+        (state.vips.contains_key(k) || state.vips6.contains_key(k)) && !exported.contains(k)
+    });
+    for (key, (ip, mod_rev)) in &state.vips {
+        if exported.contains(key) {
+            continue;
+        }
+        let since = *orphans.entry(key.clone()).or_insert(now);
+        if now.duration_since(since) > grace {
+            out.due.push((key.clone(), *ip, *mod_rev));
+        }
+    }
+    for (key, ip6) in &state.vips6 {
+        if exported.contains(key) || state.vips.contains_key(key) {
+            continue;
+        }
+        let since = *orphans.entry(key.clone()).or_insert(now);
+        if now.duration_since(since) > grace {
+            out.due6.push((key.clone(), *ip6));
+        }
+    }
+    out
+}
+
+/// The ServiceEntry host VIPs (family, host, address) no entry has needed for longer than
+/// `grace`; `orphans` as in [`services_due`], by host.
+fn hosts_due(
+    state: &ReaderState,
+    needed: &BTreeSet<String>,
+    orphans: &mut HashMap<String, Instant>,
+    now: Instant,
+    grace: Duration,
+) -> Vec<(u8, String, IpAddr)> {
+    let mut due = Vec::new();
+    orphans.retain(|h, _| !needed.contains(h));
+    for ((family, host), (ip, _)) in &state.host_vips {
+        if needed.contains(host) {
+            continue;
+        }
+        let since = *orphans.entry(host.clone()).or_insert(now);
+        if now.duration_since(since) > grace {
+            due.push((*family, host.clone(), *ip));
+        }
+    }
+    due
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fleetdns_core::model::{Export, ServiceType};
+    use fleetdns_core::{ClusterId, ExportSet};
+
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(60);
+
+    fn key(name: &str) -> ServiceKey {
+        ServiceKey::new("default", name).unwrap()
+    }
+
+    fn exports(names: &[&str]) -> ExportSet {
+        names
+            .iter()
+            .map(|n| {
+                let e = Export {
+                    key: key(n),
+                    cluster: ClusterId::new("east").unwrap(),
+                    service_type: ServiceType::ClusterSetIp,
+                    ports: vec![],
+                    cluster_ips: vec![],
+                    endpoints: vec![],
+                    created: Timestamp(0),
+                };
+                (key(n), Arc::new(e))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_service_vip_is_released_only_after_the_grace_period_without_exports() {
+        let mut state = ReaderState::default();
+        let east = ClusterId::new("east").unwrap();
+        state.exports.insert((east.clone(), 1), exports(&["kept"]));
+        state
+            .vips
+            .insert(key("kept"), ("240.0.0.1".parse().unwrap(), 5));
+        state
+            .vips
+            .insert(key("gone"), ("240.0.0.2".parse().unwrap(), 6));
+        state.vips6.insert(key("gone"), "fd00::2".parse().unwrap());
+        state
+            .vips6
+            .insert(key("v6only"), "fd00::3".parse().unwrap());
+        let mut orphans = HashMap::new();
+        let t0 = Instant::now();
+        assert_eq!(
+            services_due(&state, &mut orphans, t0, GRACE),
+            ServicesDue::default()
+        );
+        assert_eq!(orphans.len(), 2, "gone and v6only are orphans from now on");
+        assert_eq!(
+            services_due(&state, &mut orphans, t0 + GRACE, GRACE),
+            ServicesDue::default(),
+            "not before the grace period is over"
+        );
+        let due = services_due(
+            &state,
+            &mut orphans,
+            t0 + GRACE + Duration::from_secs(1),
+            GRACE,
+        );
+        assert_eq!(due.due, [(key("gone"), "240.0.0.2".parse().unwrap(), 6)]);
+        assert_eq!(due.due6, [(key("v6only"), "fd00::3".parse().unwrap())]);
+        // Exported again before the release: forgotten, and its clock starts afresh.
+        state.exports.insert((east, 2), exports(&["gone"]));
+        let later = t0 + 10 * GRACE;
+        let due = services_due(&state, &mut orphans, later, GRACE);
+        assert!(due.due.is_empty());
+        assert!(!orphans.contains_key(&key("gone")));
+        state.exports.clear();
+        assert!(
+            services_due(&state, &mut orphans, later + GRACE / 2, GRACE)
+                .due
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_host_vip_is_released_only_after_the_grace_period_unneeded() {
+        let mut state = ReaderState::default();
+        state.host_vips.insert(
+            (4, "a.example.com".into()),
+            ("240.0.0.1".parse().unwrap(), 1),
+        );
+        state
+            .host_vips
+            .insert((6, "a.example.com".into()), ("fd00::1".parse().unwrap(), 1));
+        state.host_vips.insert(
+            (4, "b.example.com".into()),
+            ("240.0.0.2".parse().unwrap(), 1),
+        );
+        let needed: BTreeSet<String> = ["b.example.com".to_owned()].into();
+        let mut orphans = HashMap::new();
+        let t0 = Instant::now();
+        assert!(hosts_due(&state, &needed, &mut orphans, t0, GRACE).is_empty());
+        let due = hosts_due(&state, &needed, &mut orphans, t0 + 2 * GRACE, GRACE);
+        assert_eq!(
+            due,
+            [
+                (4, "a.example.com".to_owned(), "240.0.0.1".parse().unwrap()),
+                (6, "a.example.com".to_owned(), "fd00::1".parse().unwrap()),
+            ]
+        );
+        // Needed again: forgotten.
+        let needed: BTreeSet<String> =
+            ["a.example.com".to_owned(), "b.example.com".to_owned()].into();
+        assert!(hosts_due(&state, &needed, &mut orphans, t0 + 3 * GRACE, GRACE).is_empty());
+        assert!(orphans.is_empty());
+    }
+
+    #[test]
+    fn sweeps_run_four_times_a_grace_period_within_bounds() {
+        assert_eq!(
+            sweep_every(Some(Duration::from_secs(60))),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            sweep_every(Some(Duration::from_millis(100))),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            sweep_every(Some(Duration::from_secs(3600))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(sweep_every(None), Duration::from_secs(3600));
     }
 }
