@@ -503,13 +503,17 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     let (b, cancel_b) = etcd_registry(&etcd, "/overlap", 30).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/overlap", 30).await;
     let mut rx = reader.subscribe();
+    // The watcher looks at every snapshot until the writers are done and the reader has caught
+    // up with etcd's last revision. (It used to stop after 3 s without a new snapshot; on a
+    // loaded machine the first generation alone can take that long, and then it had seen
+    // nothing.) Bounded all the same.
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(None::<u64>);
     let watcher = tokio::spawn(async move {
         let mut sizes = BTreeSet::new();
-        while tokio::time::timeout(Duration::from_secs(3), rx.changed())
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {
-            if let Some(s) = rx.borrow_and_update().clone()
+        let deadline = tokio::time::Instant::now() + 3 * WAIT;
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            if let Some(s) = &snapshot
                 && let Some(v) = s.clusters.get(&id("east"))
             {
                 let ips: BTreeSet<String> = v
@@ -518,6 +522,17 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
                     .map(|e| e.cluster_ips[0].to_string())
                     .collect();
                 sizes.insert((v.exports.len(), ips.into_iter().collect::<Vec<_>>()));
+            }
+            let end = *done_rx.borrow_and_update();
+            if let (Some(s), Some(end)) = (&snapshot, end)
+                && s.version >= end
+            {
+                break;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                r = done_rx.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         sizes
@@ -541,6 +556,10 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     );
     ra.unwrap();
     rb.unwrap();
+    let mut client = reader.client();
+    let last = client.get("/overlap/", None).await.unwrap();
+    let revision = last.header().map_or(0, |h| h.revision());
+    done_tx.send_replace(Some(revision.max(0) as u64));
     let sizes = watcher.await.unwrap();
     assert!(!sizes.is_empty());
     assert!(
