@@ -629,6 +629,31 @@ mod tests {
         assert!(matches!(err, DecodeError::Version(2)), "{err}");
     }
 
+    /// Service VIPs of both families share one claim path, which writes an `AddrRecord`: an
+    /// IPv4 one must encode exactly as the `VipRecord` earlier releases wrote and read.
+    #[test]
+    fn an_ipv4_addr_record_is_a_vip_record_byte_for_byte() {
+        let ip: std::net::Ipv4Addr = "240.240.0.7".parse().unwrap();
+        let vip = encode(&VipRecord {
+            v: VERSION,
+            ip,
+            allocated: 1_700_000_000,
+        });
+        let addr = encode(&AddrRecord {
+            v: VERSION,
+            ip: IpAddr::V4(ip),
+            allocated: 1_700_000_000,
+        });
+        assert_eq!(
+            String::from_utf8(addr).unwrap(),
+            String::from_utf8(vip.clone()).unwrap()
+        );
+        assert_eq!(
+            String::from_utf8(vip).unwrap(),
+            r#"{"v":1,"ip":"240.240.0.7","allocated":1700000000}"#
+        );
+    }
+
     /// One version check for every record kind.
     #[test]
     fn every_record_kind_refuses_a_newer_version() {

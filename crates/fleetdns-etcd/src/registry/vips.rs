@@ -36,46 +36,19 @@ impl EtcdRegistry {
         // the reader has not caught up with costs one transaction, nothing more.
         let all: Vec<ServiceKey> = keys.cloned().collect();
         let wanted: Vec<ServiceKey> = all.iter().filter(|k| !have.contains(*k)).cloned().collect();
-        let mut kv = self.client.kv_client();
         for key in wanted {
-            let record_key = self.layout.vip(&key);
-            let mut done = false;
-            for ip in range.candidates(&key).take(4096) {
-                let claim = self.layout.vip_claim(ip);
-                let record = codec::VipRecord {
-                    v: codec::VERSION,
-                    ip,
-                    allocated: Timestamp::now().0,
-                };
-                let txn = Txn::new()
-                    .when(vec![
-                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
-                        Compare::create_revision(claim.clone(), CompareOp::Equal, 0),
-                    ])
-                    .and_then(vec![
-                        TxnOp::put(record_key.clone(), codec::encode(&record), None),
-                        TxnOp::put(claim, format!("{}/{}", key.namespace(), key.name()), None),
-                    ])
-                    .or_else(vec![TxnOp::get(record_key.clone(), None)]);
-                let resp = kv.txn(txn).await.map_err(unavailable)?;
-                if resp.succeeded() {
-                    tracing::info!(service = %key, vip = %ip, "VIP allocated");
-                    done = true;
-                    break;
+            let owner = format!("{}/{}", key.namespace(), key.name());
+            let candidates = range.candidates(&key).map(IpAddr::V4);
+            // An IPv4 `AddrRecord` encodes exactly as a `VipRecord` (codec tests check it).
+            match self
+                .claim_vip(&self.layout.vip(&key), &owner, candidates, &BTreeSet::new())
+                .await?
+            {
+                Claim::Made(ip) => tracing::info!(service = %key, vip = %ip, "VIP allocated"),
+                Claim::Existed => {}
+                Claim::NoneFree => {
+                    tracing::warn!(service = %key, range = %range, "no free VIP found")
                 }
-                // Lost the race: either the service got a VIP meanwhile (done) or the address
-                // is taken (try the next).
-                let allocated = resp.op_responses().into_iter().any(|op| match op {
-                    etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
-                    _ => false,
-                });
-                if allocated {
-                    done = true;
-                    break;
-                }
-            }
-            if !done {
-                tracing::warn!(service = %key, range = %range, "no free VIP found");
             }
         }
         if let Some(range6) = self.vips_v6 {
@@ -88,10 +61,10 @@ impl EtcdRegistry {
             for key in all.iter().filter(|k| !have6.contains(*k)) {
                 let owner = format!("{}/{}", key.namespace(), key.name());
                 let candidates = range6.candidates(key).map(IpAddr::V6);
-                if !self
+                let claim = self
                     .claim_vip(&self.layout.vip6(key), &owner, candidates, &BTreeSet::new())
-                    .await?
-                {
+                    .await?;
+                if !claim.log(&owner) {
                     tracing::warn!(service = %key, range = %range6, "no free IPv6 VIP found");
                 }
             }
@@ -100,15 +73,14 @@ impl EtcdRegistry {
     }
 
     /// Creates the VIP record `record_key` with the first candidate whose address claim is
-    /// free (skipping `skip`), both in one compare-and-swap. `Ok(true)` when the record exists
-    /// afterwards (made here or by someone else).
+    /// free (skipping `skip`), both in one compare-and-swap; the claim's value is `owner`.
     async fn claim_vip(
         &self,
         record_key: &str,
         owner: &str,
         candidates: impl Iterator<Item = IpAddr>,
         skip: &BTreeSet<IpAddr>,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<Claim, RegistryError> {
         let mut kv = self.client.kv_client();
         for ip in candidates.filter(|ip| !skip.contains(ip)).take(4096) {
             let claim = self.layout.vip_claim(ip);
@@ -129,18 +101,19 @@ impl EtcdRegistry {
                 .or_else(vec![TxnOp::get(record_key, None)]);
             let resp = kv.txn(txn).await.map_err(unavailable)?;
             if resp.succeeded() {
-                tracing::info!(owner = %owner, vip = %ip, "VIP allocated");
-                return Ok(true);
+                return Ok(Claim::Made(ip));
             }
+            // Lost the race: either the record was made meanwhile (done) or the address is
+            // taken (try the next).
             let exists = resp.op_responses().into_iter().any(|op| match op {
                 etcd_client::TxnOpResponse::Get(g) => !g.kvs().is_empty(),
                 _ => false,
             });
             if exists {
-                return Ok(true);
+                return Ok(Claim::Existed);
             }
         }
-        Ok(false)
+        Ok(Claim::NoneFree)
     }
 
     /// Deletes a host VIP record and its claim, only while the claim is still this host's.
@@ -203,14 +176,18 @@ impl EtcdRegistry {
                 let key = self.layout.host_vip(family, host);
                 let ok = if family == 4 {
                     let c = range.candidates_for(host).map(IpAddr::V4);
-                    self.claim_vip(&key, &owner, c, &plan.reserved).await?
+                    self.claim_vip(&key, &owner, c, &plan.reserved)
+                        .await?
+                        .log(&owner)
                 } else {
                     let c = self
                         .vips_v6
                         .expect("checked above")
                         .candidates_for(host)
                         .map(IpAddr::V6);
-                    self.claim_vip(&key, &owner, c, &plan.reserved).await?
+                    self.claim_vip(&key, &owner, c, &plan.reserved)
+                        .await?
+                        .log(&owner)
                 };
                 if !ok {
                     tracing::warn!(host = %host, family, "no free VIP found for a ServiceEntry host");
@@ -301,6 +278,27 @@ impl EtcdRegistry {
                 }
             }
         }
+    }
+}
+
+/// What [`EtcdRegistry::claim_vip`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The record was created with this address.
+    Made(IpAddr),
+    /// The record exists already (someone else made it).
+    Existed,
+    /// Every candidate address is taken.
+    NoneFree,
+}
+
+impl Claim {
+    /// Logs an allocation under `owner`; whether the record exists now.
+    fn log(self, owner: &str) -> bool {
+        if let Self::Made(ip) = self {
+            tracing::info!(owner = %owner, vip = %ip, "VIP allocated");
+        }
+        self != Self::NoneFree
     }
 }
 
