@@ -27,7 +27,7 @@ use crate::EtcdError;
 use crate::codec::Layout;
 
 pub use reader::ReaderError;
-use writer::{Writer, forget_lease, lease_lost};
+use writer::{Writer, forget_lease};
 
 /// gRPC messages fleetdns accepts from etcd (tonic's default is 4 MiB): a watch response
 /// carries every event of one revision, and deleting a large generation is one revision.
@@ -187,7 +187,7 @@ impl Registry for EtcdRegistry {
             drop(w);
             let r = match r {
                 Ok(()) => self.allocate_vips(keys.iter()).await,
-                e => e,
+                Err(e) => Err(e.into()),
             };
             match &r {
                 Ok(()) => self.status.publishes.fetch_add(1, Ordering::Relaxed),
@@ -209,7 +209,7 @@ impl Registry for EtcdRegistry {
             let mut w = writer.lock().await;
             w.requested_entries = Some(entries.clone());
             let r = match self.put_entries(cluster, &mut w).await {
-                Err(e) if lease_lost(&e) => {
+                Err(e) if e.lease_lost() => {
                     forget_lease(&mut w);
                     let set = w.requested.clone().unwrap_or_default();
                     self.publish_locked(cluster, &mut w, set).await
@@ -249,7 +249,7 @@ impl Registry for EtcdRegistry {
             let mut w = writer.lock().await;
             let Some(lease) = w.lease else {
                 return match w.requested.clone() {
-                    Some(set) => self.publish_locked(cluster, &mut w, set).await,
+                    Some(set) => Ok(self.publish_locked(cluster, &mut w, set).await?),
                     None => Ok(()),
                 };
             };

@@ -9,9 +9,9 @@ use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
     Txn, TxnOp,
 };
-use fleetdns_core::{ClusterId, ExportSet, RegistryError, ServiceEntrySet, Timestamp};
+use fleetdns_core::{ClusterId, ExportSet, RegistryError, ServiceEntrySet, ServiceKey, Timestamp};
 
-use super::{EtcdRegistry, MAX_MESSAGE, unavailable};
+use super::{EtcdRegistry, MAX_MESSAGE};
 use crate::codec::{self, ClusterRecord, ExportRecord, Layout};
 
 /// etcd refuses transactions of more than 128 operations by default (`--max-txn-ops`).
@@ -38,9 +38,53 @@ pub(super) struct Writer {
     pub(super) entries_lease: Option<i64>,
 }
 
-/// An error that means etcd no longer knows the lease the write used.
-pub(super) fn lease_lost(e: &RegistryError) -> bool {
-    matches!(e, RegistryError::Unavailable(m) if m.contains("lease not found"))
+/// Why a write failed. The [`Registry`](fleetdns_core::Registry) methods report it as
+/// [`RegistryError::Unavailable`] with this text.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WriteError {
+    #[error("{0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("lease keep-alive timed out")]
+    KeepAliveTimedOut,
+    #[error("lease keep-alive stream ended")]
+    KeepAliveEnded,
+    #[error(
+        "export {key} of cluster {cluster} encodes to {size} bytes, more than one etcd request holds"
+    )]
+    ExportTooLarge {
+        key: ServiceKey,
+        cluster: ClusterId,
+        size: usize,
+    },
+    #[error(
+        "the ServiceEntries of cluster {cluster} encode to {size} bytes, more than one etcd request holds"
+    )]
+    EntriesTooLarge { cluster: ClusterId, size: usize },
+    #[error("cluster {0}: another writer keeps replacing its export set")]
+    Contended(ClusterId),
+}
+
+impl WriteError {
+    /// etcd no longer knows the lease the write used (it expired, or was revoked).
+    pub(super) fn lease_lost(&self) -> bool {
+        matches!(self, Self::Etcd(e) if lease_not_found(e))
+    }
+}
+
+impl From<WriteError> for RegistryError {
+    fn from(e: WriteError) -> Self {
+        RegistryError::Unavailable(e.to_string())
+    }
+}
+
+/// etcd's answer to a request on a lease it does not know (`ErrGRPCLeaseNotFound`:
+/// "etcdserver: requested lease not found"), directly or through the keep-alive stream.
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().contains("lease not found"),
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    }
 }
 
 pub(super) fn forget_lease(w: &mut Writer) {
@@ -80,10 +124,10 @@ impl EtcdRegistry {
         cluster: &ClusterId,
         w: &mut Writer,
         exports: ExportSet,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), WriteError> {
         w.requested = Some(exports.clone());
         match self.publish_inner(cluster, w, &exports).await {
-            Err(e) if lease_lost(&e) => {
+            Err(e) if e.lease_lost() => {
                 tracing::warn!(cluster = %cluster, "etcd lease lost; publishing the cluster again on a new lease");
                 forget_lease(w);
                 self.publish_inner(cluster, w, &exports).await?;
@@ -102,7 +146,7 @@ impl EtcdRegistry {
         cluster: &ClusterId,
         w: &mut Writer,
         exports: &ExportSet,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), WriteError> {
         let lease = self.grant(w).await?;
         let Some(old) = &w.published else {
             return self.publish_generation(cluster, w, exports, lease).await;
@@ -135,8 +179,7 @@ impl EtcdRegistry {
             .client
             .kv_client()
             .get(generation_key.clone(), None)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let current = resp.kvs().first();
         let ours = current
             .and_then(|kv| codec::decode_cluster(kv.value()).ok())
@@ -153,12 +196,7 @@ impl EtcdRegistry {
                 mod_rev,
             )])
             .and_then(ops);
-        let done = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(unavailable)?;
+        let done = self.client.kv_client().txn(txn).await?;
         if !done.succeeded() {
             return self.publish_generation(cluster, w, exports, lease).await;
         }
@@ -166,7 +204,7 @@ impl EtcdRegistry {
         Ok(())
     }
 
-    async fn grant(&self, w: &mut Writer) -> Result<i64, RegistryError> {
+    async fn grant(&self, w: &mut Writer) -> Result<i64, WriteError> {
         if let Some(id) = w.lease {
             return Ok(id);
         }
@@ -174,8 +212,7 @@ impl EtcdRegistry {
             .client
             .lease_client()
             .grant(self.lease_ttl, None)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         w.lease = Some(resp.id());
         w.keeper = None;
         w.published = None; // every key must move onto the new lease
@@ -190,7 +227,7 @@ impl EtcdRegistry {
         w: &mut Writer,
         exports: &ExportSet,
         lease: i64,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), WriteError> {
         // A second writer of the same cluster (an agent and its replacement overlapping in a
         // rolling restart) may flip the cluster key while this one writes its generation, and
         // then delete it as older: so the flip is a compare-and-swap on the key as read at the
@@ -200,9 +237,7 @@ impl EtcdRegistry {
                 return self.drop_older(cluster, generation).await;
             }
         }
-        Err(RegistryError::Unavailable(format!(
-            "cluster {cluster}: another writer keeps replacing its export set"
-        )))
+        Err(WriteError::Contended(cluster.clone()))
     }
 
     /// Writes a new generation and flips the cluster key to it unless someone else flipped it
@@ -213,13 +248,10 @@ impl EtcdRegistry {
         w: &mut Writer,
         exports: &ExportSet,
         lease: i64,
-    ) -> Result<Option<u64>, RegistryError> {
+    ) -> Result<Option<u64>, WriteError> {
         let mut kv = self.client.kv_client();
         let cluster_key = self.layout.cluster(cluster);
-        let current = kv
-            .get(cluster_key.clone(), None)
-            .await
-            .map_err(unavailable)?;
+        let current = kv.get(cluster_key.clone(), None).await?;
         let seen = current.kvs().first().map_or(0, |kv| kv.mod_revision());
         let in_etcd = current
             .kvs()
@@ -239,9 +271,11 @@ impl EtcdRegistry {
             };
             let size = change.size();
             if size > MAX_TXN_BYTES {
-                return Err(RegistryError::Unavailable(format!(
-                    "export {key} of cluster {cluster} encodes to {size} bytes, more than one etcd request holds"
-                )));
+                return Err(WriteError::ExportTooLarge {
+                    key: key.clone(),
+                    cluster: cluster.clone(),
+                    size,
+                });
             }
             if let Some(full) = batches.push(change) {
                 send_batch(&mut kv, full, &put).await?;
@@ -267,14 +301,13 @@ impl EtcdRegistry {
                 codec::encode(&record),
                 Some(put),
             )]);
-        let flipped = kv.txn(flip).await.map_err(unavailable)?.succeeded();
+        let flipped = kv.txn(flip).await?.succeeded();
         if !flipped {
             kv.delete(
                 self.layout.generation(cluster, generation),
                 Some(DeleteOptions::new().with_prefix()),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
             return Ok(None);
         }
         w.generation = generation;
@@ -284,7 +317,7 @@ impl EtcdRegistry {
 
     /// Deletes the cluster's generations older than `generation` (never a newer one: another
     /// writer may be filling it).
-    async fn drop_older(&self, cluster: &ClusterId, generation: u64) -> Result<(), RegistryError> {
+    async fn drop_older(&self, cluster: &ClusterId, generation: u64) -> Result<(), WriteError> {
         let mut kv = self
             .client
             .kv_client()
@@ -295,16 +328,14 @@ impl EtcdRegistry {
                 base.clone(),
                 Some(GetOptions::new().with_prefix().with_keys_only()),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let stale = older_generations(&base, old.kvs().iter().map(|kv| kv.key()), generation);
         for g in stale {
             kv.delete(
                 format!("{base}{g}/"),
                 Some(DeleteOptions::new().with_prefix()),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         }
         Ok(())
     }
@@ -314,17 +345,17 @@ impl EtcdRegistry {
         &self,
         cluster: &ClusterId,
         w: &mut Writer,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), WriteError> {
         let Some(set) = &w.requested_entries else {
             return Ok(());
         };
         let value = codec::encode(&codec::ServiceEntriesRecord::from_set(set));
         let lease = self.grant(w).await?;
         if value.len() > MAX_TXN_BYTES {
-            return Err(RegistryError::Unavailable(format!(
-                "the ServiceEntries of cluster {cluster} encode to {} bytes, more than one etcd request holds",
-                value.len()
-            )));
+            return Err(WriteError::EntriesTooLarge {
+                cluster: cluster.clone(),
+                size: value.len(),
+            });
         }
         self.client
             .kv_client()
@@ -333,29 +364,24 @@ impl EtcdRegistry {
                 value,
                 Some(PutOptions::new().with_lease(lease)),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         w.entries_lease = Some(lease);
         Ok(())
     }
 
     /// One keep-alive, bounded by the request timeout. `Ok(false)`: etcd no longer knows
     /// the lease.
-    pub(super) async fn keep_alive(
-        &self,
-        w: &mut Writer,
-        lease: i64,
-    ) -> Result<bool, RegistryError> {
+    pub(super) async fn keep_alive(&self, w: &mut Writer, lease: i64) -> Result<bool, WriteError> {
         let timeout = self.request_timeout;
         if w.keeper.is_none() {
             let started =
                 tokio::time::timeout(timeout, self.client.lease_client().keep_alive(lease))
                     .await
-                    .map_err(|_| unavailable("lease keep-alive timed out"))?;
+                    .map_err(|_| WriteError::KeepAliveTimedOut)?;
             match started {
                 Ok(k) => w.keeper = Some(k),
-                Err(e) if e.to_string().contains("lease not found") => return Ok(false),
-                Err(e) => return Err(unavailable(e)),
+                Err(e) if lease_not_found(&e) => return Ok(false),
+                Err(e) => return Err(e.into()),
             }
         }
         let (keeper, stream) = w.keeper.as_mut().expect("set above");
@@ -368,19 +394,19 @@ impl EtcdRegistry {
             Ok(Ok(Some(resp))) => Ok(resp.ttl() > 0),
             Ok(Ok(None)) => {
                 w.keeper = None;
-                Err(unavailable("lease keep-alive stream ended"))
+                Err(WriteError::KeepAliveEnded)
             }
             Ok(Err(e)) => {
                 w.keeper = None;
-                if e.to_string().contains("lease not found") {
+                if lease_not_found(&e) {
                     Ok(false)
                 } else {
-                    Err(unavailable(e))
+                    Err(e.into())
                 }
             }
             Err(_) => {
                 w.keeper = None;
-                Err(unavailable("lease keep-alive timed out"))
+                Err(WriteError::KeepAliveTimedOut)
             }
         }
     }
@@ -392,13 +418,12 @@ impl EtcdRegistry {
         cluster: &ClusterId,
         w: &Writer,
         lease: i64,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<bool, WriteError> {
         let resp = self
             .client
             .kv_client()
             .get(self.layout.cluster(cluster), None)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(resp.kvs().first().is_some_and(|kv| {
             kv.lease() == lease
                 && codec::decode_cluster(kv.value()).is_ok_and(|r| r.generation == w.generation)
@@ -490,11 +515,9 @@ async fn send_batch(
     kv: &mut etcd_client::KvClient,
     batch: Vec<Change>,
     put: &PutOptions,
-) -> Result<(), RegistryError> {
+) -> Result<(), WriteError> {
     let ops: Vec<TxnOp> = batch.into_iter().map(|c| c.into_op(put)).collect();
-    kv.txn(Txn::new().and_then(ops))
-        .await
-        .map_err(unavailable)?;
+    kv.txn(Txn::new().and_then(ops)).await?;
     Ok(())
 }
 
@@ -641,12 +664,22 @@ mod tests {
 
     #[test]
     fn only_an_unknown_lease_counts_as_lost() {
-        let lost = RegistryError::Unavailable(
-            "etcd: grpc request error: status: NotFound, message: \"etcdserver: requested lease not found\"".into(),
+        let lost = WriteError::Etcd(etcd_client::Error::LeaseKeepAliveError(
+            "etcdserver: requested lease not found".into(),
+        ));
+        assert!(lost.lease_lost());
+        assert!(!WriteError::KeepAliveTimedOut.lease_lost());
+        assert!(!WriteError::Contended(ClusterId::new("east").unwrap()).lease_lost());
+        let other = WriteError::Etcd(etcd_client::Error::WatchError("lease not found".into()));
+        assert!(!other.lease_lost(), "only lease and status errors");
+        // What the trait's callers see is the text it always was.
+        let e: RegistryError = WriteError::Contended(ClusterId::new("east").unwrap()).into();
+        assert_eq!(
+            e.to_string(),
+            RegistryError::Unavailable(
+                "cluster east: another writer keeps replacing its export set".into()
+            )
+            .to_string()
         );
-        assert!(lease_lost(&lost));
-        assert!(!lease_lost(&RegistryError::Unavailable(
-            "connection refused".into()
-        )));
     }
 }
