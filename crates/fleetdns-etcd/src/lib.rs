@@ -3,6 +3,8 @@
 //! DNS servers load one consistent snapshot and follow the watch from its revision.
 //!
 //! [`codec`] documents the key layout and value encoding (versioned).
+//! The registry is in three parts sharing one client: the writer (leases, generations), the
+//! reader (snapshot + watch) and VIP allocation; see the `registry` module.
 
 pub mod codec;
 mod registry;
