@@ -371,6 +371,37 @@ pub fn decode_cluster(bytes: &[u8]) -> Result<ClusterRecord, DecodeError> {
     decode(bytes)
 }
 
+/// An address family, as the `host-vips/<4 or 6>/` keys spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Self {
+        if ip.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+
+    /// `4` or `6`, as in the keys.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "4" => Some(Self::V4),
+            "6" => Some(Self::V6),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "4",
+            Self::V6 => "6",
+        })
+    }
+}
+
 /// The keys of one prefix.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -388,8 +419,8 @@ pub enum Parsed {
     },
     Vip(ServiceKey),
     Vip6(ServiceKey),
-    /// A ServiceEntry host's VIP of one family (4 or 6).
-    HostVip(u8, String),
+    /// A ServiceEntry host's VIP of one family.
+    HostVip(Family, String),
     ServiceEntries(ClusterId),
     Other,
 }
@@ -446,8 +477,7 @@ impl Layout {
         format!("{}/vips6/{}/{}", self.prefix, key.namespace(), key.name())
     }
 
-    /// `family` is 4 or 6.
-    pub fn host_vip(&self, family: u8, host: &str) -> String {
+    pub fn host_vip(&self, family: Family, host: &str) -> String {
         format!("{}/host-vips/{family}/{host}", self.prefix)
     }
 
@@ -475,9 +505,9 @@ impl Layout {
             ["clusters", c] => ClusterId::new(c).map_or(Parsed::Other, Parsed::Cluster),
             ["vips", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip),
             ["vips6", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip6),
-            ["host-vips", family @ ("4" | "6"), host] => match normalize_host(host) {
-                Ok(h) if h == *host && !h.starts_with("*.") => {
-                    Parsed::HostVip(if *family == "4" { 4 } else { 6 }, h)
+            ["host-vips", family, host] => match (Family::parse(family), normalize_host(host)) {
+                (Some(family), Ok(h)) if h == *host && !h.starts_with("*.") => {
+                    Parsed::HostVip(family, h)
                 }
                 _ => Parsed::Other,
             },
@@ -708,8 +738,16 @@ mod tests {
             }
         );
         assert_eq!(
-            l.parse(l.host_vip(6, "a.example.com").as_bytes()),
-            Parsed::HostVip(6, "a.example.com".into())
+            l.parse(l.host_vip(Family::V6, "a.example.com").as_bytes()),
+            Parsed::HostVip(Family::V6, "a.example.com".into())
+        );
+        assert_eq!(
+            l.host_vip(Family::V4, "a.example.com"),
+            "/fleetdns/v1/host-vips/4/a.example.com"
+        );
+        assert_eq!(
+            l.parse(b"/fleetdns/v1/host-vips/4/a.example.com"),
+            Parsed::HostVip(Family::V4, "a.example.com".into())
         );
         assert_eq!(
             l.parse(l.service_entries(&c).as_bytes()),

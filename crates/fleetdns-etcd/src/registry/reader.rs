@@ -18,7 +18,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{EtcdRegistry, EtcdStatus, MAX_MESSAGE, prefix_end};
-use crate::codec::{self, ClusterRecord, Layout, Parsed};
+use crate::codec::{self, ClusterRecord, Family, Layout, Parsed};
 
 /// Keys per page of a snapshot load.
 const PAGE: i64 = 2000;
@@ -238,7 +238,7 @@ pub(super) struct ReaderState {
     pub(super) vips: BTreeMap<ServiceKey, (Ipv4Addr, i64)>,
     pub(super) vips6: BTreeMap<ServiceKey, Ipv6Addr>,
     /// ServiceEntry host VIPs by (family, host), with their mod revision.
-    pub(super) host_vips: BTreeMap<(u8, String), (IpAddr, i64)>,
+    pub(super) host_vips: BTreeMap<(Family, String), (IpAddr, i64)>,
     pub(super) service_entries: BTreeMap<ClusterId, Arc<ServiceEntrySet>>,
     /// The etcd revision this state reflects.
     pub(super) revision: i64,
@@ -289,7 +289,7 @@ impl ReaderState {
                 Err(e) => bad("vip6", &e),
             },
             Parsed::HostVip(family, host) => match codec::decode_addr(value) {
-                Ok(r) if (family == 4) == r.ip.is_ipv4() => {
+                Ok(r) if Family::of(r.ip) == family => {
                     self.host_vips
                         .insert((family, host), (r.ip, kv.mod_revision));
                 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::reader::ReaderState;
 use super::{EtcdRegistry, prefix_end, unavailable};
-use crate::codec;
+use crate::codec::{self, Family};
 
 impl EtcdRegistry {
     /// Gives every service of `keys` a VIP unless it has one: a compare-and-swap transaction
@@ -121,7 +121,7 @@ impl EtcdRegistry {
     /// revision (a release must not race an entry that needs the VIP again).
     async fn unclaim_host_vip(
         &self,
-        family: u8,
+        family: Family,
         host: &str,
         ip: IpAddr,
         unchanged_since: Option<i64>,
@@ -158,9 +158,9 @@ impl EtcdRegistry {
         for host in &plan.needs_vip {
             let cur = snapshot.host_vips.get(host).copied().unwrap_or_default();
             let owner = format!("host:{host}");
-            let families: [(u8, Option<IpAddr>, bool); 2] = [
-                (4, cur.v4.map(IpAddr::V4), true),
-                (6, cur.v6.map(IpAddr::V6), self.vips_v6.is_some()),
+            let families: [(Family, Option<IpAddr>, bool); 2] = [
+                (Family::V4, cur.v4.map(IpAddr::V4), true),
+                (Family::V6, cur.v6.map(IpAddr::V6), self.vips_v6.is_some()),
             ];
             for (family, ip, wanted) in families {
                 if !wanted {
@@ -174,7 +174,7 @@ impl EtcdRegistry {
                     self.unclaim_host_vip(family, host, ip, None).await?;
                 }
                 let key = self.layout.host_vip(family, host);
-                let ok = if family == 4 {
+                let ok = if family == Family::V4 {
                     let c = range.candidates_for(host).map(IpAddr::V4);
                     self.claim_vip(&key, &owner, c, &plan.reserved)
                         .await?
@@ -190,7 +190,7 @@ impl EtcdRegistry {
                         .log(&owner)
                 };
                 if !ok {
-                    tracing::warn!(host = %host, family, "no free VIP found for a ServiceEntry host");
+                    tracing::warn!(host = %host, family = %family, "no free VIP found for a ServiceEntry host");
                 }
             }
         }
@@ -363,7 +363,7 @@ fn hosts_due(
     orphans: &mut HashMap<String, Instant>,
     now: Instant,
     grace: Duration,
-) -> Vec<(u8, String, IpAddr)> {
+) -> Vec<(Family, String, IpAddr)> {
     let mut due = Vec::new();
     orphans.retain(|h, _| !needed.contains(h));
     for ((family, host), (ip, _)) in &state.host_vips {
@@ -464,14 +464,15 @@ mod tests {
     fn a_host_vip_is_released_only_after_the_grace_period_unneeded() {
         let mut state = ReaderState::default();
         state.host_vips.insert(
-            (4, "a.example.com".into()),
+            (Family::V4, "a.example.com".into()),
             ("240.0.0.1".parse().unwrap(), 1),
         );
-        state
-            .host_vips
-            .insert((6, "a.example.com".into()), ("fd00::1".parse().unwrap(), 1));
         state.host_vips.insert(
-            (4, "b.example.com".into()),
+            (Family::V6, "a.example.com".into()),
+            ("fd00::1".parse().unwrap(), 1),
+        );
+        state.host_vips.insert(
+            (Family::V4, "b.example.com".into()),
             ("240.0.0.2".parse().unwrap(), 1),
         );
         let needed: BTreeSet<String> = ["b.example.com".to_owned()].into();
@@ -482,8 +483,16 @@ mod tests {
         assert_eq!(
             due,
             [
-                (4, "a.example.com".to_owned(), "240.0.0.1".parse().unwrap()),
-                (6, "a.example.com".to_owned(), "fd00::1".parse().unwrap()),
+                (
+                    Family::V4,
+                    "a.example.com".to_owned(),
+                    "240.0.0.1".parse().unwrap()
+                ),
+                (
+                    Family::V6,
+                    "a.example.com".to_owned(),
+                    "fd00::1".parse().unwrap()
+                ),
             ]
         );
         // Needed again: forgotten.
