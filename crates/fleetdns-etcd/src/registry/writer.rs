@@ -19,6 +19,9 @@ const MAX_TXN_OPS: usize = 120;
 /// etcd refuses requests over 1.5 MiB by default (`--max-request-bytes`): transactions are
 /// kept under 1 MiB.
 pub(super) const MAX_TXN_BYTES: usize = 1 << 20;
+/// Flips of one new generation tried while other writers change the cluster key (each failed
+/// flip means another writer's transaction went through).
+const FLIP_TRIES: usize = 100;
 
 /// One cluster this process publishes.
 pub(super) struct Writer {
@@ -230,8 +233,9 @@ impl EtcdRegistry {
     ) -> Result<(), WriteError> {
         // A second writer of the same cluster (an agent and its replacement overlapping in a
         // rolling restart) may flip the cluster key while this one writes its generation, and
-        // then delete it as older: so the flip is a compare-and-swap on the key as read at the
-        // start, and a lost race starts over with a new generation.
+        // then delete it as older: so the flip is a compare-and-swap on the key as read, made
+        // only over an older generation, and a race lost to a newer one starts over with a new
+        // generation.
         for _ in 0..5 {
             if let Some(generation) = self.try_generation(cluster, w, exports, lease).await? {
                 return self.drop_older(cluster, generation).await;
@@ -241,7 +245,7 @@ impl EtcdRegistry {
     }
 
     /// Writes a new generation and flips the cluster key to it unless someone else flipped it
-    /// meanwhile (then its keys are deleted again and `None` returned).
+    /// to a generation as new meanwhile (then its keys are deleted again and `None` returned).
     async fn try_generation(
         &self,
         cluster: &ClusterId,
@@ -290,18 +294,39 @@ impl EtcdRegistry {
             published: Timestamp::now().0,
             exports: exports.len(),
         };
-        let flip = Txn::new()
-            .when(vec![Compare::mod_revision(
-                cluster_key.clone(),
-                CompareOp::Equal,
-                seen,
-            )])
-            .and_then(vec![TxnOp::put(
-                cluster_key,
-                codec::encode(&record),
-                Some(put),
-            )]);
-        let flipped = kv.txn(flip).await?.succeeded();
+        let value = codec::encode(&record);
+        // The flip is a compare-and-swap on the cluster key as last read. Another writer's
+        // small change (a diff inside its generation) rewrites the key without making this
+        // generation unsafe: read it again and flip over it. A generation as new as this one
+        // wins: this one is given up (its keys may be deleted as older).
+        let mut seen = seen;
+        let mut flipped = false;
+        for _ in 0..FLIP_TRIES {
+            let flip = Txn::new()
+                .when(vec![Compare::mod_revision(
+                    cluster_key.clone(),
+                    CompareOp::Equal,
+                    seen,
+                )])
+                .and_then(vec![TxnOp::put(
+                    cluster_key.clone(),
+                    value.clone(),
+                    Some(put.clone()),
+                )]);
+            if kv.txn(flip).await?.succeeded() {
+                flipped = true;
+                break;
+            }
+            let now = kv.get(cluster_key.clone(), None).await?;
+            let current = now.kvs().first();
+            let named = current
+                .and_then(|kv| codec::decode_cluster(kv.value()).ok())
+                .map(|r| r.generation);
+            if !may_flip_over(named, generation) {
+                break;
+            }
+            seen = current.map_or(0, |kv| kv.mod_revision());
+        }
         if !flipped {
             kv.delete(
                 self.layout.generation(cluster, generation),
@@ -528,6 +553,13 @@ fn next_generation(in_etcd: u64, last: u64, micros: u64, lease: i64) -> u64 {
     (in_etcd.max(last) + 1).max(micros << 10 | (lease as u64 & 0x3ff))
 }
 
+/// Whether a new generation may replace the cluster key that names `named` (`None`: no key,
+/// or one this release cannot read): only an older one, whose writer never deletes a newer
+/// generation.
+fn may_flip_over(named: Option<u64>, generation: u64) -> bool {
+    named.is_none_or(|g| g < generation)
+}
+
 /// The generations under `base` (a cluster's exports, ending in `/`) older than `generation`,
 /// each once, in order; never a newer one: another writer may be filling it.
 fn older_generations<'a>(
@@ -645,6 +677,14 @@ mod tests {
         let b = next_generation(0, 0, micros, 0x1002);
         assert_ne!(a, b);
         assert!(next_generation(0, 0, micros + 1, 0x1001) > b);
+    }
+
+    #[test]
+    fn a_generation_replaces_only_an_older_one() {
+        assert!(may_flip_over(None, 5));
+        assert!(may_flip_over(Some(4), 5));
+        assert!(!may_flip_over(Some(5), 5));
+        assert!(!may_flip_over(Some(6), 5));
     }
 
     #[test]
