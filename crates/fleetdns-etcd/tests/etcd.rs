@@ -299,6 +299,18 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
         .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
         .await
         .unwrap();
+    // The writer goes on heartbeating, as an agent does: with a 2 s lease and no heartbeat,
+    // the set expired before a reader still backing off from the outage (up to 5 s) loaded
+    // again, and the test waited for a state etcd no longer had.
+    let heartbeats = {
+        let (writer, cancel) = (writer.clone(), cancel_w.clone());
+        tokio::spawn(async move {
+            while !cancel.is_cancelled() {
+                let _ = writer.heartbeat(&id("east")).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     until(&*reader, "state after the restart", |s| {
         names(s, "east") == Some(vec!["api".into(), "web".into()])
     })
@@ -309,6 +321,7 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
         "a fresh snapshot after the outage"
     );
     cancel_w.cancel();
+    heartbeats.await.unwrap();
     cancel_r.cancel();
 }
 
