@@ -28,10 +28,105 @@ use std::sync::Arc;
 use fleetdns_core::model::{Endpoint, Export, Port, Protocol, ServiceType};
 use fleetdns_core::service_entry::{Resolution, ServiceEntry, ServiceEntrySet, normalize_host};
 use fleetdns_core::{ClusterId, ServiceKey, Timestamp};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The value-format version this release writes.
 pub const VERSION: u32 = 1;
+
+/// A value with a format version: one written by a newer release is refused, not misread.
+pub trait Versioned {
+    fn version(&self) -> u32;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> u32 {
+                self.v
+            }
+        }
+    )*};
+}
+versioned!(
+    ClusterRecord,
+    ExportRecord,
+    VipRecord,
+    AddrRecord,
+    ServiceEntriesRecord
+);
+
+/// `Ok` for a version this release reads.
+pub fn check_version(v: u32) -> Result<(), DecodeError> {
+    if v > VERSION {
+        return Err(DecodeError::Version(v));
+    }
+    Ok(())
+}
+
+/// Parses a record and checks its version.
+pub fn decode<T: Versioned + DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let r: T = serde_json::from_slice(bytes)?;
+    check_version(r.version())?;
+    Ok(r)
+}
+
+/// A service type as written: `ClusterSetIP` or `Headless` (MCS-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TypeRecord {
+    #[serde(rename = "ClusterSetIP")]
+    ClusterSetIp,
+    Headless,
+}
+
+impl From<ServiceType> for TypeRecord {
+    fn from(t: ServiceType) -> Self {
+        match t {
+            ServiceType::ClusterSetIp => Self::ClusterSetIp,
+            ServiceType::Headless => Self::Headless,
+        }
+    }
+}
+
+impl From<TypeRecord> for ServiceType {
+    fn from(t: TypeRecord) -> Self {
+        match t {
+            TypeRecord::ClusterSetIp => Self::ClusterSetIp,
+            TypeRecord::Headless => Self::Headless,
+        }
+    }
+}
+
+/// A port's protocol as written: `TCP`, `UDP` or `SCTP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProtocolRecord {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl From<Protocol> for ProtocolRecord {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Tcp => Self::Tcp,
+            Protocol::Udp => Self::Udp,
+            Protocol::Sctp => Self::Sctp,
+        }
+    }
+}
+
+impl From<ProtocolRecord> for Protocol {
+    fn from(p: ProtocolRecord) -> Self {
+        match p {
+            ProtocolRecord::Tcp => Self::Tcp,
+            ProtocolRecord::Udp => Self::Udp,
+            ProtocolRecord::Sctp => Self::Sctp,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
@@ -46,7 +141,7 @@ pub struct ClusterRecord {
 pub struct PortRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    pub protocol: String,
+    pub protocol: ProtocolRecord,
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
@@ -67,7 +162,7 @@ pub struct ExportRecord {
     pub v: u32,
     /// `ClusterSetIP` or `Headless`.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: TypeRecord,
     pub ports: Vec<PortRecord>,
     #[serde(default)]
     pub cluster_ips: Vec<IpAddr>,
@@ -97,11 +192,7 @@ pub struct AddrRecord {
 }
 
 pub fn decode_addr(bytes: &[u8]) -> Result<AddrRecord, DecodeError> {
-    let r: AddrRecord = serde_json::from_slice(bytes)?;
-    if r.v > VERSION {
-        return Err(DecodeError::Version(r.v));
-    }
-    Ok(r)
+    decode(bytes)
 }
 
 /// One ServiceEntry, as translated by the source that read it.
@@ -149,17 +240,17 @@ impl ServiceEntriesRecord {
 
     /// The set, with hosts checked again (a value is input like any other).
     pub fn into_set(self, cluster: &ClusterId) -> Result<ServiceEntrySet, DecodeError> {
-        if self.v > VERSION {
-            return Err(DecodeError::Version(self.v));
-        }
+        check_version(self.v)?;
         let mut set = ServiceEntrySet::new();
         for r in self.entries {
-            let resolution = Resolution::parse(&r.resolution).ok_or_else(|| {
-                DecodeError::Bad(format!("unknown resolution {:?}", r.resolution))
-            })?;
+            let resolution = Resolution::parse(&r.resolution)
+                .ok_or_else(|| DecodeError::UnknownResolution(r.resolution.clone()))?;
             let mut hosts = Vec::with_capacity(r.hosts.len());
             for h in &r.hosts {
-                hosts.push(normalize_host(h).map_err(DecodeError::Bad)?);
+                hosts.push(normalize_host(h).map_err(|reason| DecodeError::BadHost {
+                    host: h.clone(),
+                    reason,
+                })?);
             }
             let entry = ServiceEntry {
                 namespace: r.namespace,
@@ -182,15 +273,20 @@ pub fn decode_service_entries(
     bytes: &[u8],
     cluster: &ClusterId,
 ) -> Result<ServiceEntrySet, DecodeError> {
-    serde_json::from_slice::<ServiceEntriesRecord>(bytes)?.into_set(cluster)
+    decode::<ServiceEntriesRecord>(bytes)?.into_set(cluster)
 }
 
 pub fn decode_vip(bytes: &[u8]) -> Result<VipRecord, DecodeError> {
-    let r: VipRecord = serde_json::from_slice(bytes)?;
-    if r.v > VERSION {
-        return Err(DecodeError::Version(r.v));
-    }
-    Ok(r)
+    decode(bytes)
+}
+
+/// An export value read back under its key.
+pub fn decode_export(
+    bytes: &[u8],
+    key: ServiceKey,
+    cluster: ClusterId,
+) -> Result<Export, DecodeError> {
+    decode::<ExportRecord>(bytes)?.into_export(key, cluster)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,21 +295,23 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("value format version {0} is newer than this release reads ({VERSION})")]
     Version(u32),
-    #[error("{0}")]
-    Bad(String),
+    #[error("unknown ServiceEntry resolution {0:?}")]
+    UnknownResolution(String),
+    #[error("ServiceEntry host {host:?}: {reason}")]
+    BadHost { host: String, reason: String },
 }
 
 impl ExportRecord {
     pub fn from_export(e: &Export) -> Self {
         Self {
             v: VERSION,
-            type_: e.service_type.to_string(),
+            type_: e.service_type.into(),
             ports: e
                 .ports
                 .iter()
                 .map(|p| PortRecord {
                     name: p.name.clone(),
-                    protocol: p.protocol.to_string(),
+                    protocol: p.protocol.into(),
                     port: p.port,
                     app_protocol: p.app_protocol.clone(),
                 })
@@ -234,34 +332,21 @@ impl ExportRecord {
     }
 
     pub fn into_export(self, key: ServiceKey, cluster: ClusterId) -> Result<Export, DecodeError> {
-        if self.v > VERSION {
-            return Err(DecodeError::Version(self.v));
-        }
-        let service_type = match self.type_.as_str() {
-            "ClusterSetIP" => ServiceType::ClusterSetIp,
-            "Headless" => ServiceType::Headless,
-            other => return Err(DecodeError::Bad(format!("unknown service type {other:?}"))),
-        };
-        let mut ports = Vec::with_capacity(self.ports.len());
-        for p in self.ports {
-            let protocol = match p.protocol.as_str() {
-                "TCP" => Protocol::Tcp,
-                "UDP" => Protocol::Udp,
-                "SCTP" => Protocol::Sctp,
-                other => return Err(DecodeError::Bad(format!("unknown protocol {other:?}"))),
-            };
-            ports.push(Port {
-                name: p.name,
-                protocol,
-                port: p.port,
-                app_protocol: p.app_protocol,
-            });
-        }
+        check_version(self.v)?;
         Ok(Export {
             key,
             cluster,
-            service_type,
-            ports,
+            service_type: self.type_.into(),
+            ports: self
+                .ports
+                .into_iter()
+                .map(|p| Port {
+                    name: p.name,
+                    protocol: p.protocol.into(),
+                    port: p.port,
+                    app_protocol: p.app_protocol,
+                })
+                .collect(),
             cluster_ips: self.cluster_ips,
             endpoints: self
                 .endpoints
@@ -283,11 +368,38 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 pub fn decode_cluster(bytes: &[u8]) -> Result<ClusterRecord, DecodeError> {
-    let r: ClusterRecord = serde_json::from_slice(bytes)?;
-    if r.v > VERSION {
-        return Err(DecodeError::Version(r.v));
+    decode(bytes)
+}
+
+/// An address family, as the `host-vips/<4 or 6>/` keys spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Self {
+        if ip.is_ipv4() { Self::V4 } else { Self::V6 }
     }
-    Ok(r)
+
+    /// `4` or `6`, as in the keys.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "4" => Some(Self::V4),
+            "6" => Some(Self::V6),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "4",
+            Self::V6 => "6",
+        })
+    }
 }
 
 /// The keys of one prefix.
@@ -307,8 +419,8 @@ pub enum Parsed {
     },
     Vip(ServiceKey),
     Vip6(ServiceKey),
-    /// A ServiceEntry host's VIP of one family (4 or 6).
-    HostVip(u8, String),
+    /// A ServiceEntry host's VIP of one family.
+    HostVip(Family, String),
     ServiceEntries(ClusterId),
     Other,
 }
@@ -365,8 +477,7 @@ impl Layout {
         format!("{}/vips6/{}/{}", self.prefix, key.namespace(), key.name())
     }
 
-    /// `family` is 4 or 6.
-    pub fn host_vip(&self, family: u8, host: &str) -> String {
+    pub fn host_vip(&self, family: Family, host: &str) -> String {
         format!("{}/host-vips/{family}/{host}", self.prefix)
     }
 
@@ -394,9 +505,9 @@ impl Layout {
             ["clusters", c] => ClusterId::new(c).map_or(Parsed::Other, Parsed::Cluster),
             ["vips", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip),
             ["vips6", ns, name] => ServiceKey::new(ns, name).map_or(Parsed::Other, Parsed::Vip6),
-            ["host-vips", family @ ("4" | "6"), host] => match normalize_host(host) {
-                Ok(h) if h == *host && !h.starts_with("*.") => {
-                    Parsed::HostVip(if *family == "4" { 4 } else { 6 }, h)
+            ["host-vips", family, host] => match (Family::parse(family), normalize_host(host)) {
+                (Some(family), Ok(h)) if h == *host && !h.starts_with("*.") => {
+                    Parsed::HostVip(family, h)
                 }
                 _ => Parsed::Other,
             },
@@ -506,6 +617,109 @@ mod tests {
         assert!(decode_service_entries(&encode(&bad), &c).is_err());
     }
 
+    /// The values are byte for byte what earlier releases wrote (field names, the type and
+    /// protocol spellings), so old and new servers share one etcd.
+    #[test]
+    fn export_values_keep_their_wire_form() {
+        let mut e = export();
+        e.service_type = ServiceType::ClusterSetIp;
+        e.ports[0].protocol = Protocol::Sctp;
+        e.cluster_ips = vec!["10.0.0.9".parse().unwrap()];
+        let json = String::from_utf8(encode(&ExportRecord::from_export(&e))).unwrap();
+        assert_eq!(
+            json,
+            r#"{"v":1,"type":"ClusterSetIP","ports":[{"name":"http","protocol":"SCTP","port":53}],"cluster_ips":["10.0.0.9"],"endpoints":[{"addresses":["10.1.0.1","fd00::1"],"hostname":"web-0","ready":false,"zone":"z"}],"created":1700000000}"#
+        );
+        for (t, want) in [
+            ("Headless", ServiceType::Headless),
+            ("ClusterSetIP", ServiceType::ClusterSetIp),
+        ] {
+            let v = json.replace("ClusterSetIP", t);
+            let back = decode_export(v.as_bytes(), e.key.clone(), e.cluster.clone()).unwrap();
+            assert_eq!(back.service_type, want);
+        }
+        for (p, want) in [
+            ("TCP", Protocol::Tcp),
+            ("UDP", Protocol::Udp),
+            ("SCTP", Protocol::Sctp),
+        ] {
+            let v = json.replace("SCTP", p);
+            let back = decode_export(v.as_bytes(), e.key.clone(), e.cluster.clone()).unwrap();
+            assert_eq!(back.ports[0].protocol, want);
+        }
+        for bad in [
+            json.replace("ClusterSetIP", "clusterSetIP"),
+            json.replace("SCTP", "sctp"),
+        ] {
+            let err = decode_export(bad.as_bytes(), e.key.clone(), e.cluster.clone()).unwrap_err();
+            assert!(matches!(err, DecodeError::Json(_)), "{err}");
+        }
+        let newer = json.replace(r#""v":1"#, r#""v":2"#);
+        let err = decode_export(newer.as_bytes(), e.key.clone(), e.cluster.clone()).unwrap_err();
+        assert!(matches!(err, DecodeError::Version(2)), "{err}");
+    }
+
+    /// Service VIPs of both families share one claim path, which writes an `AddrRecord`: an
+    /// IPv4 one must encode exactly as the `VipRecord` earlier releases wrote and read.
+    #[test]
+    fn an_ipv4_addr_record_is_a_vip_record_byte_for_byte() {
+        let ip: std::net::Ipv4Addr = "240.240.0.7".parse().unwrap();
+        let vip = encode(&VipRecord {
+            v: VERSION,
+            ip,
+            allocated: 1_700_000_000,
+        });
+        let addr = encode(&AddrRecord {
+            v: VERSION,
+            ip: IpAddr::V4(ip),
+            allocated: 1_700_000_000,
+        });
+        assert_eq!(
+            String::from_utf8(addr).unwrap(),
+            String::from_utf8(vip.clone()).unwrap()
+        );
+        assert_eq!(
+            String::from_utf8(vip).unwrap(),
+            r#"{"v":1,"ip":"240.240.0.7","allocated":1700000000}"#
+        );
+    }
+
+    /// One version check for every record kind.
+    #[test]
+    fn every_record_kind_refuses_a_newer_version() {
+        let c = ClusterId::new("east").unwrap();
+        assert!(matches!(
+            decode_cluster(br#"{"v":2,"generation":1,"published":0,"exports":0}"#),
+            Err(DecodeError::Version(2))
+        ));
+        assert!(matches!(
+            decode_addr(br#"{"v":3,"ip":"fd00::1","allocated":0}"#),
+            Err(DecodeError::Version(3))
+        ));
+        assert!(matches!(
+            decode_service_entries(br#"{"v":2,"entries":[]}"#, &c),
+            Err(DecodeError::Version(2))
+        ));
+        assert!(
+            decode_service_entries(br#"{"v":1,"entries":[]}"#, &c)
+                .unwrap()
+                .is_empty()
+        );
+        let entry = |resolution: &str, host: &str| {
+            format!(
+                r#"{{"v":1,"entries":[{{"namespace":"n","name":"s","hosts":["{host}"],"resolution":"{resolution}","autoallocate":false,"created":0}}]}}"#
+            )
+        };
+        assert!(matches!(
+            decode_service_entries(entry("SOMETIMES", "a.example.com").as_bytes(), &c),
+            Err(DecodeError::UnknownResolution(r)) if r == "SOMETIMES"
+        ));
+        assert!(matches!(
+            decode_service_entries(entry("DNS", "a b.example.com").as_bytes(), &c),
+            Err(DecodeError::BadHost { host, .. }) if host == "a b.example.com"
+        ));
+    }
+
     #[test]
     fn keys_parse_back() {
         let l = Layout::new("/fleetdns/v1/");
@@ -524,8 +738,16 @@ mod tests {
             }
         );
         assert_eq!(
-            l.parse(l.host_vip(6, "a.example.com").as_bytes()),
-            Parsed::HostVip(6, "a.example.com".into())
+            l.parse(l.host_vip(Family::V6, "a.example.com").as_bytes()),
+            Parsed::HostVip(Family::V6, "a.example.com".into())
+        );
+        assert_eq!(
+            l.host_vip(Family::V4, "a.example.com"),
+            "/fleetdns/v1/host-vips/4/a.example.com"
+        );
+        assert_eq!(
+            l.parse(b"/fleetdns/v1/host-vips/4/a.example.com"),
+            Parsed::HostVip(Family::V4, "a.example.com".into())
         );
         assert_eq!(
             l.parse(l.service_entries(&c).as_bytes()),

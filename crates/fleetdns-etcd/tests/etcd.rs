@@ -299,6 +299,18 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
         .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
         .await
         .unwrap();
+    // The writer goes on heartbeating, as an agent does: with a 2 s lease and no heartbeat,
+    // the set expired before a reader still backing off from the outage (up to 5 s) loaded
+    // again, and the test waited for a state etcd no longer had.
+    let heartbeats = {
+        let (writer, cancel) = (writer.clone(), cancel_w.clone());
+        tokio::spawn(async move {
+            while !cancel.is_cancelled() {
+                let _ = writer.heartbeat(&id("east")).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     until(&*reader, "state after the restart", |s| {
         names(s, "east") == Some(vec!["api".into(), "web".into()])
     })
@@ -309,6 +321,7 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
         "a fresh snapshot after the outage"
     );
     cancel_w.cancel();
+    heartbeats.await.unwrap();
     cancel_r.cancel();
 }
 
@@ -503,13 +516,17 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     let (b, cancel_b) = etcd_registry(&etcd, "/overlap", 30).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/overlap", 30).await;
     let mut rx = reader.subscribe();
+    // The watcher looks at every snapshot until the writers are done and the reader has caught
+    // up with etcd's last revision. (It used to stop after 3 s without a new snapshot; on a
+    // loaded machine the first generation alone can take that long, and then it had seen
+    // nothing.) Bounded all the same.
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(None::<u64>);
     let watcher = tokio::spawn(async move {
         let mut sizes = BTreeSet::new();
-        while tokio::time::timeout(Duration::from_secs(3), rx.changed())
-            .await
-            .is_ok_and(|r| r.is_ok())
-        {
-            if let Some(s) = rx.borrow_and_update().clone()
+        let deadline = tokio::time::Instant::now() + 3 * WAIT;
+        loop {
+            let snapshot = rx.borrow_and_update().clone();
+            if let Some(s) = &snapshot
                 && let Some(v) = s.clusters.get(&id("east"))
             {
                 let ips: BTreeSet<String> = v
@@ -518,6 +535,17 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
                     .map(|e| e.cluster_ips[0].to_string())
                     .collect();
                 sizes.insert((v.exports.len(), ips.into_iter().collect::<Vec<_>>()));
+            }
+            let end = *done_rx.borrow_and_update();
+            if let (Some(s), Some(end)) = (&snapshot, end)
+                && s.version >= end
+            {
+                break;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                r = done_rx.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         sizes
@@ -541,6 +569,10 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     );
     ra.unwrap();
     rb.unwrap();
+    let mut client = reader.client();
+    let last = client.get("/overlap/", None).await.unwrap();
+    let revision = last.header().map_or(0, |h| h.revision());
+    done_tx.send_replace(Some(revision.max(0) as u64));
     let sizes = watcher.await.unwrap();
     assert!(!sizes.is_empty());
     assert!(
@@ -553,6 +585,43 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     cancel_a.cancel();
     cancel_b.cancel();
     cancel_r.cancel();
+}
+
+/// A writer that keeps making small changes (each one a transaction on the cluster key) does
+/// not starve a second writer that writes a whole new generation: the flip is retried while
+/// the cluster key names an older generation, and given up only for a newer one. (Each small
+/// change used to fail the other writer's compare-and-swap, and five lost flips were an error:
+/// `overlapping_writers_of_one_cluster_never_show_a_half_set` failed that way under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_changes_of_one_writer_do_not_starve_another_writers_generation() {
+    let etcd = TestEtcd::start();
+    let (a, cancel_a) = etcd_registry(&etcd, "/starve", 30).await;
+    let (b, cancel_b) = etcd_registry(&etcd, "/starve", 30).await;
+    let east = id("east");
+    b.publish(&east, many("east", 10, "10.0.0.2"))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let churn = {
+        let (b, east, stop) = (b.clone(), east.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.is_cancelled() && n < 200 {
+                b.publish(&east, many("east", 10 + n % 2, "10.0.0.2"))
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let r = a.publish(&east, many("east", 600, "10.0.0.1")).await;
+    stop.cancel();
+    let churned = churn.await.unwrap();
+    r.unwrap();
+    assert!(churned > 0);
+    cancel_a.cancel();
+    cancel_b.cancel();
 }
 
 /// A lease etcd dropped while etcd stayed up (expired during a partition; here revoked from
