@@ -68,11 +68,31 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// The UDP socket and the TCP listener on one port. With port 0 the kernel picks the UDP port;
+/// if TCP cannot have the same one (another process holds it), another port is tried.
+fn bind_pair(
+    addr: SocketAddr,
+    buffer: usize,
+    reuse_port: bool,
+) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    const TRIES_FOR_PORT_ZERO: usize = 16;
+    let mut tries = 0;
+    loop {
+        let udp = bind_udp(addr, buffer, reuse_port)?;
+        let bound = udp.local_addr()?;
+        match bind_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(_) if addr.port() == 0 && tries + 1 < TRIES_FOR_PORT_ZERO => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let addr = config.dns.listen;
     // One socket shared by every UDP worker, or with `reuse_port` one socket per worker (the
     // kernel spreads queries over them by source address and port).
-    let first = bind_udp(addr, config.dns.udp_buffer_bytes, config.dns.reuse_port)?;
+    let (first, tcp) = bind_pair(addr, config.dns.udp_buffer_bytes, config.dns.reuse_port)?;
     let bound = first.local_addr()?; // the real port when `listen` asks for port 0
     let mut udp = vec![Arc::new(first)];
     if config.dns.reuse_port {
@@ -84,7 +104,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )?));
         }
     }
-    let tcp = tokio::net::TcpListener::from_std(bind_tcp(bound)?)?; // same port as UDP, even for port 0
+    let tcp = tokio::net::TcpListener::from_std(tcp)?;
     let ops_listener = match config.ops.listen {
         Some(ops_addr) => Some(
             tokio::net::TcpListener::bind(ops_addr)
