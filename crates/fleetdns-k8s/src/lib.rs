@@ -13,9 +13,6 @@ mod source;
 pub mod status;
 mod writer;
 
-#[cfg(feature = "fake")]
-pub mod fake;
-
 pub use client::{
     Credentials, cluster_id, clusterset_name, connect, export_version, service_entry_version,
 };
