@@ -7,6 +7,7 @@
 
 mod client;
 pub mod imports;
+mod local;
 mod reachability;
 pub mod resources;
 mod source;
@@ -16,7 +17,8 @@ mod writer;
 pub use client::{
     Credentials, cluster_id, clusterset_name, connect, export_version, service_entry_version,
 };
-pub use source::{ClusterSource, SourceOptions, SourceStatus};
+pub use local::SourceStatus;
+pub use source::{ClusterSource, SourceOptions};
 
 /// Why a Kubernetes source could not start or act.
 #[derive(Debug, thiserror::Error)]

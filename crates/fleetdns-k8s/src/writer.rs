@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::imports::{desired_imports, label_owner};
+use crate::local::{LocalView, SourceStatus};
 use crate::resources::{self, FIELD_MANAGER, MCS_GROUP, MCS_SERVICE_NAME_LABEL};
-use crate::source::{LocalView, SourceStatus};
 use crate::status::{export_conditions, status_patch, up_to_date};
 
 /// How long a write is trusted before the watch must show it.
