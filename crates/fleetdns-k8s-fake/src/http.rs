@@ -1,6 +1,18 @@
 //! HTTP/1.1 on loopback: reading requests, routing them, discovery and `Status` errors.
 
-use crate::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::kinds::{GROUPS, RESOURCES, Res, group_version, qualified};
+use crate::selector::Filter;
+use crate::store::{as_map, create, delete, list, patch, replace};
+use crate::watch::{WatchPlan, serve_watch, watch_plan};
+use crate::{Inner, Key, Recorded, State};
 
 // ---- HTTP ---------------------------------------------------------------------------------
 

@@ -19,23 +19,19 @@ mod store;
 mod tests;
 mod watch;
 
-use http::*;
-use kinds::*;
-use selector::*;
-use store::*;
-use watch::*;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use serde_json::Value;
+use tokio::net::TcpListener;
 use tokio::sync::broadcast;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+
+use crate::http::{accept_loop, param};
+use crate::kinds::{RESOURCES, Res, find_res};
+use crate::store::meta_str;
 
 /// One request the server received.
 #[derive(Debug, Clone, PartialEq)]

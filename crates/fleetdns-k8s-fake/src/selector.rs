@@ -1,6 +1,9 @@
 //! Label and field selectors.
 
-use crate::*;
+use serde_json::Value;
+
+use crate::http::{Reply, error, param};
+use crate::store::meta_str;
 
 // ---- selectors ----------------------------------------------------------------------------
 

@@ -1,7 +1,17 @@
 //! The object store: system fields, writes with optimistic concurrency, lists with
 //! `limit`/`continue`, and the JSON helpers they share.
 
-use crate::*;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+use crate::http::{
+    Reply, Target, conflict, error, failure, hex_digit, not_found, object_error, param,
+};
+use crate::kinds::{Res, group_version, qualified};
+use crate::selector::Filter;
+use crate::{Change, Signal, State};
 
 // ---- the store ----------------------------------------------------------------------------
 

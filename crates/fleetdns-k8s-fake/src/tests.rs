@@ -1,6 +1,9 @@
 //! Unit tests: the fake against kube-rs's own client.
 
 use super::*;
+
+use std::time::Duration;
+
 use futures::StreamExt;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
@@ -8,6 +11,12 @@ use kube::api::{
 };
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::kinds::MCS;
+use crate::store::merge_patch;
 
 fn client(s: &FakeApiServer) -> kube::Client {
     kube::Client::try_from(kube::Config::new(s.url().parse().unwrap())).unwrap()

@@ -1,6 +1,17 @@
 //! Watches: replay from a resourceVersion, bookmarks, 410 Gone and chunked JSON lines.
 
-use crate::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+
+use crate::http::{Reply, Target, error, failure, param};
+use crate::kinds::group_version;
+use crate::selector::Filter;
+use crate::{Change, Inner, Signal, State};
 
 // ---- watches ------------------------------------------------------------------------------
 
