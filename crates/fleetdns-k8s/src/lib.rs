@@ -7,19 +7,18 @@
 
 mod client;
 pub mod imports;
+mod local;
 mod reachability;
 pub mod resources;
 mod source;
 pub mod status;
 mod writer;
 
-#[cfg(feature = "fake")]
-pub mod fake;
-
 pub use client::{
     Credentials, cluster_id, clusterset_name, connect, export_version, service_entry_version,
 };
-pub use source::{ClusterSource, SourceOptions, SourceStatus};
+pub use local::SourceStatus;
+pub use source::{ClusterSource, SourceOptions};
 
 /// Why a Kubernetes source could not start or act.
 #[derive(Debug, thiserror::Error)]

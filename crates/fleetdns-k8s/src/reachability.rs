@@ -20,8 +20,8 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::local::SourceStatus;
 use crate::resources;
-use crate::source::SourceStatus;
 
 /// How often a server that stopped answering is asked again (one small list).
 pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);

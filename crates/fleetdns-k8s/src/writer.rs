@@ -5,7 +5,7 @@
 //! of one of ours is put back) and it was not just written, and stale ServiceImports and
 //! slices carrying fleetdns's label are deleted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::imports::{desired_imports, label_owner};
+use crate::local::{LocalView, SourceStatus};
 use crate::resources::{self, FIELD_MANAGER, MCS_GROUP, MCS_SERVICE_NAME_LABEL};
-use crate::source::{LocalView, SourceStatus};
 use crate::status::{export_conditions, status_patch, up_to_date};
 
 /// How long a write is trusted before the watch must show it.
@@ -44,7 +44,8 @@ struct Writer {
     status: Arc<SourceStatus>,
     /// What was last written, by hash, and when.
     written: HashMap<Key, (u64, Instant)>,
-    warned: BTreeSet<(String, String)>,
+    /// Objects of another implementation already warned about (once each).
+    warned: HashSet<Key>,
 }
 
 pub(crate) async fn run(
@@ -59,7 +60,7 @@ pub(crate) async fn run(
         client,
         status,
         written: HashMap::new(),
-        warned: BTreeSet::new(),
+        warned: HashSet::new(),
     };
     let mut retry: Option<Instant> = None;
     let mut backoff = Duration::from_secs(1);
@@ -172,7 +173,10 @@ impl Writer {
             let (ns, name) = (&import.object.namespace, &import.object.name);
             want_imports.insert((ns.clone(), name.clone()));
             if view.other_imports.contains(&(ns.clone(), name.clone())) {
-                if self.warned.insert((format!("import {ns}"), name.clone())) {
+                if self
+                    .warned
+                    .insert((Object::Import, ns.clone(), name.clone()))
+                {
                     tracing::warn!(cluster = %self.cluster(), namespace = %ns, name = %name, "a ServiceImport of that name is not fleetdns's; leaving it alone");
                 }
                 continue;
@@ -226,7 +230,10 @@ impl Writer {
                 continue; // another implementation imports this service
             }
             if view.other_slices.contains(&id) {
-                if self.warned.insert(id.clone()) {
+                if self
+                    .warned
+                    .insert((Object::Slice, id.0.clone(), id.1.clone()))
+                {
                     tracing::warn!(cluster = %self.cluster(), namespace = %id.0, name = %id.1, "an EndpointSlice of that name is not fleetdns's; leaving it alone");
                 }
                 continue;
@@ -275,8 +282,10 @@ impl Writer {
                     Object::Slice => want_slices.contains(&id) || view.our_slices.contains(&id),
                 }
         });
-        self.warned
-            .retain(|id| view.other_slices.contains(id) || id.0.starts_with("import "));
+        // Warnings about imports are kept; about slices, while the slice is still another's.
+        self.warned.retain(|(object, ns, name)| {
+            *object != Object::Slice || view.other_slices.contains(&(ns.clone(), name.clone()))
+        });
         ok
     }
 

@@ -1,4 +1,4 @@
-//! Watch plumbing and write-back against the fake API server (`fleetdns_k8s::fake`): list +
+//! Watch plumbing and write-back against the fake API server (`fleetdns_k8s_fake`): list +
 //! watch with resourceVersion, 410 Gone, dropped connections, bookmarks, server-side apply.
 //! Waits are bounded (`eventually`); nothing here measures speed.
 
@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fleetdns_core::{ClusterId, FleetSnapshot, MemoryRegistry, Registry, ServiceKey};
-use fleetdns_k8s::fake::FakeApiServer;
 use fleetdns_k8s::{ClusterSource, SourceOptions, SourceStatus};
+use fleetdns_k8s_fake::FakeApiServer;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -1130,7 +1130,7 @@ fn fake_api_runtime() -> tokio::runtime::Runtime {
 /// ServiceImports into both, and follows a ServiceExport deleted in one of them.
 #[test]
 fn two_kubernetes_sources_become_clusterset_answers_with_status_and_imports() {
-    use fleetdns_k8s::fake::FakeApiServer;
+    use fleetdns_k8s_fake::FakeApiServer;
     use serde_json::json;
 
     let rt = fake_api_runtime();
@@ -1264,7 +1264,7 @@ kubeconfig = "b.kubeconfig"
 /// ClusterProperty that is not a DNS label, refuses to start and says why.
 #[test]
 fn a_kubernetes_source_without_a_cluster_id_refuses_to_start() {
-    use fleetdns_k8s::fake::FakeApiServer;
+    use fleetdns_k8s_fake::FakeApiServer;
     let rt = fake_api_runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
     api.serve_group("about.k8s.io", &["v1alpha1"]);
@@ -1310,7 +1310,7 @@ fn a_kubernetes_source_without_a_cluster_id_refuses_to_start() {
 /// and published; writes ServiceExport status into its own cluster.
 #[test]
 fn the_agent_publishes_its_cluster_and_writes_back() {
-    use fleetdns_k8s::fake::FakeApiServer;
+    use fleetdns_k8s_fake::FakeApiServer;
     use serde_json::json;
     let rt = fake_api_runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
@@ -1816,7 +1816,7 @@ fn a_killed_cluster_leaves_the_public_zone_within_its_lease() {
 /// Service's deletion follow.
 #[test]
 fn a_kubernetes_source_feeds_annotated_services_to_bind() {
-    use fleetdns_k8s::fake::FakeApiServer;
+    use fleetdns_k8s_fake::FakeApiServer;
     use serde_json::json;
     let rt = fake_api_runtime();
     let api = rt.block_on(FakeApiServer::start()).unwrap();
@@ -2134,7 +2134,7 @@ fn seed_istio_service_entries_from_manifest_files_through_unbound() {
 /// ServiceEntries as networking.istio.io/v1alpha3.
 #[test]
 fn seed_istio_service_entries_from_the_kubernetes_api_through_unbound() {
-    use fleetdns_k8s::fake::FakeApiServer;
+    use fleetdns_k8s_fake::FakeApiServer;
     use serde_json::json;
 
     let rt = fake_api_runtime();
