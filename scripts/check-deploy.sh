@@ -341,6 +341,7 @@ want_rules = {
     ("multicluster.x-k8s.io", "serviceimports", None): {"get", "list", "watch", "create", "patch", "delete"},
     ("multicluster.x-k8s.io", "serviceimports/status", None): {"patch"},
     ("about.k8s.io", "clusterproperties", "cluster.clusterset.k8s.io"): {"get", "list", "watch"},
+    ("about.k8s.io", "clusterproperties", "clusterset.k8s.io"): {"get", "list", "watch"},
     ("networking.istio.io", "serviceentries", None): {"list", "watch"},
 }
 roles = find("ClusterRole")
