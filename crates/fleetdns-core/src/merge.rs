@@ -228,6 +228,17 @@ pub fn merge_fleet(snapshot: &FleetSnapshot) -> BTreeMap<ServiceKey, MergedServi
         .collect()
 }
 
+/// [`merge_fleet`]'s result for one service: what a change of `key` needs re-merged.
+pub fn merge_key(snapshot: &FleetSnapshot, key: &ServiceKey) -> Option<MergedService> {
+    let (mut live, mut dead) = (Vec::new(), Vec::new());
+    for view in snapshot.clusters.values() {
+        if let Some(export) = view.exports.get(key) {
+            if view.alive { &mut live } else { &mut dead }.push(export.clone());
+        }
+    }
+    merge_service(if live.is_empty() { dead } else { live })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,9 +146,9 @@ pub fn answer<'t>(
             }
             let set = if query.qtype == rtype::ANY {
                 // RFC 8482: one RRset is a complete answer to ANY.
-                node.rrsets.first()
+                node.rrsets().next()
             } else {
-                node.rrsets.iter().find(|r| r.rtype == query.qtype)
+                node.rrset(query.qtype)
             };
             match set {
                 Some(set) if !set.is_empty() => {
@@ -231,7 +231,7 @@ impl<'a> Writer<'a> {
     }
 
     /// The answer section; returns whether it had to be cut (TC).
-    fn answer(&mut self, set: &RrSet, rotation: usize) -> bool {
+    fn answer(&mut self, set: RrSet<'_>, rotation: usize) -> bool {
         let n = set.len();
         let (start, count) = match set.selection {
             Selection::Fixed => (0, n),
@@ -239,7 +239,7 @@ impl<'a> Writer<'a> {
             Selection::One => (rotation % n, 1),
         };
         let room = self.limit.saturating_sub(self.out.len());
-        let cut = set.starts[start] as usize;
+        let cut = set.start(start);
         if count == n && set.wire.len() <= room {
             // The whole set fits: one copy, or two when it starts in the middle.
             self.out.extend_from_slice(&set.wire[cut..]);
@@ -258,7 +258,7 @@ impl<'a> Writer<'a> {
         }
         // Additional data is optional: what does not fit is left out without TC (RFC 2181 9).
         if set.extra.len() <= self.limit.saturating_sub(self.out.len()) {
-            self.out.extend_from_slice(&set.extra);
+            self.out.extend_from_slice(set.extra);
             self.ar += set.extra_len() as u16;
         } else {
             for i in 0..set.extra_len() {

@@ -1,11 +1,14 @@
 //! The compile loop: every registry snapshot and every change of zones becomes an answer
-//! table, compiled off the async runtime at low priority and swapped in whole.
+//! table, compiled off the async runtime at low priority, only what changed
+//! ([`fleetdns_dns::compile::incremental::Compiler`]), and swapped in whole. The table it
+//! replaces is freed on the compile thread, never by a query thread.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetdns_core::{FleetSnapshot, merge_fleet};
-use fleetdns_dns::{Served, ZonesConfig};
+use fleetdns_core::FleetSnapshot;
+use fleetdns_dns::compile::incremental::Compiler;
+use fleetdns_dns::{AnswerTable, Served, ZonesConfig};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,18 +26,22 @@ pub(crate) fn spawn_compile_loop(
     cancel: CancellationToken,
 ) {
     tasks.spawn(async move {
+        let mut compiler = Some(Compiler::new());
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             let current = zones.borrow_and_update().clone();
-            if let Some(snapshot) = snapshot {
+            if let (Some(snapshot), Some(mut c)) = (snapshot, compiler.take()) {
                 // Off the runtime's workers and below the UDP workers' priority: a
                 // 100k-service compile must not stall queries.
                 let (served, ops) = (served.clone(), ops.clone());
-                fleetdns_dns::compile_thread::run_low_priority(move || {
-                    install(&served, &snapshot, &current, &ops);
+                compiler = fleetdns_dns::compile_thread::run_low_priority(move || {
+                    install(&mut c, &served, &snapshot, &current, &ops);
+                    c
                 })
                 .await;
             }
+            // A compile thread that could not start: begin again from a whole compile.
+            compiler.get_or_insert_with(Compiler::new);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = snapshots.changed() => if r.is_err() { return },
@@ -45,23 +52,34 @@ pub(crate) fn spawn_compile_loop(
 }
 
 /// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
-fn install(served: &Served, snapshot: &Arc<FleetSnapshot>, zones: &ZonesConfig, ops: &OpsState) {
+fn install(
+    compiler: &mut Compiler,
+    served: &Served,
+    snapshot: &Arc<FleetSnapshot>,
+    zones: &ZonesConfig,
+    ops: &OpsState,
+) {
     let started = Instant::now();
-    let merged = merge_fleet(snapshot);
-    for service in merged.values() {
-        for c in &service.conflicts {
-            tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
+    let compiled = compiler.compile(snapshot.clone(), zones, serial_now());
+    if compiled.changed.is_none() {
+        // A whole compile: report every conflict (an incremental one reports those of the
+        // services it merged again).
+        for service in compiled.merged.values() {
+            for c in &service.conflicts {
+                tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
+            }
         }
+        served.metrics.add_zones(&compiled.table.zone_names());
     }
-    let compiled = fleetdns_dns::compile(snapshot, &merged, zones, serial_now());
-    served.metrics.add_zones(&compiled.zone_names());
-    let stats = compiled.stats();
-    let services = merged.len();
+    let stats = compiled.table.stats();
+    let table_bytes = compiled.table.bytes();
+    let services = compiled.merged.len();
     // The debug state first: once a client sees the new answer, `/debug/query` knows why.
     if let Some(debug) = &ops.debug {
-        debug.installed(snapshot.clone(), Arc::new(merged), zones.clone());
+        debug.installed(snapshot.clone(), compiled.merged.clone(), zones.clone());
     }
-    served.table.store(Some(Arc::new(compiled)));
+    let old = served.table.swap(Some(compiled.table));
+    let swapped = started.elapsed();
     let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
     ops.table_installed(Installed {
         received: started,
@@ -71,7 +89,7 @@ fn install(served: &Served, snapshot: &Arc<FleetSnapshot>, zones: &ZonesConfig, 
         exports: snapshot.export_count(),
         services,
         table: stats,
-        compile: started.elapsed(),
+        compile: swapped,
     });
     tracing::info!(
         version = snapshot.version,
@@ -79,9 +97,27 @@ fn install(served: &Served, snapshot: &Arc<FleetSnapshot>, zones: &ZonesConfig, 
         services,
         names = stats.names,
         records = stats.records,
-        micros = started.elapsed().as_micros() as u64,
+        table_bytes = table_bytes,
+        services_compiled = compiled.changed.unwrap_or(services),
+        whole = compiled.changed.is_none(),
+        micros = swapped.as_micros() as u64,
         "answer table installed"
     );
+    if let Some(old) = old {
+        free_here(old);
+    }
+}
+
+/// Drops a replaced table on this thread once no query holds it any more: a query thread
+/// that dropped the last reference would free it inside its next query, and a whole fleet's
+/// table takes long to free. Gives up waiting after a while (a query never holds a table
+/// that long; the reference is then simply dropped).
+fn free_here(old: Arc<AnswerTable>) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(old);
 }
 
 /// The SOA serial of a table compiled now: seconds since the epoch, truncated.

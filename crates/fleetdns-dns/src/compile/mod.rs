@@ -1,5 +1,8 @@
 //! Snapshot → [`AnswerTable`]: the answer rules of SPEC §2.1–2.2 and §3, applied once per
-//! registry change.
+//! registry change: the whole fleet with [`compile`], or only the services that changed with
+//! [`incremental::Compiler`].
+
+pub mod incremental;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -10,7 +13,7 @@ use fleetdns_core::{
 
 use crate::config::{AnswerPolicy, SoaConfig, ZonesConfig};
 use crate::table::{AnswerTable, Selection, SoaParams, TableBuilder};
-use crate::wire::{encode_name, prefix_name, rtype};
+use crate::wire::{encode_name, prefix_name};
 
 /// `dns-version` TTL of the specs' examples (K8S-3, MCS-11).
 const VERSION_TTL: u32 = 28_800;
@@ -149,60 +152,78 @@ fn compile_clusterset(
         b.add_txt(zone, &owner, VERSION_TTL, MCS_DNS_VERSION);
     }
     ensure_svc(b, zone, &apex);
-    let alive = |c: &ClusterId| snapshot.clusters.get(c).is_some_and(|v| v.alive);
     for (key, service) in merged {
-        let Some(svc_name) = service_name(key, &apex) else {
-            tracing::warn!(service = %key, "name too long for the clusterset zone (MCS-8), skipped");
-            continue;
-        };
-        // The namespace exists while it exports something: NODATA, not NXDOMAIN.
-        b.ensure(zone, &svc_name[1 + svc_name[0] as usize..]);
-        let live: Vec<&Export> = service
-            .members
-            .iter()
-            .map(|e| &**e)
-            .filter(|e| alive(&e.cluster))
-            .collect();
-        match service.service_type {
-            ServiceType::ClusterSetIp => clusterset_ip(
-                b,
-                zone,
-                &svc_name,
-                cs.ttl,
-                cs.policy,
-                config.local_cluster.as_ref(),
-                service,
-                &live,
-                snapshot.vips.get(key).copied(),
-            ),
-            ServiceType::Headless => {
-                clusterset_headless(b, zone, &svc_name, cs.ttl, service, &live)
-            }
-        }
-        if cs.lighthouse_names {
-            // LH-12: that cluster's own addresses, even when it is unhealthy (dead clusters
-            // take no part in the merge, so read every cluster's export of the same type).
-            let of_type = snapshot
-                .clusters
-                .values()
-                .filter_map(|view| view.exports.get(key))
-                .filter(|e| e.service_type == service.service_type);
-            for export in of_type {
-                let Ok(owner) = prefix_name(&[export.cluster.as_str()], &svc_name) else {
-                    continue;
-                };
-                let ips: Vec<IpAddr> = match export.service_type {
-                    ServiceType::ClusterSetIp => export.cluster_ips.clone(),
-                    ServiceType::Headless => ready_ips(export),
-                };
-                // No address, no name: an empty `<cluster>.<svc>` node would turn a headless
-                // service without ready endpoints from NXDOMAIN (MCS-14) into NODATA.
-                for ip in ips {
-                    b.add_ip(zone, &owner, ip, cs.ttl, Selection::Fixed);
-                }
+        clusterset_service(b, zone, &apex, snapshot, key, service, config);
+    }
+}
+
+/// One merged service's names in the clusterset zone: `<svc>.<ns>.svc.<apex>` and everything
+/// under it (MCS-5..16, LH-12), and its namespace node.
+fn clusterset_service(
+    b: &mut TableBuilder,
+    zone: u16,
+    apex: &[u8],
+    snapshot: &FleetSnapshot,
+    key: &ServiceKey,
+    service: &MergedService,
+    config: &ZonesConfig,
+) {
+    let cs = &config.clusterset;
+    let alive = |c: &ClusterId| snapshot.clusters.get(c).is_some_and(|v| v.alive);
+    let Some(svc_name) = service_name(key, apex) else {
+        tracing::warn!(service = %key, "name too long for the clusterset zone (MCS-8), skipped");
+        return;
+    };
+    // The namespace exists while it exports something: NODATA, not NXDOMAIN.
+    b.ensure(zone, parent(&svc_name));
+    let live: Vec<&Export> = service
+        .members
+        .iter()
+        .map(|e| &**e)
+        .filter(|e| alive(&e.cluster))
+        .collect();
+    match service.service_type {
+        ServiceType::ClusterSetIp => clusterset_ip(
+            b,
+            zone,
+            &svc_name,
+            cs.ttl,
+            cs.policy,
+            config.local_cluster.as_ref(),
+            service,
+            &live,
+            snapshot.vips.get(key).copied(),
+        ),
+        ServiceType::Headless => clusterset_headless(b, zone, &svc_name, cs.ttl, service, &live),
+    }
+    if cs.lighthouse_names {
+        // LH-12: that cluster's own addresses, even when it is unhealthy (dead clusters
+        // take no part in the merge, so read every cluster's export of the same type).
+        let of_type = snapshot
+            .clusters
+            .values()
+            .filter_map(|view| view.exports.get(key))
+            .filter(|e| e.service_type == service.service_type);
+        for export in of_type {
+            let Ok(owner) = prefix_name(&[export.cluster.as_str()], &svc_name) else {
+                continue;
+            };
+            let ips: Vec<IpAddr> = match export.service_type {
+                ServiceType::ClusterSetIp => export.cluster_ips.clone(),
+                ServiceType::Headless => ready_ips(export),
+            };
+            // No address, no name: an empty `<cluster>.<svc>` node would turn a headless
+            // service without ready endpoints from NXDOMAIN (MCS-14) into NODATA.
+            for ip in ips {
+                b.add_ip(zone, &owner, ip, cs.ttl, Selection::Fixed);
             }
         }
     }
+}
+
+/// A name without its first label.
+pub(crate) fn parent(name: &[u8]) -> &[u8] {
+    &name[1 + name[0] as usize..]
 }
 
 pub(crate) fn ready_ips(export: &Export) -> Vec<IpAddr> {
@@ -242,19 +263,37 @@ fn clusterset_ip(
         }
     }
     // MCS-13: SRV per named port, at `_<port>._<proto>.<svc>` and at the bare name.
-    let named: Vec<_> = service
-        .ports
+    service_srv(b, zone, owner, ttl, &service.ports, &ips);
+}
+
+/// The SRV records of a service with one address set (ClusterSetIP, K8S-7/8, MCS-13): per
+/// named port one at `_<port>._<proto>.<owner>` (weight 100) and one at the bare name (weight
+/// shared), each targeting the service name with `ips` as additional records.
+fn service_srv(
+    b: &mut TableBuilder,
+    zone: u16,
+    owner: &[u8],
+    ttl: u32,
+    ports: &[fleetdns_core::Port],
+    ips: &[IpAddr],
+) {
+    let named: Vec<_> = ports
         .iter()
         .filter_map(|p| Some((p.name.as_deref()?, p)))
         .collect();
     let weight = srv_weight(named.len());
     for (name, port) in &named {
-        b.add_srv(zone, owner, ttl, weight, port.port, owner, &ips);
-        let proto = format!("_{}", port.protocol.srv_label());
-        if let Ok(srv_owner) = prefix_name(&[&format!("_{name}"), &proto], owner) {
-            b.add_srv(zone, &srv_owner, ttl, 100, port.port, owner, &ips);
+        b.add_srv(zone, owner, ttl, weight, port.port, owner, ips);
+        if let Some(srv_owner) = srv_owner(name, port, owner) {
+            b.add_srv(zone, &srv_owner, ttl, 100, port.port, owner, ips);
         }
     }
+}
+
+/// `_<port>._<proto>.<owner>` (K8S-7).
+fn srv_owner(port_name: &str, port: &fleetdns_core::Port, owner: &[u8]) -> Option<Vec<u8>> {
+    let proto = format!("_{}", port.protocol.srv_label());
+    prefix_name(&[&format!("_{port_name}"), &proto], owner).ok()
 }
 
 fn clusterset_headless(
@@ -297,8 +336,7 @@ fn clusterset_headless(
             .iter()
             .filter(|(_, _, e)| MergedService::exposes(e, port))
             .collect();
-        let proto = format!("_{}", port.protocol.srv_label());
-        let Ok(srv_owner) = prefix_name(&[&format!("_{pname}"), &proto], owner) else {
+        let Some(srv_owner) = srv_owner(pname, port, owner) else {
             continue;
         };
         let weight = srv_weight(serving.len());
@@ -318,7 +356,7 @@ fn cluster_service(b: &mut TableBuilder, zone: u16, apex: &[u8], ttl: u32, expor
     let Some(owner) = service_name(&export.key, apex) else {
         return;
     };
-    b.ensure(zone, &owner[1 + owner[0] as usize..]);
+    b.ensure(zone, parent(&owner));
     let named: Vec<_> = export
         .ports
         .iter()
@@ -330,30 +368,7 @@ fn cluster_service(b: &mut TableBuilder, zone: u16, apex: &[u8], ttl: u32, expor
             for ip in &export.cluster_ips {
                 b.add_ip(zone, &owner, *ip, ttl, Selection::Fixed);
             }
-            let weight = srv_weight(named.len());
-            for (name, port) in &named {
-                b.add_srv(
-                    zone,
-                    &owner,
-                    ttl,
-                    weight,
-                    port.port,
-                    &owner,
-                    &export.cluster_ips,
-                );
-                let proto = format!("_{}", port.protocol.srv_label());
-                if let Ok(srv_owner) = prefix_name(&[&format!("_{name}"), &proto], &owner) {
-                    b.add_srv(
-                        zone,
-                        &srv_owner,
-                        ttl,
-                        100,
-                        port.port,
-                        &owner,
-                        &export.cluster_ips,
-                    );
-                }
-            }
+            service_srv(b, zone, &owner, ttl, &export.ports, &export.cluster_ips);
         }
         ServiceType::Headless => {
             let mut pods = Vec::new();
@@ -375,8 +390,7 @@ fn cluster_service(b: &mut TableBuilder, zone: u16, apex: &[u8], ttl: u32, expor
             }
             let bare_weight = srv_weight(pods.len() * named.len());
             for (pname, port) in &named {
-                let proto = format!("_{}", port.protocol.srv_label());
-                let Ok(srv_owner) = prefix_name(&[&format!("_{pname}"), &proto], &owner) else {
+                let Some(srv_owner) = srv_owner(pname, port, &owner) else {
                     continue;
                 };
                 for (name, ips) in &pods {
@@ -393,19 +407,6 @@ fn cluster_service(b: &mut TableBuilder, zone: u16, apex: &[u8], ttl: u32, expor
                 }
             }
         }
-    }
-}
-
-/// The record types that exist at a name, for tests and `query` explanations.
-pub fn type_name(t: u16) -> &'static str {
-    match t {
-        rtype::A => "A",
-        rtype::AAAA => "AAAA",
-        rtype::SRV => "SRV",
-        rtype::TXT => "TXT",
-        rtype::SOA => "SOA",
-        rtype::NS => "NS",
-        _ => "other",
     }
 }
 

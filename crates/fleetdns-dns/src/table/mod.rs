@@ -1,0 +1,344 @@
+//! Answer tables: each registry snapshot compiles into one immutable [`AnswerTable`] that holds
+//! every answer already encoded. A query does one hash lookup on its lower-cased name and copies
+//! bytes; nothing is computed per query that could be computed per snapshot.
+//!
+//! A table is split by name hash into [`SHARDS`] shards, each an arena of encoded entries
+//! ([`entry`]) with an index of offsets. A change makes a new table that shares every shard it
+//! does not touch with the previous one ([`AnswerTable::with_changes`]), so installing a change
+//! copies what changed, not the fleet.
+
+mod builder;
+mod entry;
+
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hashbrown::HashTable;
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
+
+pub use builder::{SoaParams, TableBuilder};
+pub(crate) use entry::encode as encode_entry;
+pub use entry::{Node, RrSet, RrSets, Selection};
+use entry::{entry_len, entry_name};
+
+use crate::wire::{label_offsets, rtype};
+
+/// Shards per table: a power of two. A change of one service touches a handful of them.
+pub const SHARDS: usize = 4096;
+
+/// The hash a name is stored under.
+fn name_hash(name: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(name);
+    h.finish()
+}
+
+/// The shard of a hash: bits the index's own probing does not use (it takes the low bits
+/// for the position and the top seven for its tags).
+fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize & (SHARDS - 1)
+}
+
+/// A served zone: what negative answers need.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Lower-case wire name of the apex.
+    pub apex: Box<[u8]>,
+    /// The SOA record without its owner (type .. RDATA), TTL = min(minimum, 300) (K8S-18).
+    pub soa: Box<[u8]>,
+}
+
+/// Bytes from the end of an SOA record (or RDATA) to its serial: serial, refresh, retry,
+/// expire, minimum.
+const SOA_SERIAL_FROM_END: usize = 20;
+
+impl Zone {
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        let at = self.soa.len() - SOA_SERIAL_FROM_END;
+        u32::from_be_bytes([
+            self.soa[at],
+            self.soa[at + 1],
+            self.soa[at + 2],
+            self.soa[at + 3],
+        ])
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// The name exists in `zone`.
+    Node(Node<'a>, &'a Zone),
+    /// The name is in `zone` but does not exist.
+    NxDomain(&'a Zone),
+    /// The name is in no served zone.
+    NotOurs,
+}
+
+/// Counts of what a table holds, for logs and `check-config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub zones: usize,
+    pub names: usize,
+    pub records: usize,
+}
+
+/// Encoded entries back to back, and an index of where each starts.
+#[derive(Debug, Default)]
+struct Shard {
+    arena: Vec<u8>,
+    index: HashTable<u32>,
+    records: usize,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, name: &[u8]) -> Option<&[u8]> {
+        self.index
+            .find(hash, |&off| entry_name(&self.arena[off as usize..]) == name)
+            .map(|&off| &self.arena[off as usize..])
+    }
+
+    /// Every entry, each cut to its length.
+    fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            if at >= self.arena.len() {
+                return None;
+            }
+            let len = entry_len(&self.arena[at..]);
+            let e = &self.arena[at..at + len];
+            at += len;
+            Some(e)
+        })
+    }
+
+    /// A shard of entries written back to back into `arena` (each name once).
+    fn from_arena(mut arena: Vec<u8>) -> Self {
+        arena.shrink_to_fit();
+        let mut shard = Shard {
+            arena,
+            index: HashTable::new(),
+            records: 0,
+        };
+        let mut offsets = Vec::new();
+        let mut records = 0;
+        for e in shard.entries() {
+            offsets.push((e.as_ptr() as usize - shard.arena.as_ptr() as usize) as u32);
+            records += Node::new(e).records();
+        }
+        let mut index = HashTable::with_capacity(offsets.len());
+        for off in offsets {
+            let hash = name_hash(entry_name(&shard.arena[off as usize..]));
+            let arena = &shard.arena;
+            index.insert_unique(hash, off, |&o| name_hash(entry_name(&arena[o as usize..])));
+        }
+        shard.index = index;
+        shard.records = records;
+        shard
+    }
+
+    fn names(&self) -> usize {
+        self.index.len()
+    }
+
+    fn bytes(&self) -> usize {
+        self.arena.capacity() + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+    }
+}
+
+/// Encoded wildcard entries by suffix.
+type Wildcards = FxHashMap<Box<[u8]>, Box<[u8]>>;
+
+/// One compiled snapshot.
+#[derive(Debug)]
+pub struct AnswerTable {
+    shards: Box<[Arc<Shard>]>,
+    /// Wildcard owners (`*.<suffix>`, IST-3/IST-10) keyed by the suffix, as encoded entries
+    /// (named by the suffix); looked at only after an exact miss, one hash probe per label.
+    wildcards: Arc<Wildcards>,
+    zones: Arc<[Zone]>,
+    zone_index: Arc<FxHashMap<Box<[u8]>, u16>>,
+    rotation: AtomicUsize,
+    /// The registry snapshot version this table was built from.
+    pub version: u64,
+}
+
+/// A name to put into a table (its encoded entry) or to take out (`None`).
+pub(crate) type Change = (Box<[u8]>, Option<Vec<u8>>);
+
+impl AnswerTable {
+    /// Finds a lower-cased wire name.
+    pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
+        let hash = name_hash(name);
+        if let Some(e) = self.shards[shard_of(hash)].find(hash, name) {
+            let node = Node::new(e);
+            return Lookup::Node(node, &self.zones[node.zone() as usize]);
+        }
+        if !self.wildcards.is_empty() {
+            // IST-3: at least one label more than the suffix, never the suffix itself.
+            for off in label_offsets(name).skip(1) {
+                if let Some(e) = self.wildcards.get(&name[off..]) {
+                    let node = Node::new(e);
+                    return Lookup::Node(node, &self.zones[node.zone() as usize]);
+                }
+            }
+        }
+        // The longest served zone containing the name (K8S-20: junk under a zone is a cheap NXDOMAIN).
+        for off in label_offsets(name) {
+            if let Some(&z) = self.zone_index.get(&name[off..]) {
+                return Lookup::NxDomain(&self.zones[z as usize]);
+            }
+        }
+        Lookup::NotOurs
+    }
+
+    /// The node at exactly `name` (no wildcard), if any.
+    pub fn node(&self, name: &[u8]) -> Option<Node<'_>> {
+        let hash = name_hash(name);
+        self.shards[shard_of(hash)].find(hash, name).map(Node::new)
+    }
+
+    /// A number that moves with every call, for rotating answers.
+    pub fn next_rotation(&self) -> usize {
+        self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> TableStats {
+        let mut stats = TableStats {
+            zones: self.zones.len(),
+            ..TableStats::default()
+        };
+        for s in self.shards.iter() {
+            stats.names += s.names();
+            stats.records += s.records;
+        }
+        for e in self.wildcards.values() {
+            stats.records += Node::new(e).records();
+        }
+        stats
+    }
+
+    /// Bytes of encoded entries (names and records) and their indexes.
+    pub fn bytes(&self) -> usize {
+        let wildcards: usize = self.wildcards.values().map(|e| e.len()).sum();
+        self.shards.iter().map(|s| s.bytes()).sum::<usize>() + wildcards
+    }
+
+    /// The served zones.
+    pub fn zones(&self) -> &[Zone] {
+        &self.zones
+    }
+
+    /// The zone whose apex is exactly `apex`.
+    pub fn zone_at(&self, apex: &[u8]) -> Option<u16> {
+        self.zone_index.get(apex).copied()
+    }
+
+    /// Zone apexes, as dotted names.
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones
+            .iter()
+            .map(|z| crate::wire::display_name(&z.apex))
+            .collect()
+    }
+
+    /// Every exact name, for tests and tools (not the query path).
+    pub fn names(&self) -> impl Iterator<Item = Node<'_>> {
+        self.shards.iter().flat_map(|s| s.entries()).map(Node::new)
+    }
+
+    /// A new table: this one with `changes` made (each name replaced or removed), every zone's
+    /// SOA serial set to `serial`, and `version`. Shards no change touches are shared.
+    pub(crate) fn with_changes(
+        &self,
+        mut changes: Vec<Change>,
+        serial: u32,
+        version: u64,
+    ) -> AnswerTable {
+        let mut zones: Vec<Zone> = self.zones.to_vec();
+        for zone in &mut zones {
+            if zone.serial() == serial {
+                continue;
+            }
+            let mut soa = zone.soa.to_vec();
+            set_serial(&mut soa, serial);
+            zone.soa = soa.into();
+            if let Some(apex) = self.node(&zone.apex) {
+                changes.push((zone.apex.clone(), Some(with_serial(apex, serial))));
+            }
+        }
+        let mut by_shard: FxHashMap<usize, Vec<Change>> = FxHashMap::default();
+        for change in changes {
+            by_shard
+                .entry(shard_of(name_hash(&change.0)))
+                .or_default()
+                .push(change);
+        }
+        let mut shards = self.shards.to_vec();
+        for (i, changes) in by_shard {
+            shards[i] = Arc::new(rebuilt(&self.shards[i], changes));
+        }
+        AnswerTable {
+            shards: shards.into_boxed_slice(),
+            wildcards: self.wildcards.clone(),
+            zones: zones.into(),
+            zone_index: self.zone_index.clone(),
+            rotation: AtomicUsize::new(0),
+            version,
+        }
+    }
+}
+
+/// `old` with `changes` made; the last change of a name wins.
+fn rebuilt(old: &Shard, changes: Vec<Change>) -> Shard {
+    let touched: FxHashSet<&[u8]> = changes.iter().map(|(n, _)| &**n).collect();
+    let added: usize = changes
+        .iter()
+        .filter_map(|(_, e)| e.as_ref())
+        .map(Vec::len)
+        .sum();
+    let mut arena = Vec::with_capacity(old.arena.len() + added);
+    for e in old.entries() {
+        if !touched.contains(entry_name(e)) {
+            arena.extend_from_slice(e);
+        }
+    }
+    let mut last: FxHashMap<&[u8], Option<&Vec<u8>>> = FxHashMap::default();
+    for (name, e) in &changes {
+        last.insert(name, e.as_ref());
+    }
+    for e in last.into_values().flatten() {
+        arena.extend_from_slice(e);
+    }
+    Shard::from_arena(arena)
+}
+
+fn set_serial(soa_record: &mut [u8], serial: u32) {
+    let at = soa_record.len() - SOA_SERIAL_FROM_END;
+    soa_record[at..at + 4].copy_from_slice(&serial.to_be_bytes());
+}
+
+/// A copy of an apex entry with its SOA record's serial set to `serial`.
+fn with_serial(apex: Node<'_>, serial: u32) -> Vec<u8> {
+    let bytes = &apex.bytes()[..entry_len(apex.bytes())];
+    let mut copy = bytes.to_vec();
+    if let Some(soa) = apex.rrset(rtype::SOA) {
+        let end = soa.wire.as_ptr() as usize + soa.wire.len() - bytes.as_ptr() as usize;
+        set_serial(&mut copy[..end], serial);
+    }
+    copy
+}
+
+/// Builds the shards of a table from encoded entries.
+fn shards_from(entries: impl Iterator<Item = (Box<[u8]>, Vec<u8>)>) -> Box<[Arc<Shard>]> {
+    let mut arenas: Vec<Vec<u8>> = (0..SHARDS).map(|_| Vec::new()).collect();
+    for (name, e) in entries {
+        arenas[shard_of(name_hash(&name))].extend_from_slice(&e);
+    }
+    arenas
+        .into_iter()
+        .map(|a| Arc::new(Shard::from_arena(a)))
+        .collect()
+}
