@@ -399,3 +399,6 @@ fn namespace_counts(
     }
     counts
 }
+
+#[cfg(test)]
+mod tests;

@@ -249,6 +249,12 @@ impl AnswerTable {
         self.shards.iter().flat_map(|s| s.entries()).map(Node::new)
     }
 
+    /// Where each shard lives, to tell shared shards apart in tests.
+    #[cfg(test)]
+    pub(crate) fn shard_ptrs(&self) -> impl Iterator<Item = *const ()> + '_ {
+        self.shards.iter().map(|s| Arc::as_ptr(s).cast::<()>())
+    }
+
     /// A new table: this one with `changes` made (each name replaced or removed), every zone's
     /// SOA serial set to `serial`, and `version`. Shards no change touches are shared.
     pub(crate) fn with_changes(
@@ -329,6 +335,12 @@ fn with_serial(apex: Node<'_>, serial: u32) -> Vec<u8> {
         set_serial(&mut copy[..end], serial);
     }
     copy
+}
+
+/// The length of a node's entry.
+#[cfg(test)]
+pub(crate) fn entry_len_of(node: Node<'_>) -> usize {
+    entry_len(node.bytes())
 }
 
 /// Builds the shards of a table from encoded entries.
