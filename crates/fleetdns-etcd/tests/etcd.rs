@@ -893,3 +893,148 @@ async fn host_vips_are_released_after_the_grace_period() {
     assert_eq!(claims.count(), 0, "the address claims go with the records");
     cancel.cancel();
 }
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A reader whose only etcd member loses its quorum (the other two of three stop) is told
+/// so: the watch requires a leader, the member cancels it ("no leader"), and the reader turns
+/// stale instead of following a silent watch while it could miss changes. When the quorum is
+/// back it loads again and follows. Before the watch required a leader, `stale` stayed 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_a_member_without_quorum_turns_stale() {
+    let mut members = TestEtcd::cluster(3);
+    let config = etcd_config(&members[0], "/quorum", 30);
+    let writer = Arc::new(EtcdRegistry::connect(&config).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster never took a write: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (reader, cancel) = started(&config).await;
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    wait_for("a fresh reader", WAIT, || {
+        !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    let errors = status.watch_errors.load(Ordering::Relaxed);
+
+    members[1].stop();
+    members[2].stop();
+    let lost = tokio::time::Instant::now();
+    wait_for("the reader to notice", Duration::from_secs(15), || {
+        status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    assert!(status.watch_errors.load(Ordering::Relaxed) > errors);
+    assert!(
+        lost.elapsed() < Duration::from_secs(15),
+        "noticed {:?} after the quorum was lost",
+        lost.elapsed()
+    );
+    let s = reader.subscribe().borrow().clone().unwrap();
+    assert_eq!(
+        names(&s, "east").unwrap(),
+        ["web"],
+        "the last snapshot stays"
+    );
+
+    // One member back: a quorum of two; the reader loads again and follows.
+    let loads = status.loads.load(Ordering::Relaxed);
+    members[1].restart();
+    wait_for("the reader to load again", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = writer
+        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write with the quorum back: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until(&*reader, "the write after the quorum came back", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+    cancel.cancel();
+}
+
+/// An idle reader keeps its watch: etcd closes a connection pinged more often than its
+/// `--grpc-keepalive-min-time` (5 s) with GOAWAY "too_many_pings", so a client keep-alive
+/// below that cut the idle watch every few seconds and cost a fresh snapshot each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_reader_keeps_its_watch() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/idle", 30).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/idle", 30).await;
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(status.watch_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        status.loads.load(Ordering::Relaxed),
+        loads,
+        "no fresh snapshot"
+    );
+    assert!(!status.stale.load(Ordering::Relaxed));
+    cancel_w.cancel();
+    cancel_r.cancel();
+}
+
+/// A frozen etcd (SIGSTOP: its sockets stay open, nothing answers) does not leave the reader
+/// following a silent watch: the client's keep-alive pings go unanswered, the connection is
+/// given up and the reader turns stale within 10 s + 5 s; once etcd runs again it loads a
+/// fresh snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_a_frozen_member_turns_stale() {
+    let etcd = TestEtcd::start();
+    let (reader, cancel) = etcd_registry(&etcd, "/frozen", 30).await;
+    let writer = EtcdRegistry::connect(&etcd_config(&etcd, "/frozen", 30))
+        .await
+        .unwrap();
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    etcd.pause();
+    wait_for("the reader to notice", Duration::from_secs(20), || {
+        status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    etcd.resume();
+    wait_for("the reader to load again", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    let s = reader.subscribe().borrow().clone().unwrap();
+    assert_eq!(names(&s, "east").unwrap(), ["web"]);
+    cancel.cancel();
+}

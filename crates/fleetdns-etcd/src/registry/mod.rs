@@ -33,6 +33,14 @@ use writer::{Writer, forget_lease};
 /// carries every event of one revision, and deleting a large generation is one revision.
 const MAX_MESSAGE: usize = 256 << 20;
 
+/// HTTP/2 pings on an idle connection, to notice an etcd that stopped answering (frozen, or
+/// cut off by the network). Not more often than every 10 s (grpc-go's own floor): etcd closes
+/// a connection pinged more often than its `--grpc-keepalive-min-time` (5 s by default) with
+/// GOAWAY "too_many_pings", which cut every idle watch after a few pings.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is given up.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// PEM bytes for TLS; the binary reads the files.
 #[derive(Debug, Clone, Default)]
 pub struct TlsPem {
@@ -118,11 +126,15 @@ impl EtcdRegistry {
         if config.lease_ttl_secs < 1 {
             return Err(EtcdError::LeaseTtl(config.lease_ttl_secs));
         }
+        // Require a leader (gRPC metadata `hasleader=true`): a member cut off from its quorum
+        // refuses requests at once and cancels its watches ("no leader") instead of leaving
+        // the reader's watch silent while the rest of the cluster moves on.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
             .with_timeout(config.request_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let Some((user, password)) = &config.user {
             options = options.with_user(user, password);
         }
