@@ -905,6 +905,91 @@ async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// An etcd with TLS (client certificates required, the server's verified against the test
+/// CA) and password auth with simple tokens that expire after 2 s unused. A writer idle for
+/// longer than that publishes again (its token refused, it authenticates again and retries),
+/// and a reader whose etcd restarted (forgetting every token) loads a fresh snapshot. Before
+/// the renewal both failed for good with "etcdserver: invalid auth token".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_auth_tokens_are_renewed_over_tls() {
+    let mut etcd = TestEtcd::builder().tls().auth_token_ttl(2).start();
+    etcd.enable_auth("fleetdns", "secret", "/secure/").await;
+    let mut config = etcd_config(&etcd, "/secure", 30);
+    config.tls = Some(etcd.tls().unwrap().client());
+    config.user = Some(("fleetdns".into(), "secret".into()));
+    let writer = EtcdRegistry::connect(&config).await.unwrap();
+    let (reader, cancel_r) = started(&config).await;
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east over TLS with auth", |s| {
+        names(s, "east").is_some()
+    })
+    .await;
+
+    // Unused for longer than the TTL, the writer's token is forgotten.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    writer
+        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .await
+        .expect("a publish after the token expired");
+    writer.heartbeat(&id("east")).await.expect("a heartbeat");
+    assert!(writer.status().auth_renewals.load(Ordering::Relaxed) >= 1);
+    until(&*reader, "the publish after the token expired", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+
+    // A restarted etcd knows no token: the reader's fresh snapshot needs a new one.
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    etcd.restart();
+    wait_for("the reader to load again", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    assert!(status.auth_renewals.load(Ordering::Relaxed) >= 1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = writer
+        .publish(&id("east"), set("east", &["api"], "10.0.0.1"))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no publish after the restart: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until(&*reader, "the publish after the restart", |s| {
+        names(s, "east") == Some(vec!["api".into()])
+    })
+    .await;
+    cancel_r.cancel();
+}
+
+/// A client that trusts a CA other than the one that signed etcd's certificate is refused
+/// with an error that says so, rather than hanging or a bare "transport error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_is_a_clear_error() {
+    let etcd = TestEtcd::builder().tls().start();
+    let mut config = etcd_config(&etcd, "/tls", 30);
+    config.tls = Some(etcd.tls().unwrap().wrong_ca());
+    let registry = EtcdRegistry::connect(&config).await.unwrap();
+    let e = tokio::time::timeout(
+        WAIT,
+        registry.publish(&id("east"), set("east", &["web"], "10.0.0.1")),
+    )
+    .await
+    .expect("refused within the bound")
+    .expect_err("the server's certificate is not trusted");
+    let message = e.to_string();
+    assert!(
+        message.contains("invalid peer certificate: UnknownIssuer"),
+        "{message}"
+    );
+}
+
 /// A reader whose only etcd member loses its quorum (the other two of three stop) is told
 /// so: the watch requires a leader, the member cancels it ("no leader"), and the reader turns
 /// stale instead of following a silent watch while it could miss changes. When the quorum is

@@ -27,7 +27,7 @@ use crate::EtcdError;
 use crate::codec::Layout;
 
 pub use reader::ReaderError;
-use writer::{Writer, forget_lease};
+use writer::Writer;
 
 /// gRPC messages fleetdns accepts from etcd (tonic's default is 4 MiB): a watch response
 /// carries every event of one revision, and deleting a large generation is one revision.
@@ -84,6 +84,9 @@ pub struct EtcdStatus {
     pub bad_values: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// Times the client authenticated again because etcd no longer took its token (it
+    /// expired, or etcd restarted and forgot it).
+    pub auth_renewals: AtomicU64,
 }
 
 pub struct EtcdRegistry {
@@ -102,6 +105,10 @@ pub struct EtcdRegistry {
     vips_v6: Option<VipRangeV6>,
     /// ServiceEntry host VIPs no longer needed, with when that was first seen.
     host_orphans: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// User and password, kept to authenticate again when etcd stops taking the token.
+    credentials: Option<(String, String)>,
+    /// When the token was last renewed: requests failing together renew it once.
+    renewed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -114,6 +121,35 @@ impl std::fmt::Debug for EtcdRegistry {
 
 fn unavailable(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(e.to_string())
+}
+
+/// etcd's answers to a request whose auth token it does not take: `ErrInvalidAuthToken` (a
+/// simple token past its `--auth-token-ttl`, or one an etcd restart forgot),
+/// `ErrAuthOldRevision` (the auth store changed since the token was issued) and
+/// `ErrUserEmpty` (no token at all, as while the token is being replaced).
+fn says_token_rejected(message: &str) -> bool {
+    message.contains("invalid auth token")
+        || message.contains("revision of auth store is old")
+        || message.contains("user name is empty")
+}
+
+/// Whether etcd refused a request for its auth token (see [`says_token_rejected`]).
+pub(super) fn token_rejected(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => says_token_rejected(s.message()),
+        etcd_client::Error::LeaseKeepAliveError(m) | etcd_client::Error::WatchError(m) => {
+            says_token_rejected(m)
+        }
+        _ => false,
+    }
+}
+
+/// The same for an error already turned into a [`RegistryError`].
+fn registry_token_rejected(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Unavailable(m) => says_token_rejected(m),
+        _ => false,
+    }
 }
 
 impl EtcdRegistry {
@@ -164,7 +200,49 @@ impl EtcdRegistry {
             vip_orphans: std::sync::Mutex::new(HashMap::new()),
             vips_v6: config.vips_v6,
             host_orphans: std::sync::Mutex::new(HashMap::new()),
+            credentials: config.user.clone(),
+            renewed: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Authenticates again with the configured user after etcd refused the token; whether
+    /// the request that was refused is worth retrying. Requests refused together renew the
+    /// token once: a renewal less than a second old is taken as the answer. etcd-client
+    /// authenticates only when it connects, and a simple token expires after
+    /// `--auth-token-ttl` without use (and with any etcd restart).
+    pub(super) async fn renew_token(&self) -> bool {
+        let Some((user, password)) = &self.credentials else {
+            return false;
+        };
+        let mut renewed = self.renewed.lock().await;
+        if renewed.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return true;
+        }
+        let mut auth = self.client.auth_client();
+        // etcd checks the token a request carries even on Authenticate: the refused one must
+        // not go with it.
+        auth.remove_client_auth();
+        let answer = tokio::time::timeout(
+            self.request_timeout,
+            auth.set_client_auth(user.clone(), password.clone()),
+        )
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                *renewed = Some(tokio::time::Instant::now());
+                self.status.auth_renewals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(user = %user, "etcd auth token renewed");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(user = %user, error = %e, "etcd authentication failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(user = %user, "etcd authentication timed out");
+                false
+            }
+        }
     }
 
     pub fn status(&self) -> Arc<EtcdStatus> {
@@ -195,10 +273,22 @@ impl Registry for EtcdRegistry {
             let keys: Vec<ServiceKey> = exports.keys().cloned().collect();
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
-            let r = self.publish_locked(cluster, &mut w, exports).await;
+            let mut r = self.publish_locked(cluster, &mut w, exports).await;
+            if matches!(&r, Err(e) if e.token_rejected()) && self.renew_token().await {
+                let set = w.requested.clone().unwrap_or_default();
+                r = self.publish_locked(cluster, &mut w, set).await;
+            }
             drop(w);
             let r = match r {
-                Ok(()) => self.allocate_vips(keys.iter()).await,
+                Ok(()) => {
+                    let mut r = self.allocate_vips(keys.iter()).await;
+                    if matches!(&r, Err(e) if registry_token_rejected(e))
+                        && self.renew_token().await
+                    {
+                        r = self.allocate_vips(keys.iter()).await;
+                    }
+                    r
+                }
                 Err(e) => Err(e.into()),
             };
             match &r {
@@ -220,14 +310,10 @@ impl Registry for EtcdRegistry {
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
             w.requested_entries = Some(entries.clone());
-            let r = match self.put_entries(cluster, &mut w).await {
-                Err(e) if e.lease_lost() => {
-                    forget_lease(&mut w);
-                    let set = w.requested.clone().unwrap_or_default();
-                    self.publish_locked(cluster, &mut w, set).await
-                }
-                r => r,
-            };
+            let mut r = self.put_entries_locked(cluster, &mut w).await;
+            if matches!(&r, Err(e) if e.token_rejected()) && self.renew_token().await {
+                r = self.put_entries_locked(cluster, &mut w).await;
+            }
             drop(w);
             r?;
             // The fleet as it will be read back, with this cluster's new set.
@@ -247,7 +333,12 @@ impl Registry for EtcdRegistry {
                     service_entries: Arc::default(),
                 });
             view.service_entries = Arc::new(entries);
-            self.sweep_hosts(&snapshot).await
+            match self.sweep_hosts(&snapshot).await {
+                Err(e) if registry_token_rejected(&e) && self.renew_token().await => {
+                    self.sweep_hosts(&snapshot).await
+                }
+                r => r,
+            }
         })
     }
 
@@ -259,32 +350,12 @@ impl Registry for EtcdRegistry {
         Box::pin(async move {
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
-            let Some(lease) = w.lease else {
-                return match w.requested.clone() {
-                    Some(set) => Ok(self.publish_locked(cluster, &mut w, set).await?),
-                    None => Ok(()),
-                };
-            };
-            let third = Duration::from_secs(self.lease_ttl as u64) / 3;
-            if w.kept.is_some_and(|at| at.elapsed() < third) {
-                return Ok(());
+            match self.heartbeat_locked(cluster, &mut w).await {
+                Err(e) if e.token_rejected() && self.renew_token().await => {
+                    Ok(self.heartbeat_locked(cluster, &mut w).await?)
+                }
+                r => Ok(r?),
             }
-            let alive = self.keep_alive(&mut w, lease).await?;
-            if alive && self.still_ours(cluster, &w, lease).await? {
-                w.kept = Some(tokio::time::Instant::now());
-                return Ok(());
-            }
-            if alive {
-                tracing::warn!(cluster = %cluster, "the cluster's key in etcd is not this writer's any more; publishing again");
-                w.published = None; // a whole new generation
-            } else {
-                tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");
-                forget_lease(&mut w);
-            }
-            let set = w.requested.clone().unwrap_or_default();
-            self.publish_locked(cluster, &mut w, set).await?;
-            w.kept = Some(tokio::time::Instant::now());
-            Ok(())
         })
     }
 
@@ -299,11 +370,15 @@ impl Registry for EtcdRegistry {
             if let Some(writer) = writer {
                 let w = writer.lock().await;
                 if let Some(lease) = w.lease {
-                    self.client
-                        .lease_client()
-                        .revoke(lease)
-                        .await
-                        .map_err(unavailable)?;
+                    let mut leases = self.client.lease_client();
+                    match leases.revoke(lease).await {
+                        Err(e) if token_rejected(&e) && self.renew_token().await => {
+                            leases.revoke(lease).await.map_err(unavailable)?;
+                        }
+                        r => {
+                            r.map_err(unavailable)?;
+                        }
+                    }
                 }
             }
             Ok(())
