@@ -907,14 +907,15 @@ async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 /// An etcd with TLS (client certificates required, the server's verified against the test
 /// CA) and password auth with simple tokens that expire after 2 s unused. A writer idle for
-/// longer than that publishes again (its token refused, it authenticates again and retries),
-/// and a reader whose etcd restarted (forgetting every token) loads a fresh snapshot. Before
-/// the renewal both failed for good with "etcdserver: invalid auth token".
+/// longer than that publishes and heartbeats again (its token refused, it authenticates again
+/// and retries), and a reader whose etcd restarted (forgetting every token) loads a fresh
+/// snapshot. Before the renewal both failed for good with "etcdserver: invalid auth token".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_auth_tokens_are_renewed_over_tls() {
     let mut etcd = TestEtcd::builder().tls().auth_token_ttl(2).start();
     etcd.enable_auth("fleetdns", "secret", "/secure/").await;
-    let mut config = etcd_config(&etcd, "/secure", 30);
+    // A 6 s lease: heartbeats reach etcd every 2 s at most (a third of it).
+    let mut config = etcd_config(&etcd, "/secure", 6);
     config.tls = Some(etcd.tls().unwrap().client());
     config.user = Some(("fleetdns".into(), "secret".into()));
     let writer = EtcdRegistry::connect(&config).await.unwrap();
@@ -935,7 +936,14 @@ async fn expired_auth_tokens_are_renewed_over_tls() {
         .await
         .expect("a publish after the token expired");
     writer.heartbeat(&id("east")).await.expect("a heartbeat");
-    assert!(writer.status().auth_renewals.load(Ordering::Relaxed) >= 1);
+    let renewals = writer.status().auth_renewals.load(Ordering::Relaxed);
+    assert!(renewals >= 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    writer
+        .heartbeat(&id("east"))
+        .await
+        .expect("a heartbeat after the token expired");
+    assert!(writer.status().auth_renewals.load(Ordering::Relaxed) > renewals);
     until(&*reader, "the publish after the token expired", |s| {
         names(s, "east") == Some(vec!["api".into(), "web".into()])
     })
