@@ -99,14 +99,15 @@ pub(crate) async fn run(
         let (Some(view), Some(snapshot)) = (view, snapshot) else {
             continue;
         };
+        // Only the server answering again from here on cuts the wait after a failed pass
+        // short (also when it answers while this pass is failing).
+        answered_again.borrow_and_update();
         if writer.pass(&view, &snapshot, &cancel).await {
             retry = None;
             backoff = Duration::from_secs(1);
         } else {
             retry = Some(Instant::now() + backoff);
             backoff = (backoff * 2).min(Duration::from_secs(30));
-            // Only the server answering from now on cuts this wait short.
-            answered_again.borrow_and_update();
         }
     }
 }
