@@ -893,3 +893,241 @@ async fn host_vips_are_released_after_the_grace_period() {
     assert_eq!(claims.count(), 0, "the address claims go with the records");
     cancel.cancel();
 }
+
+async fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An etcd with TLS (client certificates required, the server's verified against the test
+/// CA) and password auth with simple tokens that expire after 2 s unused. A writer idle for
+/// longer than that publishes and heartbeats again (its token refused, it authenticates again
+/// and retries), and a reader whose etcd restarted (forgetting every token) loads a fresh
+/// snapshot. Before the renewal both failed for good with "etcdserver: invalid auth token".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_auth_tokens_are_renewed_over_tls() {
+    let mut etcd = TestEtcd::builder().tls().auth_token_ttl(2).start();
+    etcd.enable_auth("fleetdns", "secret", "/secure/").await;
+    // A 6 s lease: heartbeats reach etcd every 2 s at most (a third of it).
+    let mut config = etcd_config(&etcd, "/secure", 6);
+    config.tls = Some(etcd.tls().unwrap().client());
+    config.user = Some(("fleetdns".into(), "secret".into()));
+    let writer = EtcdRegistry::connect(&config).await.unwrap();
+    let (reader, cancel_r) = started(&config).await;
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east over TLS with auth", |s| {
+        names(s, "east").is_some()
+    })
+    .await;
+
+    // Unused for longer than the TTL, the writer's token is forgotten.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    writer
+        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .await
+        .expect("a publish after the token expired");
+    writer.heartbeat(&id("east")).await.expect("a heartbeat");
+    let renewals = writer.status().auth_renewals.load(Ordering::Relaxed);
+    assert!(renewals >= 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    writer
+        .heartbeat(&id("east"))
+        .await
+        .expect("a heartbeat after the token expired");
+    assert!(writer.status().auth_renewals.load(Ordering::Relaxed) > renewals);
+    until(&*reader, "the publish after the token expired", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+
+    // A restarted etcd knows no token: the reader's fresh snapshot needs a new one.
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    etcd.restart();
+    wait_for("the reader to load again", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    assert!(status.auth_renewals.load(Ordering::Relaxed) >= 1);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = writer
+        .publish(&id("east"), set("east", &["api"], "10.0.0.1"))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no publish after the restart: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until(&*reader, "the publish after the restart", |s| {
+        names(s, "east") == Some(vec!["api".into()])
+    })
+    .await;
+    cancel_r.cancel();
+}
+
+/// A client that trusts a CA other than the one that signed etcd's certificate is refused
+/// with an error that says so, rather than hanging or a bare "transport error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_is_a_clear_error() {
+    let etcd = TestEtcd::builder().tls().start();
+    let mut config = etcd_config(&etcd, "/tls", 30);
+    config.tls = Some(etcd.tls().unwrap().wrong_ca());
+    let registry = EtcdRegistry::connect(&config).await.unwrap();
+    let e = tokio::time::timeout(
+        WAIT,
+        registry.publish(&id("east"), set("east", &["web"], "10.0.0.1")),
+    )
+    .await
+    .expect("refused within the bound")
+    .expect_err("the server's certificate is not trusted");
+    let message = e.to_string();
+    assert!(
+        message.contains("invalid peer certificate: UnknownIssuer"),
+        "{message}"
+    );
+}
+
+/// A reader whose only etcd member loses its quorum (the other two of three stop) is told
+/// so: the watch requires a leader, the member cancels it ("no leader"), and the reader turns
+/// stale instead of following a silent watch while it could miss changes. When the quorum is
+/// back it loads again and follows. Before the watch required a leader, `stale` stayed 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_a_member_without_quorum_turns_stale() {
+    let mut members = TestEtcd::cluster(3);
+    let config = etcd_config(&members[0], "/quorum", 30);
+    let writer = Arc::new(EtcdRegistry::connect(&config).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster never took a write: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (reader, cancel) = started(&config).await;
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    wait_for("a fresh reader", WAIT, || {
+        !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    let errors = status.watch_errors.load(Ordering::Relaxed);
+
+    members[1].stop();
+    members[2].stop();
+    let lost = tokio::time::Instant::now();
+    wait_for("the reader to notice", Duration::from_secs(15), || {
+        status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    assert!(status.watch_errors.load(Ordering::Relaxed) > errors);
+    assert!(
+        lost.elapsed() < Duration::from_secs(15),
+        "noticed {:?} after the quorum was lost",
+        lost.elapsed()
+    );
+    let s = reader.subscribe().borrow().clone().unwrap();
+    assert_eq!(
+        names(&s, "east").unwrap(),
+        ["web"],
+        "the last snapshot stays"
+    );
+
+    // One member back: a quorum of two; the reader loads again and follows.
+    let loads = status.loads.load(Ordering::Relaxed);
+    members[1].restart();
+    wait_for("the reader to load again", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Err(e) = writer
+        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .await
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write with the quorum back: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until(&*reader, "the write after the quorum came back", |s| {
+        names(s, "east") == Some(vec!["api".into(), "web".into()])
+    })
+    .await;
+    cancel.cancel();
+}
+
+/// An idle reader keeps its watch: etcd closes a connection pinged more often than its
+/// `--grpc-keepalive-min-time` (5 s) with GOAWAY "too_many_pings", so a client keep-alive
+/// below that cut the idle watch every few seconds and cost a fresh snapshot each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_reader_keeps_its_watch() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/idle", 30).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/idle", 30).await;
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(status.watch_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        status.loads.load(Ordering::Relaxed),
+        loads,
+        "no fresh snapshot"
+    );
+    assert!(!status.stale.load(Ordering::Relaxed));
+    cancel_w.cancel();
+    cancel_r.cancel();
+}
+
+/// A frozen etcd (SIGSTOP: its sockets stay open, nothing answers) does not leave the reader
+/// following a silent watch: the client's keep-alive pings go unanswered, the connection is
+/// given up and the reader turns stale within 10 s + 5 s; once etcd runs again it loads a
+/// fresh snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_on_a_frozen_member_turns_stale() {
+    let etcd = TestEtcd::start();
+    let (reader, cancel) = etcd_registry(&etcd, "/frozen", 30).await;
+    let writer = EtcdRegistry::connect(&etcd_config(&etcd, "/frozen", 30))
+        .await
+        .unwrap();
+    writer
+        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    etcd.pause();
+    wait_for("the reader to notice", Duration::from_secs(20), || {
+        status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    etcd.resume();
+    wait_for("the reader to load again", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    let s = reader.subscribe().borrow().clone().unwrap();
+    assert_eq!(names(&s, "east").unwrap(), ["web"]);
+    cancel.cancel();
+}

@@ -4,8 +4,9 @@
 //! request is sent, so it proves nothing. An outage is logged once, when `connected` turns
 //! false, and ends with the first answer (a watch event, an HTTP status, or the probe that
 //! runs every [`PROBE_INTERVAL`] while the server is down). That first answer wakes every
-//! watcher sleeping in its backoff, so after an outage of any length the watchers re-list
-//! at once instead of waiting out a backoff grown during the outage. A 410 Gone is the
+//! watcher sleeping in its backoff, and the writer waiting to retry a failed write, so after
+//! an outage of any length the watchers re-list and the writer writes at once instead of
+//! waiting out a backoff grown during the outage. A 410 Gone is the
 //! server asking for a re-list, not a failure: the watcher re-lists without waiting.
 
 use std::hash::{BuildHasher, RandomState};
@@ -127,6 +128,12 @@ impl Reachability {
         }
     }
 
+    /// Changes each time the server answers again after an outage: what a retry waiting out
+    /// a backoff (a watcher's, the writer's) listens to, to retry at once.
+    pub(crate) fn answered_again(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
     /// A watched event: anything but `Init` (sent before any request) is an answer.
     pub(crate) fn event(&self, event: &Event<DynamicObject>) {
         if !matches!(event, Event::Init) {
@@ -176,7 +183,7 @@ impl Reachability {
             inner: Box::pin(stream),
             backoff: Backoff::default(),
             wait: None,
-            wake: self.wake.subscribe(),
+            wake: self.answered_again(),
         };
         futures::stream::unfold(state, |mut st| async move {
             if let Some(wait) = st.wait.take() {

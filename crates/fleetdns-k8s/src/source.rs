@@ -219,6 +219,7 @@ impl ClusterSource {
                     self.status.clone(),
                     view_rx,
                     fleet,
+                    self.reachability.answered_again(),
                     self.options.settle,
                     cancel.clone(),
                 )

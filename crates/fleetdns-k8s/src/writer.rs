@@ -48,11 +48,15 @@ struct Writer {
     warned: HashSet<Key>,
 }
 
+/// Writes until `cancel`: a pass after every change of the cluster's view or of the fleet;
+/// after a failed pass, another after a backoff (1 s doubling to 30 s), or as soon as
+/// `answered_again` says the API server answers again after an outage.
 pub(crate) async fn run(
     client: Client,
     status: Arc<SourceStatus>,
     mut local: watch::Receiver<Option<Arc<LocalView>>>,
     mut fleet: SnapshotReceiver,
+    mut answered_again: watch::Receiver<u64>,
     settle: Duration,
     cancel: CancellationToken,
 ) {
@@ -64,6 +68,7 @@ pub(crate) async fn run(
     };
     let mut retry: Option<Instant> = None;
     let mut backoff = Duration::from_secs(1);
+    let mut probe_gone = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -75,6 +80,14 @@ pub(crate) async fn run(
                     None => std::future::pending().await,
                 }
             } => {}
+            r = answered_again.changed(), if retry.is_some() && !probe_gone => {
+                if r.is_err() {
+                    probe_gone = true; // only the backoff is left to end the wait
+                    continue;
+                }
+                tracing::debug!(cluster = %writer.cluster(), "cluster API answering again; retrying the failed writes");
+                backoff = Duration::from_secs(1);
+            }
         }
         // Let a burst of changes settle, then write once.
         tokio::select! {
@@ -86,6 +99,9 @@ pub(crate) async fn run(
         let (Some(view), Some(snapshot)) = (view, snapshot) else {
             continue;
         };
+        // Only the server answering again from here on cuts the wait after a failed pass
+        // short (also when it answers while this pass is failing).
+        answered_again.borrow_and_update();
         if writer.pass(&view, &snapshot, &cancel).await {
             retry = None;
             backoff = Duration::from_secs(1);

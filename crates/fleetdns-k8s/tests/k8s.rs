@@ -713,6 +713,55 @@ async fn a_change_shows_within_seconds_of_the_api_server_answering_after_a_long_
     run.stop().await;
 }
 
+/// A write-back that failed during an outage is retried as soon as the API server answers
+/// again, not when the writer's backoff (grown to 16 s over this outage: 1, 2, 4, 8 s) runs
+/// out: the reachability probe wakes the writer as it wakes the watchers. Nothing else wakes
+/// it here: cluster-a's own view and the fleet do not change once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_back_that_failed_during_an_outage_is_retried_when_the_api_answers() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    let b = cluster("v1beta1", "10.96.0.2", 80, "2026-02-01T00:00:00Z").await;
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    let status = run.statuses[0].clone();
+    eventually("the web ServiceImport in cluster-a", || {
+        a.get("ServiceImport", Some("default"), "web")
+    })
+    .await;
+
+    a.set_offline(true);
+    eventually("cluster-a disconnected", || {
+        (!status.connected.load(Ordering::Relaxed)).then_some(())
+    })
+    .await;
+    // A service of cluster-b's: cluster-a's writer must import it, and cannot.
+    b.put(service("default", "api", "10.96.0.9", 80));
+    b.put(export("v1beta1", "default", "api", "2026-02-01T00:00:00Z"));
+    let failing = eventually("a failed write into cluster-a", || {
+        let errors = status.write_errors.load(Ordering::Relaxed);
+        (errors >= 1).then_some(errors)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert!(
+        status.write_errors.load(Ordering::Relaxed) > failing,
+        "the writer kept retrying during the outage"
+    );
+    assert!(a.get("ServiceImport", Some("default"), "api").is_none());
+
+    a.set_offline(false);
+    let back = tokio::time::Instant::now();
+    eventually("the api ServiceImport in cluster-a", || {
+        a.get("ServiceImport", Some("default"), "api")
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "written {took:?} after the API server answered again"
+    );
+    run.stop().await;
+}
+
 /// kube-runtime emits `Init` before it sends the list: that is no answer. A half-up server
 /// that answers the resumed watches with 410 but not the re-lists is one outage: `connected`
 /// turns false once (one warning, one more in `outages`) and stays false while every re-list goes

@@ -209,7 +209,7 @@ impl OpsState {
         let Some(s) = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return;
         };
-        let rows: [(&str, &str, &str, u64); 7] = [
+        let rows: [(&str, &str, &str, u64); 8] = [
             (
                 "fleetdns_registry_stale",
                 "gauge",
@@ -251,6 +251,12 @@ impl OpsState {
                 "counter",
                 "Export sets this process failed to write to etcd (retried by the source).",
                 s.publish_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_registry_auth_renewals_total",
+                "counter",
+                "Times the etcd client authenticated again because etcd refused its token (expired, or forgotten by a restart).",
+                s.auth_renewals.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in rows {

@@ -27,11 +27,19 @@ use crate::EtcdError;
 use crate::codec::Layout;
 
 pub use reader::ReaderError;
-use writer::{Writer, forget_lease};
+use writer::Writer;
 
 /// gRPC messages fleetdns accepts from etcd (tonic's default is 4 MiB): a watch response
 /// carries every event of one revision, and deleting a large generation is one revision.
 const MAX_MESSAGE: usize = 256 << 20;
+
+/// HTTP/2 pings on an idle connection, to notice an etcd that stopped answering (frozen, or
+/// cut off by the network). Not more often than every 10 s (grpc-go's own floor): etcd closes
+/// a connection pinged more often than its `--grpc-keepalive-min-time` (5 s by default) with
+/// GOAWAY "too_many_pings", which cut every idle watch after a few pings.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is given up.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// PEM bytes for TLS; the binary reads the files.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +84,9 @@ pub struct EtcdStatus {
     pub bad_values: AtomicU64,
     pub publishes: AtomicU64,
     pub publish_errors: AtomicU64,
+    /// Times the client authenticated again because etcd no longer took its token (it
+    /// expired, or etcd restarted and forgot it).
+    pub auth_renewals: AtomicU64,
 }
 
 pub struct EtcdRegistry {
@@ -94,6 +105,10 @@ pub struct EtcdRegistry {
     vips_v6: Option<VipRangeV6>,
     /// ServiceEntry host VIPs no longer needed, with when that was first seen.
     host_orphans: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// User and password, kept to authenticate again when etcd stops taking the token.
+    credentials: Option<(String, String)>,
+    /// When the token was last renewed: requests failing together renew it once.
+    renewed: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for EtcdRegistry {
@@ -108,6 +123,35 @@ fn unavailable(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(e.to_string())
 }
 
+/// etcd's answers to a request whose auth token it does not take: `ErrInvalidAuthToken` (a
+/// simple token past its `--auth-token-ttl`, or one an etcd restart forgot),
+/// `ErrAuthOldRevision` (the auth store changed since the token was issued) and
+/// `ErrUserEmpty` (no token at all, as while the token is being replaced).
+fn says_token_rejected(message: &str) -> bool {
+    message.contains("invalid auth token")
+        || message.contains("revision of auth store is old")
+        || message.contains("user name is empty")
+}
+
+/// Whether etcd refused a request for its auth token (see [`says_token_rejected`]).
+pub(super) fn token_rejected(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => says_token_rejected(s.message()),
+        etcd_client::Error::LeaseKeepAliveError(m) | etcd_client::Error::WatchError(m) => {
+            says_token_rejected(m)
+        }
+        _ => false,
+    }
+}
+
+/// The same for an error already turned into a [`RegistryError`].
+fn registry_token_rejected(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Unavailable(m) => says_token_rejected(m),
+        _ => false,
+    }
+}
+
 impl EtcdRegistry {
     /// Builds the client. The connection is made lazily: an etcd that is down now is retried
     /// by [`EtcdRegistry::run`] and by every write.
@@ -118,11 +162,15 @@ impl EtcdRegistry {
         if config.lease_ttl_secs < 1 {
             return Err(EtcdError::LeaseTtl(config.lease_ttl_secs));
         }
+        // Require a leader (gRPC metadata `hasleader=true`): a member cut off from its quorum
+        // refuses requests at once and cancels its watches ("no leader") instead of leaving
+        // the reader's watch silent while the rest of the cluster moves on.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
             .with_timeout(config.request_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         if let Some((user, password)) = &config.user {
             options = options.with_user(user, password);
         }
@@ -152,7 +200,49 @@ impl EtcdRegistry {
             vip_orphans: std::sync::Mutex::new(HashMap::new()),
             vips_v6: config.vips_v6,
             host_orphans: std::sync::Mutex::new(HashMap::new()),
+            credentials: config.user.clone(),
+            renewed: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Authenticates again with the configured user after etcd refused the token; whether
+    /// the request that was refused is worth retrying. Requests refused together renew the
+    /// token once: a renewal less than a second old is taken as the answer. etcd-client
+    /// authenticates only when it connects, and a simple token expires after
+    /// `--auth-token-ttl` without use (and with any etcd restart).
+    pub(super) async fn renew_token(&self) -> bool {
+        let Some((user, password)) = &self.credentials else {
+            return false;
+        };
+        let mut renewed = self.renewed.lock().await;
+        if renewed.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return true;
+        }
+        let mut auth = self.client.auth_client();
+        // etcd checks the token a request carries even on Authenticate: the refused one must
+        // not go with it.
+        auth.remove_client_auth();
+        let answer = tokio::time::timeout(
+            self.request_timeout,
+            auth.set_client_auth(user.clone(), password.clone()),
+        )
+        .await;
+        match answer {
+            Ok(Ok(())) => {
+                *renewed = Some(tokio::time::Instant::now());
+                self.status.auth_renewals.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(user = %user, "etcd auth token renewed");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(user = %user, error = %e, "etcd authentication failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(user = %user, "etcd authentication timed out");
+                false
+            }
+        }
     }
 
     pub fn status(&self) -> Arc<EtcdStatus> {
@@ -183,10 +273,22 @@ impl Registry for EtcdRegistry {
             let keys: Vec<ServiceKey> = exports.keys().cloned().collect();
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
-            let r = self.publish_locked(cluster, &mut w, exports).await;
+            let mut r = self.publish_locked(cluster, &mut w, exports).await;
+            if matches!(&r, Err(e) if e.token_rejected()) && self.renew_token().await {
+                let set = w.requested.clone().unwrap_or_default();
+                r = self.publish_locked(cluster, &mut w, set).await;
+            }
             drop(w);
             let r = match r {
-                Ok(()) => self.allocate_vips(keys.iter()).await,
+                Ok(()) => {
+                    let mut r = self.allocate_vips(keys.iter()).await;
+                    if matches!(&r, Err(e) if registry_token_rejected(e))
+                        && self.renew_token().await
+                    {
+                        r = self.allocate_vips(keys.iter()).await;
+                    }
+                    r
+                }
                 Err(e) => Err(e.into()),
             };
             match &r {
@@ -208,14 +310,10 @@ impl Registry for EtcdRegistry {
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
             w.requested_entries = Some(entries.clone());
-            let r = match self.put_entries(cluster, &mut w).await {
-                Err(e) if e.lease_lost() => {
-                    forget_lease(&mut w);
-                    let set = w.requested.clone().unwrap_or_default();
-                    self.publish_locked(cluster, &mut w, set).await
-                }
-                r => r,
-            };
+            let mut r = self.put_entries_locked(cluster, &mut w).await;
+            if matches!(&r, Err(e) if e.token_rejected()) && self.renew_token().await {
+                r = self.put_entries_locked(cluster, &mut w).await;
+            }
             drop(w);
             r?;
             // The fleet as it will be read back, with this cluster's new set.
@@ -235,7 +333,12 @@ impl Registry for EtcdRegistry {
                     service_entries: Arc::default(),
                 });
             view.service_entries = Arc::new(entries);
-            self.sweep_hosts(&snapshot).await
+            match self.sweep_hosts(&snapshot).await {
+                Err(e) if registry_token_rejected(&e) && self.renew_token().await => {
+                    self.sweep_hosts(&snapshot).await
+                }
+                r => r,
+            }
         })
     }
 
@@ -247,32 +350,12 @@ impl Registry for EtcdRegistry {
         Box::pin(async move {
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
-            let Some(lease) = w.lease else {
-                return match w.requested.clone() {
-                    Some(set) => Ok(self.publish_locked(cluster, &mut w, set).await?),
-                    None => Ok(()),
-                };
-            };
-            let third = Duration::from_secs(self.lease_ttl as u64) / 3;
-            if w.kept.is_some_and(|at| at.elapsed() < third) {
-                return Ok(());
+            match self.heartbeat_locked(cluster, &mut w).await {
+                Err(e) if e.token_rejected() && self.renew_token().await => {
+                    Ok(self.heartbeat_locked(cluster, &mut w).await?)
+                }
+                r => Ok(r?),
             }
-            let alive = self.keep_alive(&mut w, lease).await?;
-            if alive && self.still_ours(cluster, &w, lease).await? {
-                w.kept = Some(tokio::time::Instant::now());
-                return Ok(());
-            }
-            if alive {
-                tracing::warn!(cluster = %cluster, "the cluster's key in etcd is not this writer's any more; publishing again");
-                w.published = None; // a whole new generation
-            } else {
-                tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");
-                forget_lease(&mut w);
-            }
-            let set = w.requested.clone().unwrap_or_default();
-            self.publish_locked(cluster, &mut w, set).await?;
-            w.kept = Some(tokio::time::Instant::now());
-            Ok(())
         })
     }
 
@@ -287,11 +370,15 @@ impl Registry for EtcdRegistry {
             if let Some(writer) = writer {
                 let w = writer.lock().await;
                 if let Some(lease) = w.lease {
-                    self.client
-                        .lease_client()
-                        .revoke(lease)
-                        .await
-                        .map_err(unavailable)?;
+                    let mut leases = self.client.lease_client();
+                    match leases.revoke(lease).await {
+                        Err(e) if token_rejected(&e) && self.renew_token().await => {
+                            leases.revoke(lease).await.map_err(unavailable)?;
+                        }
+                        r => {
+                            r.map_err(unavailable)?;
+                        }
+                    }
                 }
             }
             Ok(())

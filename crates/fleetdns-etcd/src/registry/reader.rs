@@ -42,6 +42,20 @@ pub enum ReaderError {
     Panicked,
 }
 
+impl ReaderError {
+    /// etcd refused the client's auth token. A watch created with a token etcd no longer
+    /// takes is cancelled as "permission denied" (etcd 3.4) or with the token error.
+    fn token_rejected(&self) -> bool {
+        match self {
+            Self::Load(e) | Self::WatchStart(e) | Self::Watch(e) => super::token_rejected(e),
+            Self::Cancelled(reason) => {
+                super::says_token_rejected(reason) || reason.contains("permission denied")
+            }
+            _ => false,
+        }
+    }
+}
+
 impl EtcdRegistry {
     /// Follows etcd into snapshots until `cancel`: load at one revision, watch from the next,
     /// start over on compaction or a lost connection (with backoff). Only readers need it;
@@ -61,6 +75,9 @@ impl EtcdRegistry {
                 wait = Duration::from_millis(200); // it loaded: the next outage starts afresh
             }
             self.status.watch_errors.fetch_add(1, Ordering::Relaxed);
+            if outcome.token_rejected() {
+                self.renew_token().await;
+            }
             if !self.status.stale.swap(true, Ordering::Relaxed) {
                 tracing::warn!(error = %outcome, "etcd registry stale: serving the last snapshot until etcd answers");
             } else {

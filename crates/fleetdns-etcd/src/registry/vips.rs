@@ -217,7 +217,10 @@ impl EtcdRegistry {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::debug!(host = %host, error = %e, "host VIP release failed; retried")
+                    tracing::debug!(host = %host, error = %e, "host VIP release failed; retried");
+                    if super::registry_token_rejected(&e) {
+                        self.renew_token().await;
+                    }
                 }
             }
         }
@@ -239,6 +242,9 @@ impl EtcdRegistry {
             ]);
             if let Err(e) = kv6.txn(txn).await {
                 tracing::debug!(service = %key, error = %e, "IPv6 VIP release failed; retried");
+                if super::token_rejected(&e) {
+                    self.renew_token().await;
+                }
             }
         }
         let mut kv = self.client.kv_client();
@@ -274,7 +280,10 @@ impl EtcdRegistry {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::debug!(service = %key, error = %e, "VIP release failed; retried")
+                    tracing::debug!(service = %key, error = %e, "VIP release failed; retried");
+                    if super::token_rejected(&e) {
+                        self.renew_token().await;
+                    }
                 }
             }
         }

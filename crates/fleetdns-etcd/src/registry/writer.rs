@@ -4,6 +4,7 @@
 //! writer replaced means the last requested set is published again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
@@ -72,6 +73,11 @@ impl WriteError {
     pub(super) fn lease_lost(&self) -> bool {
         matches!(self, Self::Etcd(e) if lease_not_found(e))
     }
+
+    /// etcd refused the client's auth token: authenticate again and retry.
+    pub(super) fn token_rejected(&self) -> bool {
+        matches!(self, Self::Etcd(e) if super::token_rejected(e))
+    }
 }
 
 impl From<WriteError> for RegistryError {
@@ -118,6 +124,57 @@ impl EtcdRegistry {
                 }))
             })
             .clone()
+    }
+
+    /// Keeps the cluster's lease alive (see [`Registry::heartbeat`](fleetdns_core::Registry)).
+    pub(super) async fn heartbeat_locked(
+        &self,
+        cluster: &ClusterId,
+        w: &mut Writer,
+    ) -> Result<(), WriteError> {
+        let Some(lease) = w.lease else {
+            return match w.requested.clone() {
+                Some(set) => self.publish_locked(cluster, w, set).await,
+                None => Ok(()),
+            };
+        };
+        let third = Duration::from_secs(self.lease_ttl as u64) / 3;
+        if w.kept.is_some_and(|at| at.elapsed() < third) {
+            return Ok(());
+        }
+        let alive = self.keep_alive(w, lease).await?;
+        if alive && self.still_ours(cluster, w, lease).await? {
+            w.kept = Some(tokio::time::Instant::now());
+            return Ok(());
+        }
+        if alive {
+            tracing::warn!(cluster = %cluster, "the cluster's key in etcd is not this writer's any more; publishing again");
+            w.published = None; // a whole new generation
+        } else {
+            tracing::warn!(cluster = %cluster, "etcd lease expired; publishing the cluster again on a new lease");
+            forget_lease(w);
+        }
+        let set = w.requested.clone().unwrap_or_default();
+        self.publish_locked(cluster, w, set).await?;
+        w.kept = Some(tokio::time::Instant::now());
+        Ok(())
+    }
+
+    /// Writes the requested ServiceEntry set; a lease etcd no longer knows is replaced and
+    /// the cluster published again on the new one (which writes the set too).
+    pub(super) async fn put_entries_locked(
+        &self,
+        cluster: &ClusterId,
+        w: &mut Writer,
+    ) -> Result<(), WriteError> {
+        match self.put_entries(cluster, w).await {
+            Err(e) if e.lease_lost() => {
+                forget_lease(w);
+                let set = w.requested.clone().unwrap_or_default();
+                self.publish_locked(cluster, w, set).await
+            }
+            r => r,
+        }
     }
 
     /// Publishes; a lease etcd no longer knows (it expired while this process could not
