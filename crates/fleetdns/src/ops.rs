@@ -87,13 +87,20 @@ impl OpsState {
     }
 
     pub fn set_sync(&self, sync: Vec<Arc<fleetdns_publish::sync::SyncMetrics>>) {
-        *self.sync.lock().unwrap_or_else(|e| e.into_inner()) = sync;
+        *self
+            .sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sync;
     }
 
     /// `fleetdns_sync_*`: one series per `[[sync]]` zone (docs/metrics.md).
     fn render_sync(&self, out: &mut Exposition<'_>) {
         use fleetdns_publish::sync::{ERROR_KINDS, SyncMetrics};
-        let all = self.sync.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let all = self
+            .sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         if all.is_empty() {
             return;
         }
@@ -166,12 +173,15 @@ impl OpsState {
     pub fn source_statuses(&self) -> Vec<Arc<SourceStatus>> {
         self.sources
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
     pub fn etcd_status(&self) -> Option<Arc<EtcdStatus>> {
-        self.etcd.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.etcd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// What the last installed table was built from.
@@ -192,21 +202,35 @@ impl OpsState {
 
     /// An answer table was swapped in.
     pub fn table_installed(&self, installed: Installed) {
-        *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = Some(installed);
+        *self
+            .installed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(installed);
         self.installs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Kubernetes sources now running.
     pub fn set_sources(&self, sources: Vec<Arc<SourceStatus>>) {
-        *self.sources.lock().unwrap_or_else(|e| e.into_inner()) = sources;
+        *self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = sources;
     }
 
     pub fn set_etcd(&self, status: Option<Arc<EtcdStatus>>) {
-        *self.etcd.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *self
+            .etcd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = status;
     }
 
     fn render_etcd(&self, out: &mut Exposition<'_>) {
-        let Some(s) = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        let Some(s) = self
+            .etcd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
             return;
         };
         let rows: [(&str, &str, &str, u64); 7] = [
@@ -263,7 +287,7 @@ impl OpsState {
         let sources = self
             .sources
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         if sources.is_empty() {
             return; // a family without samples is not valid exposition
@@ -328,7 +352,10 @@ impl OpsState {
     }
 
     fn last_installed(&self) -> Option<Installed> {
-        *self.installed.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .installed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Ready: the DNS listeners are bound and the first answer table is installed (for an
