@@ -17,8 +17,8 @@ N=${N:-20000}
 PORT=${PORT:-53591}
 WORKERS=${WORKERS:-1}
 MIXES=${MIXES:-"clusterset headless nxdomain types"}
-OUT=$BENCH/out/callgrind6
-LOG_TAG=callgrind6
+OUT=$BENCH/out/callgrind
+LOG_TAG=callgrind
 # shellcheck source=bench/lib.sh
 . "$BENCH/lib.sh"
 command -v valgrind >/dev/null || install_missing valgrind

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates the benchmark fleet for bench/run.sh (stdlib only, deterministic).
+"""Generates the benchmark fleet for bench/answer-path.sh (stdlib only, deterministic).
 
 Writes into OUT:
   fleet/fleetdns.toml               fleetdns config (files source, cluster_id = cluster-0)
@@ -7,7 +7,7 @@ Writes into OUT:
                                     100 services per file
   knot/zones/<zone>.zone            the same names and data as Knot zone files
   queries.txt                       dnsperf input (~80% A, ~10% SRV, ~10% NXDOMAIN)
-  check-names.txt                   "<name> <type>" lines that run.sh compares with dig
+  check-names.txt                   "<name> <type>" lines that answer-path.sh compares with dig
 
 The fleet (C clusters, S services per cluster, N namespaces):
   * cluster c, service i (i = 0..S-1) is svc-<i> in namespace ns-<i mod N>, ClusterIP

@@ -1,4 +1,4 @@
-# Helpers shared by bench/run.sh and bench/forward.sh (sourced, not run).
+# Helpers shared by the bench scripts (answer-path.sh, forward.sh, callgrind.sh; sourced, not run).
 # Expects LOG_TAG (prefix of log lines) to be set by the caller; defines nothing else global.
 
 log() { printf '[%s %s] %s\n' "${LOG_TAG:-bench}" "$(date +%H:%M:%S)" "$*" >&2; }

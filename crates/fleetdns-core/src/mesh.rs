@@ -114,10 +114,10 @@ pub fn plan_with(
                 .filter(|(h, _)| h == host)
                 .map(|(_, ip)| *ip)
                 .collect();
-            if !st.is_empty() {
-                status.push((host.clone(), e.clone(), st));
-            } else {
+            if st.is_empty() {
                 wants_vip.push((host.clone(), e.clone()));
+            } else {
+                status.push((host.clone(), e.clone(), st));
             }
         }
     }
@@ -202,7 +202,7 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             cluster: ClusterId::new("c").unwrap(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            hosts: hosts.iter().map(ToString::to_string).collect(),
             addresses: vec![],
             status_addresses: vec![],
             resolution: Resolution::Dns,

@@ -58,7 +58,9 @@ impl ObjectsTap {
     }
 
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, BTreeSet<ClusterId>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces `cluster`'s kept objects with those of its complete set `objects`. Consumers

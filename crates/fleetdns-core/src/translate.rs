@@ -85,7 +85,7 @@ pub fn translate_cluster(
         let ns = ns_of(&export.metadata);
         let label = format!("{ns}/{name}");
         let service = services.get(&(ns, name)).copied();
-        let own_slices = slices.get(&(ns, name)).map(Vec::as_slice).unwrap_or(&[]);
+        let own_slices = slices.get(&(ns, name)).map_or(&[][..], Vec::as_slice);
         let created = match export.metadata.creation_timestamp.as_deref() {
             Some(ts) => match Timestamp::parse_rfc3339(ts) {
                 Ok(t) => t,
@@ -391,14 +391,14 @@ mod tests {
         }
     }
 
-    fn run(objects: ClusterObjects) -> Translated {
+    fn run(objects: &ClusterObjects) -> Translated {
         let cluster = ClusterId::new("c1").unwrap();
-        translate_cluster(&cluster, &objects, &mut |_| Timestamp(42))
+        translate_cluster(&cluster, objects, &mut |_| Timestamp(42))
     }
 
     fn one(svc: Service, slices: Vec<EndpointSlice>) -> Result<Export, Invalid> {
         let name = svc.metadata.name.clone().unwrap();
-        let t = run(ClusterObjects {
+        let t = run(&ClusterObjects {
             services: vec![svc],
             endpoint_slices: slices,
             service_exports: vec![export_of(&name)],
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn mcs5_only_exported_services_are_published() {
-        let t = run(ClusterObjects {
+        let t = run(&ClusterObjects {
             services: vec![
                 service("web", None, Some("10.0.0.1"), vec![]),
                 service("db", None, Some("10.0.0.2"), vec![]),
@@ -465,7 +465,7 @@ mod tests {
             endpoint_slices: vec![],
             service_exports: vec![export_of("web"), export_of("ghost")],
         });
-        let names: Vec<&str> = t.exports.keys().map(|k| k.name()).collect();
+        let names: Vec<&str> = t.exports.keys().map(ServiceKey::name).collect();
         assert_eq!(names, ["web"]);
         assert_eq!(t.invalid.len(), 1);
         assert_eq!(t.invalid[0].1.reason(), "NoService");
@@ -607,7 +607,7 @@ mod tests {
         );
         let mut ex = export_of("web");
         ex.metadata.creation_timestamp = None;
-        let t = run(ClusterObjects {
+        let t = run(&ClusterObjects {
             services: vec![service("web", None, Some("10.0.0.1"), vec![])],
             endpoint_slices: vec![],
             service_exports: vec![ex],

@@ -182,7 +182,12 @@ impl Cache {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).entries.len())
+            .map(|s| {
+                s.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entries
+                    .len()
+            })
             .sum()
     }
 
@@ -209,7 +214,10 @@ impl Cache {
         let allow_stale = staleness == Staleness::AllowStale;
         let mut buf = [0u8; KEY_MAX];
         let packed = key.pack(&mut buf)?;
-        let shard = self.shard(packed).read().unwrap_or_else(|p| p.into_inner());
+        let shard = self
+            .shard(packed)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(e) = shard.entries.get(packed) else {
             if !allow_stale {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -220,7 +228,7 @@ impl Cache {
         let hit = if age < e.ttl {
             let hits = e.hits.fetch_add(1, Ordering::Relaxed) + 1;
             e.referenced.store(true, Ordering::Relaxed);
-            let left = e.ttl - age;
+            let left = e.ttl.saturating_sub(age);
             let near_end = left <= (e.ttl / 10).max(Duration::from_secs(1));
             if self.limits.prefetch > 0
                 && hits >= self.limits.prefetch
@@ -243,7 +251,7 @@ impl Cache {
         out.extend_from_slice(&e.packet);
         out[..2].copy_from_slice(&id.to_be_bytes());
         let elapsed = age.as_secs() as u32;
-        for &(off, ttl) in e.ttls.iter() {
+        for &(off, ttl) in &e.ttls {
             // RFC 8767: stale answers go out with a small TTL (30 s suggested; we use the floor).
             let left = match hit {
                 // Capped too (CDNS-6): a record never goes out with more than the entry's life.
@@ -303,7 +311,7 @@ impl Cache {
         let mut shard = self
             .shard(packed)
             .write()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(old) = shard.entries.get_mut(packed) {
             *old = entry;
             return;
@@ -326,7 +334,7 @@ impl Cache {
         let packed = key.pack(&mut buf).expect("valid key");
         self.shard(packed)
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -667,8 +675,12 @@ mod tests {
                     .filter(|&t| {
                         let mut buf = [0u8; KEY_MAX];
                         let mut other = [0u8; KEY_MAX];
-                        let same = key(t).pack(&mut buf).map(|p| cache.shard(p) as *const _)
-                            == key(0).pack(&mut other).map(|p| cache.shard(p) as *const _);
+                        let same = key(t)
+                            .pack(&mut buf)
+                            .map(|p| std::ptr::from_ref(cache.shard(p)))
+                            == key(0)
+                                .pack(&mut other)
+                                .map(|p| std::ptr::from_ref(cache.shard(p)));
                         !same
                             && cache
                                 .get(&key(t), 1, t0, Staleness::FreshOnly, &mut out)

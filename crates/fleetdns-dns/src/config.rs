@@ -121,7 +121,7 @@ impl Default for MeshZones {
             cluster_suffix: "{cluster}".into(),
             global_suffix: "global".into(),
             ttl: 30,
-            gateways: Default::default(),
+            gateways: std::collections::BTreeMap::new(),
             soa: SoaConfig::default(),
         }
     }

@@ -394,7 +394,7 @@ impl Explanation {
             cause,
             rule: rule.into(),
             text: text.into(),
-            cluster: cluster.map(|c| c.to_string()),
+            cluster: cluster.map(ToString::to_string),
             since: since.map(|t| t.to_string()),
         });
     }
@@ -515,7 +515,7 @@ pub fn explain(inputs: &Inputs<'_>, name: &str, qtype: u16) -> Result<Explanatio
         .count();
     let rel: Vec<String> = labels[..labels.len().saturating_sub(apex_labels)]
         .iter()
-        .map(|s| s.to_string())
+        .map(ToString::to_string)
         .collect();
     let fqdn = |n: &str| format!("{}.", n.trim_end_matches('.').to_ascii_lowercase());
     if apex == fqdn(&inputs.zones.clusterset.name) {
@@ -1254,9 +1254,9 @@ fn clusterset_policy(
     };
     x.policy = Some(PolicyView {
         policy: policy_name.into(),
-        local_cluster: local.map(|c| c.to_string()),
+        local_cluster: local.map(ToString::to_string),
         basis: basis.into(),
-        chosen: chosen.iter().map(|c| c.to_string()).collect(),
+        chosen: chosen.iter().map(ToString::to_string).collect(),
         selection: selection.into(),
         detail,
     });

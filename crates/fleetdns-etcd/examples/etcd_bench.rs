@@ -224,7 +224,7 @@ async fn main() {
                 args[4].parse().unwrap(),
                 args[5].parse().unwrap(),
             )
-            .await
+            .await;
         }
         _ => {
             eprintln!(

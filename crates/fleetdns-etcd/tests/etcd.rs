@@ -485,7 +485,7 @@ async fn a_large_snapshot_loads_in_pages() {
         let mut x = (**e).clone();
         x.endpoints = (0..20)
             .map(|i| Endpoint {
-                addresses: vec![format!("10.2.{}.{}", i, i).parse().unwrap()],
+                addresses: vec![format!("10.2.{i}.{i}").parse().unwrap()],
                 hostname: Some(format!("pod-with-a-long-hostname-{i}")),
                 ready: true,
                 zone: Some("zone-a".into()),
@@ -571,7 +571,9 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     rb.unwrap();
     let mut client = reader.client();
     let last = client.get("/overlap/", None).await.unwrap();
-    let revision = last.header().map_or(0, |h| h.revision());
+    let revision = last
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
     done_tx.send_replace(Some(revision.max(0) as u64));
     let sizes = watcher.await.unwrap();
     assert!(!sizes.is_empty());
@@ -638,7 +640,8 @@ async fn lost_leases_and_lost_keys_are_published_again() {
         .unwrap();
     until(&*reader, "east", |s| names(s, "east").is_some()).await;
     let mut client = reader.client();
-    let lease_of = |resp: etcd_client::GetResponse| resp.kvs().first().map(|kv| kv.lease());
+    let lease_of =
+        |resp: etcd_client::GetResponse| resp.kvs().first().map(etcd_client::KeyValue::lease);
     // 1. The lease disappears under the writer (heartbeat path).
     let lease = lease_of(client.get("/lost/clusters/east", None).await.unwrap()).unwrap();
     client.lease_revoke(lease).await.unwrap();

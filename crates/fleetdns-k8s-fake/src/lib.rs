@@ -98,7 +98,9 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -167,7 +169,7 @@ impl FakeApiServer {
     /// Serves exactly `versions` of a CRD group (the first preferred); none stops serving it.
     /// Core v1 and discovery.k8s.io/v1 are always served.
     pub fn serve_group(&self, group: &str, versions: &[&str]) {
-        let versions = versions.iter().map(|v| v.to_string()).collect();
+        let versions = versions.iter().map(ToString::to_string).collect();
         self.inner.lock().served.insert(group.into(), versions);
     }
 

@@ -1,6 +1,7 @@
 //! The object store: system fields, writes with optimistic concurrency, lists with
 //! `limit`/`continue`, and the JSON helpers they share.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -204,7 +205,11 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 pub(crate) fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 pub(crate) fn unhex(s: &str) -> Option<String> {

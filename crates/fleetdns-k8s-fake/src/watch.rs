@@ -31,7 +31,9 @@ pub(crate) struct WatchPlan {
 }
 
 pub(crate) fn event_line(etype: &str, object: Value) -> String {
-    format!("{}\n", json!({"type": etype, "object": object}))
+    let mut event = json!({ "type": etype });
+    event["object"] = object;
+    format!("{event}\n")
 }
 
 pub(crate) fn bookmark_line(t: &Target, rv: u64, initial_end: bool) -> String {

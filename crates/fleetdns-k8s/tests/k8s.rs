@@ -21,9 +21,10 @@ async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = probe() {
             return v;
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
+        assert!(
+            tokio::time::Instant::now() <= deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -87,7 +88,7 @@ struct Running {
 }
 
 impl Running {
-    async fn start(clusters: &[(&str, &FakeApiServer)], write_back: bool) -> Self {
+    fn start(clusters: &[(&str, &FakeApiServer)], write_back: bool) -> Self {
         let registry = Arc::new(MemoryRegistry::new(Duration::from_secs(15)));
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -164,7 +165,7 @@ fn writes(server: &FakeApiServer) -> Vec<(String, String)> {
 async fn two_clusters_become_one_clusterset_with_status_and_imports() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
     let b = cluster("v1beta1", "10.96.0.2", 81, "2026-02-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true);
     eventually("both clusters in the registry", || {
         (run.exports_of("cluster-a")? == ["default/web"]
             && run.exports_of("cluster-b")? == ["default/web"])
@@ -261,7 +262,7 @@ async fn two_clusters_become_one_clusterset_with_status_and_imports() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.clear_requests();
     a.put(namespace("unrelated")); // wakes the watcher and the writer
-    tokio::time::sleep(Duration::from_millis(6000)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(writes(&a), Vec::<(String, String)>::new());
     run.stop().await;
 }
@@ -281,7 +282,7 @@ async fn imports_follow_namespaces_and_leaving_services() {
         "ledger",
         "2026-01-01T00:00:00Z",
     ));
-    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true);
     eventually("ledger imported in cluster-a", || {
         a.get("ServiceImport", Some("payments"), "ledger")
     })
@@ -368,7 +369,7 @@ async fn a_relist_after_410_catches_a_delete_missed_while_disconnected() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
     a.put(service("default", "api", "10.96.0.9", 80));
     a.put(export("v1alpha1", "default", "api", "2026-01-01T00:00:00Z"));
-    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let run = Running::start(&[("cluster-a", &a)], false);
     let status = run.statuses[0].clone();
     eventually("synced", || {
         (run.exports_of("cluster-a")?.len() == 2).then_some(())
@@ -427,7 +428,7 @@ async fn a_relist_after_410_catches_a_delete_missed_while_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_watches_and_bookmarks_keep_following_changes() {
     let a = cluster("v1beta1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let run = Running::start(&[("cluster-a", &a)], false);
     eventually("synced", || run.exports_of("cluster-a")).await;
     a.bookmark();
     a.drop_watches();
@@ -475,7 +476,7 @@ async fn invalid_exports_get_valid_false_and_bad_objects_are_skipped() {
         "metadata": {"name": "broken", "namespace": "default"},
         "spec": {"ports": "not a list"}
     }));
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     let status = run.statuses[0].clone();
     eventually("synced", || {
         (run.exports_of("cluster-a")? == ["default/web"]).then_some(())
@@ -500,7 +501,7 @@ async fn invalid_exports_get_valid_false_and_bad_objects_are_skipped() {
     run.stop().await;
 
     let b = cluster("v1alpha1", "10.96.0.2", 80, "2026-01-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-b", &b)], false).await;
+    let run = Running::start(&[("cluster-b", &b)], false);
     eventually("synced", || run.exports_of("cluster-b")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -516,7 +517,7 @@ async fn invalid_exports_get_valid_false_and_bad_objects_are_skipped() {
 async fn failed_writes_are_retried() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
     a.fail_next("PATCH", "/serviceimports/web", 500);
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     eventually("import written after a failure", || {
         a.get("ServiceImport", Some("default"), "web")
     })
@@ -535,7 +536,7 @@ async fn nothing_is_published_until_every_kind_is_listed() {
     for _ in 0..3 {
         a.fail_next("GET", "/endpointslices", 500);
     }
-    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let run = Running::start(&[("cluster-a", &a)], false);
     let listed = |path: &str| {
         a.requests()
             .iter()
@@ -615,7 +616,7 @@ async fn a_refused_write_back_list_does_not_block_publishing() {
     for _ in 0..3 {
         a.fail_next("GET", "/api/v1/namespaces", 403);
     }
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     let status = run.statuses[0].clone();
     eventually("published", || run.exports_of("cluster-a")).await;
     let namespace_lists = a
@@ -649,7 +650,7 @@ async fn another_implementations_service_import_is_left_alone() {
         "spec": {"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]}
     });
     let before = a.put(theirs);
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     eventually("status written (the writer ran)", || {
         condition(&a.get("ServiceExport", Some("default"), "web")?, "Ready")
     })
@@ -677,7 +678,7 @@ async fn a_change_shows_within_seconds_of_the_api_server_answering_after_a_long_
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
     a.put(service("default", "api", "10.96.0.9", 80));
     a.put(export("v1alpha1", "default", "api", "2026-01-01T00:00:00Z"));
-    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let run = Running::start(&[("cluster-a", &a)], false);
     let status = run.statuses[0].clone();
     eventually("synced", || {
         (run.exports_of("cluster-a")?.len() == 2).then_some(())
@@ -769,7 +770,7 @@ async fn a_write_back_that_failed_during_an_outage_is_retried_when_the_api_answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_before_any_answer_is_not_reachability_and_an_outage_counts_once() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-a", &a)], false).await;
+    let run = Running::start(&[("cluster-a", &a)], false);
     let status = run.statuses[0].clone();
     eventually("synced", || run.exports_of("cluster-a")).await;
     assert_eq!(status.outages.load(Ordering::Relaxed), 0);
@@ -844,7 +845,7 @@ async fn nothing_is_imported_into_a_terminating_namespace() {
     b.put(json!({"apiVersion": "v1", "kind": "Namespace",
                  "metadata": {"name": "payments", "deletionTimestamp": "2026-03-01T00:00:00Z"},
                  "status": {"phase": "Terminating"}}));
-    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true);
     eventually("web imported in cluster-b", || {
         b.get("ServiceImport", Some("default"), "web")
     })
@@ -868,7 +869,7 @@ async fn nothing_is_imported_into_a_terminating_namespace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gone_service_import_is_deleted_once_while_its_watch_is_stale() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     eventually("import written", || {
         a.get("ServiceImport", Some("default"), "web")
     })
@@ -912,7 +913,7 @@ async fn an_unreadable_service_export_spec_gets_valid_false() {
         "metadata": {"name": "api", "namespace": "default"},
         "spec": {"exportedLabels": ["not", "a", "map"]}
     }));
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     let valid = eventually("Valid=False on the unreadable export", || {
         condition(&a.get("ServiceExport", Some("default"), "api")?, "Valid")
     })
@@ -953,7 +954,7 @@ async fn an_unreadable_service_export_spec_gets_valid_false() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_edit_of_our_import_or_slice_is_put_back() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     let slice_name = fleetdns_k8s::imports::slice_name("web", &id("cluster-a"), false, 0);
     let import = eventually("import written", || {
         a.get("ServiceImport", Some("default"), "web")
@@ -990,7 +991,7 @@ async fn a_hand_edit_of_our_import_or_slice_is_put_back() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.clear_requests();
     a.put(namespace("unrelated")); // wakes the writer
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(writes(&a), Vec::<(String, String)>::new());
     run.stop().await;
 }
@@ -1036,7 +1037,7 @@ async fn garbage_collection_keeps_to_its_own_clusterset() {
     old_web["metadata"]["namespace"] = json!("default");
     a.put(old_web);
 
-    let run = Running::start(&[("cluster-a", &a)], true).await;
+    let run = Running::start(&[("cluster-a", &a)], true);
     eventually("the old unlabelled import collected", || {
         a.get("ServiceImport", Some("shop"), "stale")
             .is_none()
@@ -1196,8 +1197,7 @@ async fn service_entries_are_watched_at_the_served_version() {
             ("plain", &plain),
         ],
         false,
-    )
-    .await;
+    );
     for c in ["c-v1", "c-v1beta1", "c-v1alpha3"] {
         let hosts = eventually(c, || entry_hosts(&running, c).filter(|h| !h.is_empty())).await;
         assert_eq!(hosts, ["reviews.default.cluster-2"], "{c}");
@@ -1257,7 +1257,7 @@ async fn a_refused_service_entry_watch_does_not_hold_the_cluster_back() {
     for _ in 0..3 {
         server.fail_next("GET", "serviceentries", 403);
     }
-    let running = Running::start(&[("east", &server)], false).await;
+    let running = Running::start(&[("east", &server)], false);
     eventually("exports published despite the 403", || {
         running.exports_of("east").filter(|e| e == &["default/web"])
     })

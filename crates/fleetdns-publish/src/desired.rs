@@ -210,13 +210,13 @@ pub fn annotated_endpoints(objects: &ClusterObjects) -> Desired {
                         }
                     }
                     "LoadBalancer" => {
-                        if !svc.spec.external_ips.is_empty() {
-                            push(&host, svc.spec.external_ips.iter().filter_map(|i| classify(i)).collect());
-                        } else {
+                        if svc.spec.external_ips.is_empty() {
                             let ingress = svc.status.load_balancer.ingress.iter().filter_map(|i| {
                                 i.ip.as_deref().or(i.hostname.as_deref()).and_then(classify)
                             });
                             push(&host, ingress.collect());
+                        } else {
+                            push(&host, svc.spec.external_ips.iter().filter_map(|i| classify(i)).collect());
                         }
                     }
                     _ if headless => {

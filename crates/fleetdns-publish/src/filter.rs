@@ -84,7 +84,7 @@ mod tests {
     use super::*;
 
     fn f(inc: &[&str], exc: &[&str]) -> DomainFilter {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let v = |s: &[&str]| s.iter().map(ToString::to_string).collect::<Vec<_>>();
         DomainFilter::new(&v(inc), &v(exc), None, None).unwrap()
     }
 

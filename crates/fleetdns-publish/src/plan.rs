@@ -197,7 +197,7 @@ fn ownership(zone: &ZoneRecords, settings: &PlanSettings, name: &str, t: RecordT
         for value in &set.values {
             match Labels::parse(value) {
                 Ok(Some(l)) if l.owner == settings.owner_id => {
-                    resource = l.resource.clone();
+                    resource.clone_from(&l.resource);
                     ours.push(OwnerRecord {
                         name: txt_name.clone(),
                         value: value.clone(),
@@ -267,7 +267,7 @@ pub fn plan(desired: &[Endpoint], zone: &ZoneRecords, settings: &PlanSettings) -
                     });
                 }
             }
-            (None, Ownership::Ours(..)) | (None, Ownership::Nobody) => {
+            (None, Ownership::Ours(..) | Ownership::Nobody) => {
                 let blocker = zone.sets.keys().find(|(n, t)| {
                     n == &want.name
                         && *t != RecordType::Txt
@@ -335,7 +335,7 @@ mod tests {
         Endpoint {
             name: format!("{name}.{ZONE}"),
             record_type: RecordType::A,
-            targets: targets.iter().map(|t| t.to_string()).collect(),
+            targets: targets.iter().map(ToString::to_string).collect(),
             ttl: None,
             resource: format!("service/default/{name}"),
         }

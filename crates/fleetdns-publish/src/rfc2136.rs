@@ -424,7 +424,7 @@ impl Rfc2136 {
         }
     }
 
-    fn rdata(&self, t: RecordType, value: &str) -> Result<RData, Rfc2136Error> {
+    fn rdata(t: RecordType, value: &str) -> Result<RData, Rfc2136Error> {
         let bad = |reason: String| Rfc2136Error::Encode {
             what: "record",
             reason,
@@ -444,7 +444,6 @@ impl Rfc2136 {
     }
 
     fn records(
-        &self,
         name: &str,
         t: RecordType,
         ttl: u32,
@@ -455,7 +454,7 @@ impl Rfc2136 {
         values
             .iter()
             .map(|v| {
-                let mut r = Record::from_rdata(owner.clone(), ttl, self.rdata(t, v)?);
+                let mut r = Record::from_rdata(owner.clone(), ttl, Self::rdata(t, v)?);
                 r.dns_class = class;
                 Ok(r)
             })
@@ -472,14 +471,14 @@ impl Rfc2136 {
     }
 
     /// RFC 2136 §2.4.3 "RRset does not exist".
-    fn absent(&self, name: &str, t: RecordType) -> Result<Record, Rfc2136Error> {
+    fn absent(name: &str, t: RecordType) -> Result<Record, Rfc2136Error> {
         let mut r = Record::update0(fqdn(name)?, 0, Self::wire_type(t));
         r.dns_class = DNSClass::NONE;
         Ok(r)
     }
 
     /// RFC 2136 §2.5.2 "delete an RRset".
-    fn delete_set(&self, name: &str, t: RecordType) -> Result<Record, Rfc2136Error> {
+    fn delete_set(name: &str, t: RecordType) -> Result<Record, Rfc2136Error> {
         let mut r = Record::update0(fqdn(name)?, 0, Self::wire_type(t));
         r.dns_class = DNSClass::ANY;
         Ok(r)
@@ -487,32 +486,26 @@ impl Rfc2136 {
 
     /// §2.4.2 "RRset exists (value dependent)": the set exactly as read.
     fn exactly(
-        &self,
         name: &str,
         t: RecordType,
         values: &BTreeSet<String>,
     ) -> Result<Vec<Record>, Rfc2136Error> {
-        self.records(name, t, 0, values, DNSClass::IN)
+        Self::records(name, t, 0, values, DNSClass::IN)
     }
 
-    fn owner_prerequisites(
-        &self,
-        batch: &mut Batch,
-        owners: &[OwnerRecord],
-    ) -> Result<(), Rfc2136Error> {
+    fn owner_prerequisites(batch: &mut Batch, owners: &[OwnerRecord]) -> Result<(), Rfc2136Error> {
         let mut seen = BTreeSet::new();
         for o in owners {
             if seen.insert(o.name.clone()) {
                 batch
                     .prerequisites
-                    .extend(self.exactly(&o.name, RecordType::Txt, &o.rrset)?);
+                    .extend(Self::exactly(&o.name, RecordType::Txt, &o.rrset)?);
             }
         }
         Ok(())
     }
 
     fn ownership_record(
-        &self,
         ep: &Endpoint,
         owner_id: &str,
         names: &TxtNames,
@@ -526,7 +519,7 @@ impl Rfc2136 {
         let mut r = Record::from_rdata(
             fqdn(&names.new_format(&ep.name, ep.record_type))?,
             ttl,
-            self.rdata(RecordType::Txt, &value)?,
+            Self::rdata(RecordType::Txt, &value)?,
         );
         r.dns_class = DNSClass::IN;
         Ok(r)
@@ -546,8 +539,9 @@ impl Rfc2136 {
             for ep in &plan.creates {
                 let ttl = ep.ttl.unwrap_or(0);
                 let mut b = Batch::default();
-                b.prerequisites.push(self.absent(&ep.name, ep.record_type)?);
-                b.updates.extend(self.records(
+                b.prerequisites
+                    .push(Self::absent(&ep.name, ep.record_type)?);
+                b.updates.extend(Self::records(
                     &ep.name,
                     ep.record_type,
                     ttl,
@@ -555,7 +549,7 @@ impl Rfc2136 {
                     DNSClass::IN,
                 )?);
                 b.updates
-                    .push(self.ownership_record(ep, owner_id, names, ttl)?);
+                    .push(Self::ownership_record(ep, owner_id, names, ttl)?);
                 changes.push((b, 0));
             }
             for u in &plan.updates {
@@ -563,24 +557,25 @@ impl Rfc2136 {
                 let old = &u.old.current;
                 let mut b = Batch::default();
                 b.prerequisites
-                    .extend(self.exactly(&old.name, old.record_type, &old.targets)?);
-                self.owner_prerequisites(&mut b, &u.old.owner_records)?;
-                b.updates.push(self.delete_set(&old.name, old.record_type)?);
-                b.updates.extend(self.records(
+                    .extend(Self::exactly(&old.name, old.record_type, &old.targets)?);
+                Self::owner_prerequisites(&mut b, &u.old.owner_records)?;
+                b.updates
+                    .push(Self::delete_set(&old.name, old.record_type)?);
+                b.updates.extend(Self::records(
                     &u.new.name,
                     u.new.record_type,
                     ttl,
                     &u.new.targets,
                     DNSClass::IN,
                 )?);
-                let new_owner = self.ownership_record(&u.new, owner_id, names, ttl)?;
+                let new_owner = Self::ownership_record(&u.new, owner_id, names, ttl)?;
                 // Our old ownership values go (old format, or a changed resource), the new one
                 // is written.
                 for o in &u.old.owner_records {
                     let mut del = Record::from_rdata(
                         fqdn(&o.name)?,
                         0,
-                        self.rdata(RecordType::Txt, &o.value)?,
+                        Self::rdata(RecordType::Txt, &o.value)?,
                     );
                     del.dns_class = DNSClass::NONE;
                     if !(del.name == new_owner.name && del.data == new_owner.data) {
@@ -594,14 +589,15 @@ impl Rfc2136 {
                 let cur = &d.current;
                 let mut b = Batch::default();
                 b.prerequisites
-                    .extend(self.exactly(&cur.name, cur.record_type, &cur.targets)?);
-                self.owner_prerequisites(&mut b, &d.owner_records)?;
-                b.updates.push(self.delete_set(&cur.name, cur.record_type)?);
+                    .extend(Self::exactly(&cur.name, cur.record_type, &cur.targets)?);
+                Self::owner_prerequisites(&mut b, &d.owner_records)?;
+                b.updates
+                    .push(Self::delete_set(&cur.name, cur.record_type)?);
                 for o in &d.owner_records {
                     let mut del = Record::from_rdata(
                         fqdn(&o.name)?,
                         0,
-                        self.rdata(RecordType::Txt, &o.value)?,
+                        Self::rdata(RecordType::Txt, &o.value)?,
                     );
                     del.dns_class = DNSClass::NONE;
                     b.updates.push(del);

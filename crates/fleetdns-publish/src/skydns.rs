@@ -252,7 +252,10 @@ impl SkyDns {
                 add(RecordType::Txt, entry.text.clone());
             }
         }
-        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = Some(index);
+        *self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(index);
         Ok(zone)
     }
 
@@ -299,7 +302,11 @@ impl SkyDns {
         owner_id: &str,
         names: &TxtNames,
     ) -> Result<Applied, SkyDnsApplyError> {
-        let index = self.index.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let index = self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let mut applied = Applied::default();
         let Some(index) = index else {
             return Err(SkyDnsApplyError {

@@ -1,6 +1,8 @@
 //! ExternalDNS's TXT registry: which TXT record says who owns a record, and what it says
 //! (XDNS-5..7).
 
+use std::fmt::Write as _;
+
 use crate::model::RecordType;
 
 /// `heritage=external-dns`: a TXT value without it is not an ownership record (XDNS-5).
@@ -32,7 +34,7 @@ impl Labels {
     pub fn value(&self) -> String {
         let mut v = format!("heritage={HERITAGE},{OWNER_LABEL}={}", self.owner);
         if !self.resource.is_empty() {
-            v.push_str(&format!(",{RESOURCE_LABEL}={}", self.resource));
+            let _ = write!(v, ",{RESOURCE_LABEL}={}", self.resource);
         }
         v
     }
@@ -51,7 +53,7 @@ impl Labels {
             match k.trim() {
                 "heritage" => heritage = Some(v.trim()),
                 OWNER_LABEL => owner = Some(v.trim().to_owned()),
-                RESOURCE_LABEL => resource = v.trim().to_owned(),
+                RESOURCE_LABEL => v.trim().clone_into(&mut resource),
                 _ => {}
             }
         }

@@ -1,6 +1,7 @@
 //! The sync against real servers from Debian on loopback: BIND 9 (`named`) with a TSIG key.
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use fleetdns_publish::desired::Desired;
@@ -55,7 +56,7 @@ fn a(name: &str, ips: &[&str]) -> Endpoint {
     Endpoint {
         name: format!("{name}.{ZONE}"),
         record_type: RecordType::A,
-        targets: ips.iter().map(|s| s.to_string()).collect(),
+        targets: ips.iter().map(ToString::to_string).collect(),
         ttl: None,
         resource: format!("service/default/{name}"),
     }
@@ -428,12 +429,13 @@ fn xdns_17_a_cut_or_tampered_axfr_is_an_error_that_changes_nothing(start: Start)
     // Enough of our own records for a multi-message transfer.
     let mut records = String::new();
     for i in 0..3000 {
-        records.push_str(&format!(
-            "svc{i} A 10.0.{}.{}\na-svc{i} TXT {}\n",
+        let _ = writeln!(
+            records,
+            "svc{i} A 10.0.{}.{}\na-svc{i} TXT {}",
             i / 250,
             i % 250 + 1,
             owner_txt("fleet-1", &format!("svc{i}"))
-        ));
+        );
     }
     let bind = start(ZONE, &records, "hmac-sha256");
     let rt = rt();
@@ -692,7 +694,7 @@ fn xdns_1_the_loop_waits_for_every_source_syncs_on_change_and_resyncs() {
         }
     };
     // `west` was announced and not read: the loop waits (several resync periods).
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_secs(1));
     assert!(
         bind.dig(&fq("edge"), "A").is_empty(),
         "synced before every source was read"

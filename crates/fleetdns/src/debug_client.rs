@@ -1,6 +1,7 @@
 //! What `fleetdns query` and `fleetdns status` share: a GET from a server's debug API (its ops
 //! listener) with errors that say what to do, and rows printed as aligned columns.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -93,7 +94,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
             if i + 1 == r.len() {
                 line.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
             }
         }
         out.push_str("  ");

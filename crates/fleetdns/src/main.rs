@@ -98,22 +98,11 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-/// Commands that print to stdout end quietly when the reader goes away (`| head`), as other
-/// command-line tools do, instead of panicking in `println!`. `serve` keeps Rust's default
-/// (SIGPIPE ignored), so a client closing a socket never kills the server.
-fn exit_quietly_on_closed_stdout() {
-    #[cfg(unix)]
-    // SAFETY: called before any thread is started; resets one signal to its default action.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     if !matches!(cli.command, Command::Serve { .. } | Command::Agent { .. }) {
-        exit_quietly_on_closed_stdout();
+        runtime::signals::exit_quietly_on_closed_stdout();
     }
     let result = match cli.command {
         Command::Serve { config, listen } => serve::serve(&config, listen),

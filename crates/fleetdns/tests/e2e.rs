@@ -1,6 +1,7 @@
 //! End to end: the real `fleetdns` binary on the demo fleet, asked by the real `dig`.
 //! Needs `dig` (Debian `dnsutils`); `.ci/run` installs it.
 
+use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -242,11 +243,12 @@ fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
     copy_dir(&repo_root().join("examples/demo"), dir.path());
     let mut endpoints = String::new();
     for i in 0..120 {
-        endpoints.push_str(&format!(
-            "- addresses: [\"10.250.{}.{}\"]\n",
+        let _ = writeln!(
+            endpoints,
+            "- addresses: [\"10.250.{}.{}\"]",
             i / 200,
             i % 200 + 1
-        ));
+        );
     }
     std::fs::write(
         dir.path().join("clusters/cluster-b/big.yaml"),
@@ -650,8 +652,7 @@ impl Knot {
                 "web.default.svc.cluster3.local",
             ])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("10.3.0.1"))
-            .unwrap_or(false)
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.3.0.1"))
         {
             assert!(start.elapsed() < PATIENCE, "knotd did not start");
             std::thread::sleep(Duration::from_millis(100));
@@ -748,7 +749,7 @@ fn forward_zone_to_a_real_knot_with_cache_and_stale_answers() {
 
 /// Sends `payment.default.svc.clusterset.local A` over UDP until `stop`; returns (sent, failed).
 /// A failure is a timeout or anything but NOERROR with an answer.
-fn query_loop(addr: SocketAddr, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u64, u64) {
+fn query_loop(addr: SocketAddr, stop: &std::sync::atomic::AtomicBool) -> (u64, u64) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut q = vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
@@ -782,7 +783,7 @@ fn config_reload_on_change_and_sighup_drops_no_query_and_keeps_a_good_config() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let (addr, stop) = (s.addr(), stop.clone());
-        std::thread::spawn(move || query_loop(addr, stop))
+        std::thread::spawn(move || query_loop(addr, &stop))
     };
     let write = |text: &str| {
         let tmp = s.dir.path().join("fleetdns.toml.tmp");
@@ -1596,7 +1597,7 @@ fn serve_publishes_the_fleet_to_bind_and_a_cluster_that_leaves_takes_its_records
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&sync_block(dir.path(), &bind, ""));
     let ops_port = free_port();
-    text.push_str(&format!("[ops]\nlisten = \"127.0.0.1:{ops_port}\"\n"));
+    let _ = writeln!(text, "[ops]\nlisten = \"127.0.0.1:{ops_port}\"");
     std::fs::write(&config, text).unwrap();
     let s = Server::start(dir);
     let ops = SocketAddr::from(([127, 0, 0, 1], ops_port));
@@ -1742,10 +1743,11 @@ fn sync_command_writes_the_skydns_layout_to_etcd() {
     copy_dir(&repo_root().join("examples/demo"), dir.path());
     let config = dir.path().join("fleetdns.toml");
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[sync]]\nprovider = \"etcd\"\nzone = \"fleet.example.com\"\nendpoints = [\"{}\"]\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true\n",
+    let _ = writeln!(
+        text,
+        "\n[[sync]]\nprovider = \"etcd\"\nzone = \"fleet.example.com\"\nendpoints = [\"{}\"]\nowner_id = \"fleet-1\"\npolicy = \"sync\"\npublish_clusterset = true",
         etcd.endpoint()
-    ));
+    );
     std::fs::write(&config, text).unwrap();
     let (code, out) = fleetdns(&["sync", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
@@ -1853,7 +1855,7 @@ fn a_kubernetes_source_feeds_annotated_services_to_bind() {
 // ---------------------------------------------------------------------------------------------
 
 /// The ServiceEntries Service Mesh Hub created on cluster-1 in the second seed.
-const SEED_SERVICE_ENTRIES: &str = r#"
+const SEED_SERVICE_ENTRIES: &str = r"
 apiVersion: networking.istio.io/v1alpha3
 kind: ServiceEntry
 metadata:
@@ -1892,7 +1894,7 @@ spec:
   addresses: [240.0.0.4]
   ports: [{number: 443, name: https, protocol: TLS}]
   endpoints: [{address: 192.0.2.10, ports: {https: 15443}}]
-"#;
+";
 
 /// cluster-2's bookinfo services, exported (for `.global` and `<svc>.<ns>.cluster-2`).
 const CLUSTER2_EXPORTS: &str = r#"
@@ -1956,11 +1958,12 @@ impl Unbound {
             "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n  module-config: \"iterator\"\n  num-threads: 1\nremote-control:\n  control-enable: no\n"
         );
         for zone in zones {
-            conf.push_str(&format!(
-                "forward-zone:\n  name: \"{zone}.\"\n  forward-addr: {}@{}\n",
+            let _ = writeln!(
+                conf,
+                "forward-zone:\n  name: \"{zone}.\"\n  forward-addr: {}@{}",
                 fleetdns.ip(),
                 fleetdns.port()
-            ));
+            );
         }
         let path = dir.path().join("unbound.conf");
         std::fs::write(&path, conf).unwrap();

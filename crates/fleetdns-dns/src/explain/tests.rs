@@ -96,6 +96,25 @@ fn run(
     explain(&inputs, name, parse_qtype(qtype).unwrap()).unwrap()
 }
 
+/// `run` without history.
+fn ask(snap: &FleetSnapshot, zones: &ZonesConfig, name: &str, qtype: &str) -> Explanation {
+    run(snap, zones, &FleetHistory::default(), name, qtype)
+}
+
+/// `ask` with every cluster answering (`AnswerPolicy::All`) and no local cluster.
+fn ask_all(snap: &FleetSnapshot, name: &str, qtype: &str) -> Explanation {
+    ask(snap, &zones(None, AnswerPolicy::All), name, qtype)
+}
+
+/// Cluster `a`, alive, exports `default/payment` (ClusterSetIP 10.0.0.1, ready).
+fn payment_in_a() -> Arc<FleetSnapshot> {
+    snapshot(vec![(
+        "a",
+        true,
+        vec![("default/payment", IP, 1, "10.0.0.1", true)],
+    )])
+}
+
 fn verdict(x: &Explanation, cluster: &str) -> (Verdict, String) {
     let c = x
         .candidates
@@ -129,13 +148,7 @@ fn lh14_local_first_keeps_the_ready_local_cluster_and_drops_the_others_as_not_lo
             vec![("default/payment", IP, 2, "10.0.0.2", true)],
         ),
     ]);
-    let x = run(
-        &snap,
-        &zones(Some("b"), AnswerPolicy::LocalFirst),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask(&snap, &zones(Some("b"), AnswerPolicy::LocalFirst), PAY, "A");
     assert_eq!(x.response.rcode, "NOERROR");
     assert_eq!(answers(&x), ["10.0.0.2"]);
     assert_eq!(verdict(&x, "b"), (Verdict::Kept, "LH-14".into()));
@@ -206,13 +219,7 @@ fn spec3_a_cluster_without_a_ready_endpoint_is_dropped_while_another_has_one() {
             vec![("default/payment", IP, 2, "10.0.0.2", true)],
         ),
     ]);
-    let x = run(
-        &snap,
-        &zones(Some("a"), AnswerPolicy::LocalFirst),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask(&snap, &zones(Some("a"), AnswerPolicy::LocalFirst), PAY, "A");
     assert_eq!(answers(&x), ["10.0.0.2"]);
     assert_eq!(
         verdict(&x, "a"),
@@ -242,13 +249,7 @@ fn spec3_no_ready_endpoint_anywhere_keeps_every_healthy_exporter() {
             vec![("default/payment", IP, 2, "10.0.0.2", false)],
         ),
     ]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask_all(&snap, PAY, "A");
     assert_eq!(answers(&x), ["10.0.0.1", "10.0.0.2"]);
     assert_eq!(x.policy.as_ref().unwrap().basis, "none-ready");
     assert!(x.candidates.iter().all(|c| c.kept));
@@ -268,13 +269,7 @@ fn mcs22_a_type_conflict_drops_the_younger_export_and_says_why() {
             vec![("default/payment", HL, 2, "10.1.0.7", true)],
         ),
     ]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask_all(&snap, PAY, "A");
     assert_eq!(answers(&x), ["10.0.0.1"]);
     assert_eq!(verdict(&x, "b"), (Verdict::TypeConflict, "MCS-22".into()));
     assert!(
@@ -286,23 +281,12 @@ fn mcs22_a_type_conflict_drops_the_younger_export_and_says_why() {
 
 #[test]
 fn lh13_policy_vip_answers_the_vip_and_marks_clusters_behind_it() {
-    let mut snap = (*snapshot(vec![(
-        "a",
-        true,
-        vec![("default/payment", IP, 1, "10.0.0.1", true)],
-    )]))
-    .clone();
+    let mut snap = (*payment_in_a()).clone();
     snap.vips.insert(
         ServiceKey::new("default", "payment").unwrap(),
         ip("240.240.0.9"),
     );
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::Vip),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask(&snap, &zones(None, AnswerPolicy::Vip), PAY, "A");
     assert_eq!(answers(&x), ["240.240.0.9"]);
     assert_eq!(verdict(&x, "a"), (Verdict::BehindVip, "LH-13".into()));
 }
@@ -321,13 +305,7 @@ fn round_robin_chooses_one_per_answer() {
             vec![("default/payment", IP, 2, "10.0.0.2", true)],
         ),
     ]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::RoundRobin),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask(&snap, &zones(None, AnswerPolicy::RoundRobin), PAY, "A");
     assert_eq!(x.response.answers.len(), 1);
     assert_eq!(x.policy.as_ref().unwrap().selection, "one");
 }
@@ -420,13 +398,7 @@ fn mcs12_never_exported_says_so() {
         true,
         vec![("default/other", IP, 1, "10.0.0.1", true)],
     )]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask_all(&snap, PAY, "A");
     assert_eq!(x.response.rcode, "NXDOMAIN");
     assert_eq!(x.missing[0].cause, Cause::NotExported);
     assert!(x.missing[0].text.contains("none did since"));
@@ -458,13 +430,7 @@ fn mcs10_every_exporter_dead_is_nodata_naming_the_dead_cluster() {
         false,
         vec![("default/payment", IP, 2, "10.0.0.2", true)],
     )]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        PAY,
-        "A",
-    );
+    let x = ask_all(&snap, PAY, "A");
     assert_eq!(
         (x.response.rcode.as_str(), x.response.outcome.as_str()),
         ("NOERROR", "nodata")
@@ -481,13 +447,7 @@ fn mcs14_headless_without_ready_endpoints_is_nxdomain() {
         true,
         vec![("default/db", HL, 1, "10.1.0.1", false)],
     )]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        "db.default.svc.clusterset.local",
-        "A",
-    );
+    let x = ask_all(&snap, "db.default.svc.clusterset.local", "A");
     assert_eq!(x.response.rcode, "NXDOMAIN");
     assert_eq!(
         (x.missing[0].cause, x.missing[0].rule.as_str()),
@@ -497,18 +457,8 @@ fn mcs14_headless_without_ready_endpoints_is_nxdomain() {
 
 #[test]
 fn k8s21_a_missing_family_is_nodata() {
-    let snap = snapshot(vec![(
-        "a",
-        true,
-        vec![("default/payment", IP, 1, "10.0.0.1", true)],
-    )]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        PAY,
-        "AAAA",
-    );
+    let snap = payment_in_a();
+    let x = ask_all(&snap, PAY, "AAAA");
     assert_eq!(x.response.outcome, "nodata");
     assert_eq!(x.response.authority[0].rtype, "SOA");
     assert_eq!(
@@ -519,18 +469,8 @@ fn k8s21_a_missing_family_is_nodata() {
 
 #[test]
 fn mcs18_the_cluster_scoped_name_does_not_exist() {
-    let snap = snapshot(vec![(
-        "a",
-        true,
-        vec![("default/payment", IP, 1, "10.0.0.1", true)],
-    )]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        "a.payment.default.svc.clusterset.local",
-        "A",
-    );
+    let snap = payment_in_a();
+    let x = ask_all(&snap, "a.payment.default.svc.clusterset.local", "A");
     assert_eq!(x.response.rcode, "NXDOMAIN");
     assert_eq!(
         (x.missing[0].cause, x.missing[0].rule.as_str()),
@@ -540,15 +480,9 @@ fn mcs18_the_cluster_scoped_name_does_not_exist() {
 
 #[test]
 fn mcs13_an_unknown_srv_port_is_named() {
-    let snap = snapshot(vec![(
-        "a",
-        true,
-        vec![("default/payment", IP, 1, "10.0.0.1", true)],
-    )]);
-    let x = run(
+    let snap = payment_in_a();
+    let x = ask_all(
         &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
         "_grpc._tcp.payment.default.svc.clusterset.local",
         "SRV",
     );
@@ -557,10 +491,8 @@ fn mcs13_an_unknown_srv_port_is_named() {
         (x.missing[0].cause, x.missing[0].rule.as_str()),
         (Cause::NoSuchName, "MCS-13")
     );
-    let ok = run(
+    let ok = ask_all(
         &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
         "_http._tcp.payment.default.svc.clusterset.local",
         "SRV",
     );
@@ -573,13 +505,7 @@ fn mcs13_an_unknown_srv_port_is_named() {
 #[test]
 fn refused_outside_every_zone_and_servfail_before_the_first_snapshot() {
     let snap = snapshot(vec![]);
-    let x = run(
-        &snap,
-        &zones(None, AnswerPolicy::All),
-        &FleetHistory::default(),
-        "example.com",
-        "A",
-    );
+    let x = ask_all(&snap, "example.com", "A");
     assert_eq!(x.response.rcode, "REFUSED");
     assert_eq!(
         (x.missing[0].cause, x.missing[0].rule.as_str()),
@@ -614,23 +540,11 @@ fn k8s4_per_cluster_zone_answers_its_own_cluster_ip_and_names_a_missing_export()
     ]);
     let mut z = zones(None, AnswerPolicy::All);
     z.cluster_zones.enabled = true;
-    let x = run(
-        &snap,
-        &z,
-        &FleetHistory::default(),
-        "payment.default.svc.a.local",
-        "A",
-    );
+    let x = ask(&snap, &z, "payment.default.svc.a.local", "A");
     assert_eq!(answers(&x), ["10.0.0.1"]);
     assert_eq!(x.zone.as_ref().unwrap().kind, "cluster");
     assert!(x.rules.iter().any(|s| s.rule == "K8S-4"));
-    let x = run(
-        &snap,
-        &z,
-        &FleetHistory::default(),
-        "payment.default.svc.b.local",
-        "A",
-    );
+    let x = ask(&snap, &z, "payment.default.svc.b.local", "A");
     assert_eq!(x.response.rcode, "NXDOMAIN");
     assert_eq!(x.missing[0].cause, Cause::NotExported);
     assert!(
@@ -765,10 +679,9 @@ fn mcs14_headless_keeps_every_cluster_with_a_ready_endpoint() {
         ("b", true, vec![("default/db", HL, 2, "10.2.0.1", false)]),
         ("c", true, vec![("default/db", HL, 3, "10.3.0.1", true)]),
     ]);
-    let x = run(
+    let x = ask(
         &snap,
         &zones(Some("a"), AnswerPolicy::LocalFirst),
-        &FleetHistory::default(),
         "db.default.svc.clusterset.local",
         "A",
     );

@@ -123,7 +123,10 @@ impl ZoneCounters {
 
     /// The counter of `apex`, created on first use.
     fn counter(&self, apex: &[u8]) -> Arc<AtomicU64> {
-        let _adding = self.add.lock().unwrap_or_else(|p| p.into_inner());
+        let _adding = self
+            .add
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let map = self.map.load();
         if let Some(c) = map.get(apex) {
             return c.clone();

@@ -2,6 +2,7 @@
 //! (`--server HOST:OPSPORT`), or from a config alone (`--config F`: its manifest folders are
 //! read once, as `check-config` does). Human tables by default, `--json` for the raw report.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -128,8 +129,9 @@ fn s(v: &Value) -> String {
 pub fn render(v: &Value, via: Option<&str>) -> String {
     let mut o = String::new();
     let r = &v["response"];
-    o.push_str(&format!(
-        "{} {}: {} ({}{})\n",
+    let _ = writeln!(
+        o,
+        "{} {}: {} ({}{})",
         s(&v["name"]),
         s(&v["qtype"]),
         s(&r["rcode"]),
@@ -139,16 +141,17 @@ pub fn render(v: &Value, via: Option<&str>) -> String {
         } else {
             ""
         }
-    ));
-    o.push_str(&format!(
-        "server {} (fleetdns {}){}\n",
+    );
+    let _ = writeln!(
+        o,
+        "server {} (fleetdns {}){}",
         s(&v["server"]["nsid"]),
         s(&v["server"]["version"]),
         via.map_or(String::new(), |a| format!(" via {a}"))
-    ));
+    );
     let records = |title: &str, list: &Value, o: &mut String| {
         if let Some(list) = list.as_array().filter(|l| !l.is_empty()) {
-            o.push_str(&format!("\n{title}\n"));
+            let _ = writeln!(o, "\n{title}");
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|x| vec![s(&x["name"]), s(&x["ttl"]), s(&x["type"]), s(&x["data"])])
@@ -161,14 +164,15 @@ pub fn render(v: &Value, via: Option<&str>) -> String {
     o.push('\n');
     let z = &v["zone"];
     if !z.is_null() {
-        o.push_str(&format!("zone     {} ({})\n", s(&z["name"]), s(&z["kind"])));
+        let _ = writeln!(o, "zone     {} ({})", s(&z["name"]), s(&z["kind"]));
     }
     if !v["service"].is_null() {
-        o.push_str(&format!(
-            "service  {} ({})\n",
+        let _ = writeln!(
+            o,
+            "service  {} ({})",
             s(&v["service"]),
             s(&v["service_type"])
-        ));
+        );
     }
     if let Some(rules) = v["rules"].as_array().filter(|l| !l.is_empty()) {
         o.push_str("\nRULES\n");
@@ -202,15 +206,16 @@ pub fn render(v: &Value, via: Option<&str>) -> String {
             .as_array()
             .map(|a| a.iter().map(s).collect())
             .unwrap_or_default();
-        o.push_str(&format!(
-            "\nPOLICY   {} (local cluster {}): {} → [{}], {}\n         {}\n",
+        let _ = writeln!(
+            o,
+            "\nPOLICY   {} (local cluster {}): {} → [{}], {}\n         {}",
             s(&p["policy"]),
             s(&p["local_cluster"]),
             s(&p["basis"]),
             chosen.join(", "),
             s(&p["selection"]),
             s(&p["detail"])
-        ));
+        );
     }
     if let Some(m) = v["missing"].as_array().filter(|l| !l.is_empty()) {
         o.push_str("\nWHY NOT\n");
@@ -223,12 +228,12 @@ pub fn render(v: &Value, via: Option<&str>) -> String {
     if let Some(c) = v["conflicts"].as_array().filter(|l| !l.is_empty()) {
         o.push_str("\nCONFLICTS\n");
         for x in c {
-            o.push_str(&format!("  {}\n", s(x)));
+            let _ = writeln!(o, "  {}", s(x));
         }
     }
     let f = &v["forward"];
     if !f.is_null() {
-        o.push_str(&format!("\nFORWARD  {}\n", s(&f["zone"])));
+        let _ = writeln!(o, "\nFORWARD  {}", s(&f["zone"]));
         let mut rows = vec![vec![
             "UPSTREAM".into(),
             "HEALTH".into(),

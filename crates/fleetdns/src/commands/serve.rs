@@ -229,12 +229,8 @@ pub(crate) fn server_identity(config: &Config) -> String {
     if let Some(id) = &config.dns.nsid {
         return id.clone();
     }
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates what fits.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "fleetdns".into();
+    match hostname::get() {
+        Ok(name) => name.to_string_lossy().into_owned(),
+        Err(_) => "fleetdns".into(),
     }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -2,6 +2,7 @@
 //! health, clusters that left, services in conflict, forward-zone upstreams, the registry),
 //! from its `/debug/fleet`. Tables by default, `--json` for the raw report.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -37,13 +38,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
     let mut o = String::new();
     let s = &r.summary;
-    o.push_str(&format!(
-        "server {} (fleetdns {}) via {via} at {}\n",
+    let _ = writeln!(
+        o,
+        "server {} (fleetdns {}) via {via} at {}",
         r.server.nsid, r.server.version, r.server.now
-    ));
+    );
     let reg = &r.registry;
-    o.push_str(&format!(
-        "registry {}{}{}: snapshot {} installed {} ({} s ago); liveness timeout {} s\n",
+    let _ = writeln!(
+        o,
+        "registry {}{}{}: snapshot {} installed {} ({} s ago); liveness timeout {} s",
         reg.kind,
         reg.revision
             .map_or(String::new(), |v| format!(" revision {v}")),
@@ -57,19 +60,23 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
         reg.snapshot_age_seconds
             .map_or("-".into(), |a| format!("{a:.0}")),
         reg.liveness_timeout_seconds,
-    ));
+    );
     match &r.table {
-        Some(t) => o.push_str(&format!(
-            "answer table version {}: {} names, {} records; zones {}\n",
-            t.version,
-            t.names,
-            t.records,
-            t.zones.join(" ")
-        )),
+        Some(t) => {
+            let _ = writeln!(
+                o,
+                "answer table version {}: {} names, {} records; zones {}",
+                t.version,
+                t.names,
+                t.records,
+                t.zones.join(" ")
+            );
+        }
         None => o.push_str("answer table: none yet (authoritative zones answer SERVFAIL)\n"),
     }
-    o.push_str(&format!(
-        "{} clusters ({} alive, {} dead), {} services ({} in conflict), {} forward zones ({} upstreams down)\n",
+    let _ = writeln!(
+        o,
+        "{} clusters ({} alive, {} dead), {} services ({} in conflict), {} forward zones ({} upstreams down)",
         s.clusters,
         s.alive,
         s.dead,
@@ -77,7 +84,7 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
         s.services_in_conflict,
         s.forward_zones,
         s.upstreams_down
-    ));
+    );
 
     o.push_str("\nCLUSTERS\n");
     let mut rows = vec![vec![
@@ -113,8 +120,9 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
     if !r.departed.is_empty() {
         o.push_str("\nLEFT THE REGISTRY\n");
         for d in &r.departed {
-            o.push_str(&format!(
-                "  {} left at {} (last publish {}){}\n",
+            let _ = writeln!(
+                o,
+                "  {} left at {} (last publish {}){}",
                 d.cluster,
                 d.at,
                 d.last_publish,
@@ -125,7 +133,7 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
                 } else {
                     ": its source withdrew it"
                 }
-            ));
+            );
         }
     }
     let conflicted: Vec<_> = r
@@ -137,7 +145,7 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
         o.push_str("\nCONFLICTS\n");
         for svc in conflicted {
             for c in &svc.conflicts {
-                o.push_str(&format!("  {} {}: {}\n", svc.name, c.reason, c.message));
+                let _ = writeln!(o, "  {} {}: {}", svc.name, c.reason, c.message);
             }
         }
     }
@@ -159,10 +167,11 @@ pub fn render(r: &FleetReport, via: &str, all_services: bool) -> String {
         }
         o.push_str(&table(&rows));
     } else {
-        o.push_str(&format!(
-            "\n{} services (list them with --services)\n",
+        let _ = writeln!(
+            o,
+            "\n{} services (list them with --services)",
             r.services.len()
-        ));
+        );
     }
     if !r.forward.is_empty() {
         o.push_str("\nFORWARD ZONES\n");

@@ -488,7 +488,8 @@ mod tests {
 
     #[test]
     fn zones_are_normalized_and_checked() {
-        let z = |v: &[&str]| normalize_zones(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let z =
+            |v: &[&str]| normalize_zones(&v.iter().map(ToString::to_string).collect::<Vec<_>>());
         assert_eq!(
             z(&["ClusterSet.Local.", "clusterset.local", "cluster-b.local"]).unwrap(),
             ["clusterset.local", "cluster-b.local"]
@@ -513,7 +514,7 @@ mod tests {
         let blocks: String = text
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
+            .flat_map(|l| [l, "\n"])
             .collect();
         assert_eq!(
             blocks,
@@ -560,7 +561,7 @@ cluster-b.local:53 {
         let yaml: String = text
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
+            .flat_map(|l| [l, "\n"])
             .collect();
         assert_eq!(
             yaml,

@@ -66,7 +66,7 @@ impl Live {
     pub(crate) fn effective_zones(&self, zones: &ZonesConfig) -> ZonesConfig {
         let mut zones = zones.clone();
         if zones.local_cluster.is_none() {
-            zones.local_cluster = self.in_cluster.clone();
+            zones.local_cluster.clone_from(&self.in_cluster);
         }
         zones
     }
