@@ -1,6 +1,7 @@
 //! Validated names: cluster ids and service keys. Parse at the edge, then trust the type.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,14 +41,15 @@ pub fn check_label(what: &'static str, value: &str) -> Result<(), IdError> {
     Ok(())
 }
 
-/// A cluster id: an RFC 1123 label, unique in the fleet (MCS-6, LH-3).
+/// A cluster id: an RFC 1123 label, unique in the fleet (MCS-6, LH-3). Every export names
+/// its cluster, so clones share one string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClusterId(String);
+pub struct ClusterId(Arc<str>);
 
 impl ClusterId {
     pub fn new(value: &str) -> Result<Self, IdError> {
         check_label("cluster id", value)?;
-        Ok(Self(value.to_owned()))
+        Ok(Self(value.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -69,10 +71,14 @@ impl std::str::FromStr for ClusterId {
 }
 
 /// `<namespace>/<name>` of a service; both parts are RFC 1123 labels (namespace sameness, MCS-25).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// One shared string, so the many maps keyed by service clone keys without copying them.
+/// Ordered by namespace, then name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
-    namespace: String,
-    name: String,
+    /// `<namespace>/<name>`.
+    joined: Arc<str>,
+    /// Where the name starts (after the `/`).
+    name_at: u8,
 }
 
 impl ServiceKey {
@@ -80,23 +86,36 @@ impl ServiceKey {
         check_label("namespace", namespace)?;
         check_label("service name", name)?;
         Ok(Self {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
+            joined: format!("{namespace}/{name}").into(),
+            // A label is at most 63 bytes.
+            name_at: (namespace.len() + 1) as u8,
         })
     }
 
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.joined[..self.name_at as usize - 1]
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.joined[self.name_at as usize..]
+    }
+}
+
+impl Ord for ServiceKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.namespace(), self.name()).cmp(&(other.namespace(), other.name()))
+    }
+}
+
+impl PartialOrd for ServiceKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        f.write_str(&self.joined)
     }
 }
 
@@ -113,6 +132,17 @@ mod tests {
         for bad in ["", "-a", "a-", "Cluster", "a.b", "a_b", &"x".repeat(64)] {
             assert!(ClusterId::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn service_keys_order_by_namespace_then_name() {
+        let k = |ns, n| ServiceKey::new(ns, n).unwrap();
+        // "a/z" sorts after "a-b/c" as text; by namespace first it sorts before.
+        assert!(k("a", "z") < k("a-b", "c"));
+        assert!(k("a", "b") < k("a", "c"));
+        let key = k("prod", "web");
+        assert_eq!((key.namespace(), key.name()), ("prod", "web"));
+        assert_eq!(key.to_string(), "prod/web");
     }
 
     #[test]

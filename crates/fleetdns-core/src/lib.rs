@@ -19,7 +19,9 @@ pub mod translate;
 pub mod vip;
 
 pub use id::{ClusterId, IdError, ServiceKey};
-pub use merge::{Conflict, ConflictKind, MergedService, merge_fleet, merge_key, merge_service};
+pub use merge::{
+    Conflict, ConflictKind, Merged, MergedService, merge_fleet, merge_key, merge_service,
+};
 pub use model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
 pub use registry::{
     ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,

@@ -68,6 +68,10 @@ impl MergedService {
     }
 }
 
+/// Every service of the fleet, merged across clusters. Values are shared, so a copy of the
+/// map with a few services merged again costs the map, not the services.
+pub type Merged = BTreeMap<ServiceKey, Arc<MergedService>>;
+
 /// Merges every export of one service. `None` when `exports` is empty.
 pub fn merge_service(mut exports: Vec<Arc<Export>>) -> Option<MergedService> {
     exports.sort_by(|a, b| (a.created, &a.cluster).cmp(&(b.created, &b.cluster)));
@@ -209,7 +213,7 @@ fn join(ids: &[ClusterId]) -> String {
 /// no part in deciding a live service's type or ports. A service exported only by dead
 /// clusters is still merged (over those), so its name stays known (NODATA, not NXDOMAIN) until
 /// the registry drops them.
-pub fn merge_fleet(snapshot: &FleetSnapshot) -> BTreeMap<ServiceKey, MergedService> {
+pub fn merge_fleet(snapshot: &FleetSnapshot) -> Merged {
     /// (exports of live clusters, exports of dead ones)
     type LiveDead = (Vec<Arc<Export>>, Vec<Arc<Export>>);
     let mut by_key: BTreeMap<&ServiceKey, LiveDead> = BTreeMap::new();
@@ -223,7 +227,7 @@ pub fn merge_fleet(snapshot: &FleetSnapshot) -> BTreeMap<ServiceKey, MergedServi
         .into_iter()
         .filter_map(|(key, (live, dead))| {
             let exports = if live.is_empty() { dead } else { live };
-            Some((key.clone(), merge_service(exports)?))
+            Some((key.clone(), Arc::new(merge_service(exports)?)))
         })
         .collect()
 }
@@ -440,5 +444,11 @@ mod tests {
             "a",
             "a service of dead clusters only stays known"
         );
+        // One service merged alone (what a change re-merges) is the whole merge's service.
+        for (key, service) in &merged {
+            assert_eq!(merge_key(&snap, key).as_ref(), Some(&**service), "{key}");
+        }
+        let gone = ServiceKey::new("default", "gone").unwrap();
+        assert_eq!(merge_key(&snap, &gone), None);
     }
 }

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use fleetdns_core::{ClusterId, Export, FleetSnapshot, MergedService, ServiceKey, ServiceType};
-use fleetdns_core::{ConflictKind, Timestamp};
+use fleetdns_core::{ConflictKind, Merged, Timestamp};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -223,7 +223,7 @@ pub struct Inputs<'a> {
     /// `None` before the first registry snapshot.
     pub snapshot: Option<&'a FleetSnapshot>,
     /// `fleetdns_core::merge_fleet(snapshot)`.
-    pub merged: &'a BTreeMap<ServiceKey, MergedService>,
+    pub merged: &'a Merged,
     pub zones: &'a ZonesConfig,
     /// The installed answer table (`None` before the first).
     pub table: Option<&'a AnswerTable>,

@@ -11,10 +11,10 @@
 //! family, K8S-21). A ServiceEntry host outside every served zone gets a zone of its own: its
 //! `<cluster>` mesh zone when it has the `<svc>.<ns>.<cluster>` shape, else its parent domain.
 
-use std::collections::BTreeMap;
+
 use std::net::IpAddr;
 
-use fleetdns_core::{FleetSnapshot, MergedService, ServiceKey, ServiceType};
+use fleetdns_core::{FleetSnapshot, Merged, ServiceKey, ServiceType};
 
 use crate::compile::{ready_ips, soa_params};
 use crate::config::ZonesConfig;
@@ -134,7 +134,7 @@ fn mesh_zone(
 pub(crate) fn compile_mesh(
     b: &mut TableBuilder,
     snapshot: &FleetSnapshot,
-    merged: &BTreeMap<ServiceKey, MergedService>,
+    merged: &Merged,
     config: &ZonesConfig,
     serial: u32,
 ) {

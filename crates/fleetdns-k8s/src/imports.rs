@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use fleetdns_core::merge::MergedService;
+use fleetdns_core::merge::{Merged, MergedService};
 use fleetdns_core::model::{Export, Port, ServiceType};
 use fleetdns_core::{ClusterId, ServiceKey};
 use serde_json::{Value, json};
@@ -41,7 +41,7 @@ pub struct DesiredImports {
 /// slices go); a service none of them exports is not imported. `namespaces` are the importing
 /// cluster's namespaces (MCS-26).
 pub fn desired_imports(
-    merged: &BTreeMap<ServiceKey, MergedService>,
+    merged: &Merged,
     alive: &BTreeSet<ClusterId>,
     namespaces: &BTreeSet<String>,
     vips: &BTreeMap<ServiceKey, IpAddr>,
@@ -322,9 +322,9 @@ mod tests {
         })
     }
 
-    fn fleet(exports: Vec<Arc<Export>>) -> BTreeMap<ServiceKey, MergedService> {
+    fn fleet(exports: Vec<Arc<Export>>) -> Merged {
         let merged = merge_service(exports).unwrap();
-        BTreeMap::from([(merged.key.clone(), merged)])
+        BTreeMap::from([(merged.key.clone(), Arc::new(merged))])
     }
 
     fn set<T: Ord + Clone>(items: &[T]) -> BTreeSet<T> {

@@ -722,7 +722,7 @@ async fn a_change_shows_within_seconds_of_the_api_server_answering_after_a_long_
 async fn a_write_back_that_failed_during_an_outage_is_retried_when_the_api_answers() {
     let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
     let b = cluster("v1beta1", "10.96.0.2", 80, "2026-02-01T00:00:00Z").await;
-    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true).await;
+    let run = Running::start(&[("cluster-a", &a), ("cluster-b", &b)], true);
     let status = run.statuses[0].clone();
     eventually("the web ServiceImport in cluster-a", || {
         a.get("ServiceImport", Some("default"), "web")

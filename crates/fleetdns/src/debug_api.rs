@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetdns_core::{ClusterId, FleetSnapshot, MergedService, ServiceKey, Timestamp};
+use fleetdns_core::{ClusterId, FleetSnapshot, Merged, Timestamp};
 use fleetdns_dns::explain::{self, Explanation, FleetHistory, Inputs};
 use fleetdns_dns::forward::ForwardZoneView;
 use fleetdns_dns::{Served, ZonesConfig};
@@ -21,7 +21,7 @@ use crate::ops::OpsState;
 #[derive(Debug)]
 pub struct Installed {
     pub snapshot: Arc<FleetSnapshot>,
-    pub merged: Arc<BTreeMap<ServiceKey, MergedService>>,
+    pub merged: Arc<Merged>,
     pub zones: ZonesConfig,
     pub at: Timestamp,
 }
@@ -68,7 +68,7 @@ impl DebugState {
     pub fn installed(
         &self,
         snapshot: Arc<FleetSnapshot>,
-        merged: Arc<BTreeMap<ServiceKey, MergedService>>,
+        merged: Arc<Merged>,
         zones: ZonesConfig,
     ) {
         let at = Timestamp::now();

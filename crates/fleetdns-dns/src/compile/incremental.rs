@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use fleetdns_core::{
-    ClusterId, ExportSet, FleetSnapshot, MergedService, ServiceKey, merge_fleet, merge_key,
+    ClusterId, ExportSet, FleetSnapshot, Merged, ServiceKey, merge_fleet, merge_key,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -22,9 +22,6 @@ use super::{cluster_service, clusterset_service, compile, parent, service_name};
 use crate::config::ZonesConfig;
 use crate::table::{AnswerTable, Change, Node, TableBuilder};
 use crate::wire::{encode_name, label_offsets};
-
-/// Every service of the fleet, merged across clusters.
-pub type Merged = BTreeMap<ServiceKey, MergedService>;
 
 /// Beyond this share of the fleet's services changed at once, a whole compile is cheaper.
 const MOST_OF_THE_FLEET: usize = 4;
@@ -119,7 +116,7 @@ impl Compiler {
                     for c in &service.conflicts {
                         tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
                     }
-                    merged.insert(key.clone(), service);
+                    merged.insert(key.clone(), Arc::new(service));
                 }
                 None => {
                     merged.remove(key);

@@ -4,10 +4,10 @@
 
 pub mod incremental;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use fleetdns_core::{
+    Merged,
     ClusterId, Endpoint, Export, FleetSnapshot, MergedService, ServiceKey, ServiceType,
 };
 
@@ -24,7 +24,7 @@ const K8S_DNS_VERSION: &str = "1.1.0";
 /// SOA serial (the snapshot's wall-clock time).
 pub fn compile(
     snapshot: &FleetSnapshot,
-    merged: &BTreeMap<ServiceKey, MergedService>,
+    merged: &Merged,
     config: &ZonesConfig,
     serial: u32,
 ) -> AnswerTable {
@@ -136,7 +136,7 @@ fn srv_weight(n: usize) -> u16 {
 fn compile_clusterset(
     b: &mut TableBuilder,
     snapshot: &FleetSnapshot,
-    merged: &BTreeMap<ServiceKey, MergedService>,
+    merged: &Merged,
     config: &ZonesConfig,
     serial: u32,
 ) {
