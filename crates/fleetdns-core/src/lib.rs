@@ -6,6 +6,8 @@
 //! Kubernetes API) translate objects with [`translate`] and publish through a [`Registry`]; the
 //! DNS server compiles each [`FleetSnapshot`] into answers.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod id;
 pub mod kube;
 pub mod merge;

@@ -11,6 +11,8 @@ pub mod config;
 pub mod dispatch;
 pub mod explain;
 pub mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod mesh;
 pub mod metrics;
 pub mod policy;

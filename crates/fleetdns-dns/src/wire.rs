@@ -330,7 +330,8 @@ pub fn write_name_against(out: &mut Vec<u8>, target: &[u8], owner: &[u8], owner_
     out.extend_from_slice(target);
 }
 
-/// `a.b.c.` for a wire name, for logs and tests.
+/// `a.b.c.` for a wire name, for logs and tests. Bytes that are not a whole name (a label
+/// running past the end) show as far as they go.
 pub fn display_name(name: &[u8]) -> String {
     let mut s = String::new();
     for off in label_offsets(name) {
@@ -338,7 +339,8 @@ pub fn display_name(name: &[u8]) -> String {
         if len == 0 {
             break;
         }
-        s.push_str(&String::from_utf8_lossy(&name[off + 1..off + 1 + len]));
+        let label = name.get(off + 1..off + 1 + len).unwrap_or(&name[off + 1..]);
+        s.push_str(&String::from_utf8_lossy(label));
         s.push('.');
     }
     if s.is_empty() {
@@ -460,5 +462,14 @@ mod tests {
         assert_eq!(display_name(&pod), "pod-0.c1.web.ns.svc.clusterset.local.");
         assert!(encode_name(&format!("{}.x", "a".repeat(64))).is_err());
         assert!(encode_name("a..b").is_err());
+    }
+
+    /// Found by the `question_name` fuzz target: a label length past the end of the bytes
+    /// indexed out of bounds.
+    #[test]
+    fn display_name_of_a_cut_name_shows_what_is_there() {
+        assert_eq!(display_name(b"\x03abc\x05de"), "abc.de.");
+        assert_eq!(display_name(b"\x07"), ".");
+        assert_eq!(display_name(b"\x02ab\x5fcd\x00"), "ab.cd\0.");
     }
 }

@@ -7,6 +7,8 @@
 //! reader (snapshot + watch) and VIP allocation; see the `registry` module.
 
 pub mod codec;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;

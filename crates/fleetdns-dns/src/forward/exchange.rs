@@ -27,7 +27,7 @@ pub(super) fn build_query(id: u16, q: &Question<'_>) -> Vec<u8> {
 }
 
 /// Whether `resp` answers `query`: a response, same ID, same question (case-insensitively).
-fn matches(resp: &[u8], query: &[u8]) -> bool {
+pub(super) fn matches(resp: &[u8], query: &[u8]) -> bool {
     if resp.len() < HEADER_LEN || resp[..2] != query[..2] || resp[2] & 0x80 == 0 {
         return false;
     }

@@ -370,5 +370,89 @@ impl Forwarder {
     }
 }
 
+/// One upstream response through everything the forwarder does with it, without sockets (the
+/// `upstream_answer` fuzz target): `query` is the client's query, `response` what an upstream
+/// sent for it. The upstream query is built as [`Forwarder::resolve`] builds it (under the
+/// response's ID, so a matching answer can be found), the answer is validated by ID and
+/// question, stored in a cache, cut to the client's size for UDP and TCP, and read back fresh
+/// and stale. Panics when a result breaks what the client must get.
+#[cfg(feature = "fuzzing")]
+pub fn take_upstream_answer(query: &[u8], response: &[u8]) {
+    use crate::request::{MAX_UDP_SIZE, Request};
+    use crate::wire::{HEADER_LEN, MAX_NAME};
+
+    let mut lower = [0u8; MAX_NAME];
+    let Ok(request) = Request::parse(query, Transport::Udp, &mut lower) else {
+        return;
+    };
+    let q = request.question();
+    let id = response
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let upstream_query = build_query(id, &q);
+    if !exchange::matches(response, &upstream_query) {
+        return;
+    }
+    let cache = Cache::new(CacheLimits {
+        serve_stale: Duration::from_secs(60),
+        prefetch: 2,
+        ..CacheLimits::default()
+    });
+    let t0 = Instant::now();
+    cache.put(&q.cache_key(), response, t0);
+    let check = |out: &[u8], transport: Transport| {
+        assert!(out.len() >= HEADER_LEN, "an answer has a header");
+        assert_eq!(out[..2], q.id.to_be_bytes(), "the client's ID");
+        if transport == Transport::Udp {
+            let limit = if q.edns {
+                q.udp_limit.min(MAX_UDP_SIZE)
+            } else {
+                512
+            };
+            assert!(out.len() <= limit, "{} bytes over {limit}", out.len());
+        }
+        assert_eq!(
+            &out[HEADER_LEN..HEADER_LEN + q.question.len()],
+            q.question,
+            "the client's question, case included"
+        );
+    };
+    for transport in [Transport::Udp, Transport::Tcp] {
+        // As `resolve` does with a fresh upstream answer.
+        let mut out = response.to_vec();
+        out[..2].copy_from_slice(&q.id.to_be_bytes());
+        fit(&mut out, &q, transport);
+        check(&out, transport);
+    }
+    let reads = [
+        (t0, Staleness::FreshOnly),
+        (t0, Staleness::FreshOnly),
+        (t0 + Duration::from_secs(1), Staleness::FreshOnly),
+        (t0 + Duration::from_secs(3599), Staleness::AllowStale),
+        (
+            t0 + Duration::from_secs(86_400 * 365),
+            Staleness::AllowStale,
+        ),
+    ];
+    for (now, staleness) in reads {
+        let mut out = Vec::new();
+        if cache
+            .get(&q.cache_key(), q.id, now, staleness, &mut out)
+            .is_some()
+        {
+            assert_eq!(
+                out.len(),
+                response.len(),
+                "a cached answer is replayed whole"
+            );
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let mut cut = out.clone();
+                fit(&mut cut, &q, transport);
+                check(&cut, transport);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,203 @@
+//! Fuzz harness bodies (feature `fuzzing`): manifest files and Kubernetes objects through the
+//! one translation every source uses, then merged and planned as a server would. The
+//! cargo-fuzz targets in `fuzz/` call them, and `tests/rules.rs` feeds every committed corpus
+//! file (`fuzz/corpus/<target>/`) through them as an ordinary test. A panic is a finding.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::kube::ClusterObjects;
+use crate::service_entry::{ServiceEntryObject, translate_service_entries};
+use crate::translate::translate_cluster;
+use crate::{ClusterId, ClusterView, FleetSnapshot, Timestamp, merge_fleet, mesh};
+
+/// The objects of one cluster that the sources read, sorted by kind.
+#[derive(Debug, Default)]
+struct Objects {
+    objects: ClusterObjects,
+    entries: Vec<ServiceEntryObject>,
+}
+
+/// Sorts one object into `out` by `apiVersion` and `kind`, as the manifest-file source
+/// (`crates/fleetdns/src/files.rs`) does: kinds not read are skipped, a `List` is unpacked, an
+/// object of a read kind that does not deserialize is an error.
+fn push_manifest_object(out: &mut Objects, value: Value) -> Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let Value::Object(map) = &value else {
+        return Err("a document must be a Kubernetes object (a mapping)".into());
+    };
+    let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or_default();
+    let (api, kind) = (text("apiVersion").to_owned(), text("kind").to_owned());
+    if api.is_empty() || kind.is_empty() {
+        return Err("object has no apiVersion or kind".into());
+    }
+    let bad = |e: serde_json::Error| format!("{kind} {api}: {e}");
+    match (api.as_str(), kind.as_str()) {
+        ("v1", "Service") => out
+            .objects
+            .services
+            .push(serde_json::from_value(value).map_err(bad)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => out
+            .objects
+            .endpoint_slices
+            .push(serde_json::from_value(value).map_err(bad)?),
+        ("multicluster.x-k8s.io/v1alpha1" | "multicluster.x-k8s.io/v1beta1", "ServiceExport") => {
+            out.objects
+                .service_exports
+                .push(serde_json::from_value(value).map_err(bad)?)
+        }
+        (
+            "networking.istio.io/v1"
+            | "networking.istio.io/v1beta1"
+            | "networking.istio.io/v1alpha3",
+            "ServiceEntry",
+        ) => out
+            .entries
+            .push(serde_json::from_value(value).map_err(bad)?),
+        (_, "List") => {
+            let Some(Value::Array(items)) = map.get("items").cloned() else {
+                return Err("List has no items array".into());
+            };
+            for item in items {
+                push_manifest_object(out, item)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Translates one cluster's objects as the sources do, merges the result into a fleet with a
+/// second cluster holding the same exports, and plans the mesh names; checks what every
+/// translation must give.
+fn translate_and_merge(objects: &Objects) {
+    let cluster = ClusterId::new("fuzz").expect("valid id");
+    let mut first_seen: HashMap<String, Timestamp> = HashMap::new();
+    let mut seen = |label: &str| {
+        *first_seen
+            .entry(label.to_owned())
+            .or_insert(Timestamp(1_700_000_000))
+    };
+    let translated = translate_cluster(&cluster, &objects.objects, &mut seen);
+    assert!(
+        translated.exports.len() + translated.invalid.len()
+            <= objects.objects.service_exports.len(),
+        "every export or refusal comes from one ServiceExport"
+    );
+    for (key, export) in &translated.exports {
+        assert_eq!(&export.key, key);
+        assert_eq!(export.cluster, cluster);
+    }
+    for (_, why) in &translated.invalid {
+        assert!(!why.reason().is_empty());
+        let _ = why.to_string();
+    }
+    let (entries, _notes) = translate_service_entries(&cluster, &objects.entries, &mut |label| {
+        seen(&format!("serviceentry/{label}"))
+    });
+    let mut snapshot = FleetSnapshot::default();
+    for (id, alive) in [("fuzz", true), ("other", false)] {
+        let id = ClusterId::new(id).expect("valid id");
+        let exports = translated
+            .exports
+            .values()
+            .map(|e| {
+                let mut e = (**e).clone();
+                e.cluster = id.clone();
+                (e.key.clone(), Arc::new(e))
+            })
+            .collect();
+        snapshot.clusters.insert(
+            id,
+            ClusterView {
+                alive,
+                exports: Arc::new(exports),
+                published: Timestamp(1_700_000_000),
+                service_entries: Arc::new(entries.clone()),
+            },
+        );
+    }
+    let merged = merge_fleet(&snapshot);
+    assert!(merged.len() <= translated.exports.len());
+    let _ = mesh::plan(&snapshot);
+}
+
+/// A manifest file (YAML, JSON being YAML too): parsed as the manifest-file source parses
+/// it (multi-document, serde-saphyr with the same budget), then translated.
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return; // the source reads files as UTF-8 text: an error there
+    };
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 200_000,
+            max_nodes: 10_000_000,
+            max_events: 40_000_000,
+        },
+    };
+    let Ok(docs) =
+        serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
+    else {
+        return;
+    };
+    let mut objects = Objects::default();
+    for doc in docs {
+        let _ = doc.referenced.line();
+        if push_manifest_object(&mut objects, doc.value).is_err() {
+            return; // one bad object fails the whole file
+        }
+    }
+    translate_and_merge(&objects);
+}
+
+/// Kubernetes objects as the API server sends them (JSON): one object, an array, or a `List`.
+/// Each is read by its `kind` as the watcher reads the object of its stream (deserialized
+/// into the shared shapes; an object that does not deserialize is skipped and counted), then
+/// translated.
+pub fn kube_objects(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(ref map) if map.get("kind").and_then(Value::as_str) == Some("List") => {
+            match map.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                _ => return,
+            }
+        }
+        other => vec![other],
+    };
+    let mut objects = Objects::default();
+    for item in items {
+        let kind = item.get("kind").and_then(Value::as_str).unwrap_or_default();
+        match kind {
+            "Service" => {
+                if let Ok(o) = serde_json::from_value(item) {
+                    objects.objects.services.push(o);
+                }
+            }
+            "EndpointSlice" => {
+                if let Ok(o) = serde_json::from_value(item) {
+                    objects.objects.endpoint_slices.push(o);
+                }
+            }
+            "ServiceExport" => {
+                if let Ok(o) = serde_json::from_value(item) {
+                    objects.objects.service_exports.push(o);
+                }
+            }
+            "ServiceEntry" => {
+                if let Ok(o) = serde_json::from_value(item) {
+                    objects.entries.push(o);
+                }
+            }
+            _ => {}
+        }
+    }
+    translate_and_merge(&objects);
+}
