@@ -329,6 +329,9 @@ impl FilesSource {
                 });
             }
         }
+        // A file modified shortly before this moment may be written again without changing its
+        // stamp after it was read.
+        let reading_at = std::time::SystemTime::now();
         let outcomes = self.read_files(&jobs, registry).await;
         let read_us = started.elapsed().as_micros() as u64;
         // The newest modification among changed files: when the change was written.
@@ -337,9 +340,7 @@ impl FilesSource {
             let Some(state) = self.clusters.get_mut(&job.cluster) else {
                 continue;
             };
-            let recent = job
-                .stamp
-                .is_some_and(|s| s.is_recent(std::time::SystemTime::now()));
+            let recent = job.stamp.is_some_and(|s| s.is_recent(reading_at));
             match (outcome, state.files.get_mut(&job.path)) {
                 (ReadOutcome::Same, Some(file)) => {
                     file.stamp = job.stamp;
@@ -1000,10 +1001,8 @@ mod tests {
             std::fs::create_dir(&dir).unwrap();
             std::fs::write(dir.join("svc.yaml"), exported(name, "10.0.0.1")).unwrap();
         }
-        let registry = Arc::new(fleetdns_core::MemoryRegistry::new(Duration::from_millis(
-            300,
-        )));
-        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        let registry = Arc::new(fleetdns_core::MemoryRegistry::new(Duration::from_secs(2)));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(100));
         source.poll(&*registry).await.unwrap();
         let cancel = CancellationToken::new();
         let sweeper = registry.clone();
@@ -1025,13 +1024,13 @@ mod tests {
             }
             dead
         });
-        // cluster-b changes, and reading it takes four liveness timeouts.
+        // cluster-b changes, and reading it takes three liveness timeouts.
         std::fs::write(
             root.path().join("cluster-b/svc.yaml"),
             exported("db", "10.0.0.2"),
         )
         .unwrap();
-        source.read_delay = Duration::from_millis(1200);
+        source.read_delay = Duration::from_secs(6);
         let report = source.poll(&*registry).await.unwrap();
         assert_eq!(report.published.len(), 1);
         cancel.cancel();
