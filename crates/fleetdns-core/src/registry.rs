@@ -509,6 +509,35 @@ mod tests {
         assert!(reg.subscribe().borrow().as_ref().unwrap().clusters[&a].alive);
     }
 
+    /// A source that is still loading is not a dead cluster: liveness counts from the first
+    /// publish, however long the load took, and a heartbeat before it makes no cluster.
+    #[tokio::test(start_paused = true)]
+    async fn liveness_counts_from_the_first_publish() {
+        let reg = MemoryRegistry::new(Duration::from_secs(15));
+        let a = ClusterId::new("a").unwrap();
+        reg.heartbeat(&a).await.unwrap();
+        assert!(
+            reg.subscribe()
+                .borrow()
+                .as_ref()
+                .unwrap()
+                .clusters
+                .is_empty()
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(reg.expire(Instant::now()), 0);
+        reg.publish(&a, set(&a, &["web"])).await.unwrap();
+        tokio::time::advance(Duration::from_secs(14)).await;
+        assert_eq!(reg.expire(Instant::now()), 0);
+        assert!(reg.subscribe().borrow().as_ref().unwrap().clusters[&a].alive);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            reg.expire(Instant::now()),
+            1,
+            "silent for longer than the timeout"
+        );
+    }
+
     /// SPEC §4: one VIP per service, the same from every cluster's publish, stable while any
     /// export lives, released only after the grace period.
     #[tokio::test(start_paused = true)]

@@ -1,17 +1,45 @@
 //! The one file-change poller: the config file (`serve` reloads on change) and the manifest
 //! folders of `files` sources are both watched by stamping files on a fixed tick.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// What a file looked like when last checked: (modified, length); `None` when it cannot be
-/// read. A rewrite changes it.
-pub type Stamp = Option<(SystemTime, u64)>;
+/// What a file looked like when last checked; `None` when it cannot be read. A rewrite
+/// changes it, and so does a replacement by rename (a new inode). Two writes of the same
+/// length within the file system's time resolution keep it: a reader that must not miss them
+/// re-checks the content of files modified within [`STAMP_RESOLUTION`] of reading them.
+pub type Stamp = Option<FileStamp>;
+
+/// A file's modification time, length and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileStamp {
+    pub modified: SystemTime,
+    pub len: u64,
+    pub inode: u64,
+}
+
+/// How far apart two writes must be for the second to change a file's modification time,
+/// on every file system fleetdns reads (FAT keeps 2 s; most keep the kernel's clock tick).
+pub const STAMP_RESOLUTION: Duration = Duration::from_secs(2);
+
+impl FileStamp {
+    /// Whether the file was modified so shortly before `now` that a write of the same length
+    /// could follow without changing the stamp.
+    pub fn is_recent(&self, now: SystemTime) -> bool {
+        now.duration_since(self.modified)
+            .map_or(true, |age| age < STAMP_RESOLUTION)
+    }
+}
 
 /// The stamp of `path` now.
 pub fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some(FileStamp {
+        modified: meta.modified().ok()?,
+        len: meta.len(),
+        inode: meta.ino(),
+    })
 }
 
 /// A tick every `period`, the first at once; a late tick delays the next ones rather than
@@ -40,5 +68,20 @@ mod tests {
         assert_ne!(stamp(&path), first);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(stamp(&path), None);
+    }
+
+    #[test]
+    fn a_replacement_by_rename_changes_the_stamp_and_a_fresh_write_is_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        std::fs::write(&path, "ab").unwrap();
+        let first = stamp(&path).unwrap();
+        assert!(first.is_recent(SystemTime::now()));
+        assert!(!first.is_recent(first.modified + STAMP_RESOLUTION));
+        // Same length, possibly the same modification time: the inode tells them apart.
+        let other = dir.path().join("a.yaml.tmp");
+        std::fs::write(&other, "cd").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_ne!(stamp(&path), Some(first));
     }
 }
