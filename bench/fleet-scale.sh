@@ -17,6 +17,7 @@ CHANGE_BUDGET=${CHANGE_BUDGET:-240}      # ... but at most this many seconds per
 CHANGE_TIMEOUT=${CHANGE_TIMEOUT:-60}     # a change not visible after this long counts as timed out
 CHANGES_FOR_RSS=${CHANGES_FOR_RSS:-1000} # RSS after this many changes
 CHURN_RATE=${CHURN_RATE:-20}             # ... made at this rate (changes/s)
+CHURN_BUDGET=${CHURN_BUDGET:-120}        # ... but for at most this many seconds
 RATE=${RATE:-20000}                      # dnsperf q/s for the query-wait runs
 QUIET=${QUIET:-20}                       # seconds of queries with nothing changing
 BUSY=${BUSY:-20}                         # seconds of queries while services change
@@ -117,7 +118,7 @@ measure_changes() { # size server kind port pid work queries
   rec "$size" "$server" change_max_ms "$max"; rec "$size" "$server" change_timeouts "$to"
   log "$server S=$size: one change visible after p50 $p50 / p99 $p99 / max $max ms (n=$n, timed out $to)"
 
-  line=$(taskset -c "$CLIENT_CPU" $PY churn "$kind" "$port" "$work" "$CHANGES_FOR_RSS" "$CHURN_RATE" "$((CHANGE_TIMEOUT * 3))")
+  line=$(taskset -c "$CLIENT_CPU" $PY churn "$kind" "$port" "$work" "$CHANGES_FOR_RSS" "$CHURN_RATE" "$CHANGE_TIMEOUT" "$CHURN_BUDGET")
   read -r n secs last <<<"$line"
   sleep 2
   rec "$size" "$server" churn_n "$n"; rec "$size" "$server" churn_last_visible_ms "$last"
@@ -130,7 +131,7 @@ measure_changes() { # size server kind port pid work queries
     out="$OUT/dnsperf-$size-$server-$phase.txt"
     cpid=""
     if [ "$phase" = busy ]; then
-      taskset -c "$CLIENT_CPU" $PY churn "$kind" "$port" "$work" $((BUSY * BUSY_RATE)) "$BUSY_RATE" 30 >"$OUT/busy-$size-$server.txt" &
+      taskset -c "$CLIENT_CPU" $PY churn "$kind" "$port" "$work" $((BUSY * BUSY_RATE)) "$BUSY_RATE" 1 "$BUSY" >"$OUT/busy-$size-$server.txt" &
       cpid=$!; PIDS+=("$cpid")
     fi
     local dur=$QUIET; [ "$phase" = busy ] && dur=$BUSY
@@ -288,7 +289,7 @@ done
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ); fleetdns: $BUILT; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(knotd -V 2>&1 | head -1); $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/'); $(etcd --version 2>/dev/null | head -1)"
   echo
   echo "Fleet per S: $CLUSTERS clusters x S services + S/10 headless services (cluster-0, $ENDPOINTS endpoints), $NAMESPACES namespaces (bench/gen.py). Server on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU; servers one after the other."
-  echo "Changes: ClusterIP of svc-i in cluster-1 (ten i in turn), fleetdns by rewriting its manifest file (files source, default poll interval), Knot by zone-begin/unset/set/commit (its incremental path) through one long-running knotc. One-change latency: $CHANGES changes (at most $CHANGE_BUDGET s per server), polled every 1 ms. RSS after $CHANGES_FOR_RSS changes at $CHURN_RATE/s (after the $CHANGES above). Query waits: dnsperf -Q $RATE -c 1 -T 1 -v, $QUIET s quiet then $BUSY s with $BUSY_RATE changes/s; dnsperf counts a query unanswered after 5 s as lost."
+  echo "Changes: ClusterIP of svc-i in cluster-1 (ten i in turn), fleetdns by rewriting its manifest file (files source, default poll interval), Knot by zone-begin/unset/set/commit (its incremental path) through one long-running knotc. One-change latency: $CHANGES changes (at most $CHANGE_BUDGET s per server), polled every 1 ms. RSS after up to $CHANGES_FOR_RSS changes at $CHURN_RATE/s for at most $CHURN_BUDGET s (after the changes above). Query waits: dnsperf -Q $RATE -c 1 -T 1 -v, $QUIET s quiet then $BUSY s with $BUSY_RATE changes/s; dnsperf counts a query unanswered after 5 s as lost."
   echo "- $SYSCTL_NOTE"
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine may be shared: timings are noisy)"
   echo

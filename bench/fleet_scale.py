@@ -13,8 +13,9 @@ latency, dnsperf waits, and the results table.
   fleet_scale.py latency SERVER PORT WORK COUNT BUDGET_S TIMEOUT_S
       COUNT changes, one at a time; after each, asks the changed name every 1 ms until the new
       address answers. Stops early after BUDGET_S. Prints "n p50_ms p99_ms max_ms timeouts".
-  fleet_scale.py churn SERVER PORT WORK COUNT RATE WAIT_S
-      COUNT changes at RATE per second without waiting for each, then waits (up to WAIT_S)
+  fleet_scale.py churn SERVER PORT WORK COUNT RATE WAIT_S BUDGET_S
+      COUNT changes at RATE per second without waiting for each (fewer if BUDGET_S runs out:
+      a Knot transaction is synchronous), then waits (up to WAIT_S)
       until the last one answers. Prints "n seconds last_visible_ms" (last_visible_ms: from
       the last change until it answered, "timeout" if it did not).
   fleet_scale.py waits DNSPERF_OUTPUT
@@ -33,6 +34,7 @@ the manifest files, each to a fresh address 10.200.x.y, in turn. The state of ea
 import json
 import math
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -273,13 +275,15 @@ def latency(server, port, work, count, budget, timeout):
     print(f"{len(lat)} {f(pct(lat, 50))} {f(pct(lat, 99))} {f(lat[-1] if lat else float('nan'))} {timeouts}")
 
 
-def churn(server, port, work, count, rate, wait):
+def churn(server, port, work, count, rate, wait, budget):
     ch = Changer(server, work)
     asker = Asker(port, 0.05)
     start = time.monotonic()
     n = 0
     try:
         for k in range(count):
+            if time.monotonic() - start > budget:
+                break
             due = start + k / rate
             d = due - time.monotonic()
             if d > 0:
@@ -396,6 +400,7 @@ def report(tsv):
 
 
 def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs the `finally`s (state saved)
     cmd, a = sys.argv[1], sys.argv[2:]
     if cmd == "probes":
         C, S, N, H, E = map(int, a)
@@ -406,7 +411,7 @@ def main():
     elif cmd == "latency":
         latency(a[0], int(a[1]), a[2], int(a[3]), float(a[4]), float(a[5]))
     elif cmd == "churn":
-        churn(a[0], int(a[1]), a[2], int(a[3]), float(a[4]), float(a[5]))
+        churn(a[0], int(a[1]), a[2], int(a[3]), float(a[4]), float(a[5]), float(a[6]))
     elif cmd == "waits":
         waits(a[0])
     elif cmd == "report":
