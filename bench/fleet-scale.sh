@@ -140,7 +140,7 @@ measure_changes() { # size server kind port pid work queries
     if [ -n "$cpid" ]; then wait "$cpid" || true; forget "$cpid"; fi
     read -r completed lost q50 q99 qmax < <($PY waits "$out")
     grep -v '^> ' "$out" >"$out.tmp" && mv "$out.tmp" "$out"
-    rec "$size" "$server" "${phase}_completed" "$completed"; rec "$size" "$server" "${phase}_lost" "$lost"
+    rec "$size" "$server" "${phase}_s" "$dur"; rec "$size" "$server" "${phase}_completed" "$completed"; rec "$size" "$server" "${phase}_lost" "$lost"
     rec "$size" "$server" "${phase}_p50_ms" "$q50"; rec "$size" "$server" "${phase}_p99_ms" "$q99"; rec "$size" "$server" "${phase}_max_ms" "$qmax"
     log "$server S=$size $phase: $completed answered, $lost lost, p50 $q50 p99 $q99 max $qmax ms"
     sleep 1

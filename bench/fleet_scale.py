@@ -361,8 +361,16 @@ def report(tsv):
         if n is None:
             return "—"
         t = g(size, server, "change_timeouts", "0")
+        if n == "0":
+            return f"none visible in time ({t} timed out)"
         s = f"{g(size, server, 'change_p50_ms')} / {g(size, server, 'change_p99_ms')} / {g(size, server, 'change_max_ms')} (n={n}"
         return s + (f", {t} timed out)" if t not in ("0", "") else ")")
+
+    def qps(size, server, phase):
+        try:
+            return f"{int(g(size, server, phase + '_completed')) / float(g(size, server, phase + '_s')):.0f}"
+        except (TypeError, ValueError, ZeroDivisionError):
+            return "—"
 
     sizes = sorted(rows)
     out = []
@@ -378,8 +386,8 @@ def report(tsv):
             f"| {g(s, 'fleetdns', 'start_s')} / {g(s, 'knot', 'start_s')} / {g(s, 'fleetdns-etcd', 'start_s')} |")
     out.append("")
     out.append("| S per cluster | server | one change visible, ms: p50 / p99 / max | RSS after changes, MiB (vs load) | peak RSS, MiB "
-               "| query wait at 20k q/s, ms: p99 quiet / p99 during changes / max during | lost quiet / during | changes made during |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
+               "| query wait at 20k q/s, ms: p99 quiet / p99 during changes / max during | lost quiet / during | answered q/s quiet / during | changes made during |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in sizes:
         for server in ("fleetdns", "knot"):
             if "rss_load_kib" not in rows[s].get(server, {}):
@@ -388,7 +396,8 @@ def report(tsv):
                 f"| {s:,} | {server} | {lat(s, server)} | {growth(s, server)} (after {g(s, server, 'churn_n')}) "
                 f"| {mib(g(s, server, 'hwm_end_kib'))} "
                 f"| {g(s, server, 'quiet_p99_ms')} / {g(s, server, 'busy_p99_ms')} / {g(s, server, 'busy_max_ms')} "
-                f"| {g(s, server, 'quiet_lost')} / {g(s, server, 'busy_lost')} | {g(s, server, 'busy_changes')} |")
+                f"| {g(s, server, 'quiet_lost')} / {g(s, server, 'busy_lost')} "
+                f"| {qps(s, server, 'quiet')} / {qps(s, server, 'busy')} | {g(s, server, 'busy_changes')} |")
     if any("fleetdns-k8s" in rows[s] for s in sizes):
         out.append("")
         out.append("| S per cluster | one change visible through a Kubernetes watch event (fake API server), ms: p50 / p99 / max | start → first answer, s |")
