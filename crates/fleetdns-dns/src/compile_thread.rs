@@ -26,3 +26,10 @@ where
         .ok()?;
     rx.await.ok()
 }
+
+/// Gives the kernel back the memory a whole compile freed (the table builder's working set is
+/// several times the table it makes, and the allocator would otherwise keep it resident).
+/// Costs a walk over the heap: call it after whole compiles, not after every change.
+pub fn release_free_memory() {
+    udp::sys::release_free_memory();
+}

@@ -11,7 +11,6 @@
 //! family, K8S-21). A ServiceEntry host outside every served zone gets a zone of its own: its
 //! `<cluster>` mesh zone when it has the `<svc>.<ns>.<cluster>` shape, else its parent domain.
 
-
 use std::net::IpAddr;
 
 use fleetdns_core::{FleetSnapshot, Merged, ServiceKey, ServiceType};

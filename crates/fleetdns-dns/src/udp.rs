@@ -413,6 +413,17 @@ pub(crate) mod sys {
         Ok(())
     }
 
+    /// Hands memory the allocator holds free back to the kernel. glibc keeps what a thread
+    /// freed in that thread's arena; after a whole table compile that is the builder's working
+    /// set, several times the table, resident until the next compile reuses it.
+    pub fn release_free_memory() {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim has no preconditions; it only returns unused pages.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+
     /// One datagram with `MSG_DONTWAIT` (the socket itself blocks): forwarded answers are sent
     /// from async tasks that must not block their runtime thread.
     pub fn send_to_nonblocking(
@@ -592,6 +603,8 @@ pub(crate) mod sys {
     pub fn lower_priority_of_this_thread() -> io::Result<()> {
         Ok(())
     }
+
+    pub fn release_free_memory() {}
 
     /// Receives wake up now and then to look at the cancellation token.
     pub fn prepare(socket: &UdpSocket) -> io::Result<()> {

@@ -148,7 +148,10 @@ impl Writer {
                 return true;
             }
             let label = format!("{ns}/{name}");
-            let service = ServiceKey::new(ns, name).ok().and_then(|k| merged.get(&k)).map(|s| &**s);
+            let service = ServiceKey::new(ns, name)
+                .ok()
+                .and_then(|k| merged.get(&k))
+                .map(|s| &**s);
             let desired = export_conditions(self.cluster(), view.invalid.get(&label), service);
             if up_to_date(observed, &desired) {
                 continue;

@@ -65,12 +65,7 @@ impl DebugState {
     }
 
     /// A snapshot was compiled and installed.
-    pub fn installed(
-        &self,
-        snapshot: Arc<FleetSnapshot>,
-        merged: Arc<Merged>,
-        zones: ZonesConfig,
-    ) {
+    pub fn installed(&self, snapshot: Arc<FleetSnapshot>, merged: Arc<Merged>, zones: ZonesConfig) {
         let at = Timestamp::now();
         lock(&self.history).observe(&snapshot, at);
         *lock(&self.current) = Some(Arc::new(Installed {

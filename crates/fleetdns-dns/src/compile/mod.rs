@@ -7,8 +7,7 @@ pub mod incremental;
 use std::net::IpAddr;
 
 use fleetdns_core::{
-    Merged,
-    ClusterId, Endpoint, Export, FleetSnapshot, MergedService, ServiceKey, ServiceType,
+    ClusterId, Endpoint, Export, FleetSnapshot, Merged, MergedService, ServiceKey, ServiceType,
 };
 
 use crate::config::{AnswerPolicy, SoaConfig, ZonesConfig};

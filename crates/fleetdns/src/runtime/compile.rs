@@ -106,6 +106,9 @@ fn install(
     if let Some(old) = old {
         free_here(old);
     }
+    if compiled.changed.is_none() {
+        fleetdns_dns::compile_thread::release_free_memory();
+    }
 }
 
 /// Drops a replaced table on this thread once no query holds it any more: a query thread
