@@ -9,7 +9,7 @@ use crate::wire::{
 };
 
 /// Where the zone catalog sent a question that is answered here.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Destination<'t> {
     /// No answer table yet (before the first snapshot): SERVFAIL.
     NoTable,

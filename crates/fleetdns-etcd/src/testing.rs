@@ -206,7 +206,7 @@ impl TestEtcd {
             .collect::<Vec<_>>()
             .join(",");
         for m in &mut all {
-            m.initial_cluster = initial.clone();
+            m.initial_cluster.clone_from(&initial);
             m.spawn();
         }
         for m in &all {

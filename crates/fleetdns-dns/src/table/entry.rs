@@ -5,10 +5,13 @@
 //! Layout of an entry (integers little-endian):
 //!
 //! ```text
-//! name_len u8 | name (lower-case wire form) | zone u16 | sets u8 | set*
+//! name_len u8 | name (lower-case wire form) | zone u16 | sets u8 | directory | set*
+//! directory: per set, rtype u16 | where the set starts in the entry u32
 //! set: rtype u16 | selection u8 | 0 u8 | count u32 | extra_count u32 | wire_len u32 | extra_len u32
 //!      | starts (count × u32) | extra_starts (extra_count × u32) | wire | extra
 //! ```
+//!
+//! A query finds its type in the directory and reads that set alone.
 
 /// How the records of an RRset are picked per query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,29 +43,31 @@ impl Selection {
 }
 
 const SET_HEADER: usize = 20;
+const DIRECTORY_ROW: usize = 6;
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("two bytes"))
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
 }
 
 /// The name an entry starts with.
 pub(crate) fn entry_name(entry: &[u8]) -> &[u8] {
-    &entry[1..1 + entry[0] as usize]
+    &entry[1..=entry[0] as usize]
 }
 
 /// The length of the entry that starts `bytes`.
 pub(crate) fn entry_len(bytes: &[u8]) -> usize {
-    let mut at = 1 + bytes[0] as usize;
-    let sets = bytes[at + 2];
-    at += 3;
-    for _ in 0..sets {
-        at += set_len(&bytes[at..]);
+    let dir = 1 + bytes[0] as usize + 3;
+    match bytes[dir - 1] as usize {
+        0 => dir,
+        sets => {
+            let last = u32_at(bytes, dir + (sets - 1) * DIRECTORY_ROW + 2) as usize;
+            last + set_len(&bytes[last..])
+        }
     }
-    at
 }
 
 fn set_len(set: &[u8]) -> usize {
@@ -87,11 +92,18 @@ pub(crate) struct SetData {
 /// Writes an entry for `name` into `out`.
 pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, sets: &[SetData]) {
     debug_assert!(name.len() <= 255 && sets.len() <= 255);
+    let start = out.len();
     out.push(name.len() as u8);
     out.extend_from_slice(name);
     out.extend_from_slice(&zone.to_le_bytes());
     out.push(sets.len() as u8);
-    for s in sets {
+    let dir = out.len();
+    out.resize(dir + sets.len() * DIRECTORY_ROW, 0);
+    for (i, s) in sets.iter().enumerate() {
+        let row = dir + i * DIRECTORY_ROW;
+        let at = (out.len() - start) as u32;
+        out[row..row + 2].copy_from_slice(&s.rtype.to_le_bytes());
+        out[row + 2..row + 6].copy_from_slice(&at.to_le_bytes());
         out.extend_from_slice(&s.rtype.to_le_bytes());
         out.push(s.selection.code());
         out.push(0);
@@ -136,15 +148,22 @@ impl<'a> Node<'a> {
     /// The RRsets, in compiled order.
     pub fn rrsets(&self) -> RrSets<'a> {
         let at = 1 + self.entry[0] as usize + 2;
+        let sets = self.entry[at] as usize;
         RrSets {
-            left: self.entry[at],
-            rest: &self.entry[at + 1..],
+            entry: self.entry,
+            directory: &self.entry[at + 1..at + 1 + sets * DIRECTORY_ROW],
         }
     }
 
     /// The RRset of type `rtype`.
     pub fn rrset(&self, rtype: u16) -> Option<RrSet<'a>> {
-        self.rrsets().find(|s| s.rtype == rtype)
+        let at = 1 + self.entry[0] as usize + 2;
+        let sets = self.entry[at] as usize;
+        let directory = &self.entry[at + 1..at + 1 + sets * DIRECTORY_ROW];
+        directory
+            .chunks_exact(DIRECTORY_ROW)
+            .find(|row| u16_at(row, 0) == rtype)
+            .map(|row| RrSet::new(&self.entry[u32_at(row, 2) as usize..]))
     }
 
     /// How many records the node holds.
@@ -161,22 +180,17 @@ impl<'a> Node<'a> {
 /// The RRsets of a [`Node`].
 #[derive(Debug, Clone)]
 pub struct RrSets<'a> {
-    left: u8,
-    rest: &'a [u8],
+    entry: &'a [u8],
+    directory: &'a [u8],
 }
 
 impl<'a> Iterator for RrSets<'a> {
     type Item = RrSet<'a>;
 
     fn next(&mut self) -> Option<RrSet<'a>> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        let len = set_len(self.rest);
-        let (set, rest) = self.rest.split_at(len);
-        self.rest = rest;
-        Some(RrSet::new(set))
+        let (row, rest) = self.directory.split_at_checked(DIRECTORY_ROW)?;
+        self.directory = rest;
+        Some(RrSet::new(&self.entry[u32_at(row, 2) as usize..]))
     }
 }
 
@@ -198,16 +212,18 @@ pub struct RrSet<'a> {
 
 impl<'a> RrSet<'a> {
     fn new(set: &'a [u8]) -> Self {
-        let count = u32_at(set, 4) as usize;
-        let extra_count = u32_at(set, 8) as usize;
-        let wire_len = u32_at(set, 12) as usize;
-        let extra_len = u32_at(set, 16) as usize;
-        let (starts, rest) = set[SET_HEADER..].split_at(4 * count);
+        let (header, rest) = set.split_at(SET_HEADER);
+        let header: &[u8; SET_HEADER] = header.try_into().expect("a whole header");
+        let count = u32_at(header, 4) as usize;
+        let extra_count = u32_at(header, 8) as usize;
+        let wire_len = u32_at(header, 12) as usize;
+        let extra_len = u32_at(header, 16) as usize;
+        let (starts, rest) = rest.split_at(4 * count);
         let (extra_starts, rest) = rest.split_at(4 * extra_count);
         let (wire, rest) = rest.split_at(wire_len);
         Self {
-            rtype: u16_at(set, 0),
-            selection: Selection::from_code(set[2]),
+            rtype: u16_at(header, 0),
+            selection: Selection::from_code(header[2]),
             starts,
             extra_starts,
             wire,

@@ -154,7 +154,8 @@ type Wildcards = FxHashMap<Box<[u8]>, Box<[u8]>>;
 /// One compiled snapshot.
 #[derive(Debug)]
 pub struct AnswerTable {
-    shards: Box<[Arc<Shard>]>,
+    /// Exactly [`SHARDS`]: indexing by a masked hash needs no bounds check.
+    shards: Box<[Arc<Shard>; SHARDS]>,
     /// Wildcard owners (`*.<suffix>`, IST-3/IST-10) keyed by the suffix, as encoded entries
     /// (named by the suffix); looked at only after an exact miss, one hash probe per label.
     wildcards: Arc<Wildcards>,
@@ -284,10 +285,10 @@ impl AnswerTable {
         }
         let mut shards = self.shards.to_vec();
         for (i, changes) in by_shard {
-            shards[i] = Arc::new(rebuilt(&self.shards[i], changes));
+            shards[i] = Arc::new(rebuilt(&self.shards[i], &changes));
         }
         AnswerTable {
-            shards: shards.into_boxed_slice(),
+            shards: exactly(shards),
             wildcards: self.wildcards.clone(),
             zones: zones.into(),
             zone_index: self.zone_index.clone(),
@@ -298,7 +299,7 @@ impl AnswerTable {
 }
 
 /// `old` with `changes` made; the last change of a name wins.
-fn rebuilt(old: &Shard, changes: Vec<Change>) -> Shard {
+fn rebuilt(old: &Shard, changes: &[Change]) -> Shard {
     let touched: FxHashSet<&[u8]> = changes.iter().map(|(n, _)| &**n).collect();
     let added: usize = changes
         .iter()
@@ -312,7 +313,7 @@ fn rebuilt(old: &Shard, changes: Vec<Change>) -> Shard {
         }
     }
     let mut last: FxHashMap<&[u8], Option<&Vec<u8>>> = FxHashMap::default();
-    for (name, e) in &changes {
+    for (name, e) in changes {
         last.insert(name, e.as_ref());
     }
     for e in last.into_values().flatten() {
@@ -344,13 +345,23 @@ pub(crate) fn entry_len_of(node: Node<'_>) -> usize {
 }
 
 /// Builds the shards of a table from encoded entries.
-fn shards_from(entries: impl Iterator<Item = (Box<[u8]>, Vec<u8>)>) -> Box<[Arc<Shard>]> {
+fn shards_from(entries: impl Iterator<Item = (Box<[u8]>, Vec<u8>)>) -> Box<[Arc<Shard>; SHARDS]> {
     let mut arenas: Vec<Vec<u8>> = (0..SHARDS).map(|_| Vec::new()).collect();
     for (name, e) in entries {
         arenas[shard_of(name_hash(&name))].extend_from_slice(&e);
     }
-    arenas
-        .into_iter()
-        .map(|a| Arc::new(Shard::from_arena(a)))
-        .collect()
+    exactly(
+        arenas
+            .into_iter()
+            .map(|a| Arc::new(Shard::from_arena(a)))
+            .collect(),
+    )
+}
+
+/// The shards of a table, as many as there must be.
+fn exactly(shards: Vec<Arc<Shard>>) -> Box<[Arc<Shard>; SHARDS]> {
+    shards
+        .into_boxed_slice()
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("a table always has SHARDS shards"))
 }
