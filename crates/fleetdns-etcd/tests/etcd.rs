@@ -893,3 +893,42 @@ async fn host_vips_are_released_after_the_grace_period() {
     assert_eq!(claims.count(), 0, "the address claims go with the records");
     cancel.cancel();
 }
+
+/// The client's HTTP/2 keep-alive pings stay within what a default etcd accepts
+/// (`--grpc-keepalive-min-time` 5 s): pinging every 2 s got the connection closed with GOAWAY
+/// "too_many_pings" every ~8 s, so an idle reader's watch failed and reloaded the whole fleet
+/// over and over (found by bench/soak.sh). An idle reader and a heartbeating writer on a
+/// stock etcd: no watch error, one snapshot load, in 25 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_not_closed_by_etcd_for_pinging_too_often() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/idle", 5).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/idle", 5).await;
+    let east = id("east");
+    writer
+        .publish(&east, set("east", &["web"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        writer.heartbeat(&east).await.unwrap();
+    }
+    assert_eq!(
+        status.watch_errors.load(Ordering::Relaxed),
+        0,
+        "the watch failed"
+    );
+    assert_eq!(
+        status.loads.load(Ordering::Relaxed),
+        loads,
+        "the snapshot was reloaded"
+    );
+    assert_eq!(writer.status().publish_errors.load(Ordering::Relaxed), 0);
+    let s = reader.subscribe().borrow().clone().unwrap();
+    assert!(alive(&s, "east"), "east stayed alive");
+    cancel_w.cancel();
+    cancel_r.cancel();
+}

@@ -108,6 +108,9 @@ fn unavailable(e: impl std::fmt::Display) -> RegistryError {
     RegistryError::Unavailable(e.to_string())
 }
 
+/// How often the client pings etcd over HTTP/2 (see [`EtcdRegistry::connect`]).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 impl EtcdRegistry {
     /// Builds the client. The connection is made lazily: an etcd that is down now is retried
     /// by [`EtcdRegistry::run`] and by every write.
@@ -121,7 +124,11 @@ impl EtcdRegistry {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.dial_timeout)
             .with_timeout(config.request_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // HTTP/2 pings no more often than every 10 s: etcd (gRPC-Go) answers a client that
+            // pings more often than its --grpc-keepalive-min-time (default 5 s) with GOAWAY
+            // "too_many_pings" after three pings, which dropped the connection (and every watch
+            // and lease keep-alive on it) every ~8 s. 10 s is also gRPC-Go's own client minimum.
+            .with_keep_alive(KEEPALIVE_INTERVAL, Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &config.user {
             options = options.with_user(user, password);
