@@ -14,7 +14,7 @@
 # cluster), EDIT_RATE (10 changes/s), FLAP (30 s), RELOAD (60 s), LOAD_PCT (80), SAT_SECS (10),
 # TCP_SHARE (10: % of the load sent over TCP), PROBE_RATE (2000), FORWARD_RATE (200),
 # WARMUP (300 s, at most DURATION/3), NO_BUILD, FLEETDNS_BIN, PORT_BASE (53680; uses 4 ports
-# from there, etcd on 23796/23806).
+# from there, etcd on 23896/23906).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOG_TAG=soak
@@ -37,8 +37,8 @@ PORT_BASE=${PORT_BASE:-53680}
 DNS_PORT=$PORT_BASE
 UPSTREAM_PORT=$((PORT_BASE + 1))
 OPS_PORT=$((PORT_BASE + 2))
-ETCD_CLIENT=23796
-ETCD_PEER=23806
+ETCD_CLIENT=23896
+ETCD_PEER=23906
 FLEETDNS_BIN=${FLEETDNS_BIN:-target/release/fleetdns}
 OUT=bench/out/soak
 COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates || echo ' (crates/ had uncommitted changes)')"
