@@ -190,7 +190,10 @@ impl Registry for EtcdRegistry {
             let keys: Vec<ServiceKey> = exports.keys().cloned().collect();
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;
-            let r = self.publish_locked(cluster, &mut w, exports).await;
+            let r = match self.publish_locked(cluster, &mut w, exports).await {
+                Ok(()) => self.renew_lease(&mut w).await,
+                Err(e) => Err(e),
+            };
             drop(w);
             let r = match r {
                 Ok(()) => self.allocate_vips(keys.iter()).await,

@@ -4,6 +4,7 @@
 //! writer replaced means the last requested set is published again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions,
@@ -391,6 +392,25 @@ impl EtcdRegistry {
             )
             .await?;
         w.entries_lease = Some(lease);
+        Ok(())
+    }
+
+    /// Keeps the lease alive after a publish, as a heartbeat does (at most every third of the
+    /// TTL). A publish marks the cluster alive (`Registry::publish`), but a put on a lease does
+    /// not renew it: a source whose cluster changes on every poll never heartbeats, and its
+    /// lease expired every TTL, taking the cluster out of every answer until the next publish
+    /// noticed (found by bench/soak.sh).
+    pub(super) async fn renew_lease(&self, w: &mut Writer) -> Result<(), WriteError> {
+        let Some(lease) = w.lease else {
+            return Ok(());
+        };
+        let third = Duration::from_secs(self.lease_ttl as u64) / 3;
+        if w.kept.is_some_and(|at| at.elapsed() < third) {
+            return Ok(());
+        }
+        if self.keep_alive(w, lease).await? {
+            w.kept = Some(tokio::time::Instant::now());
+        }
         Ok(())
     }
 
