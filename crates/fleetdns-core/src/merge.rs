@@ -361,6 +361,29 @@ mod tests {
         assert!(MergedService::exposes(&m.members[1], &m.ports[1]));
     }
 
+    /// MCS-21: a cluster exposes a merged port only when name, protocol and number all match
+    /// (one matching field is not enough: its SRV records would send traffic to a port the
+    /// cluster does not serve).
+    #[test]
+    fn mcs21_a_port_is_exposed_only_with_the_same_name_protocol_and_number() {
+        let e = export(
+            "a",
+            100,
+            ServiceType::ClusterSetIp,
+            vec![port(Some("http"), 80)],
+            "10.0.0.1",
+        );
+        assert!(MergedService::exposes(&e, &port(Some("http"), 80)));
+        assert!(!MergedService::exposes(&e, &port(Some("web"), 80)), "other name");
+        assert!(!MergedService::exposes(&e, &port(None, 80)), "no name");
+        assert!(!MergedService::exposes(&e, &port(Some("http"), 8080)), "other number");
+        let udp = Port {
+            protocol: Protocol::Udp,
+            ..port(Some("http"), 80)
+        };
+        assert!(!MergedService::exposes(&e, &udp), "other protocol");
+    }
+
     #[test]
     fn mcs21_same_number_under_two_names_is_not_duplicated() {
         let a = export(
