@@ -374,9 +374,15 @@ mod tests {
             "10.0.0.1",
         );
         assert!(MergedService::exposes(&e, &port(Some("http"), 80)));
-        assert!(!MergedService::exposes(&e, &port(Some("web"), 80)), "other name");
+        assert!(
+            !MergedService::exposes(&e, &port(Some("web"), 80)),
+            "other name"
+        );
         assert!(!MergedService::exposes(&e, &port(None, 80)), "no name");
-        assert!(!MergedService::exposes(&e, &port(Some("http"), 8080)), "other number");
+        assert!(
+            !MergedService::exposes(&e, &port(Some("http"), 8080)),
+            "other number"
+        );
         let udp = Port {
             protocol: Protocol::Udp,
             ..port(Some("http"), 80)
