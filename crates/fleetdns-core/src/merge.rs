@@ -376,6 +376,56 @@ mod tests {
         assert!(MergedService::exposes(&m.members[1], &m.ports[1]));
     }
 
+    /// The IP families of a ClusterSetIP export are its ClusterIPs' (the addresses answered),
+    /// not its pods': an IPv6 ClusterIP in front of IPv4 pods conflicts with an IPv4 one.
+    #[test]
+    fn ip_families_of_a_clusterset_ip_export_come_from_its_cluster_ips() {
+        let a = export("a", 100, ServiceType::ClusterSetIp, vec![], "10.0.0.1");
+        let v6 = export("b", 200, ServiceType::ClusterSetIp, vec![], "fd00::1");
+        let b = Arc::new(Export {
+            endpoints: a.endpoints.clone(),
+            ..(*v6).clone()
+        });
+        let m = merge_service(vec![a, b]).unwrap();
+        let c = m
+            .conflicts
+            .iter()
+            .find(|c| c.kind == ConflictKind::IpFamily)
+            .expect("an IP family conflict");
+        assert_eq!(c.winner.as_str(), "a");
+        assert_eq!(c.clusters.len(), 1);
+        assert_eq!(c.clusters[0].as_str(), "b");
+    }
+
+    /// MCS-21: a cluster exposes a merged port only when name, protocol and number all match
+    /// (one matching field is not enough: its SRV records would send traffic to a port the
+    /// cluster does not serve).
+    #[test]
+    fn mcs21_a_port_is_exposed_only_with_the_same_name_protocol_and_number() {
+        let e = export(
+            "a",
+            100,
+            ServiceType::ClusterSetIp,
+            vec![port(Some("http"), 80)],
+            "10.0.0.1",
+        );
+        assert!(MergedService::exposes(&e, &port(Some("http"), 80)));
+        assert!(
+            !MergedService::exposes(&e, &port(Some("web"), 80)),
+            "other name"
+        );
+        assert!(!MergedService::exposes(&e, &port(None, 80)), "no name");
+        assert!(
+            !MergedService::exposes(&e, &port(Some("http"), 8080)),
+            "other number"
+        );
+        let udp = Port {
+            protocol: Protocol::Udp,
+            ..port(Some("http"), 80)
+        };
+        assert!(!MergedService::exposes(&e, &udp), "other protocol");
+    }
+
     #[test]
     fn mcs21_same_number_under_two_names_is_not_duplicated() {
         let a = export(

@@ -183,6 +183,45 @@ mod tests {
         )
     }
 
+    /// A query the responder would reject whatever its name (an EDNS version above 0, a class
+    /// other than IN/ANY, type OPT) is answered here, never sent to a forward zone's upstream.
+    #[test]
+    fn a_query_with_a_bad_edns_version_class_or_type_is_not_forwarded() {
+        let f = forwarder(&["fwd.test"]);
+        let ask = |packet: &[u8]| {
+            respond_with(
+                None,
+                Some(&f),
+                true,
+                packet,
+                Transport::Udp,
+                &mut Vec::new(),
+            )
+        };
+        let good = query("web.fwd.test");
+        assert!(
+            matches!(ask(&good), Outcome::Forward(_)),
+            "an ordinary query is forwarded"
+        );
+        let n = good.len();
+        let mut chaos = good.clone();
+        chaos[n - 1] = 3; // class CH
+        assert_eq!(ask(&chaos), Outcome::Refused);
+        let mut any = good.clone();
+        any[n - 2..].copy_from_slice(&[0, 255]); // class ANY
+        assert!(
+            matches!(ask(&any), Outcome::Forward(_)),
+            "class ANY is forwarded"
+        );
+        let mut opt = good.clone();
+        opt[n - 4..n - 2].copy_from_slice(&[0, 41]); // type OPT
+        assert_eq!(ask(&opt), Outcome::FormErr);
+        let mut edns1 = good.clone();
+        edns1[11] = 1; // ARCOUNT 1: an OPT record, version 1
+        edns1.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(ask(&edns1), Outcome::FormErr);
+    }
+
     #[test]
     fn longest_zone_wins_and_authoritative_wins_a_tie() {
         let t = table();

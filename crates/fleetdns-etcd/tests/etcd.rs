@@ -284,6 +284,8 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
         ["web"],
         "the last snapshot is still served"
     );
+    // past the keep-alive rate limit (a third of the TTL; the publish renewed the lease)
+    tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(writer.heartbeat(&id("east")).await.is_err(), "etcd is down");
     tokio::time::sleep(Duration::from_secs(3)).await; // longer than the lease TTL
     etcd.restart();
@@ -1133,6 +1135,47 @@ async fn a_reader_on_a_frozen_member_turns_stale() {
     let s = reader.subscribe().borrow().clone().unwrap();
     assert_eq!(names(&s, "east").unwrap(), ["web"]);
     cancel.cancel();
+}
+
+/// A cluster published again and again, with no heartbeat in between (a files source whose
+/// folder changes on every poll heartbeats only unchanged clusters), keeps its lease: a
+/// publish marks the cluster alive. Before, the lease expired every TTL, the cluster left
+/// every answer and was published again on a new lease (found by bench/soak.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_published_on_every_poll_keeps_its_lease() {
+    let etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/busy", 2).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/busy", 2).await;
+    let east = id("east");
+    writer
+        .publish(&east, set("east", &["web-0"], "10.0.0.1"))
+        .await
+        .unwrap();
+    until(&*reader, "east", |s| names(s, "east").is_some()).await;
+    let client = reader.client();
+    let lease = || {
+        let mut client = client.clone();
+        async move {
+            let resp = client.get("/busy/clusters/east", None).await.unwrap();
+            resp.kvs().first().map(|kv| kv.lease())
+        }
+    };
+    let first = lease().await.expect("the cluster key has a lease");
+    // 4 TTLs of publishes every 250 ms, each a changed set.
+    for i in 1..=32 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        writer
+            .publish(&east, set("east", &[&format!("web-{i}")], "10.0.0.1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            lease().await,
+            Some(first),
+            "publish {i}: the lease was replaced"
+        );
+    }
+    cancel_w.cancel();
+    cancel_r.cancel();
 }
 
 /// The committed fuzz corpora (`fuzz/corpus/<target>/`, fuzz/README.md) as a regression suite:

@@ -451,6 +451,25 @@ impl EtcdRegistry {
         Ok(())
     }
 
+    /// Keeps the lease alive after a publish, as a heartbeat does (at most every third of the
+    /// TTL). A publish marks the cluster alive (`Registry::publish`), but a put on a lease does
+    /// not renew it: a source whose cluster changes on every poll never heartbeats, and its
+    /// lease expired every TTL, taking the cluster out of every answer until the next publish
+    /// noticed (found by bench/soak.sh).
+    pub(super) async fn renew_lease(&self, w: &mut Writer) -> Result<(), WriteError> {
+        let Some(lease) = w.lease else {
+            return Ok(());
+        };
+        let third = Duration::from_secs(self.lease_ttl as u64) / 3;
+        if w.kept.is_some_and(|at| at.elapsed() < third) {
+            return Ok(());
+        }
+        if self.keep_alive(w, lease).await? {
+            w.kept = Some(tokio::time::Instant::now());
+        }
+        Ok(())
+    }
+
     /// One keep-alive, bounded by the request timeout. `Ok(false)`: etcd no longer knows
     /// the lease.
     pub(super) async fn keep_alive(&self, w: &mut Writer, lease: i64) -> Result<bool, WriteError> {
