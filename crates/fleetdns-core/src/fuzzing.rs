@@ -48,7 +48,7 @@ fn push_manifest_object(out: &mut Objects, value: Value) -> Result<(), String> {
         ("multicluster.x-k8s.io/v1alpha1" | "multicluster.x-k8s.io/v1beta1", "ServiceExport") => {
             out.objects
                 .service_exports
-                .push(serde_json::from_value(value).map_err(bad)?)
+                .push(serde_json::from_value(value).map_err(bad)?);
         }
         (
             "networking.istio.io/v1"

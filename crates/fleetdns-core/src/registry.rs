@@ -185,7 +185,7 @@ impl MemoryRegistry {
             changed |= before.is_none_or(|(old, _)| old != vips);
         }
         let mut gone = Vec::new();
-        for (host, (vips, since)) in state.host_vips.iter_mut() {
+        for (host, (vips, since)) in &mut state.host_vips {
             if plan.needs_vip.contains(host) {
                 continue;
             }
@@ -252,7 +252,7 @@ impl MemoryRegistry {
             .flat_map(|(v, _)| v.exports.keys())
             .collect();
         let mut gone = Vec::new();
-        for (key, (ip, since)) in state.vips.iter_mut() {
+        for (key, (ip, since)) in &mut state.vips {
             if exported.contains(key) {
                 *since = None;
                 continue;
@@ -276,7 +276,9 @@ impl MemoryRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // A panic while holding this lock cannot leave the map half-written (each change is
         // one insert), so a poisoned lock is still safe to use.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn emit(&self, state: &mut MemoryState) {
@@ -308,7 +310,7 @@ impl MemoryRegistry {
     pub fn expire(&self, now: Instant) -> usize {
         let mut state = self.lock();
         let mut changed = 0;
-        for (id, (view, seen)) in state.clusters.iter_mut() {
+        for (id, (view, seen)) in &mut state.clusters {
             if view.alive && now.saturating_duration_since(*seen) > self.liveness_timeout {
                 tracing::warn!(cluster = %id, "cluster missed its liveness timeout, leaving the answers");
                 view.alive = false;

@@ -1157,7 +1157,7 @@ async fn a_cluster_published_on_every_poll_keeps_its_lease() {
         let mut client = client.clone();
         async move {
             let resp = client.get("/busy/clusters/east", None).await.unwrap();
-            resp.kvs().first().map(|kv| kv.lease())
+            resp.kvs().first().map(etcd_client::KeyValue::lease)
         }
     };
     let first = lease().await.expect("the cluster key has a lease");

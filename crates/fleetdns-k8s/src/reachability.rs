@@ -231,7 +231,7 @@ impl Reachability {
             let answered = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = tokio::time::timeout(PROBE_TIMEOUT, list) => match r {
-                    Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => true,
+                    Ok(Ok(_) | Err(kube::Error::Api(_))) => true,
                     Ok(Err(_)) | Err(_) => false,
                 },
             };

@@ -67,7 +67,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
     let docs: Vec<serde_saphyr::Spanned<Value>> =
         serde_saphyr::from_multiple_with_options(text, options).map_err(|e| ManifestError {
             file: file.to_owned(),
-            line: e.location().map(|l| l.line()).unwrap_or(0),
+            line: e.location().map_or(0, |l| l.line()),
             reason: first_line(&e.to_string()),
         })?;
     let mut out = Vec::new();
@@ -128,7 +128,7 @@ fn push_object(
             out.push(typed(
                 "bad ServiceExport",
                 serde_json::from_value(value).map(Object::ServiceExport),
-            )?)
+            )?);
         }
         (
             "networking.istio.io/v1"
@@ -148,7 +148,7 @@ fn push_object(
             }
         }
         _ => {
-            tracing::debug!(api_version = %api, kind = %kind, "manifest object of a kind fleetdns does not read, skipped")
+            tracing::debug!(api_version = %api, kind = %kind, "manifest object of a kind fleetdns does not read, skipped");
         }
     }
     Ok(())
@@ -258,7 +258,7 @@ impl FilesSource {
         let mut entries: Vec<_> = std::fs::read_dir(&self.root)?
             .filter_map(Result::ok)
             .collect();
-        entries.sort_by_key(|e| e.file_name());
+        entries.sort_by_key(std::fs::DirEntry::file_name);
         let mut dirs = Vec::new();
         for entry in entries {
             if !entry.path().is_dir() {

@@ -278,6 +278,11 @@ impl Registry for EtcdRegistry {
                 let set = w.requested.clone().unwrap_or_default();
                 r = self.publish_locked(cluster, &mut w, set).await;
             }
+            // A publish keeps the cluster alive, as a heartbeat does (a source whose set
+            // changes on every poll never heartbeats).
+            if r.is_ok() {
+                r = self.renew_lease(&mut w).await;
+            }
             drop(w);
             let r = match r {
                 Ok(()) => {
@@ -365,7 +370,7 @@ impl Registry for EtcdRegistry {
             let writer = self
                 .writers
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(cluster);
             if let Some(writer) = writer {
                 let w = writer.lock().await;

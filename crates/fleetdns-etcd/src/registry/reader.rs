@@ -78,10 +78,10 @@ impl EtcdRegistry {
             if outcome.token_rejected() {
                 self.renew_token().await;
             }
-            if !self.status.stale.swap(true, Ordering::Relaxed) {
-                tracing::warn!(error = %outcome, "etcd registry stale: serving the last snapshot until etcd answers");
-            } else {
+            if self.status.stale.swap(true, Ordering::Relaxed) {
                 tracing::debug!(error = %outcome, "etcd registry still unreachable");
+            } else {
+                tracing::warn!(error = %outcome, "etcd registry stale: serving the last snapshot until etcd answers");
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -121,7 +121,9 @@ impl EtcdRegistry {
                 .await
                 .map_err(ReaderError::Load)?;
             if revision == 0 {
-                revision = resp.header().map_or(0, |h| h.revision());
+                revision = resp
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision);
             }
             for kv in resp.kvs() {
                 state.put(&self.layout, Entry::of(kv), &self.status);

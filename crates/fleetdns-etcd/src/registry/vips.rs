@@ -47,7 +47,7 @@ impl EtcdRegistry {
                 Claim::Made(ip) => tracing::info!(service = %key, vip = %ip, "VIP allocated"),
                 Claim::Existed => {}
                 Claim::NoneFree => {
-                    tracing::warn!(service = %key, range = %range, "no free VIP found")
+                    tracing::warn!(service = %key, range = %range, "no free VIP found");
                 }
             }
         }
@@ -204,7 +204,10 @@ impl EtcdRegistry {
         let Some(snapshot) = snapshot else { return };
         let needed = fleetdns_core::mesh::plan(&snapshot).needs_vip;
         let due = {
-            let mut orphans = self.host_orphans.lock().unwrap_or_else(|e| e.into_inner());
+            let mut orphans = self
+                .host_orphans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             hosts_due(state, &needed, &mut orphans, Instant::now(), grace)
         };
         for (family, host, ip) in due {
@@ -213,7 +216,7 @@ impl EtcdRegistry {
                 .await
             {
                 Ok(true) => {
-                    tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP released: not needed for longer than the grace period")
+                    tracing::info!(host = %host, vip = %ip, "ServiceEntry host VIP released: not needed for longer than the grace period");
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -231,7 +234,10 @@ impl EtcdRegistry {
     pub(super) async fn release_vips(&self, state: &ReaderState) {
         let Some((_, grace)) = self.vips else { return };
         let ServicesDue { due, due6 } = {
-            let mut orphans = self.vip_orphans.lock().unwrap_or_else(|e| e.into_inner());
+            let mut orphans = self
+                .vip_orphans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             services_due(state, &mut orphans, Instant::now(), grace)
         };
         let mut kv6 = self.client.kv_client();

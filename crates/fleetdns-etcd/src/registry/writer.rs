@@ -109,7 +109,7 @@ impl EtcdRegistry {
     pub(super) fn writer(&self, cluster: &ClusterId) -> Arc<tokio::sync::Mutex<Writer>> {
         self.writers
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(cluster.clone())
             .or_insert_with(|| {
                 Arc::new(tokio::sync::Mutex::new(Writer {
@@ -248,7 +248,7 @@ impl EtcdRegistry {
         if !ours {
             return self.publish_generation(cluster, w, exports, lease).await;
         }
-        let mod_rev = current.map_or(0, |kv| kv.mod_revision());
+        let mod_rev = current.map_or(0, etcd_client::KeyValue::mod_revision);
         let txn = Txn::new()
             .when(vec![Compare::mod_revision(
                 generation_key,
@@ -313,7 +313,10 @@ impl EtcdRegistry {
         let mut kv = self.client.kv_client();
         let cluster_key = self.layout.cluster(cluster);
         let current = kv.get(cluster_key.clone(), None).await?;
-        let seen = current.kvs().first().map_or(0, |kv| kv.mod_revision());
+        let seen = current
+            .kvs()
+            .first()
+            .map_or(0, etcd_client::KeyValue::mod_revision);
         let in_etcd = current
             .kvs()
             .first()
@@ -382,7 +385,7 @@ impl EtcdRegistry {
             if !may_flip_over(named, generation) {
                 break;
             }
-            seen = current.map_or(0, |kv| kv.mod_revision());
+            seen = current.map_or(0, etcd_client::KeyValue::mod_revision);
         }
         if !flipped {
             kv.delete(
@@ -411,7 +414,11 @@ impl EtcdRegistry {
                 Some(GetOptions::new().with_prefix().with_keys_only()),
             )
             .await?;
-        let stale = older_generations(&base, old.kvs().iter().map(|kv| kv.key()), generation);
+        let stale = older_generations(
+            &base,
+            old.kvs().iter().map(etcd_client::KeyValue::key),
+            generation,
+        );
         for g in stale {
             kv.delete(
                 format!("{base}{g}/"),

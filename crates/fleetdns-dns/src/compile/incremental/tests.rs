@@ -35,14 +35,14 @@ fn cluster_id(c: usize) -> ClusterId {
 }
 
 fn export(c: usize, ns: usize, svc: usize, rng: &mut Lcg) -> Export {
-    let headless = svc % 5 == 0;
+    let headless = svc.is_multiple_of(5);
     let port = |name: &str, p: u16| Port {
         name: Some(name.to_owned()),
         protocol: Protocol::Tcp,
         port: p,
         app_protocol: None,
     };
-    let endpoints = (0..1 + rng.next(3))
+    let endpoints = (0..=rng.next(3))
         .map(|e| Endpoint {
             addresses: vec![IpAddr::from([10, 20 + c as u8, svc as u8, e as u8 + 1])],
             hostname: (e % 2 == 0).then(|| format!("pod-{e}")),
@@ -123,7 +123,7 @@ fn change(snap: &FleetSnapshot, rng: &mut Lcg) -> FleetSnapshot {
         }
         _ => {
             let mut exports = (*view.exports).clone();
-            for _ in 0..1 + rng.next(3) {
+            for _ in 0..=rng.next(3) {
                 // Services in a fifth namespace come and go, so namespace nodes appear and vanish.
                 let svc = rng.next(34);
                 let ns = if svc >= 30 { 4 } else { svc % 4 };
