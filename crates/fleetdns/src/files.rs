@@ -404,8 +404,24 @@ impl FilesSource {
             if let Some(tap) = &self.tap {
                 tap.set(&id, &manifests.objects);
             }
-            let (exports, entries, notes) =
-                translate_manifests(&id, &manifests, &mut state.first_seen);
+            // Off the async workers and below the query threads' priority, as table compiles
+            // run: translating a 50 000-service cluster takes a good part of a second.
+            let mut first_seen = std::mem::take(&mut state.first_seen);
+            let cluster = id.clone();
+            let translated = fleetdns_dns::compile_thread::run_low_priority(move || {
+                let out = translate_manifests(&cluster, &manifests, &mut first_seen);
+                (out, manifests, first_seen)
+            })
+            .await;
+            let Some(((exports, entries, notes), manifests, first_seen)) = translated else {
+                // The thread did not start or panicked and took the objects with it: read
+                // every file of the cluster again at the next poll.
+                tracing::error!(cluster = %id, "translating manifests failed; reading the folder again");
+                state.files.clear();
+                state.dirty = true;
+                continue;
+            };
+            state.first_seen = first_seen;
             put_back_manifests(&mut state.files, manifests);
             let translate_us = translating.elapsed().as_micros() as u64;
             report.notes.extend(notes);
@@ -475,13 +491,16 @@ impl FilesSource {
             jobs.iter().map(|j| (j.path.clone(), j.known)).collect();
         #[cfg(test)]
         let delay = self.read_delay;
-        let mut reading = tokio::task::spawn_blocking(move || {
-            in_parallel(&work, |(path, known)| {
-                #[cfg(test)]
-                std::thread::sleep(delay);
-                read_file(path, *known)
-            })
-        });
+        // At the lowest priority, as table compiles: parsing must not take the CPU from the
+        // query threads (the threads `in_parallel` starts inherit it).
+        let mut reading =
+            std::pin::pin!(fleetdns_dns::compile_thread::run_low_priority(move || {
+                in_parallel(&work, |(path, known)| {
+                    #[cfg(test)]
+                    std::thread::sleep(delay);
+                    read_file(path, *known)
+                })
+            }));
         let alive: Vec<&ClusterId> = self
             .clusters
             .iter()
@@ -494,8 +513,9 @@ impl FilesSource {
         loop {
             tokio::select! {
                 done = &mut reading => {
-                    return done.unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "reading manifests failed");
+                    return done.unwrap_or_else(|| {
+                        let e = "the reading thread did not start or panicked";
+                        tracing::error!(error = e, "reading manifests failed");
                         jobs.iter()
                             .map(|j| ReadOutcome::Changed {
                                 hash: None,
