@@ -4,6 +4,7 @@
 //! file (`fuzz/corpus/<target>/`) through them as an ordinary test. A panic is a finding.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -200,4 +201,31 @@ pub fn kube_objects(data: &[u8]) {
         }
     }
     translate_and_merge(&objects);
+}
+
+/// Feeds every file of the committed corpus `fuzz/corpus/<target>/` to `harness` and fails
+/// naming each file that panics: the corpora as an ordinary regression test, in each crate's
+/// test binary.
+pub fn run_corpus(target: &str, harness: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    let failed: Vec<String> = files
+        .iter()
+        .filter(|file| {
+            let data = std::fs::read(file).expect("read a corpus file");
+            std::panic::catch_unwind(|| harness(&data)).is_err()
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{target}: these inputs fail: {failed:#?}"
+    );
 }

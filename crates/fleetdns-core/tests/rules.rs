@@ -124,31 +124,7 @@ fn every_cited_rule_is_defined_once_in_docs_dns_rules() {
 /// The committed fuzz corpora (`fuzz/corpus/<target>/`, fuzz/README.md) as a regression suite:
 /// every file through the same harness body the fuzz target runs. A file that panics is named.
 mod fuzz_corpus {
-    use std::path::PathBuf;
-
-    fn run(target: &str, harness: fn(&[u8])) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.expect("corpus entry").path())
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "{}: empty corpus", dir.display());
-        let failed: Vec<String> = files
-            .iter()
-            .filter(|file| {
-                let data = std::fs::read(file).expect("read a corpus file");
-                std::panic::catch_unwind(|| harness(&data)).is_err()
-            })
-            .map(|file| file.display().to_string())
-            .collect();
-        assert!(
-            failed.is_empty(),
-            "{target}: these inputs fail: {failed:#?}"
-        );
-    }
+    use fleetdns_core::fuzzing::run_corpus as run;
 
     #[test]
     fn manifest() {
