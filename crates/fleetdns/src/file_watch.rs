@@ -1,9 +1,14 @@
 //! The one file-change poller: the config file (`serve` reloads on change) and the manifest
-//! folders of `files` sources are both watched by stamping files on a fixed tick.
+//! folders of `files` sources are both watched by stamping files on a fixed tick. A manifest
+//! folder is also watched for change events ([`ChangeWaker`], inotify through the `notify`
+//! crate), which wake its poller at once; the tick stays, for file systems without events.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use notify::Watcher as _;
 
 /// What a file looked like when last checked; `None` when it cannot be read. A rewrite
 /// changes it, and so does a replacement by rename (a new inode). Two writes of the same
@@ -50,6 +55,48 @@ pub fn ticker(period: Duration) -> tokio::time::Interval {
     tick
 }
 
+/// Wakes a poller when anything under a folder changes. Dropping it stops the watch (and the
+/// `notify` crate's thread that reads the events).
+pub struct ChangeWaker {
+    /// `None` when the folder cannot be watched: the poller then relies on its tick alone.
+    _watcher: Option<notify::RecommendedWatcher>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl ChangeWaker {
+    /// Watches `root` and every folder below it (folders created later too).
+    pub fn watch(root: &Path) -> Self {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let wake = changed.clone();
+        let handler = move |event: notify::Result<notify::Event>| {
+            // Reads (the poller's own among them) change nothing.
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                wake.notify_one();
+            }
+        };
+        let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
+            w.watch(root, notify::RecursiveMode::Recursive)?;
+            Ok(w)
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(folder = %root.display(), error = %e, "cannot watch the folder for changes; polling it only");
+                None
+            }
+        };
+        Self {
+            _watcher: watcher,
+            changed,
+        }
+    }
+
+    /// Returns when something changed since the last return (at once if it already has).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +130,26 @@ mod tests {
         std::fs::write(&other, "cd").unwrap();
         std::fs::rename(&other, &path).unwrap();
         assert_ne!(stamp(&path), Some(first));
+    }
+
+    #[tokio::test]
+    async fn a_write_below_the_folder_wakes_the_waker() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("cluster-a")).unwrap();
+        let waker = ChangeWaker::watch(dir.path());
+        let quiet = tokio::time::timeout(Duration::from_millis(200), waker.changed()).await;
+        assert!(quiet.is_err(), "woken with nothing changed");
+        std::fs::write(dir.path().join("cluster-a").join("a.yaml"), "x").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waker.changed())
+            .await
+            .expect("a write in a cluster folder wakes the poller");
+        // A folder created after the watch started is watched too.
+        std::fs::create_dir(dir.path().join("cluster-b")).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        while tokio::time::timeout(Duration::from_millis(50), waker.changed()).await.is_ok() {}
+        std::fs::write(dir.path().join("cluster-b").join("b.yaml"), "y").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waker.changed())
+            .await
+            .expect("a write in a new cluster folder wakes the poller");
     }
 }

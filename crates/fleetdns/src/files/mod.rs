@@ -1,7 +1,8 @@
-//! The manifest-file source: `<root>/<cluster-id>/*.yaml`, watched by polling (no inotify
-//! dependency, works on every file system). A change shows in the registry within one poll
-//! interval; a file that does not parse is reported with its line and the cluster keeps its
-//! last good state.
+//! The manifest-file source: `<root>/<cluster-id>/*.yaml`, polled on a tick and at once on a
+//! change event (inotify, where the file system has it). A change shows in the registry
+//! milliseconds after it is written (within one poll interval without events); only the
+//! services whose objects changed are translated again. A file that does not parse is
+//! reported with its line and the cluster keeps its last good state.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::file_watch;
+
+mod folder;
+
+use folder::{FileState, Folder, Translation};
 
 /// A manifest that could not be read: file, line and reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +159,9 @@ fn push_object(
     Ok(())
 }
 
+/// How long after a change event the folder is polled: a writer's next system calls land.
+const CHANGE_SETTLE: Duration = Duration::from_millis(5);
+
 /// Polls `root` and publishes each cluster folder to the registry.
 pub struct FilesSource {
     root: PathBuf,
@@ -169,32 +177,32 @@ pub struct FilesSource {
     read_delay: Duration,
 }
 
-#[derive(Default)]
 struct ClusterState {
-    /// Every manifest file of the folder as last read, by path.
-    files: BTreeMap<PathBuf, FileState>,
-    /// A file was added, removed or changed since the cluster was last published (or a
-    /// publish failed): its exports are translated and published again.
+    /// The folder's files and what they translate to (on a translation thread while it runs).
+    folder: Folder,
+    /// A file was added, removed or changed since the cluster was last translated: the
+    /// services it touched are translated and the cluster published again.
     dirty: bool,
-    /// ServiceExports without a creationTimestamp get the time fleetdns first saw them.
-    first_seen: HashMap<String, Timestamp>,
+    /// The last publish failed: the next poll publishes again.
+    retry: bool,
     /// The error last reported, so a broken file is logged once, not every poll.
     last_error: Option<String>,
     /// Whether a good state was ever published.
     published: bool,
 }
 
-/// One manifest file as last read.
-struct FileState {
-    stamp: file_watch::Stamp,
-    /// A hash of the file's bytes (`None` when it could not be read): a rewrite with the
-    /// same content is not parsed again.
-    hash: Option<u64>,
-    /// Modified within the stamp resolution of its read: its content is checked again at the
-    /// next poll even if its stamp is the same.
-    recent: bool,
-    /// What the file held, or why it does not parse.
-    parsed: Result<ClusterManifests, ManifestError>,
+/// What happened to one cluster's files in a poll.
+#[derive(Default)]
+struct Arrivals {
+    changed: Vec<(PathBuf, FileState)>,
+    removed: Vec<PathBuf>,
+}
+
+/// What a translation thread found for a cluster.
+enum Step {
+    /// A file does not parse: nothing was translated.
+    Broken(ManifestError),
+    Translated(Translation),
 }
 
 /// One file to read in a poll.
@@ -293,17 +301,22 @@ impl FilesSource {
         let mut report = PollReport::default();
         let dirs = self.cluster_dirs(&mut report)?;
         let mut jobs = Vec::new();
+        let mut arrivals: BTreeMap<ClusterId, Arrivals> = BTreeMap::new();
         for (id, dir) in &dirs {
             let state = self.clusters.entry(id.clone()).or_insert_with(|| {
                 // A new source for a cluster already served (reload, restart with etcd): the
                 // registry's creation times are the first-seen times (MCS-20 keeps its winner).
                 let shown = registry.subscribe().borrow().clone();
                 ClusterState {
-                    first_seen: shown
-                        .map(|s| created_times(&s, id).into_iter().collect())
-                        .unwrap_or_default(),
+                    folder: Folder::new(
+                        shown
+                            .map(|s| created_times(&s, id).into_iter().collect())
+                            .unwrap_or_default(),
+                    ),
                     dirty: true,
-                    ..ClusterState::default()
+                    retry: false,
+                    last_error: None,
+                    published: false,
                 }
             });
             let listing: BTreeMap<PathBuf, file_watch::Stamp> = manifest_files(dir)
@@ -313,11 +326,18 @@ impl FilesSource {
                     (p, stamp)
                 })
                 .collect();
-            let before = state.files.len();
-            state.files.retain(|path, _| listing.contains_key(path));
-            state.dirty |= state.files.len() != before;
+            let removed: Vec<PathBuf> = state
+                .folder
+                .paths()
+                .filter(|p| !listing.contains_key(*p))
+                .cloned()
+                .collect();
+            if !removed.is_empty() {
+                state.dirty = true;
+                arrivals.entry(id.clone()).or_default().removed = removed;
+            }
             for (path, stamp) in listing {
-                let known = state.files.get(&path);
+                let known = state.folder.file(&path);
                 if known.is_some_and(|f| f.stamp == stamp && stamp.is_some() && !f.recent) {
                     continue;
                 }
@@ -341,28 +361,33 @@ impl FilesSource {
                 continue;
             };
             let recent = job.stamp.is_some_and(|s| s.is_recent(reading_at));
-            match (outcome, state.files.get_mut(&job.path)) {
-                (ReadOutcome::Same, Some(file)) => {
-                    file.stamp = job.stamp;
-                    file.recent = recent;
+            match outcome {
+                ReadOutcome::Same => {
+                    if let Some(file) = state.folder.file_mut(&job.path) {
+                        file.stamp = job.stamp;
+                        file.recent = recent;
+                    }
                 }
-                (ReadOutcome::Same, None) => {}
-                (ReadOutcome::Changed { hash, parsed }, _) => {
+                ReadOutcome::Changed { hash, parsed } => {
                     report.parsed.push(job.path.clone());
                     if let Some(stamp) = job.stamp {
                         let at = written.entry(job.cluster.clone()).or_insert(stamp.modified);
                         *at = (*at).max(stamp.modified);
                     }
                     state.dirty = true;
-                    state.files.insert(
-                        job.path,
-                        FileState {
-                            stamp: job.stamp,
-                            hash,
-                            recent,
-                            parsed,
-                        },
-                    );
+                    arrivals
+                        .entry(job.cluster.clone())
+                        .or_default()
+                        .changed
+                        .push((
+                            job.path,
+                            FileState {
+                                stamp: job.stamp,
+                                hash,
+                                recent,
+                                parsed,
+                            },
+                        ));
                 }
             }
         }
@@ -372,7 +397,7 @@ impl FilesSource {
             let Some(state) = self.clusters.get_mut(&id) else {
                 continue;
             };
-            if !state.dirty {
+            if !state.dirty && !state.retry {
                 if let Some(e) = &state.last_error {
                     report.errors.push(e.clone());
                 }
@@ -381,59 +406,84 @@ impl FilesSource {
                 }
                 continue;
             }
-            // Any file that does not parse fails the whole folder, so a half-edited set never
-            // replaces a good one.
-            let broken = state.files.values().find_map(|f| f.parsed.as_ref().err());
-            if let Some(e) = broken {
-                let msg = e.to_string();
-                if state.last_error.as_deref() != Some(&msg) {
-                    tracing::error!(cluster = %id, error = %msg, "manifest does not parse; the cluster keeps its last good state");
-                }
-                report.errors.push(msg.clone());
-                state.last_error = Some(msg);
-                // Until a file changes again there is nothing new to publish.
-                state.dirty = false;
-                if let (Some(tap), false) = (&self.tap, state.published) {
-                    tap.expect(&id);
-                }
-                let _ = registry.heartbeat(&id).await;
-                continue;
-            }
-            let translating = std::time::Instant::now();
-            let manifests = take_manifests(&mut state.files);
-            if let Some(tap) = &self.tap {
-                tap.set(&id, &manifests.objects);
-            }
             // Off the async workers and below the query threads' priority, as table compiles
-            // run: translating a 50 000-service cluster takes a good part of a second.
-            let mut first_seen = std::mem::take(&mut state.first_seen);
+            // run: the first translation of a 50 000-service cluster takes a good part of a
+            // second (a later one, only the services a change touched).
+            let translating = std::time::Instant::now();
+            let arrived = arrivals.remove(&id).unwrap_or_default();
+            let mut folder = std::mem::take(&mut state.folder);
             let cluster = id.clone();
-            let translated = fleetdns_dns::compile_thread::run_low_priority(move || {
-                let out = translate_manifests(&cluster, &manifests, &mut first_seen);
-                (out, manifests, first_seen)
+            let tap = self.tap.clone();
+            let stepped = fleetdns_dns::compile_thread::run_low_priority(move || {
+                for path in &arrived.removed {
+                    folder.remove(path);
+                }
+                for (path, file) in arrived.changed {
+                    folder.put(path, file);
+                }
+                // Any file that does not parse fails the whole folder, so a half-edited set
+                // never replaces a good one.
+                let step = match folder.broken() {
+                    Some(e) => Step::Broken(e.clone()),
+                    None => Step::Translated(folder.translate(&cluster, tap.as_ref())),
+                };
+                (folder, step)
             })
             .await;
-            let Some(((exports, entries, notes), manifests, first_seen)) = translated else {
-                // The thread did not start or panicked and took the objects with it: read
+            let Some((folder, step)) = stepped else {
+                // The thread did not start or panicked and took the folder with it: read
                 // every file of the cluster again at the next poll.
                 tracing::error!(cluster = %id, "translating manifests failed; reading the folder again");
-                state.files.clear();
+                state.folder = Folder::new(HashMap::new());
                 state.dirty = true;
                 continue;
             };
-            state.first_seen = first_seen;
-            put_back_manifests(&mut state.files, manifests);
+            state.folder = folder;
+            state.dirty = false;
+            let translated = match step {
+                Step::Broken(e) => {
+                    let msg = e.to_string();
+                    if state.last_error.as_deref() != Some(&msg) {
+                        tracing::error!(cluster = %id, error = %msg, "manifest does not parse; the cluster keeps its last good state");
+                    }
+                    report.errors.push(msg.clone());
+                    state.last_error = Some(msg);
+                    // Until a file changes again there is nothing new to publish.
+                    if let (Some(tap), false) = (&self.tap, state.published) {
+                        tap.expect(&id);
+                    }
+                    let _ = registry.heartbeat(&id).await;
+                    continue;
+                }
+                Step::Translated(t) => t,
+            };
             let translate_us = translating.elapsed().as_micros() as u64;
-            report.notes.extend(notes);
+            report.notes.extend(translated.notes);
             if state.last_error.take().is_some() {
                 tracing::info!(cluster = %id, "manifests parse again");
             }
+            let Translation {
+                exports,
+                changed,
+                entries,
+                ..
+            } = translated;
             let count = exports.len();
             let publishing = std::time::Instant::now();
-            let published = match registry.publish(&id, exports).await {
-                Ok(()) => registry.publish_service_entries(&id, entries).await,
-                Err(e) => Err(e),
-            };
+            let mut published = Ok(());
+            // Nothing new (a comment edited, a Service nobody exports): a heartbeat will do.
+            let sending = changed > 0 || !state.published || state.retry || entries.is_some();
+            if sending {
+                published = registry.publish(&id, exports).await;
+            } else if let Err(e) = registry.heartbeat(&id).await {
+                tracing::warn!(cluster = %id, error = %e, "registry heartbeat failed");
+            }
+            if let (Ok(()), Some(entries)) = (&published, entries) {
+                published = registry.publish_service_entries(&id, entries).await;
+                if published.is_ok() {
+                    state.folder.entries_published();
+                }
+            }
             match published {
                 Ok(()) => {
                     let since_write_us = written
@@ -443,6 +493,7 @@ impl FilesSource {
                     tracing::debug!(
                         cluster = %id,
                         exports = count,
+                        changed,
                         read_us,
                         translate_us,
                         publish_us = publishing.elapsed().as_micros() as u64,
@@ -450,11 +501,14 @@ impl FilesSource {
                         "manifest folder published"
                     );
                     state.published = true;
-                    state.dirty = false;
-                    report.published.push(id);
+                    state.retry = false;
+                    if sending {
+                        report.published.push(id);
+                    }
                 }
                 Err(e) => {
-                    // Still dirty: the next poll translates and publishes again.
+                    // The next poll publishes again.
+                    state.retry = true;
                     tracing::warn!(cluster = %id, error = %e, "registry publish failed, will retry");
                 }
             }
@@ -542,50 +596,18 @@ impl FilesSource {
     /// Polls until `cancel` fires. The first poll has already been done by the caller.
     pub async fn run(mut self, registry: Arc<dyn Registry>, cancel: CancellationToken) {
         let mut tick = file_watch::ticker(self.interval);
+        // A change event polls at once (after a moment for the rest of a write to land), so an
+        // edit is served in milliseconds rather than up to a poll interval later.
+        let waker = file_watch::ChangeWaker::watch(&self.root);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
+                _ = waker.changed() => tokio::time::sleep(CHANGE_SETTLE).await,
             }
             if let Err(e) = self.poll(&*registry).await {
                 tracing::warn!(root = %self.root.display(), error = %e, "cannot read the manifest folder; keeping what is served");
             }
-        }
-    }
-}
-
-/// Moves every file's objects into one set, in file order (no copies: 50 000 services move
-/// in milliseconds); [`put_back_manifests`] returns them.
-fn take_manifests(files: &mut BTreeMap<PathBuf, FileState>) -> ClusterManifests {
-    let mut all = ClusterManifests::default();
-    for file in files.values_mut() {
-        if let Ok(m) = &mut file.parsed {
-            all.objects.services.append(&mut m.objects.services);
-            all.objects
-                .endpoint_slices
-                .append(&mut m.objects.endpoint_slices);
-            all.objects
-                .service_exports
-                .append(&mut m.objects.service_exports);
-            all.service_entries.append(&mut m.service_entries);
-        }
-    }
-    all
-}
-
-/// Hands the objects [`take_manifests`] took back to their files.
-fn put_back_manifests(files: &mut BTreeMap<PathBuf, FileState>, mut all: ClusterManifests) {
-    // Each file's share is at the end once the files after it have theirs back.
-    fn tail<T>(from: &mut Vec<T>, n: usize) -> Vec<T> {
-        from.split_off(from.len().saturating_sub(n))
-    }
-    for file in files.values_mut().rev() {
-        if let Ok(m) = &mut file.parsed {
-            let counts = m.counts;
-            m.objects.services = tail(&mut all.objects.services, counts[0]);
-            m.objects.endpoint_slices = tail(&mut all.objects.endpoint_slices, counts[1]);
-            m.objects.service_exports = tail(&mut all.objects.service_exports, counts[2]);
-            m.service_entries = tail(&mut all.service_entries, counts[3]);
         }
     }
 }
@@ -911,6 +933,108 @@ mod tests {
         assert_eq!(report.parsed.len(), 2);
         assert_eq!(report.published.len(), 1);
         (root, dir, source, registry)
+    }
+
+    /// Files rewritten, moved between and removed at random: after every poll the registry
+    /// holds what a whole translation of the folder gives, though each poll translated only
+    /// the services whose objects changed.
+    #[tokio::test]
+    async fn polls_translate_what_changed_and_agree_with_a_whole_read() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        // Objects of six services, each possibly in any of three files, a Service and its
+        // ServiceExport and slice possibly in different files, and duplicates across files.
+        let object = |kind: u64, svc: u64, ip: u64| match kind {
+            0 => format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: s{svc}, namespace: x}}\nspec: {{clusterIP: 10.0.{svc}.{ip}}}\n"
+            ),
+            1 => format!(
+                "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: s{svc}, namespace: x, creationTimestamp: '2026-01-0{}T00:00:00Z'}}\n",
+                1 + ip % 3
+            ),
+            _ => format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{svc}-{ip}, namespace: x, labels: {{kubernetes.io/service-name: s{svc}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [10.1.{svc}.{ip}]}}]\n"
+            ),
+        };
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut retranslated = 0;
+        for step in 0..60 {
+            let file = dir.join(format!("f{}.yaml", next(3)));
+            if next(5) == 0 {
+                let _ = std::fs::remove_file(&file);
+            } else {
+                let docs: Vec<String> = (0..next(6))
+                    .map(|_| object(next(3), next(6), 1 + next(3)))
+                    .collect();
+                let tmp = dir.join(".tmp");
+                std::fs::write(&tmp, docs.join("---\n")).unwrap();
+                std::fs::rename(&tmp, &file).unwrap();
+            }
+            let report = source.poll(&registry).await.unwrap();
+            assert!(report.errors.is_empty(), "step {step}: {:?}", report.errors);
+            let whole = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap().0;
+            let served = registry.subscribe().borrow().clone().unwrap();
+            let served = served.clusters.get(&cluster).map(|c| c.exports.clone());
+            assert_eq!(
+                served.as_deref().cloned().unwrap_or_default(),
+                whole,
+                "step {step}"
+            );
+            retranslated += source.clusters[&cluster].folder.translated_last();
+        }
+        assert!(retranslated > 0);
+    }
+
+    /// One Service edited in a file of many: only its service is translated again, and every
+    /// other export is the same `Arc` as before.
+    #[tokio::test]
+    async fn an_edit_translates_only_the_services_it_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        let text = |changed: &str| {
+            (0..50)
+                .map(|i| exported(&format!("s{i}"), if i == 7 { changed } else { "10.0.0.1" }))
+                .collect::<Vec<_>>()
+                .join("---\n")
+        };
+        std::fs::write(dir.join("all.yaml"), text("10.0.0.7")).unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        source.poll(&registry).await.unwrap();
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        assert_eq!(source.clusters[&cluster].folder.translated_last(), 50);
+        let before = registry.subscribe().borrow().clone().unwrap().clusters[&cluster]
+            .exports
+            .clone();
+        std::fs::write(dir.join(".tmp"), text("10.0.0.77")).unwrap();
+        std::fs::rename(dir.join(".tmp"), dir.join("all.yaml")).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.published.len(), 1);
+        assert_eq!(source.clusters[&cluster].folder.translated_last(), 1);
+        let after = registry.subscribe().borrow().clone().unwrap().clusters[&cluster]
+            .exports
+            .clone();
+        let mut same = 0;
+        for (key, export) in after.iter() {
+            if key.name() == "s7" {
+                assert_eq!(export.cluster_ips, ["10.0.0.77".parse::<std::net::IpAddr>().unwrap()]);
+            } else {
+                assert!(Arc::ptr_eq(export, &before[key]), "{key} was translated again");
+                same += 1;
+            }
+        }
+        assert_eq!(same, 49);
     }
 
     #[tokio::test]

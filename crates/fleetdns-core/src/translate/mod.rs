@@ -1,6 +1,8 @@
 //! Service + EndpointSlices + ServiceExport → [`Export`]: the one translation, pure, shared by the
 //! manifest-file source and the Kubernetes watcher.
 
+pub mod by_service;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -73,49 +75,62 @@ pub fn translate_cluster(
         slices.entry((ns, svc.as_str())).or_default().push(slice);
     }
     for export in &objects.service_exports {
-        let Some(name) = export.metadata.name.as_deref() else {
-            out.invalid.push((
-                "<unnamed>".into(),
-                Invalid::BadName(IdError::Empty {
-                    what: "ServiceExport name",
-                }),
-            ));
-            continue;
-        };
+        let name = export.metadata.name.as_deref().unwrap_or_default();
         let ns = ns_of(&export.metadata);
-        let label = format!("{ns}/{name}");
         let service = services.get(&(ns, name)).copied();
         let own_slices = slices.get(&(ns, name)).map_or(&[][..], Vec::as_slice);
-        let created = match export.metadata.creation_timestamp.as_deref() {
-            Some(ts) => match Timestamp::parse_rfc3339(ts) {
-                Ok(t) => t,
-                Err(e) => {
-                    out.warnings
-                        .push(format!("ServiceExport {label}: {e}; using first-seen time"));
-                    first_seen(&label)
-                }
-            },
-            None => first_seen(&label),
-        };
-        match translate(
+        match translate_export(
             cluster,
             export,
             service,
             own_slices,
-            created,
+            first_seen,
             &mut out.warnings,
         ) {
             Ok(exp) => {
                 out.exports.insert(exp.key.clone(), Arc::new(exp));
             }
-            Err(e) => out.invalid.push((label, e)),
+            Err(refused) => out.invalid.push(refused),
         }
     }
     out
 }
 
+/// Translates one ServiceExport with the Service of its name and that Service's slices: the
+/// export, or the ServiceExport's `namespace/name` label and why it is refused. Its creation
+/// time is its `creationTimestamp`, else what `first_seen` says for the label.
+pub fn translate_export(
+    cluster: &ClusterId,
+    export: &ServiceExport,
+    service: Option<&Service>,
+    slices: &[&EndpointSlice],
+    first_seen: &mut dyn FnMut(&str) -> Timestamp,
+    warnings: &mut Vec<String>,
+) -> Result<Export, (String, Invalid)> {
+    let Some(name) = export.metadata.name.as_deref() else {
+        return Err((
+            "<unnamed>".into(),
+            Invalid::BadName(IdError::Empty {
+                what: "ServiceExport name",
+            }),
+        ));
+    };
+    let label = format!("{}/{name}", ns_of(&export.metadata));
+    let created = match export.metadata.creation_timestamp.as_deref() {
+        Some(ts) => match Timestamp::parse_rfc3339(ts) {
+            Ok(t) => t,
+            Err(e) => {
+                warnings.push(format!("ServiceExport {label}: {e}; using first-seen time"));
+                first_seen(&label)
+            }
+        },
+        None => first_seen(&label),
+    };
+    translate(cluster, export, service, slices, created, warnings).map_err(|e| (label, e))
+}
+
 /// Objects without a namespace (hand-written manifests) live in `default`, as `kubectl apply` puts them.
-fn ns_of(meta: &crate::kube::ObjectMeta) -> &str {
+pub(crate) fn ns_of(meta: &crate::kube::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 

@@ -1,0 +1,358 @@
+//! A cluster's exports kept by service, so that a change translates only the services whose
+//! objects it touched: one edited Service among 50 000 costs one translation, not 50 000.
+//! Sources group their objects by the service they belong to ([`ServiceName`]) and hand
+//! [`ExportsByService::update`] the names a change touched; the result is what
+//! [`translate_cluster`](super::translate_cluster) gives for the same objects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Invalid, ns_of, translate_export};
+use crate::kube::{EndpointSlice, ObjectMeta, SERVICE_NAME_LABEL, Service, ServiceExport};
+use crate::{ClusterId, ExportSet, ServiceKey, Timestamp};
+
+/// The service an object belongs to, as its objects spell it: namespace (`default` when
+/// absent) and name (empty when absent). Not validated: a bad name is the translation's
+/// refusal to report.
+pub type ServiceName = (String, String);
+
+/// The service a Service or a ServiceExport belongs to: its own name.
+pub fn named(meta: &ObjectMeta) -> ServiceName {
+    (
+        ns_of(meta).to_owned(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The service an EndpointSlice belongs to: its `kubernetes.io/service-name` label; `None`
+/// without one (such a slice belongs to no service).
+pub fn slice_owner(slice: &EndpointSlice) -> Option<ServiceName> {
+    let service = slice.metadata.labels.get(SERVICE_NAME_LABEL)?;
+    Some((ns_of(&slice.metadata).to_owned(), service.clone()))
+}
+
+/// Whether a Service or ServiceExport with `meta` is `name`'s (as [`named`] says, without
+/// allocating).
+pub fn is_named(meta: &ObjectMeta, name: &ServiceName) -> bool {
+    meta.name.as_deref().unwrap_or_default() == name.1 && ns_of(meta) == name.0
+}
+
+/// Whether `slice` belongs to `name` (as [`slice_owner`] says, without allocating).
+pub fn is_slice_of(slice: &EndpointSlice, name: &ServiceName) -> bool {
+    slice
+        .metadata
+        .labels
+        .get(SERVICE_NAME_LABEL)
+        .is_some_and(|s| *s == name.1 && ns_of(&slice.metadata) == name.0)
+}
+
+/// One service's objects as a source holds them: what its translation reads. With several
+/// Services or ServiceExports of one name (manifest files can hold that), the last wins, as in
+/// [`translate_cluster`](super::translate_cluster).
+#[derive(Debug, Default)]
+pub struct ServiceObjects<'a> {
+    pub service: Option<&'a Service>,
+    pub slices: Vec<&'a EndpointSlice>,
+    pub export: Option<&'a ServiceExport>,
+}
+
+/// What an update translated: the refusals and warnings of the services it translated again,
+/// and how many of the cluster's exports changed.
+#[derive(Debug, Default)]
+pub struct Retranslated {
+    pub invalid: Vec<(String, Invalid)>,
+    pub warnings: Vec<String>,
+    /// Exports added, removed or changed (refusals do not count).
+    pub changed: usize,
+}
+
+/// A cluster's exports and refusals, by service.
+#[derive(Debug, Default, Clone)]
+pub struct ExportsByService {
+    exports: ExportSet,
+    invalid: BTreeMap<ServiceName, (String, Invalid)>,
+}
+
+impl ExportsByService {
+    /// Translates the services in `touched` again from the objects `objects` finds for each;
+    /// every other service keeps its export (the same `Arc`), and an export that comes out
+    /// equal keeps its old `Arc` too, so a snapshot diff sees only real changes.
+    pub fn update<'o, 't>(
+        &mut self,
+        cluster: &ClusterId,
+        touched: impl IntoIterator<Item = &'t ServiceName>,
+        mut objects: impl FnMut(&ServiceName) -> ServiceObjects<'o>,
+        first_seen: &mut dyn FnMut(&str) -> Timestamp,
+    ) -> Retranslated {
+        let mut out = Retranslated::default();
+        for name in touched {
+            let key = ServiceKey::new(&name.0, &name.1).ok();
+            let old = key.as_ref().and_then(|k| self.exports.remove(k));
+            self.invalid.remove(name);
+            let found = objects(name);
+            let Some(export) = found.export else {
+                out.changed += usize::from(old.is_some());
+                continue;
+            };
+            match translate_export(
+                cluster,
+                export,
+                found.service,
+                &found.slices,
+                first_seen,
+                &mut out.warnings,
+            ) {
+                Ok(exp) => {
+                    let exp = match old {
+                        Some(old) if *old == exp => old,
+                        _ => {
+                            out.changed += 1;
+                            Arc::new(exp)
+                        }
+                    };
+                    self.exports.insert(exp.key.clone(), exp);
+                }
+                Err(refused) => {
+                    out.changed += usize::from(old.is_some());
+                    out.invalid.push(refused.clone());
+                    self.invalid.insert(name.clone(), refused);
+                }
+            }
+        }
+        out
+    }
+
+    /// The cluster's exports, by service.
+    pub fn exports(&self) -> &ExportSet {
+        &self.exports
+    }
+
+    /// Every refused ServiceExport: its `namespace/name` label and why.
+    pub fn invalid(&self) -> impl Iterator<Item = &(String, Invalid)> {
+        self.invalid.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use super::*;
+    use crate::kube::{ClusterObjects, EndpointConditions, ServicePort, ServiceSpec, SliceEndpoint};
+    use crate::translate::translate_cluster;
+
+    /// A small deterministic generator (xorshift64*): the test needs no `rand`.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        }
+    }
+
+    fn meta(ns: Option<&str>, name: Option<&str>, created: bool) -> ObjectMeta {
+        ObjectMeta {
+            name: name.map(Into::into),
+            namespace: ns.map(Into::into),
+            creation_timestamp: created.then(|| "2026-01-01T00:00:00Z".into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// A random object of one of a few services (some names invalid, some objects unnamed),
+    /// so duplicates, refusals and slices of missing services all occur.
+    enum Obj {
+        Service(Service),
+        Slice(EndpointSlice),
+        Export(ServiceExport),
+    }
+
+    fn random_object(rng: &mut Rng) -> Obj {
+        let ns = [None, Some("default"), Some("shop"), Some("Bad_NS")][rng.below(4) as usize];
+        let name = [None, Some("a"), Some("b"), Some("c"), Some("d"), Some("UPPER")]
+            [rng.below(6) as usize];
+        match rng.below(3) {
+            0 => {
+                let ty = [None, Some("ClusterIP"), Some("ExternalName"), Some("Weird")]
+                    [rng.below(4) as usize];
+                let ip = [Some("10.0.0.1"), Some("None"), Some("nonsense"), None]
+                    [rng.below(4) as usize];
+                Obj::Service(Service {
+                    metadata: meta(ns, name, true),
+                    spec: ServiceSpec {
+                        type_: ty.map(Into::into),
+                        cluster_ip: ip.map(Into::into),
+                        ports: vec![ServicePort {
+                            name: Some("http".into()),
+                            port: [80, 80, 0, 70_000][rng.below(4) as usize],
+                            protocol: Some("TCP".into()),
+                            ..ServicePort::default()
+                        }],
+                        ..ServiceSpec::default()
+                    },
+                    ..Service::default()
+                })
+            }
+            1 => {
+                let mut m = meta(ns, Some("slice"), true);
+                if let Some(svc) = name {
+                    m.labels.insert(SERVICE_NAME_LABEL.into(), svc.into());
+                }
+                let ip = format!("10.1.{}.{}", rng.below(3), rng.below(3) + 1);
+                Obj::Slice(EndpointSlice {
+                    metadata: m,
+                    address_type: "IPv4".into(),
+                    endpoints: vec![SliceEndpoint {
+                        addresses: vec![ip, "127.0.0.1".into()],
+                        conditions: EndpointConditions {
+                            ready: [None, Some(true), Some(false)][rng.below(3) as usize],
+                            ..EndpointConditions::default()
+                        },
+                        ..SliceEndpoint::default()
+                    }],
+                })
+            }
+            _ => Obj::Export(ServiceExport {
+                metadata: meta(ns, name, rng.below(2) == 0),
+            }),
+        }
+    }
+
+    fn owner(obj: &Obj) -> Option<ServiceName> {
+        match obj {
+            Obj::Service(s) => Some(named(&s.metadata)),
+            Obj::Export(e) => Some(named(&e.metadata)),
+            Obj::Slice(s) => slice_owner(s),
+        }
+    }
+
+    fn objects_of<'a>(name: &ServiceName, objects: &'a [Obj]) -> ServiceObjects<'a> {
+        let mut found = ServiceObjects::default();
+        for obj in objects {
+            if owner(obj).as_ref() != Some(name) {
+                continue;
+            }
+            match obj {
+                Obj::Service(s) => found.service = Some(s),
+                Obj::Slice(s) => found.slices.push(s),
+                Obj::Export(e) => found.export = Some(e),
+            }
+        }
+        found
+    }
+
+    fn whole(objects: &[Obj]) -> ClusterObjects {
+        let mut all = ClusterObjects::default();
+        for obj in objects {
+            match obj {
+                Obj::Service(s) => all.services.push(s.clone()),
+                Obj::Slice(s) => all.endpoint_slices.push(s.clone()),
+                Obj::Export(e) => all.service_exports.push(e.clone()),
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn updating_the_touched_services_gives_what_a_whole_translation_gives() {
+        let cluster = ClusterId::new("c1").unwrap();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut objects: Vec<Obj> = Vec::new();
+        let mut by_service = ExportsByService::default();
+        let mut seen: HashMap<String, Timestamp> = HashMap::new();
+        let start = Timestamp::now();
+        let mut exporting = 0;
+        for step in 0..600 {
+            // Add, replace or remove a few objects; note whose service they were and are.
+            let mut touched = BTreeSet::new();
+            for _ in 0..=rng.below(3) {
+                let at = rng.below(objects.len() as u64 + 1) as usize;
+                let new = random_object(&mut rng);
+                touched.extend(owner(&new));
+                match rng.below(3) {
+                    0 if at < objects.len() => {
+                        touched.extend(owner(&objects[at]));
+                        objects[at] = new;
+                    }
+                    1 if at < objects.len() => {
+                        touched.extend(owner(&objects.remove(at)));
+                    }
+                    _ => objects.insert(at.min(objects.len()), new),
+                }
+            }
+            let mut first_seen =
+                |label: &str| *seen.entry(label.to_owned()).or_insert(start);
+            let done = by_service.update(
+                &cluster,
+                &touched,
+                |name| objects_of(name, &objects),
+                &mut first_seen,
+            );
+            let expected = translate_cluster(&cluster, &whole(&objects), &mut first_seen);
+            assert_eq!(
+                by_service.exports(),
+                &expected.exports,
+                "step {step}: exports differ"
+            );
+            let labels = |it: &mut dyn Iterator<Item = &(String, Invalid)>| {
+                let mut v: Vec<String> = it.map(|(l, why)| format!("{l}: {why}")).collect();
+                v.sort();
+                v
+            };
+            // translate_cluster reports each refused ServiceExport object, duplicates too.
+            let mut want = labels(&mut expected.invalid.iter());
+            want.dedup();
+            let mut have = labels(&mut by_service.invalid());
+            have.dedup();
+            assert_eq!(have, want, "step {step}: refusals differ");
+            assert!(done.changed <= touched.len());
+            exporting += usize::from(!expected.exports.is_empty());
+        }
+        assert!(exporting > 100, "the generator must export something: {exporting}");
+    }
+
+    #[test]
+    fn an_untouched_or_equal_export_keeps_its_arc() {
+        let cluster = ClusterId::new("c1").unwrap();
+        let objects = vec![
+            Obj::Service(Service {
+                metadata: meta(Some("shop"), Some("a"), true),
+                spec: ServiceSpec {
+                    cluster_ip: Some("10.0.0.1".into()),
+                    ..ServiceSpec::default()
+                },
+                ..Service::default()
+            }),
+            Obj::Export(ServiceExport {
+                metadata: meta(Some("shop"), Some("a"), true),
+            }),
+        ];
+        let name: ServiceName = ("shop".into(), "a".into());
+        let mut by_service = ExportsByService::default();
+        let mut seen = |_: &str| Timestamp::now();
+        let first = by_service.update(
+            &cluster,
+            [&name],
+            |n| objects_of(n, &objects),
+            &mut seen,
+        );
+        assert_eq!(first.changed, 1);
+        let before = by_service.exports().values().next().unwrap().clone();
+        let again = by_service.update(
+            &cluster,
+            [&name],
+            |n| objects_of(n, &objects),
+            &mut seen,
+        );
+        assert_eq!(again.changed, 0);
+        assert!(Arc::ptr_eq(
+            &before,
+            by_service.exports().values().next().unwrap()
+        ));
+        let gone = by_service.update(&cluster, [&name], |_| ServiceObjects::default(), &mut seen);
+        assert_eq!(gone.changed, 1);
+        assert!(by_service.exports().is_empty());
+    }
+}
