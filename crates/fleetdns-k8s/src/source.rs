@@ -6,14 +6,17 @@
 //! server is unreachable the cluster keeps heartbeating, so its last known exports stay
 //! served; `SourceStatus::connected` and a log line say so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
+use fleetdns_core::kube::{
+    ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport,
+};
 use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
-use fleetdns_core::translate::{Invalid, translate_cluster};
+use fleetdns_core::translate::Invalid;
+use fleetdns_core::translate::by_service::{ExportsByService, ServiceName, ServiceObjects};
 use fleetdns_core::{ClusterId, ExportSet, Registry, ServiceEntrySet, Timestamp};
 use futures::stream::{BoxStream, StreamExt};
 use kube::Client;
@@ -55,7 +58,7 @@ impl Default for SourceOptions {
         Self {
             write_back: true,
             heartbeat: Duration::from_secs(5),
-            settle: Duration::from_millis(100),
+            settle: Duration::from_millis(10),
             clusterset: None,
             tap: None,
         }
@@ -101,12 +104,17 @@ fn key_of(obj: &DynamicObject) -> Option<Key> {
     ))
 }
 
-impl<T> Store<T> {
+/// Told of a key whose object may have changed, with its old and new value.
+type Changed<'a, T> = dyn FnMut(&Key, Option<&T>, Option<&T>) + 'a;
+
+impl<T: PartialEq> Store<T> {
     /// Applies one watcher event; returns whether the served state may have changed.
+    /// `changed` is told every key whose object may have changed, with its old and new value.
     fn apply(
         &mut self,
         event: Event<DynamicObject>,
         parse: impl Fn(&DynamicObject) -> Option<T>,
+        changed: &mut Changed<'_, T>,
     ) -> bool {
         match event {
             Event::Init => {
@@ -123,21 +131,42 @@ impl<T> Store<T> {
             }
             Event::InitDone => {
                 // The re-list is the whole truth: whatever it did not list is gone.
-                self.items = self.pending.take().unwrap_or_default();
+                let old =
+                    std::mem::replace(&mut self.items, self.pending.take().unwrap_or_default());
+                for (key, was) in &old {
+                    let now = self.items.get(key);
+                    if now != Some(was) {
+                        changed(key, Some(was), now);
+                    }
+                }
+                for (key, now) in &self.items {
+                    if !old.contains_key(key) {
+                        changed(key, None, Some(now));
+                    }
+                }
                 self.synced = true;
                 true
             }
             Event::Apply(obj) => match (key_of(&obj), parse(&obj)) {
                 (Some(key), Some(value)) => {
-                    self.items.insert(key, value);
+                    let was = self.items.insert(key.clone(), value);
+                    changed(&key, was.as_ref(), self.items.get(&key));
                     true
                 }
                 // Unreadable now: drop it rather than serve a stale version of it.
-                (Some(key), None) => self.items.remove(&key).is_some(),
+                (Some(key), None) => self.remove(&key, changed),
                 _ => false,
             },
-            Event::Delete(obj) => key_of(&obj).is_some_and(|k| self.items.remove(&k).is_some()),
+            Event::Delete(obj) => key_of(&obj).is_some_and(|k| self.remove(&k, changed)),
         }
+    }
+
+    fn remove(&mut self, key: &Key, changed: &mut Changed<'_, T>) -> bool {
+        let Some(was) = self.items.remove(key) else {
+            return false;
+        };
+        changed(key, Some(&was), None);
+        true
     }
 }
 
@@ -351,6 +380,7 @@ impl ClusterSource {
         let mut entries_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut last: Option<ExportSet> = None;
+        let mut by_service = ExportsByService::default();
         let mut publish_at: Option<Instant> = None;
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -365,7 +395,7 @@ impl ClusterSource {
                             self.reachability.event(&event);
                             tracing::info!(cluster = %cluster, "ServiceEntries can be listed again");
                             stores.entries_watched = true;
-                            stores.entries.apply(event, |o| parse(o, &self.status));
+                            stores.entries.apply(event, |o| parse(o, &self.status), &mut |_, _, _| {});
                         }
                         Err(e) if matches!(kind, Kind::Entries) && refused(&e) => {
                             // RBAC without serviceentries: serve the cluster without them
@@ -394,13 +424,19 @@ impl ClusterSource {
                     if !stores.synced(false) {
                         continue;
                     }
-                    let objects = stores.objects();
                     if let Some(tap) = &self.options.tap {
-                        tap.set(cluster, &objects);
+                        tap.set(cluster, &stores.objects());
                     }
-                    let translated = translate_cluster(cluster, &objects, &mut |label| {
-                        *first_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
-                    });
+                    // Only the services whose objects changed are translated again.
+                    let touched = std::mem::take(&mut stores.touched);
+                    let translated = by_service.update(
+                        cluster,
+                        &touched,
+                        |name| stores.objects_of(name),
+                        &mut |label| {
+                            *first_seen.entry(label.to_owned()).or_insert_with(Timestamp::now)
+                        },
+                    );
                     first_seen.retain(|label, _| {
                         label.split_once('/').is_some_and(|(ns, name)| {
                             stores.exports.items.contains_key(&(ns.to_owned(), name.to_owned()))
@@ -409,14 +445,15 @@ impl ClusterSource {
                     for w in &translated.warnings {
                         tracing::warn!(cluster = %cluster, detail = %w, "export partly skipped");
                     }
-                    if last.as_ref() != Some(&translated.exports) {
-                        let count = translated.exports.len();
-                        match registry.publish(cluster, translated.exports.clone()).await {
+                    let exports = by_service.exports();
+                    if last.as_ref() != Some(exports) {
+                        let count = exports.len();
+                        match registry.publish(cluster, exports.clone()).await {
                             Ok(()) => {
                                 self.status.publishes.fetch_add(1, Ordering::Relaxed);
                                 self.status.exports.store(count as u64, Ordering::Relaxed);
-                                tracing::info!(cluster = %cluster, exports = count, invalid = translated.invalid.len(), "cluster published");
-                                last = Some(translated.exports);
+                                tracing::info!(cluster = %cluster, exports = count, invalid = by_service.invalid().count(), "cluster published");
+                                last = Some(exports.clone());
                             }
                             Err(e) => {
                                 tracing::warn!(cluster = %cluster, error = %e, "registry publish failed; retrying");
@@ -455,7 +492,7 @@ impl ClusterSource {
                     if self.options.write_back && stores.synced(true) {
                         // Only a changed view wakes the writer (pod churn in services that
                         // are not exported changes nothing it writes).
-                        let view = stores.view(version, translated.invalid);
+                        let view = stores.view(version, by_service.invalid().cloned().collect());
                         view_tx.send_if_modified(|old| {
                             if old.as_deref() == Some(&view) {
                                 return false;
@@ -548,36 +585,111 @@ struct Stores {
     entries: Store<ServiceEntryObject>,
     /// Whether the cluster serves ServiceEntries (then a set is complete only once listed).
     entries_watched: bool,
+    /// The EndpointSlices of each service (by its `kubernetes.io/service-name` label).
+    slices_by_service: HashMap<ServiceName, BTreeSet<Key>>,
+    /// Services whose Service, slices or ServiceExport changed since they were last
+    /// translated.
+    touched: BTreeSet<ServiceName>,
 }
 
 impl Stores {
     fn apply(&mut self, kind: Kind, event: Event<DynamicObject>, status: &SourceStatus) -> bool {
+        let touched = &mut self.touched;
+        let mut touch = |key: &Key| {
+            touched.insert(key.clone());
+        };
         match kind {
-            Kind::Services => self.services.apply(event, |o| parse(o, status)),
-            Kind::Slices => self.slices.apply(event, |o| {
-                let slice: EndpointSlice = parse(o, status)?;
-                let labels = &slice.metadata.labels;
-                let ours = labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(SLICE_MANAGER)
-                    && owned_by(Some(labels), &self.owner);
-                Some((slice, ours.then(|| held_content(o))))
-            }),
-            Kind::Exports => self.exports.apply(event, |o| {
-                let conditions = observed_conditions(&o.data);
-                Some((read_export(o, status), conditions))
-            }),
-            Kind::Namespaces => self
-                .namespaces
-                .apply(event, |o| Some(o.metadata.deletion_timestamp.is_none())),
-            Kind::Imports => self.imports.apply(event, |o| {
-                let labels = o.metadata.labels.as_ref();
-                let ours = labels
-                    .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
-                    .map(String::as_str)
-                    == Some(IMPORT_MANAGER)
-                    && owned_by(labels, &self.owner);
-                Some(ours.then(|| held_content(o)))
-            }),
-            Kind::Entries => self.entries.apply(event, |o| parse(o, status)),
+            Kind::Services => self
+                .services
+                .apply(event, |o| parse(o, status), &mut |k, _, _| touch(k)),
+            Kind::Exports => self.exports.apply(
+                event,
+                |o| {
+                    let conditions = observed_conditions(&o.data);
+                    Some((read_export(o, status), conditions))
+                },
+                &mut |k, _, _| touch(k),
+            ),
+            Kind::Slices => {
+                let owner = &self.owner;
+                let index = &mut self.slices_by_service;
+                self.slices.apply(
+                    event,
+                    |o| {
+                        let slice: EndpointSlice = parse(o, status)?;
+                        let labels = &slice.metadata.labels;
+                        let ours = labels.get(MANAGED_BY_LABEL).map(String::as_str)
+                            == Some(SLICE_MANAGER)
+                            && owned_by(Some(labels), owner);
+                        Some((slice, ours.then(|| held_content(o))))
+                    },
+                    // A slice belongs to the service its label names: both its old and its
+                    // new service are translated again.
+                    &mut |key, was, now| {
+                        let service_of = |held: Option<&(EndpointSlice, _)>| {
+                            let (slice, _) = held?;
+                            let service = slice.metadata.labels.get(SERVICE_NAME_LABEL)?;
+                            Some((key.0.clone(), service.clone()))
+                        };
+                        if let Some(service) = service_of(was) {
+                            if let Some(slices) = index.get_mut(&service) {
+                                slices.remove(key);
+                                if slices.is_empty() {
+                                    index.remove(&service);
+                                }
+                            }
+                            touched.insert(service);
+                        }
+                        if let Some(service) = service_of(now) {
+                            index
+                                .entry(service.clone())
+                                .or_default()
+                                .insert(key.clone());
+                            touched.insert(service);
+                        }
+                    },
+                )
+            }
+            Kind::Namespaces => self.namespaces.apply(
+                event,
+                |o| Some(o.metadata.deletion_timestamp.is_none()),
+                &mut |_, _, _| {},
+            ),
+            Kind::Imports => self.imports.apply(
+                event,
+                |o| {
+                    let labels = o.metadata.labels.as_ref();
+                    let ours = labels
+                        .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
+                        .map(String::as_str)
+                        == Some(IMPORT_MANAGER)
+                        && owned_by(labels, &self.owner);
+                    Some(ours.then(|| held_content(o)))
+                },
+                &mut |_, _, _| {},
+            ),
+            Kind::Entries => self
+                .entries
+                .apply(event, |o| parse(o, status), &mut |_, _, _| {}),
+        }
+    }
+
+    /// One service's objects, for its translation.
+    fn objects_of(&self, name: &ServiceName) -> ServiceObjects<'_> {
+        ServiceObjects {
+            service: self.services.items.get(name),
+            slices: self
+                .slices_by_service
+                .get(name)
+                .into_iter()
+                .flatten()
+                .filter_map(|key| self.slices.items.get(key).map(|(slice, _)| slice))
+                .collect(),
+            export: self
+                .exports
+                .items
+                .get(name)
+                .and_then(|(export, _)| export.as_ref().ok()),
         }
     }
 

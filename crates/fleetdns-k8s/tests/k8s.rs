@@ -1276,3 +1276,68 @@ async fn a_refused_service_entry_watch_does_not_hold_the_cluster_back() {
     running.stop().await;
     server.stop().await;
 }
+
+/// A watch event re-translates only the service it belongs to: every other export is
+/// published as the same `Arc`; a slice relabelled to another service moves its endpoints;
+/// a re-list that changes nothing keeps every export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_translates_only_its_service() {
+    let a = cluster("v1alpha1", "10.96.0.1", 80, "2026-01-01T00:00:00Z").await;
+    for i in 0..20 {
+        let name = format!("s{i}");
+        a.put(service("default", &name, &format!("10.96.1.{i}"), 80));
+        a.put(export("v1alpha1", "default", &name, "2026-01-01T00:00:00Z"));
+    }
+    a.put(slice("default", "s3", "10.1.3.1"));
+    let run = Running::start(&[("cluster-a", &a)], false);
+    let exports = |run: &Running| run.snapshot().clusters[&id("cluster-a")].exports.clone();
+    eventually("synced", || {
+        (run.exports_of("cluster-a")?.len() == 21).then_some(())
+    })
+    .await;
+    let before = exports(&run);
+    let key = |name: &str| ServiceKey::new("default", name).unwrap();
+
+    a.put(service("default", "s7", "10.96.9.7", 80));
+    eventually("s7's new address", || {
+        let now = exports(&run);
+        (now[&key("s7")].cluster_ips[0].to_string() == "10.96.9.7").then_some(())
+    })
+    .await;
+    let after = exports(&run);
+    for (k, export) in after.iter().filter(|(k, _)| **k != key("s7")) {
+        assert!(Arc::ptr_eq(export, &before[k]), "{k} was translated again");
+    }
+
+    // The slice of s3 now says it belongs to s4: s3 loses its endpoint, s4 gains it.
+    let mut moved = slice("default", "s3", "10.1.3.1");
+    moved["metadata"]["labels"]["kubernetes.io/service-name"] = json!("s4");
+    a.put(moved);
+    eventually("the endpoint moved from s3 to s4", || {
+        let now = exports(&run);
+        (now[&key("s3")].endpoints.is_empty() && now[&key("s4")].endpoints.len() == 1).then_some(())
+    })
+    .await;
+    let moved_at = exports(&run);
+    assert!(Arc::ptr_eq(&moved_at[&key("s5")], &before[&key("s5")]));
+
+    // A re-list with nothing changed (410 after a compaction) translates nothing again.
+    a.set_offline(true);
+    a.compact();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.set_offline(false);
+    let status = run.statuses[0].clone();
+    eventually("connected again", || {
+        status.connected.load(Ordering::Relaxed).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let relisted = exports(&run);
+    for (k, export) in relisted.iter() {
+        assert!(
+            Arc::ptr_eq(export, &moved_at[k]),
+            "{k} changed on a re-list"
+        );
+    }
+    run.stop().await;
+}

@@ -146,7 +146,10 @@ mod tests {
         // A folder created after the watch started is watched too.
         std::fs::create_dir(dir.path().join("cluster-b")).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        while tokio::time::timeout(Duration::from_millis(50), waker.changed()).await.is_ok() {}
+        while tokio::time::timeout(Duration::from_millis(50), waker.changed())
+            .await
+            .is_ok()
+        {}
         std::fs::write(dir.path().join("cluster-b").join("b.yaml"), "y").unwrap();
         tokio::time::timeout(Duration::from_secs(5), waker.changed())
             .await

@@ -138,7 +138,9 @@ mod tests {
     use std::collections::{BTreeSet, HashMap};
 
     use super::*;
-    use crate::kube::{ClusterObjects, EndpointConditions, ServicePort, ServiceSpec, SliceEndpoint};
+    use crate::kube::{
+        ClusterObjects, EndpointConditions, ServicePort, ServiceSpec, SliceEndpoint,
+    };
     use crate::translate::translate_cluster;
 
     /// A small deterministic generator (xorshift64*): the test needs no `rand`.
@@ -171,14 +173,20 @@ mod tests {
 
     fn random_object(rng: &mut Rng) -> Obj {
         let ns = [None, Some("default"), Some("shop"), Some("Bad_NS")][rng.below(4) as usize];
-        let name = [None, Some("a"), Some("b"), Some("c"), Some("d"), Some("UPPER")]
-            [rng.below(6) as usize];
+        let name = [
+            None,
+            Some("a"),
+            Some("b"),
+            Some("c"),
+            Some("d"),
+            Some("UPPER"),
+        ][rng.below(6) as usize];
         match rng.below(3) {
             0 => {
                 let ty = [None, Some("ClusterIP"), Some("ExternalName"), Some("Weird")]
                     [rng.below(4) as usize];
-                let ip = [Some("10.0.0.1"), Some("None"), Some("nonsense"), None]
-                    [rng.below(4) as usize];
+                let ip =
+                    [Some("10.0.0.1"), Some("None"), Some("nonsense"), None][rng.below(4) as usize];
                 Obj::Service(Service {
                     metadata: meta(ns, name, true),
                     spec: ServiceSpec {
@@ -208,7 +216,6 @@ mod tests {
                         addresses: vec![ip, "127.0.0.1".into()],
                         conditions: EndpointConditions {
                             ready: [None, Some(true), Some(false)][rng.below(3) as usize],
-                            ..EndpointConditions::default()
                         },
                         ..SliceEndpoint::default()
                     }],
@@ -282,8 +289,7 @@ mod tests {
                     _ => objects.insert(at.min(objects.len()), new),
                 }
             }
-            let mut first_seen =
-                |label: &str| *seen.entry(label.to_owned()).or_insert(start);
+            let mut first_seen = |label: &str| *seen.entry(label.to_owned()).or_insert(start);
             let done = by_service.update(
                 &cluster,
                 &touched,
@@ -310,7 +316,10 @@ mod tests {
             assert!(done.changed <= touched.len());
             exporting += usize::from(!expected.exports.is_empty());
         }
-        assert!(exporting > 100, "the generator must export something: {exporting}");
+        assert!(
+            exporting > 100,
+            "the generator must export something: {exporting}"
+        );
     }
 
     #[test]
@@ -332,20 +341,10 @@ mod tests {
         let name: ServiceName = ("shop".into(), "a".into());
         let mut by_service = ExportsByService::default();
         let mut seen = |_: &str| Timestamp::now();
-        let first = by_service.update(
-            &cluster,
-            [&name],
-            |n| objects_of(n, &objects),
-            &mut seen,
-        );
+        let first = by_service.update(&cluster, [&name], |n| objects_of(n, &objects), &mut seen);
         assert_eq!(first.changed, 1);
         let before = by_service.exports().values().next().unwrap().clone();
-        let again = by_service.update(
-            &cluster,
-            [&name],
-            |n| objects_of(n, &objects),
-            &mut seen,
-        );
+        let again = by_service.update(&cluster, [&name], |n| objects_of(n, &objects), &mut seen);
         assert_eq!(again.changed, 0);
         assert!(Arc::ptr_eq(
             &before,

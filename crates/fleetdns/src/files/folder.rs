@@ -106,17 +106,13 @@ impl Folder {
         }
     }
 
-    pub(super) fn file(&self, path: &Path) -> Option<&FileState> {
-        self.files.get(path)
-    }
-
     pub(super) fn file_mut(&mut self, path: &Path) -> Option<&mut FileState> {
         self.files.get_mut(path)
     }
 
-    /// The files of the folder as last read.
-    pub(super) fn paths(&self) -> impl Iterator<Item = &PathBuf> {
-        self.files.keys()
+    /// The files of the folder as last read, in path order.
+    pub(super) fn files(&self) -> impl Iterator<Item = (&PathBuf, &FileState)> {
+        self.files.iter()
     }
 
     /// The first file that does not parse.
@@ -178,7 +174,11 @@ impl Folder {
 
     /// Translates the touched services again (and the ServiceEntries when a file's entries
     /// changed), hands the whole object set to `tap`, and returns the cluster's export set.
-    pub(super) fn translate(&mut self, cluster: &ClusterId, tap: Option<&ObjectsTap>) -> Translation {
+    pub(super) fn translate(
+        &mut self,
+        cluster: &ClusterId,
+        tap: Option<&ObjectsTap>,
+    ) -> Translation {
         if let Some(tap) = tap {
             let all = take_manifests(&mut self.files);
             tap.set(cluster, &all.objects);
@@ -258,7 +258,12 @@ fn objects_of<'a>(
         let Some(Ok(m)) = files.get(&**path).map(|f| f.parsed.as_ref()) else {
             continue;
         };
-        if let Some(s) = m.objects.services.iter().rfind(|s| is_named(&s.metadata, name)) {
+        if let Some(s) = m
+            .objects
+            .services
+            .iter()
+            .rfind(|s| is_named(&s.metadata, name))
+        {
             found.service = Some(s);
         }
         found.slices.extend(

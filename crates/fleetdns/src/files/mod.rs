@@ -319,25 +319,20 @@ impl FilesSource {
                     published: false,
                 }
             });
-            let listing: BTreeMap<PathBuf, file_watch::Stamp> = manifest_files(dir)
-                .into_iter()
-                .map(|p| {
-                    let stamp = file_watch::stamp(&p);
-                    (p, stamp)
-                })
-                .collect();
-            let removed: Vec<PathBuf> = state
-                .folder
-                .paths()
-                .filter(|p| !listing.contains_key(*p))
-                .cloned()
-                .collect();
-            if !removed.is_empty() {
-                state.dirty = true;
-                arrivals.entry(id.clone()).or_default().removed = removed;
-            }
-            for (path, stamp) in listing {
-                let known = state.folder.file(&path);
+            // The listing and the folder's files, both in path order, walked side by side: a
+            // folder of thousands of files costs a stat each, not a search each.
+            let mut known_files = state.folder.files().peekable();
+            let mut removed = Vec::new();
+            for path in manifest_files(dir) {
+                let stamp = file_watch::stamp(&path);
+                while let Some((gone, _)) =
+                    known_files.next_if(|(p, _)| p.as_os_str() < path.as_os_str())
+                {
+                    removed.push(gone.clone());
+                }
+                let known = known_files
+                    .next_if(|(p, _)| p.as_os_str() == path.as_os_str())
+                    .map(|(_, f)| f);
                 if known.is_some_and(|f| f.stamp == stamp && stamp.is_some() && !f.recent) {
                     continue;
                 }
@@ -347,6 +342,11 @@ impl FilesSource {
                     path,
                     stamp,
                 });
+            }
+            removed.extend(known_files.map(|(p, _)| p.clone()));
+            if !removed.is_empty() {
+                state.dirty = true;
+                arrivals.entry(id.clone()).or_default().removed = removed;
             }
         }
         // A file modified shortly before this moment may be written again without changing its
@@ -701,19 +701,24 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     };
     let mut files: Vec<PathBuf> = rd
         .filter_map(Result::ok)
+        .filter(|e| {
+            // The directory entry's type costs no system call; a symlink (a ConfigMap
+            // volume's files) is followed.
+            e.file_type()
+                .is_ok_and(|t| t.is_file() || (t.is_symlink() && e.path().is_file()))
+        })
         .map(|e| e.path())
         .filter(|p| {
-            p.is_file()
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml" | "json")
-                )
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
         })
         .collect();
-    files.sort();
+    // Files of one folder differ only in their last component: byte order is path order.
+    files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     files
 }
 
@@ -1028,13 +1033,44 @@ mod tests {
         let mut same = 0;
         for (key, export) in after.iter() {
             if key.name() == "s7" {
-                assert_eq!(export.cluster_ips, ["10.0.0.77".parse::<std::net::IpAddr>().unwrap()]);
+                assert_eq!(
+                    export.cluster_ips,
+                    ["10.0.0.77".parse::<std::net::IpAddr>().unwrap()]
+                );
             } else {
-                assert!(Arc::ptr_eq(export, &before[key]), "{key} was translated again");
+                assert!(
+                    Arc::ptr_eq(export, &before[key]),
+                    "{key} was translated again"
+                );
                 same += 1;
             }
         }
         assert_eq!(same, 49);
+    }
+
+    /// A change event polls at once: with a poll interval of a minute, an edit is still
+    /// published within seconds.
+    #[tokio::test]
+    async fn a_change_event_polls_without_waiting_for_the_interval() {
+        let (_root, dir, mut source, registry) = polled_folder().await;
+        source.interval = Duration::from_secs(60);
+        let registry = Arc::new(registry);
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(source.run(registry.clone(), cancel.clone()));
+        // The first tick polls at once; the change below must come from the event.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(dir.join("web.yaml"), exported("web", "10.0.0.9")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !exports(&registry, "cluster-a").contains(&"default/web [10.0.0.9]".to_owned()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the edit was not published within 10 s: {:?}",
+                exports(&registry, "cluster-a")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        running.await.unwrap();
     }
 
     #[tokio::test]
