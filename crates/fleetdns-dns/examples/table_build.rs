@@ -6,8 +6,9 @@
 //! ENDPOINTS ready endpoints with hostnames); every tenth is headless, the rest ClusterSetIP.
 //! Prints one line of `key=value`: the merge and compile times of the first build (as
 //! `serve` does on a new snapshot), the time to rebuild after one service changed in one
-//! cluster (a whole recompile, the way `serve` does it), the table's size, and the process'
-//! resident memory (VmRSS, VmHWM from /proc/self/status) before, with one table, and with
+//! cluster (a whole recompile), the time of one change compiled incrementally as `serve` does
+//! it (mean of ROUNDS, default 100; each round also copies the changed cluster's export set,
+//! as a source's publish does), the table's size, and the process' resident memory (VmRSS, VmHWM from /proc/self/status) before, with one table, and with
 //! two (the old one still serving while the new one is built).
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use fleetdns_core::{
     ClusterId, ClusterView, Endpoint, Export, ExportSet, FleetSnapshot, Port, Protocol, ServiceKey,
     ServiceType, Timestamp, merge_fleet,
 };
+use fleetdns_dns::compile::incremental::Compiler;
 use fleetdns_dns::{ZonesConfig, compile};
 
 fn status_kib(field: &str) -> u64 {
@@ -144,9 +146,31 @@ fn main() {
     drop(table);
     let rss_after_swap = status_kib("VmRSS:");
 
+    // The same change the way `serve` compiles it: only the changed service
+    // (`compile::incremental::Compiler`), each of ROUNDS changes to a different service.
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(100);
+    let mut compiler = Compiler::new();
+    let mut snapshot = Arc::new(snapshot);
+    let _ = compiler.compile(snapshot.clone(), &zones, 3);
+    let started = Instant::now();
+    for round in 0..rounds {
+        let mut next = (*snapshot).clone();
+        let view = next.clusters.get_mut(&first).unwrap();
+        let mut exports = (*view.exports).clone();
+        let changed = export(0, round % services, endpoints + 2, 1_700_000_000, &first);
+        exports.insert(changed.key.clone(), Arc::new(changed));
+        view.exports = Arc::new(exports);
+        next.version += 1;
+        snapshot = Arc::new(next);
+        let compiled = compiler.compile(snapshot.clone(), &zones, 4);
+        assert_eq!(compiled.changed, Some(1));
+    }
+    let incremental_ms = started.elapsed().as_secs_f64() * 1e3 / rounds.max(1) as f64;
+
     println!(
         "services={services} clusters={clusters} endpoints={endpoints} exports={} names={} records={} \
          merge_ms={merge_ms:.1} build_ms={build_ms:.1} rebuild_one_change_ms={rebuild_ms:.1} \
+         one_change_incremental_ms={incremental_ms:.2} \
          rss_start_kib={rss_start} rss_snapshot_kib={rss_snapshot} rss_one_table_kib={rss_one} \
          rss_two_tables_kib={rss_two} rss_after_swap_kib={rss_after_swap} hwm_kib={}",
         snapshot.export_count(),
