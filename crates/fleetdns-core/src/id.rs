@@ -103,6 +103,11 @@ impl ServiceKey {
 
 impl Ord for ServiceKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Maps of one fleet share their keys' strings: the same string is the same key, which
+        // makes walking two versions of a 50 000-service map side by side cheap.
+        if Arc::ptr_eq(&self.joined, &other.joined) {
+            return std::cmp::Ordering::Equal;
+        }
         (self.namespace(), self.name()).cmp(&(other.namespace(), other.name()))
     }
 }

@@ -148,7 +148,10 @@ fn main() {
 
     // The same change the way `serve` compiles it: only the changed service
     // (`compile::incremental::Compiler`), each of ROUNDS changes to a different service.
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(100);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(100);
     let mut compiler = Compiler::new();
     let mut snapshot = Arc::new(snapshot);
     let _ = compiler.compile(snapshot.clone(), &zones, 3);

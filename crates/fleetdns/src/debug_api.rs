@@ -21,9 +21,21 @@ use crate::ops::OpsState;
 #[derive(Debug)]
 pub struct Installed {
     pub snapshot: Arc<FleetSnapshot>,
-    pub merged: Arc<Merged>,
+    /// The snapshot's merge, made at the first debug request that needs it: the compiler
+    /// changes its own merge in place, and copying 100 000 services on every change for a
+    /// debug request that may never come would cost every change.
+    merged: std::sync::OnceLock<Merged>,
     pub zones: ZonesConfig,
     pub at: Timestamp,
+}
+
+impl Installed {
+    /// The merge the table was compiled from (the compiler's incremental merge equals the
+    /// whole one: `compile::incremental`'s tests).
+    pub fn merged(&self) -> &Merged {
+        self.merged
+            .get_or_init(|| fleetdns_core::merge_fleet(&self.snapshot))
+    }
 }
 
 /// How this process gets a cluster's exports.
@@ -65,12 +77,12 @@ impl DebugState {
     }
 
     /// A snapshot was compiled and installed.
-    pub fn installed(&self, snapshot: Arc<FleetSnapshot>, merged: Arc<Merged>, zones: ZonesConfig) {
+    pub fn installed(&self, snapshot: Arc<FleetSnapshot>, zones: ZonesConfig) {
         let at = Timestamp::now();
         lock(&self.history).observe(&snapshot, at);
         *lock(&self.current) = Some(Arc::new(Installed {
             snapshot,
-            merged,
+            merged: std::sync::OnceLock::new(),
             zones,
             at,
         }));
@@ -121,7 +133,7 @@ pub fn query(
     let forwarder = served.and_then(|s| s.forwarder.load_full());
     let inputs = Inputs {
         snapshot: current.as_deref().map(|c| &*c.snapshot),
-        merged: current.as_deref().map_or(&empty, |c| &*c.merged),
+        merged: current.as_deref().map_or(&empty, Installed::merged),
         zones: current.as_deref().map_or(&default_zones, |c| &c.zones),
         table: table.as_deref(),
         forwarder: forwarder.as_deref(),
@@ -281,7 +293,7 @@ pub fn fleet(debug: &DebugState, ops: &OpsState, served: Option<&Served>) -> Fle
                 exports: view.exports.len(),
             });
         }
-        for s in c.merged.values() {
+        for s in c.merged().values() {
             services.push(ServiceRow {
                 name: s.key.to_string(),
                 service_type: s.service_type.to_string(),
@@ -404,15 +416,12 @@ mod tests {
                 .into_iter()
                 .collect(),
         );
-        let empty = Arc::new(BTreeMap::new());
         debug.installed(
             snapshot(1, &[("a", true), ("b", true), ("c", true)]),
-            empty.clone(),
             ZonesConfig::default(),
         );
         debug.installed(
             snapshot(2, &[("a", true), ("b", false)]),
-            empty,
             ZonesConfig::default(),
         );
         let r = fleet(&debug, &ops, None);

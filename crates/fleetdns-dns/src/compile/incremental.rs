@@ -26,11 +26,13 @@ use crate::wire::{encode_name, label_offsets};
 /// Beyond this share of the fleet's services changed at once, a whole compile is cheaper.
 const MOST_OF_THE_FLEET: usize = 4;
 
-/// What one compile produced.
+/// What one compile produced. The merge it compiled from stays with the [`Compiler`]
+/// ([`Compiler::merged`]), changed in place: a change to one service copies nothing else.
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub table: Arc<AnswerTable>,
-    pub merged: Arc<Merged>,
+    /// Services in the merge (the fleet's exported services).
+    pub services: usize,
     /// Services compiled again; `None` when the whole table was compiled.
     pub changed: Option<usize>,
 }
@@ -44,7 +46,7 @@ pub struct Compiler {
 #[derive(Debug)]
 struct Last {
     snapshot: Arc<FleetSnapshot>,
-    merged: Arc<Merged>,
+    merged: Merged,
     config: ZonesConfig,
     table: Arc<AnswerTable>,
     /// `<ns>.svc.<zone>` → how many services are in it (its node exists while above 0).
@@ -74,25 +76,38 @@ impl Compiler {
         if let Some(compiled) = self.try_incremental(&snapshot, config, serial) {
             return compiled;
         }
-        let merged = Arc::new(merge_fleet(&snapshot));
+        let merged = merge_fleet(&snapshot);
+        // A whole compile reports every conflict (an incremental one, those of the services
+        // it merged again).
+        for service in merged.values() {
+            for c in &service.conflicts {
+                tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
+            }
+        }
         let table = Arc::new(compile(&snapshot, &merged, config, serial));
         let namespaces = if incremental_possible(&snapshot, config, &table) {
             namespace_counts(&snapshot, &merged, config)
         } else {
             FxHashMap::default()
         };
+        let services = merged.len();
         self.last = Some(Last {
             snapshot,
-            merged: merged.clone(),
+            merged,
             config: config.clone(),
             table: table.clone(),
             namespaces,
         });
         Compiled {
             table,
-            merged,
+            services,
             changed: None,
         }
+    }
+
+    /// The merge of the last snapshot compiled.
+    pub fn merged(&self) -> Option<&Merged> {
+        self.last.as_ref().map(|l| &l.merged)
     }
 
     fn try_incremental(
@@ -109,30 +124,30 @@ impl Compiler {
         if touched.services.len() * MOST_OF_THE_FLEET > last.merged.len().max(16) {
             return None;
         }
-        let mut merged = (*last.merged).clone();
+        // The names the touched services own now, before their merge changes in place.
+        let (old_names, old_ns) = Side {
+            snapshot: &last.snapshot,
+            merged: &last.merged,
+        }
+        .build(&last.table, config, &touched);
         for key in &touched.services {
             match merge_key(snapshot, key) {
                 Some(service) => {
                     for c in &service.conflicts {
                         tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
                     }
-                    merged.insert(key.clone(), Arc::new(service));
+                    last.merged.insert(key.clone(), Arc::new(service));
                 }
                 None => {
-                    merged.remove(key);
+                    last.merged.remove(key);
                 }
             }
         }
-        let before = Side {
-            snapshot: &last.snapshot,
-            merged: &last.merged,
-        };
-        let after = Side {
+        let (new_entries, new_ns) = Side {
             snapshot,
-            merged: &merged,
-        };
-        let (old_names, old_ns) = before.build(&last.table, config, &touched);
-        let (new_entries, new_ns) = after.build(&last.table, config, &touched);
+            merged: &last.merged,
+        }
+        .build(&last.table, config, &touched);
 
         let mut changes: Vec<Change> = Vec::new();
         let new_names: FxHashSet<&[u8]> = new_entries.iter().map(|(n, _)| &**n).collect();
@@ -175,13 +190,11 @@ impl Compiler {
             }
         }
         let table = Arc::new(last.table.with_changes(changes, serial, snapshot.version));
-        let merged = Arc::new(merged);
         last.snapshot = snapshot.clone();
-        last.merged = merged.clone();
         last.table = table.clone();
         Some(Compiled {
             table,
-            merged,
+            services: last.merged.len(),
             changed: Some(touched.services.len().max(touched.exports.len())),
         })
     }

@@ -62,21 +62,14 @@ fn install(
     let started = Instant::now();
     let compiled = compiler.compile(snapshot.clone(), zones, serial_now());
     if compiled.changed.is_none() {
-        // A whole compile: report every conflict (an incremental one reports those of the
-        // services it merged again).
-        for service in compiled.merged.values() {
-            for c in &service.conflicts {
-                tracing::warn!(service = %service.key, reason = c.kind.reason(), detail = %c.message, "export conflict");
-            }
-        }
         served.metrics.add_zones(&compiled.table.zone_names());
     }
     let stats = compiled.table.stats();
     let table_bytes = compiled.table.bytes();
-    let services = compiled.merged.len();
+    let services = compiled.services;
     // The debug state first: once a client sees the new answer, `/debug/query` knows why.
     if let Some(debug) = &ops.debug {
-        debug.installed(snapshot.clone(), compiled.merged.clone(), zones.clone());
+        debug.installed(snapshot.clone(), zones.clone());
     }
     let old = served.table.swap(Some(compiled.table));
     let swapped = started.elapsed();
