@@ -4,10 +4,15 @@
 Real traffic where there is some: the queries `dig` sends (UDP and TCP, captured on a loopback
 listener), the answers a real Knot DNS gives to them (knotd started here on a loopback port with
 a small zone), the demo manifests of examples/demo and examples/mesh (YAML as they are, and
-as the JSON the API server sends), and registry values in the layout the etcd codec writes
-(its tests pin that layout). Needs dig, knotd and python3 with PyYAML. The committed corpora
-are these seeds after a fuzzing run, minimized with `cargo fuzz cmin`.
+as the JSON the API server sends), registry values in the layout the etcd codec writes
+(its tests pin that layout), and the repository's TOML configs (every example and deploy config,
+every ```toml block of the docs). Needs dig, knotd and python3 with PyYAML;
+`python3 make_seeds.py config` writes only the config seeds and needs none of them. The
+committed corpora are these seeds after a fuzzing run, minimized with `cargo fuzz cmin`.
 """
+
+import glob
+import re
 
 import hashlib
 import json
@@ -258,7 +263,135 @@ ETCD_VALUES = [
 ]
 
 
+# --- TOML configs ------------------------------------------------------------------------------
+
+def configs():
+    """The repository's configs: every .toml of examples/ and deploy/ (deploy/fleetdns.toml is
+    the ConfigMap's content), and every ```toml block of the Markdown docs (whole configs and
+    section snippets; a snippet alone may be refused, which is a path to fuzz too)."""
+    out = []
+    for pattern in ("examples/**/*.toml", "deploy/**/*.toml"):
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
+            with open(path, "rb") as f:
+                out.append(f.read())
+    docs = [os.path.join(ROOT, "README.md")] + sorted(
+        glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+        + glob.glob(os.path.join(ROOT, "deploy", "**", "*.md"), recursive=True)
+        + glob.glob(os.path.join(ROOT, "examples", "**", "*.md"), recursive=True)
+    )
+    for path in docs:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        for block in re.findall(r"^```toml\n(.*?)^```", text, re.S | re.M):
+            out.append(block.encode())
+    return out
+
+
+# The sections and keys no repository config uses ([[forward]] with a resolv.conf upstream,
+# [[sync]] over rfc2136 with TSIG and over etcd, an etcd registry with TLS and both VIP ranges,
+# a kubernetes source, [cache]): configs that parse, so mutations start from every key.
+EXTRA_CONFIGS = [
+    """cluster_id = "east"
+[dns]
+listen = "0.0.0.0:5353"
+udp_workers = 2
+reuse_port = true
+allow = ["10.0.0.0/8", "fd00::/8"]
+query_log = true
+nsid = "fleetdns-0"
+[registry]
+kind = "memory"
+liveness_timeout_ms = 30000
+vip_range = "240.240.0.0/16"
+vip_release_grace_secs = 60
+vip_range_v6 = "2001:2::/48"
+[clusterset]
+policy = "local-first"
+ttl = 5
+[cluster_zones]
+enabled = true
+[mesh]
+enabled = true
+global_suffix = "global"
+gateways = { "west" = "192.0.2.10:15443" }
+[cache]
+capacity = 1000
+max_ttl = 3600
+min_ttl = 5
+serve_stale_ms = 30000
+prefetch = 3
+[[forward]]
+zone = "example.com"
+upstreams = ["10.244.0.5", "[fd00::5]:5353", "/etc/resolv.conf"]
+policy = "round_robin"
+health_check_ms = 1000
+max_fails = 3
+timeout_ms = 2000
+max_concurrent = 100
+[[forward]]
+zone = "."
+upstreams = ["9.9.9.9"]
+force_tcp = true
+[[sources]]
+kind = "files"
+path = "clusters"
+poll_interval_ms = 2000
+[[sources]]
+kind = "kubernetes"
+cluster_id = "west"
+kubeconfig = "west.kubeconfig"
+context = "west"
+write_back = true
+[[sync]]
+provider = "rfc2136"
+zone = "fleet.example.com"
+server = "192.0.2.53:53"
+tsig_key = "fleetdns."
+tsig_algorithm = "hmac-sha256"
+tsig_secret_file = "tsig.secret"
+owner_id = "fleetdns-east"
+policy = "sync"
+publish_clusterset = true
+domain_filter = ["fleet.example.com"]
+regex_domain_exclusion = "^internal-"
+managed_record_types = ["A", "AAAA", "CNAME"]
+txt_prefix = "fleetdns-%{record_type}-"
+batch_size = 20
+""",
+    """[registry]
+kind = "etcd"
+endpoints = ["https://etcd-0:2379", "https://etcd-1:2379"]
+prefix = "/fleetdns/v1"
+lease_ttl_secs = 15
+username = "fleetdns"
+password = "secret"
+ca_file = "ca.pem"
+cert_file = "client.pem"
+key_file = "client-key.pem"
+vip_range = "241.0.0.0/8"
+[clusterset]
+policy = "vip"
+[[sync]]
+provider = "etcd"
+zone = "skydns.local"
+owner_id = "fleetdns"
+policy = "upsert-only"
+prefix = "/skydns/"
+""",
+]
+
+
+def config_seeds():
+    shutil.rmtree(os.path.join(OUT, "config"), ignore_errors=True)
+    for text in configs() + EXTRA_CONFIGS:
+        save("config", text)
+
+
 def main():
+    if sys.argv[1:] == ["config"]:
+        config_seeds()
+        print("config", len(os.listdir(os.path.join(OUT, "config"))))
+        return
     shutil.rmtree(OUT, ignore_errors=True)
     udp, tcp = capture_dig()
     if not udp:
@@ -284,6 +417,7 @@ def main():
             save("kube_objects", json.dumps(d))
     for v in ETCD_VALUES:
         save("etcd_value", v)
+    config_seeds()
     for t in sorted(os.listdir(OUT)):
         print(t, len(os.listdir(os.path.join(OUT, t))))
 

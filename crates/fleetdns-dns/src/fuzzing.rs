@@ -129,7 +129,7 @@ fn entry(cluster: &ClusterId, name: &str, hosts: &[&str], addresses: &[&str]) ->
 
 /// Three clusters (one dead), ClusterSetIP and headless services, dual-stack addresses,
 /// named and unnamed ports, ServiceEntries with a wildcard host and a VIP-allocated host.
-fn fleet() -> FleetSnapshot {
+pub fn fleet() -> FleetSnapshot {
     let mut snapshot = FleetSnapshot {
         version: 3,
         ..FleetSnapshot::default()

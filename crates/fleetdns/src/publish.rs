@@ -65,31 +65,37 @@ async fn job(config: &Config, b: &SyncConfig) -> anyhow::Result<SyncJob> {
             timeout,
         ))),
     };
+    Ok(SyncJob {
+        settings: plan_settings(b)?,
+        provider,
+        publish_clusterset: b.publish_clusterset,
+        interval: Duration::from_millis(b.interval_ms),
+        min_event_interval: Duration::from_millis(b.min_event_interval_ms),
+    })
+}
+
+/// What a block's plans are made with: zone, owner, policy, filters, record types, TXT names,
+/// TTLs. No I/O (the fuzz harness builds them too).
+pub fn plan_settings(b: &SyncConfig) -> anyhow::Result<PlanSettings> {
     let managed_types = b
         .managed_record_types
         .iter()
         .map(|t| t.parse::<RecordType>())
         .collect::<Result<_, _>>()?;
-    Ok(SyncJob {
-        settings: PlanSettings {
-            zone: b.zone.clone(),
-            owner_id: b.owner_id.clone(),
-            policy: b.policy.parse::<Policy>().map_err(anyhow::Error::msg)?,
-            filter: DomainFilter::new(
-                &b.domain_filter,
-                &b.exclude_domains,
-                b.regex_domain_filter.as_deref(),
-                b.regex_domain_exclusion.as_deref(),
-            )?,
-            managed_types,
-            txt_names: TxtNames::new(&b.txt_prefix, &b.txt_suffix)?,
-            default_ttl: b.default_ttl,
-            min_ttl: b.min_ttl,
-        },
-        provider,
-        publish_clusterset: b.publish_clusterset,
-        interval: Duration::from_millis(b.interval_ms),
-        min_event_interval: Duration::from_millis(b.min_event_interval_ms),
+    Ok(PlanSettings {
+        zone: b.zone.clone(),
+        owner_id: b.owner_id.clone(),
+        policy: b.policy.parse::<Policy>().map_err(anyhow::Error::msg)?,
+        filter: DomainFilter::new(
+            &b.domain_filter,
+            &b.exclude_domains,
+            b.regex_domain_filter.as_deref(),
+            b.regex_domain_exclusion.as_deref(),
+        )?,
+        managed_types,
+        txt_names: TxtNames::new(&b.txt_prefix, &b.txt_suffix)?,
+        default_ttl: b.default_ttl,
+        min_ttl: b.min_ttl,
     })
 }
 

@@ -6,8 +6,21 @@ use fleetdns_dns::forward::config::{
     ForwardZoneConfig, is_resolv_conf_path, resolv_conf_nameservers,
 };
 
-/// Replaces every resolv.conf path in `forward`'s upstreams by the addresses it names.
-pub fn expand_upstream_files(forward: &mut [ForwardZoneConfig]) -> anyhow::Result<()> {
+/// How the config reads the resolv.conf files it names: from disk, or (the fuzz harness,
+/// which touches no file) from memory.
+pub type ReadFile<'a> = &'a dyn Fn(&str) -> std::io::Result<String>;
+
+/// The [`ReadFile`] of every caller but the fuzz harness.
+pub fn read_from_disk(path: &str) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// Replaces every resolv.conf path in `forward`'s upstreams by the addresses it names, the
+/// files read by `read`.
+pub fn expand_upstream_files_with(
+    forward: &mut [ForwardZoneConfig],
+    read: ReadFile<'_>,
+) -> anyhow::Result<()> {
     for zone in forward {
         let mut upstreams = Vec::with_capacity(zone.upstreams.len());
         for value in &zone.upstreams {
@@ -15,7 +28,7 @@ pub fn expand_upstream_files(forward: &mut [ForwardZoneConfig]) -> anyhow::Resul
                 upstreams.push(value.clone());
                 continue;
             }
-            let text = std::fs::read_to_string(value).with_context(|| {
+            let text = read(value).with_context(|| {
                 format!(
                     "forward zone {:?}: upstream {value:?} is not an address or a readable resolv.conf",
                     zone.zone
@@ -51,7 +64,7 @@ mod tests {
             ))
             .unwrap(),
         ];
-        expand_upstream_files(&mut zones).unwrap();
+        expand_upstream_files_with(&mut zones, &read_from_disk).unwrap();
         let got = fleetdns_dns::forward::parse_upstreams("z", &zones[0].upstreams).unwrap();
         let want: Vec<std::net::SocketAddr> =
             ["127.0.0.1:5300", "10.1.1.1:53", "10.0.0.1:53", "[::1]:53"]
@@ -66,7 +79,10 @@ mod tests {
                 upstreams: vec![bad.display().to_string()],
                 ..zones[0].clone()
             }];
-            let err = format!("{:#}", expand_upstream_files(&mut zones).unwrap_err());
+            let err = format!(
+                "{:#}",
+                expand_upstream_files_with(&mut zones, &read_from_disk).unwrap_err()
+            );
             assert!(err.contains(&bad.display().to_string()), "{err}");
         }
     }

@@ -2599,3 +2599,13 @@ fn monitoring_rules_pass_promtool_and_use_only_documented_metrics() {
         );
     }
 }
+
+/// The committed corpus of the `config` fuzz target (`fuzz/corpus/config/`) through its
+/// harness: every file parses or is refused with an error, and what the commands derive from
+/// a config that parses builds; none panics (fuzz/README.md).
+mod fuzz_corpus {
+    #[test]
+    fn config() {
+        fleetdns_core::fuzzing::run_corpus("config", fleetdns::fuzzing::config);
+    }
+}

@@ -71,8 +71,9 @@ pub(super) fn resolve_and_check(
     forward: &mut [ForwardZoneConfig],
     cache: CacheLimits,
     path: &Path,
+    read: crate::resolv_conf::ReadFile<'_>,
 ) -> anyhow::Result<()> {
-    crate::resolv_conf::expand_upstream_files(forward)
+    crate::resolv_conf::expand_upstream_files_with(forward, read)
         .with_context(|| format!("{}: forward", path.display()))?;
     Forwarder::new(forward, cache).with_context(|| format!("{}: forward", path.display()))?;
     Ok(())

@@ -89,6 +89,16 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        Self::parse_with(text, path, &crate::resolv_conf::read_from_disk)
+    }
+
+    /// [`Config::parse`], the resolv.conf files that `[[forward]] upstreams` name read by
+    /// `read` (the fuzz harness reads none from disk). The only file the parse reads.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        read: crate::resolv_conf::ReadFile<'_>,
+    ) -> anyhow::Result<Self> {
         let mut raw: RawConfig = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -118,7 +128,7 @@ impl Config {
         }
         let allow = raw.dns.allow_list(path)?;
         let cache = raw.cache.limits();
-        forward::resolve_and_check(&mut raw.forward, cache, path)?;
+        forward::resolve_and_check(&mut raw.forward, cache, path, read)?;
         let (vips, vips_v6) = raw.registry.vips(path)?;
         if zones.mesh.enabled && !zones.mesh.global_suffix.is_empty() && vips.is_none() {
             bail!(
