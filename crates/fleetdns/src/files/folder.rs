@@ -15,7 +15,7 @@ use fleetdns_core::translate::by_service::{
 };
 use fleetdns_core::{ClusterId, ExportSet, ServiceEntrySet, Timestamp};
 
-use super::{ClusterManifests, ManifestError};
+use super::{ClusterManifests, ManifestError, note_entries, note_refusals};
 use crate::file_watch;
 
 /// One manifest file as last read.
@@ -200,17 +200,7 @@ impl Folder {
             &mut seen,
         );
         let mut notes = Vec::new();
-        for (label, why) in &done.invalid {
-            tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
-            notes.push(format!(
-                "{cluster}: ServiceExport {label} Valid=False ({}): {why}",
-                why.reason()
-            ));
-        }
-        for w in &done.warnings {
-            tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
-            notes.push(format!("{cluster}: {w}"));
-        }
+        note_refusals(cluster, &done.invalid, &done.warnings, &mut notes);
         let entries = self.entries_changed.then(|| {
             let objects: Vec<ServiceEntryObject> = self
                 .files
@@ -221,10 +211,7 @@ impl Folder {
                 translate_service_entries(cluster, &objects, &mut |label| {
                     seen(&format!("serviceentry/{label}"))
                 });
-            for n in entry_notes {
-                tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
-                notes.push(format!("{cluster}: {n}"));
-            }
+            note_entries(cluster, entry_notes, &mut notes);
             entries
         });
         Translation {

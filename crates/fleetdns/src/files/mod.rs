@@ -768,6 +768,35 @@ pub fn read_cluster(dir: &Path) -> Result<ClusterManifests, ManifestError> {
     Ok(all)
 }
 
+/// Logs refused ServiceExports and skipped parts of exports, and notes them for the poll's
+/// report.
+fn note_refusals(
+    cluster: &ClusterId,
+    invalid: &[(String, fleetdns_core::translate::Invalid)],
+    warnings: &[String],
+    notes: &mut Vec<String>,
+) {
+    for (label, why) in invalid {
+        tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
+        notes.push(format!(
+            "{cluster}: ServiceExport {label} Valid=False ({}): {why}",
+            why.reason()
+        ));
+    }
+    for w in warnings {
+        tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
+        notes.push(format!("{cluster}: {w}"));
+    }
+}
+
+/// Logs what of the ServiceEntries is not served, and notes it for the poll's report.
+fn note_entries(cluster: &ClusterId, entry_notes: Vec<String>, notes: &mut Vec<String>) {
+    for n in entry_notes {
+        tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
+        notes.push(format!("{cluster}: {n}"));
+    }
+}
+
 /// Translates one cluster's manifests: the exports, the ServiceEntries, and notes on what was
 /// refused or is not served.
 fn translate_manifests(
@@ -779,26 +808,18 @@ fn translate_manifests(
     let mut seen = |label: &str| *first_seen.entry(label.to_owned()).or_insert(now);
     let translated = translate_cluster(cluster, &manifests.objects, &mut seen);
     let mut notes = Vec::new();
-    for (label, why) in &translated.invalid {
-        tracing::warn!(cluster = %cluster, export = %label, reason = why.reason(), error = %why, "ServiceExport is not valid, not exported");
-        notes.push(format!(
-            "{cluster}: ServiceExport {label} Valid=False ({}): {why}",
-            why.reason()
-        ));
-    }
-    for w in &translated.warnings {
-        tracing::warn!(cluster = %cluster, detail = %w, "part of an export skipped");
-        notes.push(format!("{cluster}: {w}"));
-    }
+    note_refusals(
+        cluster,
+        &translated.invalid,
+        &translated.warnings,
+        &mut notes,
+    );
     let (entries, entry_notes) = fleetdns_core::service_entry::translate_service_entries(
         cluster,
         &manifests.service_entries,
         &mut |label| seen(&format!("serviceentry/{label}")),
     );
-    for n in entry_notes {
-        tracing::warn!(cluster = %cluster, detail = %n, "ServiceEntry not served in full");
-        notes.push(format!("{cluster}: {n}"));
-    }
+    note_entries(cluster, entry_notes, &mut notes);
     (translated.exports, entries, notes)
 }
 
