@@ -323,21 +323,58 @@ mod tests {
     }
 
     #[test]
+    fn objects_belong_to_the_service_their_namespace_and_name_or_label_say() {
+        let name: ServiceName = ("default".into(), "web".into());
+        assert!(
+            is_named(&meta(None, Some("web"), true), &name),
+            "no namespace is default"
+        );
+        assert!(is_named(&meta(Some("default"), Some("web"), true), &name));
+        assert!(!is_named(&meta(Some("shop"), Some("web"), true), &name));
+        assert!(!is_named(&meta(Some("default"), Some("db"), true), &name));
+        assert!(!is_named(&meta(Some("shop"), Some("db"), true), &name));
+        let unnamed: ServiceName = ("default".into(), String::new());
+        assert!(is_named(&meta(None, None, true), &unnamed));
+        for (ns, label, want) in [
+            (None, Some("web"), true),
+            (Some("default"), Some("web"), true),
+            (Some("shop"), Some("web"), false),
+            (Some("default"), Some("db"), false),
+            (Some("shop"), Some("db"), false),
+            (Some("default"), None, false),
+        ] {
+            let mut m = meta(ns, Some("web-abcde"), true);
+            if let Some(svc) = label {
+                m.labels.insert(SERVICE_NAME_LABEL.into(), svc.into());
+            }
+            let slice = EndpointSlice {
+                metadata: m,
+                ..EndpointSlice::default()
+            };
+            assert_eq!(is_slice_of(&slice, &name), want, "{ns:?} {label:?}");
+            assert_eq!(slice_owner(&slice).as_ref() == Some(&name), want);
+        }
+    }
+
+    #[test]
     fn an_untouched_or_equal_export_keeps_its_arc() {
         let cluster = ClusterId::new("c1").unwrap();
-        let objects = vec![
-            Obj::Service(Service {
-                metadata: meta(Some("shop"), Some("a"), true),
-                spec: ServiceSpec {
-                    cluster_ip: Some("10.0.0.1".into()),
-                    ..ServiceSpec::default()
-                },
-                ..Service::default()
-            }),
-            Obj::Export(ServiceExport {
-                metadata: meta(Some("shop"), Some("a"), true),
-            }),
-        ];
+        let objects_again = || {
+            vec![
+                Obj::Service(Service {
+                    metadata: meta(Some("shop"), Some("a"), true),
+                    spec: ServiceSpec {
+                        cluster_ip: Some("10.0.0.1".into()),
+                        ..ServiceSpec::default()
+                    },
+                    ..Service::default()
+                }),
+                Obj::Export(ServiceExport {
+                    metadata: meta(Some("shop"), Some("a"), true),
+                }),
+            ]
+        };
+        let objects = objects_again();
         let name: ServiceName = ("shop".into(), "a".into());
         let mut by_service = ExportsByService::default();
         let mut seen = |_: &str| Timestamp::now();
@@ -350,6 +387,26 @@ mod tests {
             &before,
             by_service.exports().values().next().unwrap()
         ));
+        // Refused now (its Service became ExternalName): one export fewer, one refusal.
+        let mut external = objects;
+        if let Obj::Service(svc) = &mut external[0] {
+            svc.spec.type_ = Some("ExternalName".into());
+        }
+        let refused = by_service.update(&cluster, [&name], |n| objects_of(n, &external), &mut seen);
+        assert_eq!(refused.changed, 1);
+        assert_eq!(refused.invalid.len(), 1);
+        assert!(by_service.exports().is_empty());
+        assert_eq!(by_service.invalid().count(), 1);
+        let gone = by_service.update(&cluster, [&name], |_| ServiceObjects::default(), &mut seen);
+        assert_eq!(
+            gone.changed, 0,
+            "a refused service leaving changes no export"
+        );
+        assert_eq!(by_service.invalid().count(), 0);
+        // Exported again, then gone: one export removed.
+        let exported = objects_again();
+        let again = by_service.update(&cluster, [&name], |n| objects_of(n, &exported), &mut seen);
+        assert_eq!(again.changed, 1);
         let gone = by_service.update(&cluster, [&name], |_| ServiceObjects::default(), &mut seen);
         assert_eq!(gone.changed, 1);
         assert!(by_service.exports().is_empty());

@@ -599,6 +599,101 @@ mod tests {
         assert!(e.endpoints[0].ready, "the ready copy of a duplicate wins");
     }
 
+    /// LH-19: of two ready copies of one address, the first is kept (with its hostname), so
+    /// the answer does not depend on which copy came last.
+    #[test]
+    fn lh19_the_first_ready_copy_of_an_address_is_kept() {
+        let e = one(
+            service("web", None, Some("None"), vec![]),
+            vec![
+                slice("web", "IPv4", vec![("10.1.0.1", Some(true), Some("first"))]),
+                slice(
+                    "web",
+                    "IPv4",
+                    vec![("10.1.0.1", Some(true), Some("second"))],
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(e.endpoints.len(), 1);
+        assert_eq!(e.endpoints[0].hostname.as_deref(), Some("first"));
+    }
+
+    /// LH-26: every kind of address no other cluster can reach is refused, of both families;
+    /// a routable one beside them is kept.
+    #[test]
+    fn lh26_every_unroutable_kind_is_refused() {
+        let unroutable = [
+            ("IPv4", "0.0.0.0"),
+            ("IPv4", "127.0.0.1"),
+            ("IPv4", "169.254.1.1"),
+            ("IPv4", "224.0.0.1"),
+            ("IPv4", "255.255.255.255"),
+            ("IPv6", "::"),
+            ("IPv6", "::1"),
+            ("IPv6", "ff02::1"),
+            ("IPv6", "fe80::1"),
+        ];
+        for (family, ip) in unroutable {
+            let routable = if family == "IPv4" {
+                "10.1.0.9"
+            } else {
+                "fd00::9"
+            };
+            let e = one(
+                service("web", None, Some("None"), vec![]),
+                vec![slice(
+                    "web",
+                    family,
+                    vec![(ip, None, None), (routable, None, None)],
+                )],
+            )
+            .unwrap();
+            let kept: Vec<String> = e
+                .endpoints
+                .iter()
+                .flat_map(|ep| ep.addresses.iter().map(ToString::to_string))
+                .collect();
+            assert_eq!(kept, [routable], "{ip} must be refused");
+        }
+    }
+
+    /// MCS-20 across a new source: the creation times a snapshot shows for a cluster, by
+    /// `namespace/name`.
+    #[test]
+    fn created_times_are_the_snapshots_creation_times_of_one_cluster() {
+        let cluster = ClusterId::new("c1").unwrap();
+        let other = ClusterId::new("c2").unwrap();
+        let mut svc = service("web", None, Some("10.0.0.1"), vec![]);
+        let t = run(&ClusterObjects {
+            services: vec![svc.clone()],
+            endpoint_slices: vec![],
+            service_exports: vec![export_of("web")],
+        });
+        svc.metadata.name = Some("db".into());
+        let mut snapshot = FleetSnapshot::default();
+        let view = |exports: ExportSet| crate::ClusterView {
+            alive: true,
+            exports: Arc::new(exports),
+            published: Timestamp(0),
+            service_entries: Arc::default(),
+        };
+        snapshot.clusters.insert(cluster.clone(), view(t.exports));
+        snapshot
+            .clusters
+            .insert(other.clone(), view(ExportSet::new()));
+        let times = created_times(&snapshot, &cluster);
+        assert_eq!(
+            times.into_iter().collect::<Vec<_>>(),
+            [(
+                "shop/web".to_owned(),
+                Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap()
+            )]
+        );
+        assert!(created_times(&snapshot, &other).is_empty());
+        assert!(created_times(&snapshot, &ClusterId::new("c3").unwrap()).is_empty());
+    }
+
     #[test]
     fn bad_hostnames_fall_back_to_the_dashed_ip() {
         let e = one(
