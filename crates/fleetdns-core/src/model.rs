@@ -104,3 +104,45 @@ impl Export {
 
 /// One cluster's complete export set, keyed by service. Publishing replaces the whole set.
 pub type ExportSet = BTreeMap<ServiceKey, Arc<Export>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn srv_labels_name_the_protocol() {
+        assert_eq!(
+            [Protocol::Tcp, Protocol::Udp, Protocol::Sctp].map(Protocol::srv_label),
+            ["tcp", "udp", "sctp"]
+        );
+    }
+
+    /// A ready endpoint counts only with an address (the answer policy, SPEC §3, prefers
+    /// clusters with one).
+    #[test]
+    fn a_ready_endpoint_needs_an_address() {
+        let endpoint = |ready: bool, addresses: Vec<std::net::IpAddr>| Endpoint {
+            addresses,
+            hostname: None,
+            ready,
+            zone: None,
+        };
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let export = |endpoints: Vec<Endpoint>| Export {
+            key: crate::ServiceKey::new("ns", "web").unwrap(),
+            cluster: crate::ClusterId::new("c1").unwrap(),
+            service_type: ServiceType::ClusterSetIp,
+            ports: Vec::new(),
+            cluster_ips: vec![ip],
+            endpoints,
+            created: crate::Timestamp(0),
+        };
+        assert!(export(vec![endpoint(true, vec![ip])]).has_ready_endpoint());
+        assert!(!export(vec![endpoint(false, vec![ip])]).has_ready_endpoint());
+        assert!(!export(vec![endpoint(true, vec![])]).has_ready_endpoint());
+        assert!(!export(vec![]).has_ready_endpoint());
+        assert!(
+            export(vec![endpoint(false, vec![ip]), endpoint(true, vec![ip])]).has_ready_endpoint()
+        );
+    }
+}

@@ -365,6 +365,41 @@ mod tests {
         ClusterId::new("cluster-1").unwrap()
     }
 
+    /// IST-15: hosts are DNS names, case folded, an optional `*.` first; a bare `*`, a `*`
+    /// elsewhere, short names, over-long names and bad labels are refused.
+    #[test]
+    fn ist15_hosts_are_checked_and_normalized() {
+        for (host, want) in [
+            ("Api.Example.COM.", Some("api.example.com")),
+            ("*.example.com", Some("*.example.com")),
+            ("a_b.example.com", Some("a_b.example.com")),
+            ("a-b.example.com", Some("a-b.example.com")),
+            ("*", None),
+            ("*.", None),
+            ("", None),
+            ("a.*.example.com", None),
+            ("localhost", None),
+            ("*.com", None),
+            ("a..example.com", None),
+            ("a.b$.example.com", None),
+        ] {
+            assert_eq!(normalize_host(host).ok().as_deref(), want, "{host:?}");
+        }
+        let label63 = "a".repeat(63);
+        assert!(normalize_host(&format!("{label63}.com")).is_ok());
+        assert!(
+            normalize_host(&format!("{label63}a.com")).is_err(),
+            "a 64-byte label"
+        );
+        let long = format!("{label63}.{label63}.{label63}.{}.com", "b".repeat(57));
+        assert_eq!(long.len(), 253);
+        assert!(normalize_host(&long).is_ok(), "253 characters");
+        assert!(
+            normalize_host(&format!("c{long}")).is_err(),
+            "254 characters"
+        );
+    }
+
     #[test]
     fn ist2_addresses_plain_and_single_address_cidrs_wider_ones_reported() {
         let o = obj(serde_json::json!({
