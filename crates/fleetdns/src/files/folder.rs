@@ -277,14 +277,7 @@ fn take_manifests(files: &mut BTreeMap<PathBuf, FileState>) -> ClusterManifests 
     let mut all = ClusterManifests::default();
     for file in files.values_mut() {
         if let Ok(m) = &mut file.parsed {
-            all.objects.services.append(&mut m.objects.services);
-            all.objects
-                .endpoint_slices
-                .append(&mut m.objects.endpoint_slices);
-            all.objects
-                .service_exports
-                .append(&mut m.objects.service_exports);
-            all.service_entries.append(&mut m.service_entries);
+            all.append(m);
         }
     }
     all

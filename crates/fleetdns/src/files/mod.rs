@@ -733,6 +733,20 @@ pub struct ClusterManifests {
     counts: [usize; 4],
 }
 
+impl ClusterManifests {
+    /// Moves `other`'s objects to the end of these (no copies).
+    fn append(&mut self, other: &mut Self) {
+        self.objects.services.append(&mut other.objects.services);
+        self.objects
+            .endpoint_slices
+            .append(&mut other.objects.endpoint_slices);
+        self.objects
+            .service_exports
+            .append(&mut other.objects.service_exports);
+        self.service_entries.append(&mut other.service_entries);
+    }
+}
+
 /// Reads and translates one cluster folder: the exports, the folder's Istio ServiceEntries,
 /// and notes on what was refused or is not served.
 pub fn load_cluster(
@@ -754,15 +768,7 @@ pub fn read_cluster(dir: &Path) -> Result<ClusterManifests, ManifestError> {
     let mut all = ClusterManifests::default();
     for outcome in in_parallel(&files, |path| read_file(path, None)) {
         if let ReadOutcome::Changed { parsed, .. } = outcome {
-            let mut m = parsed?;
-            all.objects.services.append(&mut m.objects.services);
-            all.objects
-                .endpoint_slices
-                .append(&mut m.objects.endpoint_slices);
-            all.objects
-                .service_exports
-                .append(&mut m.objects.service_exports);
-            all.service_entries.append(&mut m.service_entries);
+            all.append(&mut parsed?);
         }
     }
     Ok(all)
