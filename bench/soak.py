@@ -4,6 +4,9 @@
   soak.py init WORK CLUSTERS CHURN
       writes the churn services (churn-<c>-<k>.soak, CHURN per cluster) into every agent's
       cluster folder (WORK/agents/agent-<c>/cluster-<c>/churn.yaml) and the starting state.
+  soak.py churn WORK DURATION
+      the editor below alone for DURATION seconds (its edits in WORK/edits-saturation.csv),
+      then every churn.yaml back to the starting state: the saturation is measured under it.
   soak.py drive WORK DURATION PORT
       for DURATION seconds, three threads:
       * editor: EDIT_RATE (10) changes per second, round-robin over the clusters' churn.yaml
@@ -187,41 +190,61 @@ def ask_a(sock, addr, name, qid, timeout=1.0):
 
 # ------------------------------------------------------------------ drive
 
-def cmd_drive(work, duration, port):
+def read_state(work):
     with open(os.path.join(work, "churn-state.json")) as f:
-        state = {int(c): s for c, s in json.load(f).items()}
+        return {int(c): s for c, s in json.load(f).items()}
+
+
+def edit(work, state, stop_at, log_path, seed, lock):
+    """EDIT_RATE changes per second until stop_at, round-robin over the clusters; each logged."""
+    clusters = sorted(state)
+    rng = random.Random(seed)
+    interval = 1.0 / EDIT_RATE
+    n = 0
+    with open(log_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time", "cluster", "name", "op", "value"])
+        next_t = time.time()
+        while time.time() < stop_at:
+            c = clusters[n % len(clusters)]
+            n += 1
+            services = state[c]
+            name = rng.choice(sorted(services))
+            with lock:
+                if services[name] is None:
+                    op, services[name] = "add", churn_ip(c, rng)
+                elif rng.random() < 0.8:
+                    op, services[name] = "change-ip", churn_ip(c, rng)
+                else:
+                    op, services[name] = "remove", None
+                # the time logged is before the write: the new state counts from then on
+                t = time.time()
+                write_churn(work, c, services)
+            w.writerow([f"{t:.3f}", c, fqdn(name), op, services[name] or "NXDOMAIN"])
+            f.flush()
+            next_t += interval
+            time.sleep(max(0.0, next_t - time.time()))
+
+
+def cmd_churn(work, duration):
+    """The edits alone for `duration` s (logged in WORK/edits-saturation.csv), then every churn
+    file back to the starting state: the registry changes the saturation is measured under."""
+    state = read_state(work)
+    edit(work, state, time.time() + duration, os.path.join(work, "edits-saturation.csv"), 4,
+         threading.Lock())
+    for c, services in read_state(work).items():
+        write_churn(work, c, services)
+
+
+def cmd_drive(work, duration, port):
+    state = read_state(work)
     clusters = sorted(state)
     stop_at = time.time() + duration
     lock = threading.Lock()
     errors = []
 
     def editor():
-        rng = random.Random(2)
-        interval = 1.0 / EDIT_RATE
-        n = 0
-        with open(os.path.join(work, "edits.csv"), "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["time", "cluster", "name", "op", "value"])
-            next_t = time.time()
-            while time.time() < stop_at:
-                c = clusters[n % len(clusters)]
-                n += 1
-                services = state[c]
-                name = rng.choice(sorted(services))
-                with lock:
-                    if services[name] is None:
-                        op, services[name] = "add", churn_ip(c, rng)
-                    elif rng.random() < 0.8:
-                        op, services[name] = "change-ip", churn_ip(c, rng)
-                    else:
-                        op, services[name] = "remove", None
-                    # the time logged is before the write: the new state counts from then on
-                    t = time.time()
-                    write_churn(work, c, services)
-                w.writerow([f"{t:.3f}", c, fqdn(name), op, services[name] or "NXDOMAIN"])
-                f.flush()
-                next_t += interval
-                time.sleep(max(0.0, next_t - time.time()))
+        edit(work, state, stop_at, os.path.join(work, "edits.csv"), 2, lock)
 
     def checker():
         rng = random.Random(3)
@@ -498,7 +521,9 @@ def cmd_report(work):
     L.append(f"- command: `{meta['command']}`; commit {meta['commit']}; {meta['machine']}")
     L.append(f"- duration {meta['duration']} s of load (+ setup); fleet {meta['fleet']}; "
              f"{meta['churn']} churn services per cluster")
-    L.append(f"- saturation (measured at the start, {meta['sat_secs']} s each): UDP {meta['sat_udp']} q/s, "
+    under = (f"while the registry changed {EDIT_RATE:g} times a second" if meta.get("sat_churn")
+             else "on the quiet fleet")
+    L.append(f"- saturation (measured at the start {under}, {meta['sat_secs']} s each): UDP {meta['sat_udp']} q/s, "
              f"TCP {meta['sat_tcp']} q/s (10 connections); load = 80% of the UDP figure: "
              f"UDP {meta['rate_udp']} q/s + TCP {meta['rate_tcp']} q/s, plus a {meta['rate_probe']} q/s "
              f"UDP latency probe (dnsperf -v) and {meta['rate_forward']} q/s to the flapping forward zone")
@@ -574,6 +599,8 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "init":
         cmd_init(args[0], int(args[1]), int(args[2]))
+    elif cmd == "churn":
+        cmd_churn(args[0], float(args[1]))
     elif cmd == "drive":
         cmd_drive(args[0], float(args[1]), int(args[2]))
     elif cmd == "report":

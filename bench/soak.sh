@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The soak: fleetdns serve on a real etcd, fed by three agents whose manifests change 10 times a
-# second, under UDP + TCP load at 80% of its measured saturation, while a forward upstream flaps
-# every 30 s, the config is reloaded every minute and etcd is restarted at 1/3 and 2/3 of the run.
+# second, under UDP + TCP load at 80% of its saturation (measured under that churn), while a
+# forward upstream flaps every 30 s, the config is reloaded every minute and etcd is restarted at
+# 1/3 and 2/3 of the run.
 # Answers are checked every second against the edits made; RSS and fds are sampled every 5 s;
 # latency per minute. Everything on loopback; results in bench/out/soak/ (results.md,
 # samples.csv, soak.png); exits non-zero when a query failed, a check mismatched or memory/fds
@@ -12,6 +13,8 @@
 #
 # Env: DURATION (1800 s of load), SERVICES (1000 per cluster), CHURN (50 churn services per
 # cluster), EDIT_RATE (10 changes/s), FLAP (30 s), RELOAD (60 s), LOAD_PCT (80), SAT_SECS (10),
+# SAT_CHURN (1: the saturation is measured while the registry changes EDIT_RATE times a second),
+# CLIENT_BUF (4096: dnsperf -b, KiB),
 # TCP_SHARE (10: % of the load sent over TCP), PROBE_RATE (2000), FORWARD_RATE (200),
 # WARMUP (300 s, at most DURATION/3), NO_BUILD, FLEETDNS_BIN, PORT_BASE (53680; uses 4 ports
 # from there, etcd on 23896/23906).
@@ -28,6 +31,11 @@ FLAP=${FLAP:-30}
 RELOAD=${RELOAD:-60}
 LOAD_PCT=${LOAD_PCT:-80}
 SAT_SECS=${SAT_SECS:-10}
+SAT_CHURN=${SAT_CHURN:-1}
+# dnsperf's socket buffers, KiB: with the default (rmem_default, 208 KiB) dnsperf's own socket
+# drops answers at ~90k q/s (its `ss -uam` drop counter; the server's socket drops none) and
+# counts them lost. 4096 is the usual rmem_max.
+CLIENT_BUF=${CLIENT_BUF:-4096}
 TCP_SHARE=${TCP_SHARE:-10}
 PROBE_RATE=${PROBE_RATE:-2000}
 FORWARD_RATE=${FORWARD_RATE:-200}
@@ -69,12 +77,13 @@ mkdir -p "$W/pids" "$W/dnsperf" "$W/knot/run" "$W/knot/storage" "$W/knot/zones"
 event() { echo "$(date +%s.%N) $*" >>"$W/events.log"; log "$*"; }
 
 # ------------------------------------------------------------------ processes and cleanup
-ETCD_PID= KNOT_PID= SERVER_PID= DRIVE_PID=
+ETCD_PID= KNOT_PID= SERVER_PID= DRIVE_PID= CHURN_PID=
 AGENT_PIDS=() LOOP_PIDS=()
 cleanup() {
   local p
   for p in "${LOOP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   [ -n "$DRIVE_PID" ] && kill -TERM "$DRIVE_PID" 2>/dev/null || true
+  [ -n "$CHURN_PID" ] && kill -TERM "$CHURN_PID" 2>/dev/null || true
   stop_pid "$SERVER_PID" fleetdns-serve
   for p in "${AGENT_PIDS[@]}"; do stop_pid "$p" fleetdns-agent; done
   stop_pid "$KNOT_PID" knotd
@@ -213,10 +222,23 @@ done
 log "fleet up: svc-0 -> $(ask svc-0.ns-0.svc.clusterset.local), churn-2-0 -> $(ask churn-2-0.soak.svc.clusterset.local), n-0.$ZONE -> $(ask "n-0.$ZONE")"
 
 # ------------------------------------------------------------------ saturation
+# Measured while the registry changes as during the run (the agents re-reading their folders,
+# etcd, the server compiling): the server's saturation where it runs, beside the soak's other
+# work on the same CPUs. SAT_CHURN=0 measures it on the quiet fleet (on 2 CPUs, 80% of that is
+# more than the server gets once the churn starts: UDP queries are then lost).
 Q=$W/gen/queries.txt
-timeout 30 dnsperf -s 127.0.0.1 -p "$DNS_PORT" -d "$Q" -l 3 -q 1000 >/dev/null 2>&1 || true # warm-up
-timeout $((SAT_SECS + 20)) dnsperf -s 127.0.0.1 -p "$DNS_PORT" -d "$Q" -l "$SAT_SECS" -q 1000 -c 1 >"$W/sat-udp.txt" 2>&1
-timeout $((SAT_SECS + 20)) dnsperf -s 127.0.0.1 -p "$DNS_PORT" -d "$Q" -l "$SAT_SECS" -q 100 -c 10 -m tcp >"$W/sat-tcp.txt" 2>&1
+if [ "$SAT_CHURN" = 1 ]; then
+  $PY bench/soak.py churn "$W" $((2 * SAT_SECS + 10)) & CHURN_PID=$!
+  sleep 2
+fi
+timeout 30 dnsperf -s 127.0.0.1 -p "$DNS_PORT" -b "$CLIENT_BUF" -d "$Q" -l 3 -q 1000 >/dev/null 2>&1 || true # warm-up
+timeout $((SAT_SECS + 20)) dnsperf -s 127.0.0.1 -p "$DNS_PORT" -b "$CLIENT_BUF" -d "$Q" -l "$SAT_SECS" -q 1000 -c 1 >"$W/sat-udp.txt" 2>&1
+timeout $((SAT_SECS + 20)) dnsperf -s 127.0.0.1 -p "$DNS_PORT" -b "$CLIENT_BUF" -d "$Q" -l "$SAT_SECS" -q 100 -c 10 -m tcp >"$W/sat-tcp.txt" 2>&1
+if [ -n "$CHURN_PID" ]; then
+  wait "$CHURN_PID" || die "soak.py churn failed"
+  CHURN_PID=
+  sleep 2 # the starting state published again before the run's edits begin
+fi
 SAT_UDP=$(awk '/Queries per second/ { printf "%d", $4 }' "$W/sat-udp.txt")
 SAT_TCP=$(awk '/Queries per second/ { printf "%d", $4 }' "$W/sat-tcp.txt")
 [ -n "$SAT_UDP" ] && [ "$SAT_UDP" -gt 0 ] || die "no saturation figure; see $W/sat-udp.txt"
@@ -238,7 +260,7 @@ stream() { # name rate verbose dnsperf-args...: back-to-back SEGMENT-second runs
     local len=$(( left < SEGMENT ? left : SEGMENT ))
     f=$W/dnsperf/$name-$(printf %03d "$seq").txt
     s=$(date +%s.%N)
-    timeout $((len + 30)) dnsperf -s 127.0.0.1 -p "$DNS_PORT" -l "$len" -Q "$rate" "$@" \
+    timeout $((len + 30)) dnsperf -s 127.0.0.1 -p "$DNS_PORT" -b "$CLIENT_BUF" -l "$len" -Q "$rate" "$@" \
       ${verbose:+-v} >"$f" 2>&1 &
     cur=$!
     wait "$cur" || true
@@ -313,7 +335,7 @@ cat >"$W/meta.json" <<EOF
  "command": "DURATION=$DURATION bench/soak.sh", "commit": "$COMMIT",
  "machine": "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB; etcd $(etcd --version | head -1 | awk '{print $3}'), $(knotd -V 2>&1 | head -1), dnsperf $(dnsperf -h 2>&1 | awk '/Version/ {print $2}')",
  "fleet": "3 clusters x $SERVICES services (bench/gen.py)", "churn": $CHURN, "flap": $FLAP,
- "sat_secs": $SAT_SECS, "sat_udp": $SAT_UDP, "sat_tcp": ${SAT_TCP:-0}, "rate_total": $RATE,
+ "sat_secs": $SAT_SECS, "sat_churn": $SAT_CHURN, "sat_udp": $SAT_UDP, "sat_tcp": ${SAT_TCP:-0}, "rate_total": $RATE,
  "rate_udp": $RATE_UDP, "rate_tcp": $RATE_TCP, "rate_probe": $PROBE_RATE, "rate_forward": $FORWARD_RATE,
  "reloads_logged": $(grep -c 'config reloaded' "$W/serve.log" || true),
  "reload_errors": $(grep -c 'config reload failed' "$W/serve.log" || true),

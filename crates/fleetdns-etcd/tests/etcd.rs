@@ -1174,6 +1174,11 @@ async fn a_cluster_published_on_every_poll_keeps_its_lease() {
             "publish {i}: the lease was replaced"
         );
     }
+    assert_eq!(
+        writer.status().generations.load(Ordering::Relaxed),
+        1,
+        "only the first publish writes a whole generation; the others write changes"
+    );
     cancel_w.cancel();
     cancel_r.cancel();
 }

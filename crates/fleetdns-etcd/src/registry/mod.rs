@@ -83,6 +83,9 @@ pub struct EtcdStatus {
     /// Values that could not be decoded (skipped).
     pub bad_values: AtomicU64,
     pub publishes: AtomicU64,
+    /// Whole generations written: a cluster's first publish, one on a new lease (after etcd
+    /// lost the old one), one too large for a transaction of changes.
+    pub generations: AtomicU64,
     pub publish_errors: AtomicU64,
     /// Times the client authenticated again because etcd no longer took its token (it
     /// expired, or etcd restarted and forgot it).

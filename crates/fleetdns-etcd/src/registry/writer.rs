@@ -4,6 +4,7 @@
 //! writer replaced means the last requested set is published again.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use etcd_client::{
@@ -293,6 +294,7 @@ impl EtcdRegistry {
         // then delete it as older: so the flip is a compare-and-swap on the key as read, made
         // only over an older generation, and a race lost to a newer one starts over with a new
         // generation.
+        self.status.generations.fetch_add(1, Ordering::Relaxed);
         for _ in 0..5 {
             if let Some(generation) = self.try_generation(cluster, w, exports, lease).await? {
                 return self.drop_older(cluster, generation).await;

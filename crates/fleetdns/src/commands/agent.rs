@@ -36,6 +36,9 @@ pub fn agent(config_path: &Path) -> anyhow::Result<ExitCode> {
             tracing::warn!("registry kind \"memory\": this agent's exports are visible only inside this process");
         }
         backend.spawn(&tasks, &cancel);
+        if let Some(status) = backend.etcd_status() {
+            crate::runtime::memory::spawn_trimmer(&tasks, &cancel, status);
+        }
         let registry = backend.registry.clone();
         let tap = crate::publish::tap_for(&config);
         let sync_jobs = crate::publish::jobs(&config).await?;

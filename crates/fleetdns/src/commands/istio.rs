@@ -75,6 +75,9 @@ async fn fleet(config: &Config, timeout: Duration) -> anyhow::Result<Arc<FleetSn
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     backend.spawn(&tasks, &cancel);
+    if let Some(status) = backend.etcd_status() {
+        crate::runtime::memory::spawn_trimmer(&tasks, &cancel, status);
+    }
     if config.etcd.is_none() {
         for source in &config.sources {
             match source {

@@ -174,6 +174,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let backend = Backend::open(&config).await?;
     backend.spawn(&tasks, &cancel);
+    if let Some(status) = backend.etcd_status() {
+        crate::runtime::memory::spawn_trimmer(&tasks, &cancel, status);
+    }
     ops.set_etcd(backend.etcd_status());
     let registry = backend.registry.clone();
     let tap = crate::publish::tap_for(&config);

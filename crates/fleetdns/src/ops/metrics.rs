@@ -180,7 +180,7 @@ impl OpsState {
         else {
             return;
         };
-        let rows: [(&str, &str, &str, u64); 8] = [
+        let rows: [(&str, &str, &str, u64); 9] = [
             (
                 "fleetdns_registry_stale",
                 "gauge",
@@ -216,6 +216,12 @@ impl OpsState {
                 "counter",
                 "Export sets this process wrote to etcd.",
                 s.publishes.load(Ordering::Relaxed),
+            ),
+            (
+                "fleetdns_registry_generations_total",
+                "counter",
+                "Whole export sets this process wrote to etcd as a new generation: a cluster's first publish, one on a new lease, one too large for a transaction of changes.",
+                s.generations.load(Ordering::Relaxed),
             ),
             (
                 "fleetdns_registry_publish_errors_total",

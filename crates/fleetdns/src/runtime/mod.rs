@@ -1,7 +1,9 @@
 //! What the commands share: the async runtime, the sources ([`sources`]), the signals
-//! ([`signals`]), `serve`'s reload ([`reload`]) and its compile loop ([`compile`]).
+//! ([`signals`]), `serve`'s reload ([`reload`]), its compile loop ([`compile`]) and giving freed
+//! memory back to the kernel ([`memory`]).
 
 pub mod compile;
+pub mod memory;
 pub mod reload;
 pub mod signals;
 pub mod sources;
