@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(first(&a), first(&a));
         assert_ne!(first(&a), first(&b));
         assert!(r.contains(first(&a)));
-        assert!(!r.contains(Ipv4Addr::new(240, 241, 0, 1)), "outside the /16");
+        assert!(
+            !r.contains(Ipv4Addr::new(240, 241, 0, 1)),
+            "outside the /16"
+        );
         assert!(!r.contains(Ipv4Addr::new(10, 240, 0, 1)));
     }
 
@@ -222,7 +225,10 @@ mod tests {
             .next()
             .unwrap();
         assert!(r.contains(first));
-        assert!(!r.contains(Ipv6Addr::from(0x2001_0003_u128 << 96)), "outside the /48");
+        assert!(
+            !r.contains(Ipv6Addr::from(0x2001_0003_u128 << 96)),
+            "outside the /48"
+        );
         assert_ne!(
             first,
             Ipv6Addr::from(0x2001_0002_u128 << 96),

@@ -31,6 +31,16 @@ pub(super) struct FileState {
     pub(super) parsed: Result<ClusterManifests, ManifestError>,
 }
 
+impl FileState {
+    /// The hashes of the file's documents as last read: those are not parsed again.
+    pub(super) fn doc_hashes(&self) -> Vec<u64> {
+        self.parsed
+            .as_ref()
+            .map(|m| m.docs.iter().map(|d| d.hash).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// What a folder's translation found.
 pub(super) struct Translation {
     /// The cluster's whole export set.
@@ -104,6 +114,10 @@ impl Folder {
             entries_changed: true,
             ..Self::default()
         }
+    }
+
+    pub(super) fn file(&self, path: &Path) -> Option<&FileState> {
+        self.files.get(path)
     }
 
     pub(super) fn file_mut(&mut self, path: &Path) -> Option<&mut FileState> {

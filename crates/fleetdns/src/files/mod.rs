@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::file_watch;
 
+mod documents;
 mod folder;
 
 use folder::{FileState, Folder, Translation};
@@ -212,6 +213,8 @@ struct ReadJob {
     stamp: file_watch::Stamp,
     /// The hash of its content as last read.
     known: Option<u64>,
+    /// The hashes of its documents as last read (none when it was read whole).
+    known_docs: Vec<u64>,
 }
 
 /// What reading one file found.
@@ -220,7 +223,7 @@ enum ReadOutcome {
     Same,
     Changed {
         hash: Option<u64>,
-        parsed: Result<ClusterManifests, ManifestError>,
+        parsed: Result<documents::FileRead, ManifestError>,
     },
 }
 
@@ -236,6 +239,9 @@ pub struct PollReport {
     pub notes: Vec<String>,
     /// The files parsed in this poll (new, or with changed content).
     pub parsed: Vec<PathBuf>,
+    /// The YAML documents parsed in this poll: a changed file's documents that its last
+    /// version had too are not parsed again (a file read whole counts once).
+    pub documents_parsed: usize,
 }
 
 impl FilesSource {
@@ -339,6 +345,7 @@ impl FilesSource {
                 jobs.push(ReadJob {
                     cluster: id.clone(),
                     known: known.and_then(|f| f.hash),
+                    known_docs: known.map(FileState::doc_hashes).unwrap_or_default(),
                     path,
                     stamp,
                 });
@@ -370,6 +377,30 @@ impl FilesSource {
                 }
                 ReadOutcome::Changed { hash, parsed } => {
                     report.parsed.push(job.path.clone());
+                    report.documents_parsed +=
+                        parsed.as_ref().map_or(1, documents::FileRead::parsed);
+                    let last = state
+                        .folder
+                        .file(&job.path)
+                        .and_then(|f| f.parsed.as_ref().ok());
+                    let (hash, stamp, parsed) = match parsed
+                        .map(|read| documents::assemble(read, last))
+                    {
+                        Ok(Ok(m)) => (hash, job.stamp, Ok(m)),
+                        Err(e) => (hash, job.stamp, Err(e)),
+                        // Not seen: the file's last version is what the read was given.
+                        // Forgotten (no hash, no stamp), it is read whole at the next poll.
+                        Ok(Err(_)) => (
+                            None,
+                            None,
+                            Err(ManifestError {
+                                file: job.path.clone(),
+                                line: 0,
+                                reason: "changed while it was read; read again at the next poll"
+                                    .into(),
+                            }),
+                        ),
+                    };
                     if let Some(stamp) = job.stamp {
                         let at = written.entry(job.cluster.clone()).or_insert(stamp.modified);
                         *at = (*at).max(stamp.modified);
@@ -382,7 +413,7 @@ impl FilesSource {
                         .push((
                             job.path,
                             FileState {
-                                stamp: job.stamp,
+                                stamp,
                                 hash,
                                 recent,
                                 parsed,
@@ -541,18 +572,20 @@ impl FilesSource {
         if jobs.is_empty() {
             return Vec::new();
         }
-        let work: Vec<(PathBuf, Option<u64>)> =
-            jobs.iter().map(|j| (j.path.clone(), j.known)).collect();
+        let work: Vec<(PathBuf, Option<u64>, Vec<u64>)> = jobs
+            .iter()
+            .map(|j| (j.path.clone(), j.known, j.known_docs.clone()))
+            .collect();
         #[cfg(test)]
         let delay = self.read_delay;
         // At the lowest priority, as table compiles: parsing must not take the CPU from the
         // query threads (the threads `in_parallel` starts inherit it).
         let mut reading =
             std::pin::pin!(fleetdns_dns::compile_thread::run_low_priority(move || {
-                in_parallel(&work, |(path, known)| {
+                in_parallel(&work, |(path, known, known_docs)| {
                     #[cfg(test)]
                     std::thread::sleep(delay);
-                    read_file(path, *known)
+                    read_file(path, *known, known_docs)
                 })
             }));
         let alive: Vec<&ClusterId> = self
@@ -645,8 +678,9 @@ fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
     done.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Reads one manifest file; parses it only when its content does not hash to `known`.
-fn read_file(path: &Path, known: Option<u64>) -> ReadOutcome {
+/// Reads one manifest file; parses it only when its content does not hash to `known`, and
+/// then only the documents whose hashes are not in `known_docs`.
+fn read_file(path: &Path, known: Option<u64>, known_docs: &[u64]) -> ReadOutcome {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
@@ -671,7 +705,7 @@ fn read_file(path: &Path, known: Option<u64>) -> ReadOutcome {
     }
     ReadOutcome::Changed {
         hash: Some(hash),
-        parsed: parse_file(path, &text),
+        parsed: documents::read(path, &text, known_docs),
     }
 }
 
@@ -731,6 +765,8 @@ pub struct ClusterManifests {
     /// How many services, slices, exports and entries one file holds, so its objects can be
     /// lent to a whole-cluster set and handed back.
     counts: [usize; 4],
+    /// One file's documents, in order, when it was read document by document.
+    docs: Vec<documents::DocShape>,
 }
 
 impl ClusterManifests {
@@ -766,9 +802,12 @@ pub fn load_cluster(
 pub fn read_cluster(dir: &Path) -> Result<ClusterManifests, ManifestError> {
     let files = manifest_files(dir);
     let mut all = ClusterManifests::default();
-    for outcome in in_parallel(&files, |path| read_file(path, None)) {
+    for outcome in in_parallel(&files, |path| read_file(path, None, &[])) {
         if let ReadOutcome::Changed { parsed, .. } = outcome {
-            all.append(&mut parsed?);
+            // Nothing to reuse: every document was parsed.
+            if let Ok(mut m) = documents::assemble(parsed?, None) {
+                all.append(&mut m);
+            }
         }
     }
     Ok(all)
@@ -1000,6 +1039,9 @@ mod tests {
             rng % n
         };
         let mut retranslated = 0;
+        // Documents written and parsed: a rewrite often keeps documents of the file's last
+        // version, which are copied rather than parsed.
+        let (mut written, mut parsed) = (0, 0);
         for step in 0..60 {
             let file = dir.join(format!("f{}.yaml", next(3)));
             if next(5) == 0 {
@@ -1008,11 +1050,13 @@ mod tests {
                 let docs: Vec<String> = (0..next(6))
                     .map(|_| object(next(3), next(6), 1 + next(3)))
                     .collect();
+                written += docs.len();
                 let tmp = dir.join(".tmp");
                 std::fs::write(&tmp, docs.join("---\n")).unwrap();
                 std::fs::rename(&tmp, &file).unwrap();
             }
             let report = source.poll(&registry).await.unwrap();
+            parsed += report.documents_parsed;
             assert!(report.errors.is_empty(), "step {step}: {:?}", report.errors);
             let whole = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap().0;
             let served = registry.subscribe().borrow().clone().unwrap();
@@ -1025,6 +1069,10 @@ mod tests {
             retranslated += source.clusters[&cluster].folder.translated_last();
         }
         assert!(retranslated > 0);
+        assert!(
+            parsed < written,
+            "{parsed} documents parsed of {written} written"
+        );
     }
 
     /// One Service edited in a file of many: only its service is translated again, and every
@@ -1043,7 +1091,8 @@ mod tests {
         std::fs::write(dir.join("all.yaml"), text("10.0.0.7")).unwrap();
         let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
         let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
-        source.poll(&registry).await.unwrap();
+        let first = source.poll(&registry).await.unwrap();
+        assert_eq!(first.documents_parsed, 100);
         let cluster = ClusterId::new("cluster-a").unwrap();
         assert_eq!(source.clusters[&cluster].folder.translated_last(), 50);
         let before = registry.subscribe().borrow().clone().unwrap().clusters[&cluster]
@@ -1053,6 +1102,10 @@ mod tests {
         std::fs::rename(dir.join(".tmp"), dir.join("all.yaml")).unwrap();
         let report = source.poll(&registry).await.unwrap();
         assert_eq!(report.published.len(), 1);
+        assert_eq!(
+            report.documents_parsed, 1,
+            "only the edited Service's document of the file's 100 is parsed again"
+        );
         assert_eq!(source.clusters[&cluster].folder.translated_last(), 1);
         let after = registry.subscribe().borrow().clone().unwrap().clusters[&cluster]
             .exports
