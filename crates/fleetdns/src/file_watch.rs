@@ -3,6 +3,8 @@
 //! folder is also watched for change events ([`ChangeWaker`], inotify through the `notify`
 //! crate), which wake its poller at once; the tick stays, for file systems without events.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -61,18 +63,58 @@ pub struct ChangeWaker {
     /// `None` when the folder cannot be watched: the poller then relies on its tick alone.
     _watcher: Option<notify::RecommendedWatcher>,
     changed: Arc<tokio::sync::Notify>,
+    named: Arc<std::sync::Mutex<Named>>,
+}
+
+/// The folders directly under the root that events named since the last
+/// [`ChangeWaker::take_named`], or all of them.
+#[derive(Debug, Default)]
+struct Named {
+    all: bool,
+    folders: BTreeSet<OsString>,
+}
+
+impl Named {
+    /// Notes an event's path: the root's child it is in, or all of them when it is the root
+    /// itself or outside it (a rename out of the root, an overflow rescan).
+    fn note(&mut self, root: &Path, path: &Path) {
+        match path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.components().next())
+        {
+            Some(std::path::Component::Normal(first)) => {
+                self.folders.insert(first.to_owned());
+            }
+            _ => self.all = true,
+        }
+    }
 }
 
 impl ChangeWaker {
     /// Watches `root` and every folder below it (folders created later too).
     pub fn watch(root: &Path) -> Self {
         let changed = Arc::new(tokio::sync::Notify::new());
-        let wake = changed.clone();
+        let named = Arc::new(std::sync::Mutex::new(Named::default()));
+        let (wake, note) = (changed.clone(), named.clone());
+        let watched = root.to_owned();
         let handler = move |event: notify::Result<notify::Event>| {
-            // Reads (the poller's own among them) change nothing.
-            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-                wake.notify_one();
+            {
+                let mut named = note
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match &event {
+                    // Reads (the poller's own among them) change nothing.
+                    Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => return,
+                    Ok(e) if !e.need_rescan() && !e.paths.is_empty() => {
+                        for path in &e.paths {
+                            named.note(&watched, path);
+                        }
+                    }
+                    _ => named.all = true,
+                }
             }
+            wake.notify_one();
         };
         let watcher = notify::recommended_watcher(handler).and_then(|mut w| {
             w.watch(root, notify::RecursiveMode::Recursive)?;
@@ -88,12 +130,24 @@ impl ChangeWaker {
         Self {
             _watcher: watcher,
             changed,
+            named,
         }
     }
 
     /// Returns when something changed since the last return (at once if it already has).
     pub async fn changed(&self) {
         self.changed.notified().await;
+    }
+
+    /// The names of the root's folders (the cluster folders) that changed since the last call,
+    /// or `None` when every folder must be looked at.
+    pub fn take_named(&self) -> Option<BTreeSet<OsString>> {
+        let mut named = self
+            .named
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Named { all, folders } = std::mem::take(&mut *named);
+        (!all).then_some(folders)
     }
 }
 
@@ -150,9 +204,15 @@ mod tests {
             .await
             .is_ok()
         {}
+        waker.take_named();
         std::fs::write(dir.path().join("cluster-b").join("b.yaml"), "y").unwrap();
         tokio::time::timeout(Duration::from_secs(5), waker.changed())
             .await
             .expect("a write in a new cluster folder wakes the poller");
+        assert_eq!(
+            waker.take_named(),
+            Some(BTreeSet::from([OsString::from("cluster-b")])),
+            "the event names its cluster folder"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! services whose objects changed are translated again. A file that does not parse is
 //! reported with its line and the cluster keeps its last good state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -303,12 +304,27 @@ impl FilesSource {
     /// ones, heartbeats the rest. Published clusters keep heartbeating while files are read.
     /// Fails only when the root itself cannot be read.
     pub async fn poll(&mut self, registry: &dyn Registry) -> std::io::Result<PollReport> {
+        self.poll_folders(registry, None).await
+    }
+
+    /// [`FilesSource::poll`], looking for changed files only in the cluster folders `only`
+    /// names (those change events named), when given; the others heartbeat.
+    async fn poll_folders(
+        &mut self,
+        registry: &dyn Registry,
+        only: Option<&BTreeSet<OsString>>,
+    ) -> std::io::Result<PollReport> {
         let started = std::time::Instant::now();
         let mut report = PollReport::default();
         let dirs = self.cluster_dirs(&mut report)?;
         let mut jobs = Vec::new();
         let mut arrivals: BTreeMap<ClusterId, Arrivals> = BTreeMap::new();
         for (id, dir) in &dirs {
+            if self.clusters.contains_key(id)
+                && only.is_some_and(|o| dir.file_name().is_none_or(|n| !o.contains(n)))
+            {
+                continue;
+            }
             let state = self.clusters.entry(id.clone()).or_insert_with(|| {
                 // A new source for a cluster already served (reload, restart with etcd): the
                 // registry's creation times are the first-seen times (MCS-20 keeps its winner).
@@ -633,12 +649,18 @@ impl FilesSource {
         // edit is served in milliseconds rather than up to a poll interval later.
         let waker = file_watch::ChangeWaker::watch(&self.root);
         loop {
-            tokio::select! {
+            let only = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-                _ = waker.changed() => tokio::time::sleep(CHANGE_SETTLE).await,
-            }
-            if let Err(e) = self.poll(&*registry).await {
+                _ = tick.tick() => {
+                    waker.take_named();
+                    None
+                }
+                _ = waker.changed() => {
+                    tokio::time::sleep(CHANGE_SETTLE).await;
+                    waker.take_named()
+                }
+            };
+            if let Err(e) = self.poll_folders(&*registry, only.as_ref()).await {
                 tracing::warn!(root = %self.root.display(), error = %e, "cannot read the manifest folder; keeping what is served");
             }
         }
@@ -1126,6 +1148,43 @@ mod tests {
             }
         }
         assert_eq!(same, 49);
+    }
+
+    /// A poll after change events looks only in the cluster folders they named; the tick's
+    /// poll looks everywhere.
+    #[tokio::test]
+    async fn an_event_poll_reads_only_the_folders_it_names() {
+        let root = tempfile::tempdir().unwrap();
+        for c in ["cluster-a", "cluster-b"] {
+            std::fs::create_dir(root.path().join(c)).unwrap();
+            std::fs::write(
+                root.path().join(c).join("s.yaml"),
+                exported("s", "10.0.0.1"),
+            )
+            .unwrap();
+        }
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        assert_eq!(source.poll(&registry).await.unwrap().parsed.len(), 2);
+        for c in ["cluster-a", "cluster-b"] {
+            std::fs::write(
+                root.path().join(c).join("s.yaml"),
+                exported("s", "10.0.0.22"),
+            )
+            .unwrap();
+        }
+        let only = BTreeSet::from([OsString::from("cluster-a")]);
+        let report = source.poll_folders(&registry, Some(&only)).await.unwrap();
+        assert_eq!(
+            report.parsed,
+            [root.path().join("cluster-a").join("s.yaml")]
+        );
+        assert_eq!(report.present.len(), 2, "cluster-b is still there");
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(
+            report.parsed,
+            [root.path().join("cluster-b").join("s.yaml")]
+        );
     }
 
     /// A change event polls at once: with a poll interval of a minute, an edit is still
