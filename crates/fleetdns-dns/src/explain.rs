@@ -122,6 +122,19 @@ pub struct FleetHistory {
 impl FleetHistory {
     /// Records what changed between the last snapshot seen and `snapshot`, at `now`.
     pub fn observe(&mut self, snapshot: &Arc<FleetSnapshot>, now: Timestamp) {
+        self.observe_changes(snapshot, now, None);
+    }
+
+    /// [`FleetHistory::observe`], told which exports differ from the snapshot of version `.0`
+    /// (the compiler's [`crate::compile::incremental::Compiled::exports_changed`]): when that is the last
+    /// snapshot seen, a cluster's changed exports are looked up instead of its whole export
+    /// set walked. Returns the last snapshot seen, for the caller to drop when it suits it.
+    pub fn observe_changes(
+        &mut self,
+        snapshot: &Arc<FleetSnapshot>,
+        now: Timestamp,
+        changed: Option<&(u64, BTreeSet<(ClusterId, ServiceKey)>)>,
+    ) -> Option<Arc<FleetSnapshot>> {
         for (id, view) in &snapshot.clusters {
             if view.alive {
                 self.dead_since.remove(id);
@@ -129,7 +142,11 @@ impl FleetHistory {
                 self.dead_since.entry(id.clone()).or_insert(now);
             }
         }
-        if let Some(prev) = self.prev.take() {
+        let prev = self.prev.take();
+        if let Some(prev) = &prev {
+            let changed = changed
+                .filter(|(version, _)| *version == prev.version)
+                .map(|(_, set)| set);
             for (id, old) in &prev.clusters {
                 match snapshot.clusters.get(id) {
                     None => {
@@ -150,7 +167,19 @@ impl FleetHistory {
                         }
                     }
                     Some(new) if !Arc::ptr_eq(&new.exports, &old.exports) => {
-                        for key in only_in(&old.exports, &new.exports) {
+                        let gone: Vec<&ServiceKey> = match changed {
+                            Some(set) => set
+                                .iter()
+                                .filter(|(c, key)| {
+                                    c == id
+                                        && old.exports.contains_key(key)
+                                        && !new.exports.contains_key(key)
+                                })
+                                .map(|(_, key)| key)
+                                .collect(),
+                            None => only_in(&old.exports, &new.exports),
+                        };
+                        for key in gone {
                             self.push_gone(GoneExport {
                                 service: key.clone(),
                                 cluster: id.clone(),
@@ -167,6 +196,7 @@ impl FleetHistory {
         self.dead_since
             .retain(|id, _| snapshot.clusters.contains_key(id));
         self.prev = Some(snapshot.clone());
+        prev
     }
 
     fn push_left(&mut self, left: ClusterLeft) {

@@ -5,11 +5,11 @@
 //! `serve` hands every installed snapshot to [`DebugState::installed`], which keeps the last one
 //! (with its merge and zones) and a bounded [`FleetHistory`] for "last seen" facts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetdns_core::{ClusterId, FleetSnapshot, Merged, Timestamp};
+use fleetdns_core::{ClusterId, FleetSnapshot, Merged, ServiceKey, Timestamp};
 use fleetdns_dns::explain::{self, Explanation, FleetHistory, Inputs};
 use fleetdns_dns::forward::ForwardZoneView;
 use fleetdns_dns::{Served, ZonesConfig};
@@ -76,16 +76,27 @@ impl DebugState {
         }
     }
 
-    /// A snapshot was compiled and installed.
-    pub fn installed(&self, snapshot: Arc<FleetSnapshot>, zones: ZonesConfig) {
+    /// A snapshot was compiled and is being installed; `changed`: the exports that differ
+    /// from the snapshot compiled before (the compiler's). Returns what this state let go of
+    /// (the snapshot before), for the caller to drop once the new table is served.
+    pub fn installed(
+        &self,
+        snapshot: Arc<FleetSnapshot>,
+        zones: ZonesConfig,
+        changed: Option<&(u64, BTreeSet<(ClusterId, ServiceKey)>)>,
+    ) -> Retired {
         let at = Timestamp::now();
-        lock(&self.history).observe(&snapshot, at);
-        *lock(&self.current) = Some(Arc::new(Installed {
+        let seen_before = lock(&self.history).observe_changes(&snapshot, at, changed);
+        let installed_before = lock(&self.current).replace(Arc::new(Installed {
             snapshot,
             merged: std::sync::OnceLock::new(),
             zones,
             at,
         }));
+        Retired {
+            _seen: seen_before,
+            _installed: installed_before,
+        }
     }
 
     pub fn set_local_sources(&self, sources: BTreeMap<ClusterId, SourceKind>) {
@@ -95,6 +106,14 @@ impl DebugState {
     fn current(&self) -> Option<Arc<Installed>> {
         lock(&self.current).clone()
     }
+}
+
+/// What [`DebugState::installed`] let go of; freeing it may take milliseconds (a replaced
+/// export set), so the caller drops it once the new table is served.
+#[must_use]
+pub struct Retired {
+    _seen: Option<Arc<FleetSnapshot>>,
+    _installed: Option<Arc<Installed>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -416,13 +435,15 @@ mod tests {
                 .into_iter()
                 .collect(),
         );
-        debug.installed(
+        let _ = debug.installed(
             snapshot(1, &[("a", true), ("b", true), ("c", true)]),
             ZonesConfig::default(),
+            None,
         );
-        debug.installed(
+        let _ = debug.installed(
             snapshot(2, &[("a", true), ("b", false)]),
             ZonesConfig::default(),
+            None,
         );
         let r = fleet(&debug, &ops, None);
         assert_eq!(r.server.nsid, "dns-9");

@@ -35,6 +35,12 @@ pub struct Compiled {
     pub services: usize,
     /// Services compiled again; `None` when the whole table was compiled.
     pub changed: Option<usize>,
+    /// The exports that differ (added, removed or changed) from the snapshot of version
+    /// `.0`, the one compiled before; `None` when the whole table was compiled.
+    pub exports_changed: Option<(u64, BTreeSet<(ClusterId, ServiceKey)>)>,
+    /// The snapshot compiled before, let go by the compiler: the caller drops it once the new
+    /// table is served (freeing a replaced export set takes milliseconds).
+    pub retired: Option<Arc<FleetSnapshot>>,
 }
 
 /// Turns snapshots into tables, compiling only what changed since the last one.
@@ -91,7 +97,7 @@ impl Compiler {
             FxHashMap::default()
         };
         let services = merged.len();
-        self.last = Some(Last {
+        let retired = self.last.replace(Last {
             snapshot,
             merged,
             config: config.clone(),
@@ -102,6 +108,8 @@ impl Compiler {
             table,
             services,
             changed: None,
+            exports_changed: None,
+            retired: retired.map(|l| l.snapshot),
         }
     }
 
@@ -190,12 +198,14 @@ impl Compiler {
             }
         }
         let table = Arc::new(last.table.with_changes(changes, serial, snapshot.version));
-        last.snapshot = snapshot.clone();
+        let retired = std::mem::replace(&mut last.snapshot, snapshot.clone());
         last.table = table.clone();
         Some(Compiled {
             table,
             services: last.merged.len(),
             changed: Some(touched.services.len().max(touched.exports.len())),
+            exports_changed: Some((retired.version, touched.exports)),
+            retired: Some(retired),
         })
     }
 }

@@ -641,6 +641,66 @@ fn toml_like(zone: &str, upstream: &str) -> crate::forward::ForwardZoneConfig {
     }
 }
 
+/// The compiler's list of changed exports gives the history the same departures as walking
+/// every changed cluster's exports.
+#[test]
+fn the_compilers_changed_exports_record_the_same_departures() {
+    let names = ["default/a", "default/b", "default/c", "other/d", "other/e"];
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let config = crate::config::ZonesConfig::default();
+    let mut compiler = compile::incremental::Compiler::new();
+    let (mut hinted, mut walked) = (FleetHistory::default(), FleetHistory::default());
+    // Each cluster's exports as a bit per name; each step flips one.
+    let mut bits = [0b10110u32, 0b01101u32];
+    let mut last = None::<Arc<FleetSnapshot>>;
+    let mut hints = 0;
+    for step in 0..200u64 {
+        bits[next(2) as usize] ^= 1 << next(5);
+        let spec = |c: usize| -> Vec<(&str, ServiceType, i64, &str, bool)> {
+            (0..5)
+                .filter(|i| bits[c] & (1 << i) != 0)
+                .map(|i| (names[i], IP, 1, "10.0.0.1", true))
+                .collect()
+        };
+        let mut snap = (*snapshot(vec![("c1", true, spec(0)), ("c2", true, spec(1))])).clone();
+        snap.version = step + 1;
+        // An unchanged cluster keeps its export set (as a registry does).
+        if let Some(last) = &last {
+            for (id, view) in &mut snap.clusters {
+                if last.clusters[id].exports == view.exports {
+                    view.exports = last.clusters[id].exports.clone();
+                }
+            }
+        }
+        let snap = Arc::new(snap);
+        let compiled = compiler.compile(snap.clone(), &config, 1);
+        hints += usize::from(compiled.exports_changed.is_some());
+        let at = Timestamp(T0 + step as i64);
+        hinted.observe_changes(&snap, at, compiled.exports_changed.as_ref());
+        walked.observe(&snap, at);
+        for name in names {
+            let (ns, n) = name.split_once('/').unwrap();
+            let key = ServiceKey::new(ns, n).unwrap();
+            assert_eq!(
+                hinted.last_seen(&key),
+                walked.last_seen(&key),
+                "step {step}: {name}"
+            );
+        }
+        last = Some(snap);
+    }
+    assert!(
+        hints > 150,
+        "the compiler compiled incrementally ({hints} of 200)"
+    );
+}
+
 #[test]
 fn the_history_is_bounded() {
     let mut h = FleetHistory::default();

@@ -68,9 +68,13 @@ fn install(
     let table_bytes = compiled.table.bytes();
     let services = compiled.services;
     // The debug state first: once a client sees the new answer, `/debug/query` knows why.
-    if let Some(debug) = &ops.debug {
-        debug.installed(snapshot.clone(), zones.clone());
-    }
+    let retired_debug = ops.debug.as_ref().map(|debug| {
+        debug.installed(
+            snapshot.clone(),
+            zones.clone(),
+            compiled.exports_changed.as_ref(),
+        )
+    });
     let old = served.table.swap(Some(compiled.table));
     let swapped = started.elapsed();
     let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
@@ -96,9 +100,13 @@ fn install(
         micros = swapped.as_micros() as u64,
         "answer table installed"
     );
+    // What the new table replaced is freed only now that it is served: the old table, and
+    // the snapshot before (a replaced export set of 50 000 exports takes milliseconds).
     if let Some(old) = old {
         free_here(old);
     }
+    drop(retired_debug);
+    drop(compiled.retired);
     if compiled.changed.is_none() {
         fleetdns_dns::compile_thread::release_free_memory();
     }
