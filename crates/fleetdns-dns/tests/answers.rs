@@ -711,6 +711,8 @@ K8S-10       | std   | db-1.db.default.svc.cluster-a.local. A                   
 K8S-11       | std   | 10-2-1-1.db.default.svc.cluster-b.local. A                | NOERROR AA       | A 10.2.1.1
 K8S-16       | std   | 10-1-1-3.db.default.svc.cluster-a.local. A                | NXDOMAIN AA SOA  | -
 K8S-12       | std   | _pg._tcp.db.default.svc.cluster-a.local. SRV              | NOERROR AA       | SRV 0 50 5432 db-0.db.default.svc.cluster-a.local.;SRV 0 50 5432 db-1.db.default.svc.cluster-a.local.
+K8S-8/12     | std   | db.default.svc.cluster-a.local. SRV                       | NOERROR AA       | SRV 0 25 5432 db-0.db.default.svc.cluster-a.local.;SRV 0 25 5432 db-1.db.default.svc.cluster-a.local.;SRV 0 25 9187 db-0.db.default.svc.cluster-a.local.;SRV 0 25 9187 db-1.db.default.svc.cluster-a.local.
+K8S-8/12     | std   | db.default.svc.cluster-b.local. SRV                       | NOERROR AA       | SRV 0 50 5432 10-2-1-1.db.default.svc.cluster-b.local.;SRV 0 50 9187 10-2-1-1.db.default.svc.cluster-b.local.
 K8S-14       | std   | empty-hl.default.svc.cluster-a.local. A                   | NXDOMAIN AA SOA  | -
 K8S-21       | std   | v4only.default.svc.cluster-a.local. AAAA                  | NOERROR AA SOA   | -
 # Mesh names and Istio ServiceEntry hosts (SPEC §2.3, reference D); fixture: add_service_entries.
