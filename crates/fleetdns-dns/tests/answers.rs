@@ -1285,6 +1285,26 @@ fn other_classes_are_refused() {
 }
 
 #[test]
+fn rd_and_cd_are_copied_from_the_query() {
+    // RFC 1035 4.1.1 (RD) and RFC 6840 5.9 (CD): the response carries the query's bits, set
+    // or clear, in an answer and in a header-only NOTIMP alike.
+    let t = table("std");
+    for (rd, cd) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut p = query_packet(3, "web.default.svc.clusterset.local.", RecordType::A, None);
+        p[2] = (p[2] & !0x01) | u8::from(rd);
+        p[3] = (p[3] & !0x10) | if cd { 0x10 } else { 0 };
+        let m = raw_response(&t, &p);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.metadata.recursion_desired, rd, "RD {rd}, CD {cd}");
+        assert_eq!(m.metadata.checking_disabled, cd, "RD {rd}, CD {cd}");
+        p[2] |= 2 << 3; // opcode STATUS
+        let m = raw_response(&t, &p);
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        assert_eq!(m.metadata.recursion_desired, rd, "NOTIMP, RD {rd}");
+    }
+}
+
+#[test]
 fn a_response_is_never_answered() {
     // Answering responses would let two servers ping-pong forever (reflection loops).
     let t = table("std");
