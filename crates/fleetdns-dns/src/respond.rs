@@ -321,3 +321,219 @@ impl<'a> Writer<'a> {
         self.out[10..12].copy_from_slice(&self.ar.to_be_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::table::{SoaParams, TableBuilder};
+    use crate::wire::{encode_name, prefix_name};
+
+    /// SRV records at `srv.z.test`: one per target, each target with an A and an AAAA record
+    /// in the additional section.
+    const TARGETS: usize = 30;
+
+    /// Zone `z.test` with a long SOA (480 bytes: a negative answer with EDNS is over 512
+    /// bytes) and `srv.z.test` holding [`TARGETS`] SRV records (about 850 bytes of answers).
+    fn table() -> AnswerTable {
+        let mut b = TableBuilder::default();
+        let apex = encode_name("z.test").unwrap();
+        // `first` and `labels` labels of 59 bytes under the apex.
+        let long = |first: &str, labels: usize| {
+            let label = "x".repeat(59);
+            let mut name = vec![first];
+            name.extend(std::iter::repeat_n(label.as_str(), labels));
+            prefix_name(&name, &apex).unwrap()
+        };
+        let soa = SoaParams {
+            mname: long("ns", 4),
+            rname: long("hostmaster", 3),
+            serial: 1,
+            refresh: 1,
+            retry: 1,
+            expire: 1,
+            minimum: 5,
+        };
+        let zone = b.add_zone(&apex, &soa).unwrap();
+        let owner = encode_name("srv.z.test").unwrap();
+        for i in 0..TARGETS {
+            let target = prefix_name(&[&format!("host-{i}")], &owner).unwrap();
+            let ips = [
+                IpAddr::from([10, 0, 0, i as u8]),
+                IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, i as u16]),
+            ];
+            b.add_srv(zone, &owner, 5, 3, 80, &target, &ips);
+        }
+        b.build(1)
+    }
+
+    /// A query for `name`; `edns` is the advertised UDP size (the query then asks for the
+    /// NSID too).
+    fn query(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+        let mut p = vec![
+            0x12,
+            0x34,
+            1,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(edns.is_some()),
+        ];
+        p.extend_from_slice(&encode_name(name).unwrap());
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&CLASS_IN.to_be_bytes());
+        if let Some(size) = edns {
+            p.extend_from_slice(&[0, 0, 41]);
+            p.extend_from_slice(&size.to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 0, 0, 4, 0, 3, 0, 0]);
+        }
+        p
+    }
+
+    fn ask(t: &AnswerTable, packet: &[u8], transport: Transport, nsid: Option<&[u8]>) -> Vec<u8> {
+        let mut lower = [0u8; MAX_NAME];
+        let request = Request::parse(packet, transport, &mut lower).unwrap();
+        let mut out = Vec::new();
+        answer(
+            &request,
+            Destination::in_table(Some(t), request.lower_name),
+            nsid,
+            &mut out,
+        );
+        out
+    }
+
+    fn count(msg: &[u8], at: usize) -> usize {
+        usize::from(u16::from_be_bytes([msg[at], msg[at + 1]]))
+    }
+
+    fn skip_name(msg: &[u8], mut at: usize) -> usize {
+        loop {
+            match msg[at] {
+                0 => return at + 1,
+                l if l & 0xc0 == 0xc0 => return at + 2,
+                l => at += 1 + usize::from(l),
+            }
+        }
+    }
+
+    /// Where the question of `msg` ends, and where each of its resource records ends.
+    fn record_ends(msg: &[u8]) -> (usize, Vec<usize>) {
+        let question_end = skip_name(msg, HEADER_LEN) + 4;
+        let mut at = question_end;
+        let records = count(msg, 6) + count(msg, 8) + count(msg, 10);
+        let ends = (0..records)
+            .map(|_| {
+                at = skip_name(msg, at) + 8;
+                at += 2 + count(msg, at);
+                at
+            })
+            .collect();
+        (question_end, ends)
+    }
+
+    /// SPEC §8: a UDP response is at most the client's EDNS size (512 without EDNS) and holds
+    /// every record that fits: the answer and authority sections whole, or cut with TC; then
+    /// as many additional records as still fit, without TC (RFC 2181 9). Room is kept for the
+    /// OPT record and the NSID option (RFC 5001). Checked at every size from 512 to the whole
+    /// response, against the response over TCP, whose sections hold `sections` records (answer,
+    /// authority, additional without the OPT).
+    fn fills_the_size_and_no_more(
+        t: &AnswerTable,
+        name: &str,
+        qtype: u16,
+        sections: (usize, usize, usize),
+        edns: bool,
+        nsid: Option<&[u8]>,
+    ) {
+        let opt_len = match (edns, nsid) {
+            (false, _) => 0,
+            (true, None) => 11,
+            (true, Some(id)) => 11 + 4 + id.len(),
+        };
+        let full = ask(
+            t,
+            &query(name, qtype, edns.then_some(512)),
+            Transport::Tcp,
+            nsid,
+        );
+        let (question_end, ends) = record_ends(&full);
+        let (an, ns, extras) = sections;
+        assert_eq!(
+            (count(&full, 6), count(&full, 8), count(&full, 10)),
+            (an, ns, extras + usize::from(edns)),
+            "{name}: the whole response"
+        );
+        assert_eq!(
+            ends.last(),
+            Some(&full.len()),
+            "{name}: its records fill it"
+        );
+        assert_eq!(full[2] & 0x02, 0, "{name}: no TC over TCP");
+        let sizes = if edns {
+            512..=full.len() + 1
+        } else {
+            512..=512
+        };
+        for size in sizes {
+            let got = ask(
+                t,
+                &query(name, qtype, edns.then_some(size as u16)),
+                Transport::Udp,
+                nsid,
+            );
+            assert!(got.len() <= size, "{name}: {} bytes at {size}", got.len());
+            let fits = |i: &usize| ends[*i] + opt_len <= size;
+            let kept_main = (0..an + ns).take_while(fits).count();
+            let (kept, tc, counts) = if kept_main < an + ns {
+                let kept_an = kept_main.min(an);
+                (kept_main, true, [kept_an, kept_main - kept_an, 0])
+            } else {
+                let kept_extras = (an + ns..an + ns + extras).take_while(fits).count();
+                (an + ns + kept_extras, false, [an, ns, kept_extras])
+            };
+            let body_end = if kept == 0 {
+                question_end
+            } else {
+                ends[kept - 1]
+            };
+            let mut want = full[..body_end].to_vec();
+            want.extend_from_slice(&full[full.len() - opt_len..]);
+            if tc {
+                want[2] |= 0x02;
+            }
+            for (i, n) in counts.into_iter().enumerate() {
+                let n = n + usize::from(i == 2 && edns);
+                want[6 + 2 * i..8 + 2 * i].copy_from_slice(&(n as u16).to_be_bytes());
+            }
+            assert_eq!(got, want, "{name} at {size} bytes, NSID {nsid:?}");
+        }
+    }
+
+    #[test]
+    fn a_udp_answer_fills_the_clients_size_and_no_more() {
+        let t = table();
+        for nsid in [None, Some(&b"dns-1"[..])] {
+            for edns in [true, false] {
+                let name = "srv.z.test";
+                fills_the_size_and_no_more(
+                    &t,
+                    name,
+                    rtype::SRV,
+                    (TARGETS, 0, 2 * TARGETS),
+                    edns,
+                    nsid,
+                );
+                // K8S-21 NODATA and NXDOMAIN: the SOA alone, in the authority section.
+                fills_the_size_and_no_more(&t, name, rtype::TXT, (0, 1, 0), edns, nsid);
+                fills_the_size_and_no_more(&t, "nope.z.test", rtype::A, (0, 1, 0), edns, nsid);
+            }
+        }
+    }
+}

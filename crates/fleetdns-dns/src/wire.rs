@@ -464,6 +464,69 @@ mod tests {
         assert!(encode_name("a..b").is_err());
     }
 
+    /// RFC 6891 6.1.1: the OPT record is in the additional section, after the answer and
+    /// authority records a query may carry; those are skipped, so the client's EDNS size is
+    /// still read.
+    #[test]
+    fn reads_the_opt_after_answer_and_authority_records() {
+        let mut lower = [0u8; MAX_NAME];
+        for (an, ns) in [(1u8, 0u8), (0, 1), (1, 1), (2, 1)] {
+            let mut p = query(b"\x00", rtype::A);
+            p[7] = an;
+            p[9] = ns;
+            p[11] = 1;
+            for _ in 0..an + ns {
+                // The root, A, IN, TTL 5, 10.0.0.1.
+                p.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4, 10, 0, 0, 1]);
+            }
+            p.extend_from_slice(&[0, 0, 41, 0x10, 0x00, 0, 0, 0, 0, 0, 0]);
+            let q = parse_query(&p, &mut lower).unwrap();
+            assert_eq!(
+                q.edns.map(|e| e.udp_size),
+                Some(4096),
+                "{an} answer and {ns} authority records"
+            );
+        }
+    }
+
+    /// RFC 1035 2.3.4: a name is at most 255 bytes on the wire. A question name of 255 bytes
+    /// is read; one of 256 is a FORMERR (and never overruns the 255-byte buffer).
+    #[test]
+    fn question_names_longer_than_255_bytes_are_formerr() {
+        let name = |last: usize| {
+            let mut n = Vec::new();
+            for len in [63, 63, 63, last] {
+                n.push(len as u8);
+                n.extend(std::iter::repeat_n(b'a', len));
+            }
+            n.push(0);
+            n
+        };
+        let mut lower = [0u8; MAX_NAME];
+        let longest = name(61);
+        assert_eq!(longest.len(), MAX_NAME);
+        let p = query(&longest, rtype::A);
+        let q = parse_query(&p, &mut lower).unwrap();
+        assert_eq!(q.name_len, MAX_NAME);
+        assert_eq!(&lower[..], &longest[..]);
+        let too_long = name(62);
+        assert!(matches!(
+            parse_query(&query(&too_long, rtype::A), &mut lower),
+            Err(ParseError::FormErr { .. })
+        ));
+    }
+
+    /// Only ASCII letters are lower-cased: the bytes just outside `A`..`Z` (`@`, `[`) stay as
+    /// they are, so names that differ there are not taken for one another (table lookups and
+    /// the forward cache key use the lower-cased name).
+    #[test]
+    fn only_ascii_letters_are_lower_cased() {
+        let p = query(b"\x06@AZ[az\x00", rtype::A);
+        let mut lower = [0u8; MAX_NAME];
+        let q = parse_query(&p, &mut lower).unwrap();
+        assert_eq!(&lower[..q.name_len], b"\x06@az[az\x00");
+    }
+
     /// Found by the `question_name` fuzz target: a label length past the end of the bytes
     /// indexed out of bounds.
     #[test]

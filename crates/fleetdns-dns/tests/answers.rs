@@ -711,6 +711,8 @@ K8S-10       | std   | db-1.db.default.svc.cluster-a.local. A                   
 K8S-11       | std   | 10-2-1-1.db.default.svc.cluster-b.local. A                | NOERROR AA       | A 10.2.1.1
 K8S-16       | std   | 10-1-1-3.db.default.svc.cluster-a.local. A                | NXDOMAIN AA SOA  | -
 K8S-12       | std   | _pg._tcp.db.default.svc.cluster-a.local. SRV              | NOERROR AA       | SRV 0 50 5432 db-0.db.default.svc.cluster-a.local.;SRV 0 50 5432 db-1.db.default.svc.cluster-a.local.
+K8S-8/12     | std   | db.default.svc.cluster-a.local. SRV                       | NOERROR AA       | SRV 0 25 5432 db-0.db.default.svc.cluster-a.local.;SRV 0 25 5432 db-1.db.default.svc.cluster-a.local.;SRV 0 25 9187 db-0.db.default.svc.cluster-a.local.;SRV 0 25 9187 db-1.db.default.svc.cluster-a.local.
+K8S-8/12     | std   | db.default.svc.cluster-b.local. SRV                       | NOERROR AA       | SRV 0 50 5432 10-2-1-1.db.default.svc.cluster-b.local.;SRV 0 50 9187 10-2-1-1.db.default.svc.cluster-b.local.
 K8S-14       | std   | empty-hl.default.svc.cluster-a.local. A                   | NXDOMAIN AA SOA  | -
 K8S-21       | std   | v4only.default.svc.cluster-a.local. AAAA                  | NOERROR AA SOA   | -
 # Mesh names and Istio ServiceEntry hosts (SPEC §2.3, reference D); fixture: add_service_entries.
@@ -1280,6 +1282,26 @@ fn other_classes_are_refused() {
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     assert!(m.answers.is_empty());
     assert!(!m.metadata.authoritative);
+}
+
+#[test]
+fn rd_and_cd_are_copied_from_the_query() {
+    // RFC 1035 4.1.1 (RD) and RFC 6840 5.9 (CD): the response carries the query's bits, set
+    // or clear, in an answer and in a header-only NOTIMP alike.
+    let t = table("std");
+    for (rd, cd) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut p = query_packet(3, "web.default.svc.clusterset.local.", RecordType::A, None);
+        p[2] = (p[2] & !0x01) | u8::from(rd);
+        p[3] = (p[3] & !0x10) | if cd { 0x10 } else { 0 };
+        let m = raw_response(&t, &p);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.metadata.recursion_desired, rd, "RD {rd}, CD {cd}");
+        assert_eq!(m.metadata.checking_disabled, cd, "RD {rd}, CD {cd}");
+        p[2] |= 2 << 3; // opcode STATUS
+        let m = raw_response(&t, &p);
+        assert_eq!(m.metadata.response_code, ResponseCode::NotImp);
+        assert_eq!(m.metadata.recursion_desired, rd, "NOTIMP, RD {rd}");
+    }
 }
 
 #[test]

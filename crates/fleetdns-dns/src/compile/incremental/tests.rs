@@ -163,7 +163,9 @@ fn configs() -> Vec<ZonesConfig> {
     all.clusterset.lighthouse_names = true;
     let mut no_cluster_zones = local.clone();
     no_cluster_zones.cluster_zones.enabled = false;
-    vec![local, all, no_cluster_zones]
+    let mut vip = local.clone();
+    vip.clusterset.policy = AnswerPolicy::Vip;
+    vec![local, all, no_cluster_zones, vip]
 }
 
 #[test]
@@ -253,4 +255,47 @@ fn new_settings_or_clusters_compile_the_whole_table() {
         a.changed.is_none() && b.changed.is_none(),
         "mesh zones compile whole"
     );
+}
+
+/// A cluster joining or leaving the fleet changes the merge of every service it exports:
+/// with per-cluster zones off (the zone count then does not change), the clusterset answers
+/// still gain the new cluster's addresses and lose the departed one's.
+#[test]
+fn a_cluster_joining_or_leaving_changes_the_clusterset_answers() {
+    let mut rng = Lcg(11);
+    let snap = Arc::new(fleet(&mut rng));
+    let config = &configs()[2];
+    assert!(!config.cluster_zones.enabled);
+    let mut compiler = Compiler::new();
+    compiler.compile(snap.clone(), config, 1);
+    let mut joined = (*snap).clone();
+    joined.version += 1;
+    let exports = (0..30)
+        .map(|svc| {
+            let e = export(9, svc % 4, svc, &mut rng);
+            (e.key.clone(), Arc::new(e))
+        })
+        .collect();
+    joined.clusters.insert(
+        cluster_id(9),
+        ClusterView {
+            alive: true,
+            exports: Arc::new(exports),
+            published: Timestamp(1),
+            service_entries: Arc::default(),
+        },
+    );
+    let mut left = (*snap).clone();
+    left.version += 2;
+    for (serial, next) in [(2, joined), (3, left)] {
+        let next = Arc::new(next);
+        let got = compiler.compile(next.clone(), config, serial);
+        let whole = super::compile(&next, &merge_fleet(&next), config, serial);
+        assert_eq!(
+            contents(&got.table),
+            contents(&whole),
+            "{} clusters: the table differs from a whole compile",
+            next.clusters.len()
+        );
+    }
 }
