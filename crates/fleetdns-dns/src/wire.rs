@@ -535,4 +535,130 @@ mod tests {
         assert_eq!(display_name(b"\x07"), ".");
         assert_eq!(display_name(b"\x02ab\x5fcd\x00"), "ab.cd\0.");
     }
+
+    /// A dotted name of labels of these lengths, `a`s.
+    fn dotted(labels: &[usize]) -> String {
+        labels
+            .iter()
+            .map(|&len| "a".repeat(len))
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// The name at `at` in `message`, pointers followed, as a real decoder (hickory) reads it.
+    fn decode_name(message: &[u8], at: usize) -> String {
+        use hickory_proto::rr::Name;
+        use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+        let mut decoder = BinDecoder::new(message);
+        decoder.read_slice(at).unwrap();
+        Name::read(&mut decoder).unwrap().to_ascii()
+    }
+
+    /// RFC 1035 2.3.4: a label is at most 63 octets, a name at most 255 octets on the wire
+    /// (length bytes and the root included). `encode_name` takes both limits exactly and
+    /// refuses one octet more.
+    #[test]
+    fn encode_name_takes_63_octet_labels_and_255_octet_names_and_no_more() {
+        let name = encode_name(&dotted(&[63, 3])).unwrap();
+        assert_eq!(name.len(), 1 + 63 + 1 + 3 + 1);
+        assert_eq!(name[0], 63);
+        assert_eq!(decode_name(&name, 0), format!("{}.", dotted(&[63, 3])));
+        let too_long_label = dotted(&[64, 3]);
+        assert_eq!(
+            encode_name(&too_long_label),
+            Err(NameError::LabelTooLong(too_long_label))
+        );
+
+        // 3 × (1 + 63) + (1 + 61) + 1 = 255.
+        let longest = dotted(&[63, 63, 63, 61]);
+        for written in [longest.clone(), format!("{longest}.")] {
+            let wire = encode_name(&written).unwrap();
+            assert_eq!(wire.len(), MAX_NAME);
+            assert_eq!(decode_name(&wire, 0), format!("{longest}."));
+        }
+        let too_long = dotted(&[63, 63, 63, 62]);
+        assert_eq!(encode_name(&too_long), Err(NameError::TooLong(too_long)));
+    }
+
+    /// The same limits for labels put in front of an encoded name (SRV owners, pod names).
+    #[test]
+    fn prefix_name_takes_63_octet_labels_and_255_octet_names_and_no_more() {
+        let base = encode_name("svc.z").unwrap();
+        let label = "A".repeat(63);
+        let name = prefix_name(&[&label, "_tcp"], &base).unwrap();
+        assert_eq!(
+            name,
+            encode_name(&format!("{}._tcp.svc.z", "a".repeat(63))).unwrap(),
+            "lower-cased, in order, before the base"
+        );
+        let label = "a".repeat(64);
+        assert_eq!(
+            prefix_name(&[&label], &base),
+            Err(NameError::LabelTooLong(label))
+        );
+
+        // (1 + 63) + a base of 2 × (1 + 63) + (1 + 61) + 1 = 255.
+        let label = "a".repeat(63);
+        let base = encode_name(&dotted(&[63, 63, 61])).unwrap();
+        let longest = prefix_name(&[&label], &base).unwrap();
+        assert_eq!(longest.len(), MAX_NAME);
+        assert_eq!(longest, encode_name(&dotted(&[63, 63, 63, 61])).unwrap());
+        let base = encode_name(&dotted(&[63, 63, 62])).unwrap();
+        assert!(matches!(
+            prefix_name(&[&label], &base),
+            Err(NameError::TooLong(_))
+        ));
+    }
+
+    /// Compression (RFC 1035 4.1.4) replaces the end of a name by a pointer to an earlier
+    /// occurrence of those labels: only at a label of the owner, and what is written decodes
+    /// to the target name.
+    #[test]
+    fn compression_points_only_at_a_label_of_the_owner() {
+        let owner_offset = 12;
+        let cases = [
+            // (owner, target, the bytes written)
+            ("web.ns.svc.z", "api.ns.svc.z", b"\x03api\xc0\x10".to_vec()),
+            ("web.ns.svc.z", "web.ns.svc.z", b"\xc0\x0c".to_vec()),
+            ("web.ns.svc.z", "z", b"\xc0\x17".to_vec()),
+            // Only the root in common: written out, not pointed at.
+            (
+                "web.ns.svc.z",
+                "example.org",
+                b"\x07example\x03org\x00".to_vec(),
+            ),
+            // `ns.svc.z` is in the owner, but not as its end.
+            (
+                "ns.svc.z.web",
+                "ns.svc.z",
+                b"\x02ns\x03svc\x01z\x00".to_vec(),
+            ),
+        ];
+        for (owner, target, written) in cases {
+            let owner = encode_name(owner).unwrap();
+            let target_wire = encode_name(target).unwrap();
+            let mut message = vec![0; owner_offset];
+            message.extend_from_slice(&owner);
+            let at = message.len();
+            write_name_against(&mut message, &target_wire, &owner, owner_offset);
+            assert_eq!(message[at..], written, "{target} against {owner:?}");
+            assert_eq!(decode_name(&message, at), format!("{target}."));
+        }
+
+        // The bytes of the target's whole name are in the owner, but inside its first label (a
+        // `0`, 48, reads there as the length of a 48-octet label): no pointer goes there, the
+        // common suffix at a label of the owner is `z.`.
+        let owner = encode_name(&format!("a0{}.z", "b".repeat(48))).unwrap();
+        let target = encode_name(&format!("{}.z", "b".repeat(48))).unwrap();
+        assert_eq!(owner[2..], target[..], "the same bytes, two octets in");
+        let mut message = vec![0; owner_offset];
+        message.extend_from_slice(&owner);
+        let at = message.len();
+        write_name_against(&mut message, &target, &owner, owner_offset);
+        let mut written = target[..49].to_vec();
+        written.extend_from_slice(&[0xc0, (owner_offset + 51) as u8]);
+        assert_eq!(message[at..], written);
+        assert_eq!(message[owner_offset + 51..][..3], *b"\x01z\x00");
+        assert_eq!(decode_name(&message, at), format!("{}.z.", "b".repeat(48)));
+    }
 }
