@@ -216,9 +216,10 @@ fn skip_rr(packet: &[u8], pos: usize) -> Option<(usize, u16, bool, u16, u32, usi
 
 /// Skips a possibly compressed name at `start` and returns the offset after it. A pointer ends
 /// the name and is never followed, so this cannot loop. `None` when the name runs past the
-/// packet, uses a reserved label type or is longer than a name may be. The one walker over
-/// names in received messages (the question name itself is read by `read_question_name`, which
-/// also lower-cases it).
+/// packet, uses a reserved label type or is longer than a name may be: its labels before the
+/// root or the pointer take 255 octets or more (the root, or the name pointed at, adds at least
+/// one). The one walker over names in received messages (the question name itself is read by
+/// `read_question_name`, which also lower-cases it).
 pub fn skip_name(packet: &[u8], start: usize) -> Option<usize> {
     let mut pos = start;
     loop {
@@ -229,7 +230,7 @@ pub fn skip_name(packet: &[u8], start: usize) -> Option<usize> {
             0xc0 => return Some(pos + 2),
             _ => return None,
         }
-        if pos - start > MAX_NAME {
+        if pos - start >= MAX_NAME {
             return None;
         }
     }
@@ -534,6 +535,44 @@ mod tests {
         assert_eq!(display_name(b"\x03abc\x05de"), "abc.de.");
         assert_eq!(display_name(b"\x07"), ".");
         assert_eq!(display_name(b"\x02ab\x5fcd\x00"), "ab.cd\0.");
+    }
+
+    /// RFC 1035 2.3.4 for the names `skip_name` walks in received messages (answer, authority
+    /// and additional records): 255 octets are read, 256 are refused. With a pointer at the
+    /// end, the labels before it may take 254 octets (the name pointed at is at least the root),
+    /// not 255.
+    #[test]
+    fn skip_name_reads_names_of_255_octets_and_refuses_longer_ones() {
+        // A header, the question `z. A IN`, then the name.
+        let start = HEADER_LEN + 7;
+        let message = |labels: &[usize], end: &[u8]| {
+            let mut message = vec![0; HEADER_LEN];
+            message.extend_from_slice(b"\x01z\x00\x00\x01\x00\x01");
+            for &len in labels {
+                message.push(len as u8);
+                message.extend(std::iter::repeat_n(b'a', len));
+            }
+            message.extend_from_slice(end);
+            message.extend_from_slice(&[0, 1, 0, 1]); // the record's type and class
+            message
+        };
+        let longest = message(&[63, 63, 63, 61], b"\x00");
+        assert_eq!(skip_name(&longest, start), Some(start + MAX_NAME));
+        let too_long = message(&[63, 63, 63, 62], b"\x00");
+        assert_eq!(skip_name(&too_long, start), None);
+
+        // The pointer goes to the root ending the question name (offset 14): 255 octets.
+        let compressed = message(&[63, 63, 63, 61], b"\xc0\x0e");
+        assert_eq!(skip_name(&compressed, start), Some(start + MAX_NAME + 1));
+        let too_long = message(&[63, 63, 63, 62], b"\xc0\x0e");
+        assert_eq!(skip_name(&too_long, start), None);
+
+        // A pointer ends the name (`aaa.z.`); the root alone; a reserved label type; a cut name.
+        let short = message(&[3], b"\xc0\x0c");
+        assert_eq!(skip_name(&short, start), Some(start + 6));
+        assert_eq!(skip_name(&message(&[], b"\x00"), start), Some(start + 1));
+        assert_eq!(skip_name(&message(&[3], b"\x40"), start), None);
+        assert_eq!(skip_name(&short[..start + 3], start), None);
     }
 
     /// A dotted name of labels of these lengths, `a`s.
