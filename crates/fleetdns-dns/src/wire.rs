@@ -309,7 +309,8 @@ pub fn label_offsets(name: &[u8]) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// Writes `target` compressed against `owner`, where `owner` sits at `owner_offset` in the
-/// message: the longest common suffix (at label boundaries) becomes a pointer.
+/// message: the longest common suffix (at label boundaries) becomes a pointer, if its offset
+/// fits a pointer's 14 bits (at most 0x3fff).
 pub fn write_name_against(out: &mut Vec<u8>, target: &[u8], owner: &[u8], owner_offset: usize) {
     for t_off in label_offsets(target) {
         let suffix = &target[t_off..];
@@ -320,7 +321,7 @@ pub fn write_name_against(out: &mut Vec<u8>, target: &[u8], owner: &[u8], owner_
             let o_off = owner.len() - suffix.len();
             if &owner[o_off..] == suffix && label_offsets(owner).any(|x| x == o_off) {
                 let ptr = owner_offset + o_off;
-                if ptr < 0x3fff {
+                if ptr <= 0x3fff {
                     out.extend_from_slice(&target[..t_off]);
                     out.extend_from_slice(&(0xc000 | ptr as u16).to_be_bytes());
                     return;
@@ -699,5 +700,25 @@ mod tests {
         assert_eq!(message[at..], written);
         assert_eq!(message[owner_offset + 51..][..3], *b"\x01z\x00");
         assert_eq!(decode_name(&message, at), format!("{}.z.", "b".repeat(48)));
+    }
+
+    /// A pointer's offset has 14 bits (RFC 1035 4.1.4): an owner at 0x3fff is pointed at
+    /// (0xffff), one at 0x4000 cannot be and the target is written whole.
+    #[test]
+    fn compression_points_at_offsets_up_to_0x3fff() {
+        let owner = encode_name("web.ns.svc.z").unwrap();
+        let target = encode_name("x.web.ns.svc.z").unwrap();
+        for (owner_offset, written) in [
+            (0x3ffe, b"\x01x\xff\xfe".to_vec()),
+            (0x3fff, b"\x01x\xff\xff".to_vec()),
+            (0x4000, target.clone()),
+        ] {
+            let mut message = vec![0; owner_offset];
+            message.extend_from_slice(&owner);
+            let at = message.len();
+            write_name_against(&mut message, &target, &owner, owner_offset);
+            assert_eq!(message[at..], written, "owner at {owner_offset:#x}");
+            assert_eq!(decode_name(&message, at), "x.web.ns.svc.z.");
+        }
     }
 }
