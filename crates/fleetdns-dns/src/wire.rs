@@ -658,20 +658,24 @@ mod tests {
         let owner_offset = 12;
         let cases = [
             // (owner, target, the bytes written)
-            ("web.ns.svc.z", "api.ns.svc.z", b"\x03api\xc0\x10".to_vec()),
-            ("web.ns.svc.z", "web.ns.svc.z", b"\xc0\x0c".to_vec()),
-            ("web.ns.svc.z", "z", b"\xc0\x17".to_vec()),
+            (
+                "web.ns.svc.zone",
+                "api.ns.svc.zone",
+                b"\x03api\xc0\x10".to_vec(),
+            ),
+            ("web.ns.svc.zone", "web.ns.svc.zone", b"\xc0\x0c".to_vec()),
+            ("web.ns.svc.zone", "zone", b"\xc0\x17".to_vec()),
             // Only the root in common: written out, not pointed at.
             (
-                "web.ns.svc.z",
+                "web.ns.svc.zone",
                 "example.org",
                 b"\x07example\x03org\x00".to_vec(),
             ),
-            // `ns.svc.z` is in the owner, but not as its end.
+            // `ns.svc.zone` is in the owner, but not as its end.
             (
-                "ns.svc.z.web",
-                "ns.svc.z",
-                b"\x02ns\x03svc\x01z\x00".to_vec(),
+                "ns.svc.zone.web",
+                "ns.svc.zone",
+                b"\x02ns\x03svc\x04zone\x00".to_vec(),
             ),
         ];
         for (owner, target, written) in cases {
@@ -687,9 +691,9 @@ mod tests {
 
         // The bytes of the target's whole name are in the owner, but inside its first label (a
         // `0`, 48, reads there as the length of a 48-octet label): no pointer goes there, the
-        // common suffix at a label of the owner is `z.`.
-        let owner = encode_name(&format!("a0{}.z", "b".repeat(48))).unwrap();
-        let target = encode_name(&format!("{}.z", "b".repeat(48))).unwrap();
+        // common suffix at a label of the owner is `zone.`.
+        let owner = encode_name(&format!("a0{}.zone", "b".repeat(48))).unwrap();
+        let target = encode_name(&format!("{}.zone", "b".repeat(48))).unwrap();
         assert_eq!(owner[2..], target[..], "the same bytes, two octets in");
         let mut message = vec![0; owner_offset];
         message.extend_from_slice(&owner);
@@ -698,19 +702,22 @@ mod tests {
         let mut written = target[..49].to_vec();
         written.extend_from_slice(&[0xc0, (owner_offset + 51) as u8]);
         assert_eq!(message[at..], written);
-        assert_eq!(message[owner_offset + 51..][..3], *b"\x01z\x00");
-        assert_eq!(decode_name(&message, at), format!("{}.z.", "b".repeat(48)));
+        assert_eq!(message[owner_offset + 51..][..6], *b"\x04zone\x00");
+        assert_eq!(
+            decode_name(&message, at),
+            format!("{}.zone.", "b".repeat(48))
+        );
     }
 
     /// A pointer's offset has 14 bits (RFC 1035 4.1.4): an owner at 0x3fff is pointed at
     /// (0xffff), one at 0x4000 cannot be and the target is written whole.
     #[test]
     fn compression_points_at_offsets_up_to_0x3fff() {
-        let owner = encode_name("web.ns.svc.z").unwrap();
-        let target = encode_name("x.web.ns.svc.z").unwrap();
+        let owner = encode_name("web.ns.svc.zone").unwrap();
+        let target = encode_name("api.web.ns.svc.zone").unwrap();
         for (owner_offset, written) in [
-            (0x3ffe, b"\x01x\xff\xfe".to_vec()),
-            (0x3fff, b"\x01x\xff\xff".to_vec()),
+            (0x3ffe, b"\x03api\xff\xfe".to_vec()),
+            (0x3fff, b"\x03api\xff\xff".to_vec()),
             (0x4000, target.clone()),
         ] {
             let mut message = vec![0; owner_offset];
@@ -718,7 +725,7 @@ mod tests {
             let at = message.len();
             write_name_against(&mut message, &target, &owner, owner_offset);
             assert_eq!(message[at..], written, "owner at {owner_offset:#x}");
-            assert_eq!(decode_name(&message, at), "x.web.ns.svc.z.");
+            assert_eq!(decode_name(&message, at), "api.web.ns.svc.zone.");
         }
     }
 }
