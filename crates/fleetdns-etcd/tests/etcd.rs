@@ -327,6 +327,126 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
     cancel_r.cancel();
 }
 
+/// Whether two snapshots serve `cluster`'s exports as the very same objects.
+fn shares_exports(a: &FleetSnapshot, b: &FleetSnapshot, cluster: &str) -> bool {
+    let (a, b) = (
+        &a.clusters[&id(cluster)].exports,
+        &b.clusters[&id(cluster)].exports,
+    );
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, ea), (kb, eb))| ka == kb && Arc::ptr_eq(ea, eb))
+}
+
+/// A reload after etcd came back serves what did not change as the objects it served before:
+/// a compiler that kept the old exports in its merge while the snapshot held reloaded copies
+/// held every export twice (the soak's step in RSS at each etcd restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_shares_the_exports_it_already_had() {
+    let mut etcd = TestEtcd::start();
+    let (writer, cancel_w) = etcd_registry(&etcd, "/reload", 30).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/reload", 30).await;
+    writer
+        .publish(&id("east"), many("east", 50, "10.0.0.1"))
+        .await
+        .unwrap();
+    writer
+        .publish(&id("west"), many("west", 50, "10.0.0.2"))
+        .await
+        .unwrap();
+    let before = until(&*reader, "both clusters", |s| {
+        names(s, "east").is_some_and(|n| n.len() == 50)
+            && names(s, "west").is_some_and(|n| n.len() == 50)
+    })
+    .await;
+    let status = reader.status();
+    let loads = status.loads.load(Ordering::Relaxed);
+    let errors = status.watch_errors.load(Ordering::Relaxed);
+    etcd.stop();
+    // Down long enough for loads to fail too: what the reader had must outlive them.
+    wait_for("failed attempts", WAIT, || {
+        status.watch_errors.load(Ordering::Relaxed) >= errors + 3
+    })
+    .await;
+    etcd.restart();
+    wait_for("a fresh load", WAIT, || {
+        status.loads.load(Ordering::Relaxed) > loads && !status.stale.load(Ordering::Relaxed)
+    })
+    .await;
+    // West changes after the reload: east's exports and set are the ones served before.
+    writer
+        .publish(&id("west"), many("west", 49, "10.0.0.2"))
+        .await
+        .unwrap();
+    let after = until(&*reader, "west's change", |s| {
+        names(s, "west").is_some_and(|n| n.len() == 49)
+    })
+    .await;
+    assert!(
+        shares_exports(&before, &after, "east"),
+        "east's exports are the objects served before the reload"
+    );
+    assert!(
+        Arc::ptr_eq(
+            &before.clusters[&id("east")].exports,
+            &after.clusters[&id("east")].exports
+        ),
+        "east's set is the one served before"
+    );
+    let (w0, w1) = (
+        &before.clusters[&id("west")].exports,
+        &after.clusters[&id("west")].exports,
+    );
+    assert!(
+        w1.iter().all(|(k, e)| Arc::ptr_eq(e, &w0[k])),
+        "west's unchanged exports are shared too"
+    );
+    cancel_w.cancel();
+    cancel_r.cancel();
+}
+
+/// A second writer of a cluster writes a new generation; what it repeats of the generation
+/// being served is served as the same objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_generation_shares_the_exports_it_repeats() {
+    let etcd = TestEtcd::start();
+    let (a, cancel_a) = etcd_registry(&etcd, "/regen", 30).await;
+    let (b, cancel_b) = etcd_registry(&etcd, "/regen", 30).await;
+    let (reader, cancel_r) = etcd_registry(&etcd, "/regen", 30).await;
+    let east = id("east");
+    a.publish(&east, set("east", &["web", "api"], "10.0.0.1"))
+        .await
+        .unwrap();
+    let before = until(&*reader, "a's set", |s| names(s, "east").is_some()).await;
+    let mut changed = set("east", &["web", "api", "new"], "10.0.0.1");
+    let (api_key, api_changed) = export("east", "default", "api", "10.0.0.9");
+    changed.insert(api_key, api_changed);
+    b.publish(&east, changed).await.unwrap();
+    let after = until(&*reader, "b's set", |s| {
+        names(s, "east").is_some_and(|n| n.len() == 3)
+    })
+    .await;
+    let (old, new) = (
+        &before.clusters[&east].exports,
+        &after.clusters[&east].exports,
+    );
+    let web = ServiceKey::new("default", "web").unwrap();
+    let api = ServiceKey::new("default", "api").unwrap();
+    assert!(
+        Arc::ptr_eq(&old[&web], &new[&web]),
+        "web, repeated, is shared"
+    );
+    assert!(!Arc::ptr_eq(&old[&api], &new[&api]), "api changed");
+    assert_eq!(
+        new[&api].cluster_ips,
+        ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+    );
+    cancel_a.cancel();
+    cancel_b.cancel();
+    cancel_r.cancel();
+}
+
 /// A watch from a compacted revision is cancelled by etcd; the reader loads a fresh snapshot
 /// instead of missing what was compacted away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

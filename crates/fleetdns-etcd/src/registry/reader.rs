@@ -62,11 +62,14 @@ impl EtcdRegistry {
     /// an agent that writes back runs it too.
     pub async fn run(&self, cancel: CancellationToken) {
         let mut wait = Duration::from_millis(200);
+        // What the last load and watch saw: the next load shares its unchanged exports.
+        let mut previous = None;
         loop {
             let loads = self.status.loads.load(Ordering::Relaxed);
             // etcd-client asserts on an unexpected first watch response; a panic there must
             // not end the reader (the registry would be stale for good).
-            let attempt = std::panic::AssertUnwindSafe(self.load_and_follow()).catch_unwind();
+            let attempt =
+                std::panic::AssertUnwindSafe(self.load_and_follow(&mut previous)).catch_unwind();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = attempt => r.unwrap_or(ReaderError::Panicked),
@@ -91,17 +94,26 @@ impl EtcdRegistry {
         }
     }
 
-    /// One snapshot and the watch that follows it; returns why it stopped.
-    async fn load_and_follow(&self) -> ReaderError {
-        match self.load().await {
-            Ok((state, revision)) => self.follow(state, revision).await,
+    /// One snapshot and the watch that follows it; returns why it stopped, and leaves what
+    /// it saw in `previous` for the next load.
+    async fn load_and_follow(&self, previous: &mut Option<ReaderState>) -> ReaderError {
+        match self.load(previous.as_ref()).await {
+            Ok((state, revision)) => {
+                let state = previous.insert(state);
+                self.follow(state, revision).await
+            }
             Err(e) => e,
         }
     }
 
     /// Loads every key at one revision and serves it: pages of [`PAGE`] keys, every page
     /// read at the first page's revision, so the snapshot is consistent however large.
-    async fn load(&self) -> Result<(ReaderState, i64), ReaderError> {
+    /// Exports equal to what `previous` held are served as the same `Arc`s (see
+    /// [`ReaderState::reloaded`]).
+    async fn load(
+        &self,
+        previous: Option<&ReaderState>,
+    ) -> Result<(ReaderState, i64), ReaderError> {
         let mut kv = self
             .client
             .kv_client()
@@ -136,6 +148,9 @@ impl EtcdRegistry {
                 _ => break,
             }
         }
+        if let Some(previous) = previous {
+            state.reloaded(previous);
+        }
         self.status.loads.fetch_add(1, Ordering::Relaxed);
         if self.status.stale.swap(false, Ordering::Relaxed) {
             tracing::info!(
@@ -149,7 +164,7 @@ impl EtcdRegistry {
     }
 
     /// Applies the watch from `revision + 1` until it fails; returns why.
-    async fn follow(&self, mut state: ReaderState, revision: i64) -> ReaderError {
+    async fn follow(&self, state: &mut ReaderState, revision: i64) -> ReaderError {
         let mut watch_client = self
             .client
             .watch_client()
@@ -170,8 +185,8 @@ impl EtcdRegistry {
                 m = stream.message() => m,
                 _ = sweep.tick() => {
                     if self.vips.is_some() {
-                        self.release_vips(&state).await;
-                        self.release_host_vips(&state).await;
+                        self.release_vips(state).await;
+                        self.release_host_vips(state).await;
                     }
                     continue;
                 }
@@ -203,7 +218,7 @@ impl EtcdRegistry {
                     EventType::Delete => state.delete(&self.layout, kv.key()),
                 }
             }
-            self.emit(&mut state, last);
+            self.emit(state, last);
         }
     }
 
@@ -211,8 +226,8 @@ impl EtcdRegistry {
     /// compaction does to it). Returns why it stopped.
     #[doc(hidden)]
     pub async fn follow_from(&self, revision: i64) -> String {
-        let why = match self.load().await {
-            Ok((state, _)) => self.follow(state, revision).await,
+        let why = match self.load(None).await {
+            Ok((mut state, _)) => self.follow(&mut state, revision).await,
             Err(e) => e,
         };
         why.to_string()
@@ -264,6 +279,47 @@ pub(super) struct ReaderState {
 }
 
 impl ReaderState {
+    /// Takes over from `previous` (what the reader held before it loaded again) every export
+    /// equal to the one just loaded, and every cluster view whose exports all are: a reload
+    /// after etcd came back then serves the same `Arc`s as before. Without this the compiler's
+    /// merge kept the exports it had while the snapshot held the reloaded copies: two copies
+    /// of every export from the first reload on (the soak's step in RSS at an etcd restart),
+    /// and every cluster's export set compared value by value.
+    fn reloaded(&mut self, previous: &ReaderState) {
+        for ((cluster, _), set) in &mut self.exports {
+            let before = previous.current_exports(cluster);
+            for (key, export) in set.iter_mut() {
+                if let Some(before) = before.and_then(|b| b.get(key))
+                    && before == export
+                {
+                    *export = before.clone();
+                }
+            }
+        }
+        for (id, record) in &self.clusters {
+            let (Some(old), Some(new)) = (
+                previous.views.get(id),
+                self.exports.get(&(id.clone(), record.generation)),
+            ) else {
+                continue;
+            };
+            let same = old.len() == new.len()
+                && old
+                    .iter()
+                    .zip(new)
+                    .all(|((ka, ea), (kb, eb))| ka == kb && Arc::ptr_eq(ea, eb));
+            if same {
+                self.views.insert(id.clone(), old.clone());
+            }
+        }
+    }
+
+    /// The exports of the generation `cluster`'s record names.
+    fn current_exports(&self, cluster: &ClusterId) -> Option<&ExportSet> {
+        let generation = self.clusters.get(cluster)?.generation;
+        self.exports.get(&(cluster.clone(), generation))
+    }
+
     fn put(&mut self, layout: &Layout, kv: Entry<'_>, status: &EtcdStatus) {
         let (key, value) = (kv.key, kv.value);
         let bad = |what: &str, e: &dyn std::fmt::Display| {
@@ -284,11 +340,19 @@ impl ReaderState {
                 key,
             } => match codec::decode_export(value, key.clone(), cluster.clone()) {
                 Ok(e) => {
+                    // A new generation (a new lease) repeats what the cluster served: share
+                    // those exports, or the compiler's merge and the snapshot would each hold
+                    // a copy.
+                    let shared = self
+                        .current_exports(&cluster)
+                        .and_then(|set| set.get(&key))
+                        .filter(|before| ***before == e)
+                        .cloned();
                     self.views.remove(&cluster);
                     self.exports
                         .entry((cluster, generation))
                         .or_default()
-                        .insert(key, Arc::new(e));
+                        .insert(key, shared.unwrap_or_else(|| Arc::new(e)));
                 }
                 Err(e) => bad("export", &e),
             },
