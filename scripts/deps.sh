@@ -8,6 +8,7 @@
 set -euo pipefail
 
 need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3) # bench/gen.py: the YAML fast path test
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 if [ "${1:-}" != "--build" ]; then

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::kube::ClusterObjects;
 use crate::service_entry::{ServiceEntryObject, translate_service_entries};
 use crate::translate::translate_cluster;
+use crate::yaml_subset;
 use crate::{ClusterId, ClusterView, FleetSnapshot, Timestamp, merge_fleet, mesh};
 
 /// The objects of one cluster that the sources read, sorted by kind.
@@ -127,12 +128,11 @@ fn translate_and_merge(objects: &Objects) {
     let _ = mesh::plan(&snapshot);
 }
 
-/// A manifest file (YAML, JSON being YAML too): parsed as the manifest-file source parses
-/// it (multi-document, serde-saphyr with the same budget), then translated.
-pub fn manifest(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return; // the source reads files as UTF-8 text: an error there
-    };
+/// The documents of a manifest as serde-saphyr reads them with the manifest-file source's
+/// budget, or its error.
+pub fn saphyr_documents(
+    text: &str,
+) -> Result<Vec<serde_saphyr::Spanned<Value>>, serde_saphyr::Error> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
             max_documents: 200_000,
@@ -140,9 +140,66 @@ pub fn manifest(data: &[u8]) {
             max_events: 40_000_000,
         },
     };
-    let Ok(docs) =
-        serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
-    else {
+    serde_saphyr::from_multiple_with_options::<serde_saphyr::Spanned<Value>>(text, options)
+}
+
+/// The text cut before each `---` line, as the manifest-file source cuts a file into
+/// documents (the first piece may hold only comments).
+pub fn cut_documents(text: &str) -> Vec<&str> {
+    let mut docs = Vec::new();
+    let (mut start, mut at) = (0, 0);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let marker = body
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']));
+        if marker && at > start {
+            docs.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    if at > start {
+        docs.push(&text[start..at]);
+    }
+    docs
+}
+
+/// The differential check of the YAML fast path: each document of `text` that
+/// [`yaml_subset::parse_document`] accepts must be exactly what serde-saphyr reads from it (a
+/// mismatch panics); returns how many documents it accepted.
+pub fn check_yaml_subset(text: &str) -> usize {
+    let mut accepted = 0;
+    for doc in cut_documents(text) {
+        let Some(fast) = yaml_subset::parse_document(doc) else {
+            continue;
+        };
+        accepted += 1;
+        match saphyr_documents(doc) {
+            Ok(docs) => {
+                let values: Vec<&Value> = docs.iter().map(|d| &d.value).collect();
+                assert!(
+                    values == [&fast],
+                    "the YAML fast path read {doc:?} as {fast:?}, serde-saphyr as {values:?}"
+                );
+            }
+            Err(e) => {
+                panic!("the YAML fast path read {doc:?} as {fast:?}, serde-saphyr refuses it: {e}")
+            }
+        }
+    }
+    accepted
+}
+
+/// A manifest file (YAML, JSON being YAML too): parsed as the manifest-file source parses
+/// it (multi-document, serde-saphyr with the same budget), then translated. Every document
+/// the YAML fast path accepts is checked against serde-saphyr ([`check_yaml_subset`]).
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return; // the source reads files as UTF-8 text: an error there
+    };
+    check_yaml_subset(text);
+    let Ok(docs) = saphyr_documents(text) else {
         return;
     };
     let mut objects = Objects::default();

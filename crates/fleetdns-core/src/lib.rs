@@ -19,6 +19,7 @@ pub mod tap;
 pub mod time;
 pub mod translate;
 pub mod vip;
+pub mod yaml_subset;
 
 pub use id::{ClusterId, IdError, ServiceKey};
 pub use merge::{

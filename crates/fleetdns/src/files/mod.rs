@@ -13,7 +13,7 @@ use std::time::Duration;
 use fleetdns_core::kube::{ClusterObjects, EndpointSlice, Service, ServiceExport};
 use fleetdns_core::tap::ObjectsTap;
 use fleetdns_core::translate::{created_times, translate_cluster};
-use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp};
+use fleetdns_core::{ClusterId, ExportSet, Registry, Timestamp, yaml_subset};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +59,20 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
             if push_object(&mut out, value, &error).is_ok() {
                 return Ok(out);
             }
+        }
+    }
+    // The YAML that Kubernetes manifests are written in takes a fast path that gives exactly
+    // serde-saphyr's value or declines (`fleetdns_core::yaml_subset`). What it declines, and a
+    // document whose objects are refused, go to serde-saphyr, whose errors name the line.
+    if let Some(value) = yaml_subset::parse_document(text) {
+        let mut out = Vec::new();
+        let error = |reason| ManifestError {
+            file: file.to_owned(),
+            line: 1,
+            reason,
+        };
+        if push_object(&mut out, value, &error).is_ok() {
+            return Ok(out);
         }
     }
     // serde-saphyr's default budget (1024 documents, 250k nodes) protects against YAML bombs
