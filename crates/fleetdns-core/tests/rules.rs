@@ -1,5 +1,10 @@
 //! Every rule ID cited in `crates/` (tests and comments: `MCS-14`, `K8S-21`, ...) is defined
 //! in docs/dns-rules.md, exactly once.
+//!
+//! The crate's one integration-test binary: the YAML fast path's differential test lives in
+//! the `yaml_subset` module.
+
+mod yaml_subset;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
