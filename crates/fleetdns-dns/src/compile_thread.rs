@@ -33,10 +33,3 @@ where
 pub fn release_free_memory() {
     udp::sys::release_free_memory();
 }
-
-/// Caps the allocator's per-thread arenas at `max` (glibc's `M_ARENA_MAX`; elsewhere nothing):
-/// memory freed in one arena cannot serve another, so every arena a burst of work touched
-/// stays that much bigger. True when the cap was set. Call it before threads are started.
-pub fn limit_allocator_arenas(max: usize) -> bool {
-    udp::sys::limit_allocator_arenas(max)
-}

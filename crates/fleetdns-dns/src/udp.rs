@@ -424,22 +424,6 @@ pub(crate) mod sys {
         }
     }
 
-    /// Caps how many malloc arenas glibc makes (`M_ARENA_MAX`); true when it was set. Must
-    /// run before the process starts threads to have its full effect.
-    pub fn limit_allocator_arenas(max: usize) -> bool {
-        #[cfg(target_env = "gnu")]
-        {
-            let max = libc::c_int::try_from(max).unwrap_or(libc::c_int::MAX);
-            // SAFETY: mallopt takes two integers and only changes an allocator setting.
-            unsafe { libc::mallopt(libc::M_ARENA_MAX, max) == 1 }
-        }
-        #[cfg(not(target_env = "gnu"))]
-        {
-            let _ = max;
-            false
-        }
-    }
-
     /// One datagram with `MSG_DONTWAIT` (the socket itself blocks): forwarded answers are sent
     /// from async tasks that must not block their runtime thread.
     pub fn send_to_nonblocking(
@@ -621,10 +605,6 @@ pub(crate) mod sys {
     }
 
     pub fn release_free_memory() {}
-
-    pub fn limit_allocator_arenas(_max: usize) -> bool {
-        false
-    }
 
     /// Receives wake up now and then to look at the cancellation token.
     pub fn prepare(socket: &UdpSocket) -> io::Result<()> {

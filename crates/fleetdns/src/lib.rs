@@ -108,7 +108,6 @@ fn init_logs(format: LogFormat) {
 /// The `fleetdns` command line: parses the arguments, runs the subcommand, and returns the
 /// process's exit code.
 pub fn main() -> ExitCode {
-    runtime::memory::limit_arenas();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     if !matches!(cli.command, Command::Serve { .. } | Command::Agent { .. }) {

@@ -5,12 +5,6 @@
 //! much bigger for good: the soak measured a step of +20–28% in every process at each etcd
 //! restart, and a `malloc_trim` took most of it back.
 //!
-//! The same residue comes from the number of arenas: glibc gives a thread that finds the
-//! arenas busy a new one, up to eight per CPU, and memory freed in one arena never serves
-//! another. [`limit_arenas`] caps them at [`ARENAS`] unless the user set the cap; in the
-//! soak's etcd-restart reproduction the server's RSS then stayed within ±1 MiB of its start
-//! over five restarts, where the default grew by 10–13%.
-//!
 //! A trim walks the whole heap (hundreds of milliseconds on a fragmented gigabyte), so it is
 //! not done on a timer: [`spawn_trimmer`] trims once after each such burst of whole work has
 //! ended ([`Settled`]). `serve` also trims after every whole table compile
@@ -24,29 +18,6 @@ use fleetdns_etcd::EtcdStatus;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// The allocator arenas the process may use. fleetdns allocates little per query (answers are
-/// copied from the table into per-worker buffers), so two arenas cost no measurable contention.
-pub const ARENAS: usize = 2;
-
-/// The arena cap to set: [`ARENAS`], unless the user chose one with `MALLOC_ARENA_MAX` or the
-/// `glibc.malloc.arena_max` tunable in `GLIBC_TUNABLES`.
-pub fn arena_cap(malloc_arena_max: Option<&str>, glibc_tunables: Option<&str>) -> Option<usize> {
-    let user_set = malloc_arena_max.is_some()
-        || glibc_tunables.is_some_and(|t| t.contains("glibc.malloc.arena_max"));
-    (!user_set).then_some(ARENAS)
-}
-
-/// Caps the allocator's arenas (see [`arena_cap`]); call it before any thread is started.
-pub fn limit_arenas() {
-    let env = |name| std::env::var(name).ok();
-    if let Some(cap) = arena_cap(
-        env("MALLOC_ARENA_MAX").as_deref(),
-        env("GLIBC_TUNABLES").as_deref(),
-    ) {
-        let _ = fleetdns_dns::compile_thread::limit_allocator_arenas(cap);
-    }
-}
 
 /// How often the trimmer looks at the counters.
 const LOOK: Duration = Duration::from_secs(1);
@@ -137,29 +108,6 @@ mod tests {
         assert!(!s.observe(2, at(100.0)), "once");
         assert!(!s.observe(3, at(101.0)));
         assert!(s.observe(3, at(104.0)), "the next burst");
-    }
-
-    #[test]
-    fn the_arena_cap_is_ours_unless_the_user_set_one() {
-        assert_eq!(arena_cap(None, None), Some(ARENAS));
-        assert_eq!(arena_cap(Some("8"), None), None);
-        assert_eq!(
-            arena_cap(
-                None,
-                Some("glibc.malloc.arena_max=4:glibc.malloc.trim_threshold=1")
-            ),
-            None
-        );
-        assert_eq!(
-            arena_cap(None, Some("glibc.malloc.trim_threshold=131072")),
-            Some(ARENAS),
-            "another tunable leaves the cap to us"
-        );
-        #[cfg(target_env = "gnu")]
-        assert!(
-            fleetdns_dns::compile_thread::limit_allocator_arenas(ARENAS),
-            "glibc takes the setting"
-        );
     }
 
     #[test]
