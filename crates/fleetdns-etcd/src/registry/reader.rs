@@ -138,7 +138,7 @@ impl EtcdRegistry {
                     .map_or(0, etcd_client::ResponseHeader::revision);
             }
             for kv in resp.kvs() {
-                state.put(&self.layout, Entry::of(kv), &self.status);
+                state.put(&self.layout, Entry::of(kv), &self.status, previous);
             }
             match resp.kvs().last() {
                 Some(last) if resp.more() => {
@@ -214,7 +214,7 @@ impl EtcdRegistry {
                 let Some(kv) = event.kv() else { continue };
                 last = last.max(kv.mod_revision());
                 match event.event_type() {
-                    EventType::Put => state.put(&self.layout, Entry::of(kv), &self.status),
+                    EventType::Put => state.put(&self.layout, Entry::of(kv), &self.status, None),
                     EventType::Delete => state.delete(&self.layout, kv.key()),
                 }
             }
@@ -279,23 +279,11 @@ pub(super) struct ReaderState {
 }
 
 impl ReaderState {
-    /// Takes over from `previous` (what the reader held before it loaded again) every export
-    /// equal to the one just loaded, and every cluster view whose exports all are: a reload
-    /// after etcd came back then serves the same `Arc`s as before. Without this the compiler's
-    /// merge kept the exports it had while the snapshot held the reloaded copies: two copies
-    /// of every export from the first reload on (the soak's step in RSS at an etcd restart),
-    /// and every cluster's export set compared value by value.
+    /// Takes over from `previous` (what the reader held before it loaded again) every cluster
+    /// set whose exports all are the ones it served (`put` shares equal exports as they are
+    /// decoded): an unchanged cluster after etcd came back is the same set, compared by one
+    /// pointer.
     fn reloaded(&mut self, previous: &ReaderState) {
-        for ((cluster, _), set) in &mut self.exports {
-            let before = previous.current_exports(cluster);
-            for (key, export) in set.iter_mut() {
-                if let Some(before) = before.and_then(|b| b.get(key))
-                    && before == export
-                {
-                    *export = before.clone();
-                }
-            }
-        }
         for (id, record) in &self.clusters {
             let (Some(old), Some(new)) = (
                 previous.views.get(id),
@@ -320,7 +308,19 @@ impl ReaderState {
         self.exports.get(&(cluster.clone(), generation))
     }
 
-    fn put(&mut self, layout: &Layout, kv: Entry<'_>, status: &EtcdStatus) {
+    /// Applies one key-value. An export equal to one already served (by `earlier`, the state
+    /// before a reload, or by this state's current generation of the cluster) is kept as that
+    /// same `Arc` and the decoded copy dropped at once: otherwise the compiler's merge kept
+    /// the exports it had while the snapshot held the reloaded copies (every export twice
+    /// from the first etcd restart on), and freeing the copies only after a whole load left
+    /// holes between the new state's maps that the allocator could not give back.
+    fn put(
+        &mut self,
+        layout: &Layout,
+        kv: Entry<'_>,
+        status: &EtcdStatus,
+        earlier: Option<&ReaderState>,
+    ) {
         let (key, value) = (kv.key, kv.value);
         let bad = |what: &str, e: &dyn std::fmt::Display| {
             status.bad_values.fetch_add(1, Ordering::Relaxed);
@@ -340,14 +340,16 @@ impl ReaderState {
                 key,
             } => match codec::decode_export(value, key.clone(), cluster.clone()) {
                 Ok(e) => {
-                    // A new generation (a new lease) repeats what the cluster served: share
-                    // those exports, or the compiler's merge and the snapshot would each hold
-                    // a copy.
-                    let shared = self
-                        .current_exports(&cluster)
-                        .and_then(|set| set.get(&key))
-                        .filter(|before| ***before == e)
-                        .cloned();
+                    // Equal to one served already (after a reload, or in a new generation
+                    // written on a new lease): that one, and this copy dropped now.
+                    let served = |state: &ReaderState| {
+                        state
+                            .current_exports(&cluster)
+                            .and_then(|set| set.get(&key))
+                            .filter(|before| ***before == e)
+                            .cloned()
+                    };
+                    let shared = earlier.and_then(served).or_else(|| served(self));
                     self.views.remove(&cluster);
                     self.exports
                         .entry((cluster, generation))
@@ -507,7 +509,7 @@ mod tests {
                 value,
                 mod_revision: self.revision,
             };
-            self.state.put(&self.layout, entry, &self.status);
+            self.state.put(&self.layout, entry, &self.status, None);
         }
 
         fn delete(&mut self, key: &str) {
