@@ -49,31 +49,18 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
     if text.trim_start().starts_with(['{', '[']) {
         // JSON (`kubectl get -o json`): serde_json reads it tens of times faster than a YAML
         // parser. What it refuses goes on to the YAML parser, which names the line at fault.
-        if let Ok(value) = serde_json::from_str::<Value>(text) {
-            let mut out = Vec::new();
-            let error = |reason| ManifestError {
-                file: file.to_owned(),
-                line: 1,
-                reason,
-            };
-            if push_object(&mut out, value, &error).is_ok() {
-                return Ok(out);
-            }
+        if let Some(out) = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|value| objects_of(file, value))
+        {
+            return Ok(out);
         }
     }
     // The YAML that Kubernetes manifests are written in takes a fast path that gives exactly
     // serde-saphyr's value or declines (`fleetdns_core::yaml_subset`). What it declines, and a
     // document whose objects are refused, go to serde-saphyr, whose errors name the line.
-    if let Some(value) = yaml_subset::parse_document(text) {
-        let mut out = Vec::new();
-        let error = |reason| ManifestError {
-            file: file.to_owned(),
-            line: 1,
-            reason,
-        };
-        if push_object(&mut out, value, &error).is_ok() {
-            return Ok(out);
-        }
+    if let Some(out) = yaml_subset::parse_document(text).and_then(|value| objects_of(file, value)) {
+        return Ok(out);
     }
     // serde-saphyr's default budget (1024 documents, 250k nodes) protects against YAML bombs
     // but refuses an ordinary `kubectl get -o yaml` dump of a big cluster; keep the protection,
@@ -101,6 +88,19 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
         })?;
     }
     Ok(out)
+}
+
+/// The objects of one document read by a fast path (JSON, the YAML subset), or `None` when
+/// they are refused: the caller then reads the text with serde-saphyr, whose error names the
+/// line at fault.
+fn objects_of(file: &Path, value: Value) -> Option<Vec<Object>> {
+    let mut out = Vec::new();
+    let error = |reason| ManifestError {
+        file: file.to_owned(),
+        line: 1,
+        reason,
+    };
+    push_object(&mut out, value, &error).ok().map(|()| out)
 }
 
 fn first_line(s: &str) -> String {
