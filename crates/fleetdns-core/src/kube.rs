@@ -3,8 +3,6 @@
 //! Both the manifest-file source and the Kubernetes watcher deserialize into these, so one
 //! [`crate::translate`] serves both. Unknown fields are ignored, as the API server's clients do.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 /// `metadata` of any object.
@@ -16,14 +14,118 @@ pub struct ObjectMeta {
     #[serde(default)]
     pub namespace: Option<String>,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: StringMap,
     #[serde(default)]
     pub creation_timestamp: Option<String>,
     #[serde(default)]
     pub resource_version: Option<String>,
     /// Read for the ExternalDNS-compatible sync (`external-dns.*/hostname`, `ttl`, `target`).
     #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: StringMap,
+}
+
+/// Labels or annotations: a string map kept as one exact-size vector sorted by key. A map
+/// with one label (an EndpointSlice's `kubernetes.io/service-name`) costs one 48-byte
+/// allocation, where a `BTreeMap` allocates a 544-byte node: at 165 000 slices that was 90 MB
+/// of a manifest source's memory. Lookups are a binary search. As in a map, a key given
+/// twice keeps its last value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StringMap(Vec<(String, String)>);
+
+impl StringMap {
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.position(key).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_ok()
+    }
+
+    /// Sets `key`; returns the value it replaces.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        match self.position(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                self.0.shrink_to_fit();
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// From entries in any order; a repeated key keeps its last value.
+    fn from_entries(mut entries: Vec<(String, String)>) -> Self {
+        // Reversed, a stable sort puts a key's last value first, and `dedup_by` keeps the
+        // first of equal keys.
+        entries.reverse();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        entries.shrink_to_fit();
+        Self(entries)
+    }
+}
+
+impl FromIterator<(String, String)> for StringMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self::from_entries(iter.into_iter().collect())
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for StringMap {
+    fn from(entries: [(String, String); N]) -> Self {
+        Self::from_entries(entries.into())
+    }
+}
+
+impl std::ops::Index<&str> for StringMap {
+    type Output = String;
+
+    /// # Panics
+    /// When `key` is not in the map, as a map's index does.
+    fn index(&self, key: &str) -> &String {
+        self.get(key)
+            .unwrap_or_else(|| panic!("no entry {key:?} in the map"))
+    }
+}
+
+impl<'de> Deserialize<'de> for StringMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = StringMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StringMap, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(StringMap::from_entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 /// `v1 Service`.
@@ -140,4 +242,45 @@ pub struct ClusterObjects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub service_exports: Vec<ServiceExport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(json: &str) -> StringMap {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_string_map_reads_as_a_map_does() {
+        let m = map(r#"{"b": "2", "a": "1", "c": "3"}"#);
+        assert_eq!(m.get("a").map(String::as_str), Some("1"));
+        assert_eq!(m["c"], "3");
+        assert_eq!(m.get("d"), None);
+        assert!(m.contains_key("b") && !m.contains_key("bb"));
+        let keys: Vec<&String> = m.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "c"], "key order");
+        // A key given twice keeps its last value, as serde's maps do.
+        let twice = map(r#"{"k": "first", "x": "y", "k": "last"}"#);
+        assert_eq!((twice.len(), twice["k"].as_str()), (2, "last"));
+        assert!(map("{}").is_empty());
+        assert!(serde_json::from_str::<StringMap>(r#"{"a": 1}"#).is_err());
+        assert!(serde_json::from_str::<StringMap>("null").is_err());
+    }
+
+    #[test]
+    fn a_string_map_inserts_in_order_and_replaces() {
+        let mut m = StringMap::from([("m".to_owned(), "1".to_owned())]);
+        assert_eq!(m.insert("a".into(), "0".into()), None);
+        assert_eq!(m.insert("z".into(), "2".into()), None);
+        assert_eq!(m.insert("m".into(), "new".into()), Some("1".into()));
+        let all: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(all, [("a", "0"), ("m", "new"), ("z", "2")]);
+        let collected: StringMap = [("x", "1"), ("x", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(collected["x"], "2");
+    }
 }

@@ -95,6 +95,18 @@ pub struct Export {
 }
 
 impl Export {
+    /// Gives back the spare capacity of every vector: an export lives as long as its service
+    /// and there are hundreds of thousands of them, while a vector grown by pushes holds
+    /// room for four endpoints where most services have one (at 165 000 exports: 60 MB).
+    pub fn shrink_to_fit(&mut self) {
+        self.ports.shrink_to_fit();
+        self.cluster_ips.shrink_to_fit();
+        self.endpoints.shrink_to_fit();
+        for endpoint in &mut self.endpoints {
+            endpoint.addresses.shrink_to_fit();
+        }
+    }
+
     pub fn has_ready_endpoint(&self) -> bool {
         self.endpoints
             .iter()

@@ -333,7 +333,7 @@ impl ExportRecord {
 
     pub fn into_export(self, key: ServiceKey, cluster: ClusterId) -> Result<Export, DecodeError> {
         check_version(self.v)?;
-        Ok(Export {
+        let mut export = Export {
             key,
             cluster,
             service_type: self.type_.into(),
@@ -359,7 +359,10 @@ impl ExportRecord {
                 })
                 .collect(),
             created: Timestamp(self.created),
-        })
+        };
+        // JSON arrays decode by pushes: without this every export keeps spare room.
+        export.shrink_to_fit();
+        Ok(export)
     }
 }
 

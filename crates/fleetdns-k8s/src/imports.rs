@@ -271,10 +271,9 @@ pub fn label_owner(desired: &mut DesiredImports, owner: &str) {
 
 /// Whether an object carrying fleetdns's managed-by label belongs to the clusterset `owner`:
 /// its owner label names it, or it has none (written before the label existed: adopted).
-pub fn owned_by(labels: Option<&BTreeMap<String, String>>, owner: &str) -> bool {
-    labels
-        .and_then(|l| l.get(CLUSTERSET_LABEL))
-        .is_none_or(|v| v == owner)
+/// `clusterset` is the object's `CLUSTERSET_LABEL` value.
+pub fn owned_by(clusterset: Option<&str>, owner: &str) -> bool {
+    clusterset.is_none_or(|v| v == owner)
 }
 
 #[cfg(test)]
@@ -347,9 +346,12 @@ mod tests {
             }
             l
         };
-        assert!(owned_by(Some(&labels(Some("blue"))), "blue"));
-        assert!(!owned_by(Some(&labels(Some("green"))), "blue"));
-        assert!(owned_by(Some(&labels(None)), "blue"), "adopted");
+        fn owner(l: &BTreeMap<String, String>) -> Option<&str> {
+            l.get(CLUSTERSET_LABEL).map(String::as_str)
+        }
+        assert!(owned_by(owner(&labels(Some("blue"))), "blue"));
+        assert!(!owned_by(owner(&labels(Some("green"))), "blue"));
+        assert!(owned_by(owner(&labels(None)), "blue"), "adopted");
         assert!(owned_by(None, "blue"));
     }
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::imports::owned_by;
 use crate::local::{LocalView, SourceStatus};
 use crate::reachability::Reachability;
+use crate::resources::CLUSTERSET_LABEL;
 use crate::resources::{
     self, APP_MANAGED_BY_LABEL, IMPORT_MANAGER, MANAGED_BY_LABEL, SLICE_MANAGER,
 };
@@ -620,7 +621,7 @@ impl Stores {
                         let labels = &slice.metadata.labels;
                         let ours = labels.get(MANAGED_BY_LABEL).map(String::as_str)
                             == Some(SLICE_MANAGER)
-                            && owned_by(Some(labels), owner);
+                            && owned_by(labels.get(CLUSTERSET_LABEL).map(String::as_str), owner);
                         Some((slice, ours.then(|| held_content(o))))
                     },
                     // A slice belongs to the service its label names: both its old and its
@@ -663,7 +664,12 @@ impl Stores {
                         .and_then(|l| l.get(APP_MANAGED_BY_LABEL))
                         .map(String::as_str)
                         == Some(IMPORT_MANAGER)
-                        && owned_by(labels, &self.owner);
+                        && owned_by(
+                            labels
+                                .and_then(|l| l.get(CLUSTERSET_LABEL))
+                                .map(String::as_str),
+                            &self.owner,
+                        );
                     Some(ours.then(|| held_content(o)))
                 },
                 &mut |_, _, _| {},

@@ -223,7 +223,7 @@ pub fn translate(
     }
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
     let endpoints = collect_endpoints(&label, slices, publish_not_ready, warnings);
-    Ok(Export {
+    let mut export = Export {
         key,
         cluster: cluster.clone(),
         service_type,
@@ -231,7 +231,9 @@ pub fn translate(
         cluster_ips,
         endpoints,
         created,
-    })
+    };
+    export.shrink_to_fit();
+    Ok(export)
 }
 
 /// Endpoints of all slices; duplicate addresses within the cluster are dropped (LH-19), a

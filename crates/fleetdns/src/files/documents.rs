@@ -135,6 +135,7 @@ pub(super) fn assemble(
         whole,
     } = read;
     if whole {
+        fresh.shrink_to_fit();
         fresh.counts = count(&fresh);
         return Ok(fresh);
     }
@@ -154,7 +155,21 @@ pub(super) fn assemble(
     let mut slices = std::mem::take(&mut fresh.objects.endpoint_slices).into_iter();
     let mut exports = std::mem::take(&mut fresh.objects.service_exports).into_iter();
     let mut entries = std::mem::take(&mut fresh.service_entries).into_iter();
+    // The file's objects live until it changes: their vectors are made to measure (grown by
+    // pushes they kept up to half again as much room, 40 MB at 165 000 services).
+    let mut total = [0usize; 4];
+    for (hash, counts) in &docs {
+        let counts = counts.or_else(|| index.get(hash).map(|(_, c)| *c));
+        for (t, n) in total.iter_mut().zip(counts.unwrap_or_default()) {
+            *t += n as usize;
+        }
+    }
     let mut out = ClusterManifests::default();
+    out.objects.services.reserve_exact(total[0]);
+    out.objects.endpoint_slices.reserve_exact(total[1]);
+    out.objects.service_exports.reserve_exact(total[2]);
+    out.service_entries.reserve_exact(total[3]);
+    out.docs.reserve_exact(docs.len());
     for (hash, counts) in docs {
         let counts = match counts {
             Some(counts) => {

@@ -806,6 +806,14 @@ pub struct ClusterManifests {
 }
 
 impl ClusterManifests {
+    /// Gives back the spare room of the object vectors (they live as long as the file).
+    fn shrink_to_fit(&mut self) {
+        self.objects.services.shrink_to_fit();
+        self.objects.endpoint_slices.shrink_to_fit();
+        self.objects.service_exports.shrink_to_fit();
+        self.service_entries.shrink_to_fit();
+    }
+
     /// Moves `other`'s objects to the end of these (no copies).
     fn append(&mut self, other: &mut Self) {
         self.objects.services.append(&mut other.objects.services);
