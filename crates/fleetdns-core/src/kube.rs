@@ -4,21 +4,22 @@
 //! [`crate::translate`] serves both. Unknown fields are ignored, as the API server's clients do.
 
 use serde::Deserialize;
+pub use smol_str::SmolStr;
 
 /// `metadata` of any object.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     #[serde(default)]
-    pub name: Option<String>,
+    pub name: Option<SmolStr>,
     #[serde(default)]
-    pub namespace: Option<String>,
+    pub namespace: Option<SmolStr>,
     #[serde(default)]
     pub labels: StringMap,
     #[serde(default)]
-    pub creation_timestamp: Option<String>,
+    pub creation_timestamp: Option<SmolStr>,
     #[serde(default)]
-    pub resource_version: Option<String>,
+    pub resource_version: Option<SmolStr>,
     /// Read for the ExternalDNS-compatible sync (`external-dns.*/hostname`, `ttl`, `target`).
     #[serde(default)]
     pub annotations: StringMap,
@@ -30,14 +31,14 @@ pub struct ObjectMeta {
 /// of a manifest source's memory. Lookups are a binary search. As in a map, a key given
 /// twice keeps its last value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StringMap(Vec<(String, String)>);
+pub struct StringMap(Vec<(SmolStr, SmolStr)>);
 
 impl StringMap {
     fn position(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
     }
 
-    pub fn get(&self, key: &str) -> Option<&String> {
+    pub fn get(&self, key: &str) -> Option<&SmolStr> {
         self.position(key).ok().map(|i| &self.0[i].1)
     }
 
@@ -46,7 +47,12 @@ impl StringMap {
     }
 
     /// Sets `key`; returns the value it replaces.
-    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+    pub fn insert(
+        &mut self,
+        key: impl Into<SmolStr>,
+        value: impl Into<SmolStr>,
+    ) -> Option<SmolStr> {
+        let (key, value) = (key.into(), value.into());
         match self.position(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
@@ -66,12 +72,12 @@ impl StringMap {
     }
 
     /// The entries in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&SmolStr, &SmolStr)> {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
     /// From entries in any order; a repeated key keeps its last value.
-    fn from_entries(mut entries: Vec<(String, String)>) -> Self {
+    fn from_entries(mut entries: Vec<(SmolStr, SmolStr)>) -> Self {
         // Reversed, a stable sort puts a key's last value first, and `dedup_by` keeps the
         // first of equal keys.
         entries.reverse();
@@ -82,24 +88,28 @@ impl StringMap {
     }
 }
 
-impl FromIterator<(String, String)> for StringMap {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Self::from_entries(iter.into_iter().collect())
+impl<K: Into<SmolStr>, V: Into<SmolStr>> FromIterator<(K, V)> for StringMap {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self::from_entries(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
-impl<const N: usize> From<[(String, String); N]> for StringMap {
-    fn from(entries: [(String, String); N]) -> Self {
-        Self::from_entries(entries.into())
+impl<K: Into<SmolStr>, V: Into<SmolStr>, const N: usize> From<[(K, V); N]> for StringMap {
+    fn from(entries: [(K, V); N]) -> Self {
+        entries.into_iter().collect()
     }
 }
 
 impl std::ops::Index<&str> for StringMap {
-    type Output = String;
+    type Output = SmolStr;
 
     /// # Panics
     /// When `key` is not in the map, as a map's index does.
-    fn index(&self, key: &str) -> &String {
+    fn index(&self, key: &str) -> &SmolStr {
         self.get(key)
             .unwrap_or_else(|| panic!("no entry {key:?} in the map"))
     }
@@ -118,7 +128,7 @@ impl<'de> Deserialize<'de> for StringMap {
                 mut map: A,
             ) -> Result<StringMap, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-                while let Some(entry) = map.next_entry::<String, String>()? {
+                while let Some(entry) = map.next_entry::<SmolStr, SmolStr>()? {
                     entries.push(entry);
                 }
                 Ok(StringMap::from_entries(entries))
@@ -144,20 +154,20 @@ pub struct Service {
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
     #[serde(default, rename = "type")]
-    pub type_: Option<String>,
+    pub type_: Option<SmolStr>,
     #[serde(default, rename = "clusterIP")]
-    pub cluster_ip: Option<String>,
+    pub cluster_ip: Option<SmolStr>,
     #[serde(default, rename = "clusterIPs")]
-    pub cluster_ips: Vec<String>,
+    pub cluster_ips: Vec<SmolStr>,
     #[serde(default)]
     pub ports: Vec<ServicePort>,
     #[serde(default)]
     pub publish_not_ready_addresses: Option<bool>,
     #[serde(default)]
-    pub external_name: Option<String>,
+    pub external_name: Option<SmolStr>,
     /// Read for the ExternalDNS-compatible sync (XDNS-15).
     #[serde(default, rename = "externalIPs")]
-    pub external_ips: Vec<String>,
+    pub external_ips: Vec<SmolStr>,
 }
 
 /// `v1 Service` `status`: only what the ExternalDNS-compatible sync reads.
@@ -178,21 +188,21 @@ pub struct LoadBalancerStatus {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct LoadBalancerIngress {
     #[serde(default)]
-    pub ip: Option<String>,
+    pub ip: Option<SmolStr>,
     #[serde(default)]
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     #[serde(default)]
-    pub name: Option<String>,
+    pub name: Option<SmolStr>,
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub protocol: Option<SmolStr>,
     pub port: i64,
     #[serde(default)]
-    pub app_protocol: Option<String>,
+    pub app_protocol: Option<SmolStr>,
 }
 
 /// `discovery.k8s.io/v1 EndpointSlice`.
@@ -202,7 +212,7 @@ pub struct EndpointSlice {
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
-    pub address_type: String,
+    pub address_type: SmolStr,
     #[serde(default)]
     pub endpoints: Vec<SliceEndpoint>,
 }
@@ -211,13 +221,13 @@ pub struct EndpointSlice {
 #[serde(rename_all = "camelCase")]
 pub struct SliceEndpoint {
     #[serde(default)]
-    pub addresses: Vec<String>,
+    pub addresses: Vec<SmolStr>,
     #[serde(default)]
     pub conditions: EndpointConditions,
     #[serde(default)]
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     #[serde(default)]
-    pub zone: Option<String>,
+    pub zone: Option<SmolStr>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -255,11 +265,11 @@ mod tests {
     #[test]
     fn a_string_map_reads_as_a_map_does() {
         let m = map(r#"{"b": "2", "a": "1", "c": "3"}"#);
-        assert_eq!(m.get("a").map(String::as_str), Some("1"));
+        assert_eq!(m.get("a").map(SmolStr::as_str), Some("1"));
         assert_eq!(m["c"], "3");
         assert_eq!(m.get("d"), None);
         assert!(m.contains_key("b") && !m.contains_key("bb"));
-        let keys: Vec<&String> = m.iter().map(|(k, _)| k).collect();
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "b", "c"], "key order");
         // A key given twice keeps its last value, as serde's maps do.
         let twice = map(r#"{"k": "first", "x": "y", "k": "last"}"#);
@@ -271,16 +281,13 @@ mod tests {
 
     #[test]
     fn a_string_map_inserts_in_order_and_replaces() {
-        let mut m = StringMap::from([("m".to_owned(), "1".to_owned())]);
-        assert_eq!(m.insert("a".into(), "0".into()), None);
-        assert_eq!(m.insert("z".into(), "2".into()), None);
-        assert_eq!(m.insert("m".into(), "new".into()), Some("1".into()));
+        let mut m = StringMap::from([("m", "1")]);
+        assert_eq!(m.insert("a", "0"), None);
+        assert_eq!(m.insert("z", "2"), None);
+        assert_eq!(m.insert("m", "new"), Some("1".into()));
         let all: Vec<(&str, &str)> = m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(all, [("a", "0"), ("m", "new"), ("z", "2")]);
-        let collected: StringMap = [("x", "1"), ("x", "2")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let collected: StringMap = [("x", "1"), ("x", "2")].into_iter().collect();
         assert_eq!(collected["x"], "2");
     }
 }

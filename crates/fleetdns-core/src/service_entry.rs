@@ -314,8 +314,8 @@ pub fn translate_service_entry(
         .unwrap_or_else(|| seen(&label));
     Ok((
         ServiceEntry {
-            namespace: namespace.clone(),
-            name: name.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
             cluster: cluster.clone(),
             hosts,
             addresses,

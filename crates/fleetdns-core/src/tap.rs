@@ -143,7 +143,7 @@ mod tests {
             ..Service::default()
         };
         if annotated {
-            s.metadata.annotations.insert("keep".into(), "yes".into());
+            s.metadata.annotations.insert("keep", "yes");
         }
         s
     }
@@ -151,9 +151,7 @@ mod tests {
     fn slice(svc: &str) -> EndpointSlice {
         let mut e = EndpointSlice::default();
         e.metadata.namespace = Some("ns".into());
-        e.metadata
-            .labels
-            .insert(SERVICE_NAME_LABEL.into(), svc.into());
+        e.metadata.labels.insert(SERVICE_NAME_LABEL, svc);
         e
     }
 

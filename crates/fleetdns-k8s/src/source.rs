@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fleetdns_core::kube::{
-    ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport,
+    ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport, SmolStr,
 };
 use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
 use fleetdns_core::translate::Invalid;
@@ -537,7 +537,9 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 fn parse<T: DeserializeOwned>(obj: &DynamicObject, status: &SourceStatus) -> Option<T> {
-    let parsed = serde_json::to_value(obj).and_then(serde_json::from_value);
+    // Read from the borrowed value: short strings are copied inline rather than moved out
+    // and freed.
+    let parsed = serde_json::to_value(obj).and_then(|v| T::deserialize(&v));
     match parsed {
         Ok(v) => Some(v),
         Err(e) => {
@@ -597,7 +599,7 @@ impl Stores {
     fn apply(&mut self, kind: Kind, event: Event<DynamicObject>, status: &SourceStatus) -> bool {
         let touched = &mut self.touched;
         let mut touch = |key: &Key| {
-            touched.insert(key.clone());
+            touched.insert((key.0.as_str().into(), key.1.as_str().into()));
         };
         match kind {
             Kind::Services => self
@@ -619,9 +621,9 @@ impl Stores {
                     |o| {
                         let slice: EndpointSlice = parse(o, status)?;
                         let labels = &slice.metadata.labels;
-                        let ours = labels.get(MANAGED_BY_LABEL).map(String::as_str)
+                        let ours = labels.get(MANAGED_BY_LABEL).map(SmolStr::as_str)
                             == Some(SLICE_MANAGER)
-                            && owned_by(labels.get(CLUSTERSET_LABEL).map(String::as_str), owner);
+                            && owned_by(labels.get(CLUSTERSET_LABEL).map(SmolStr::as_str), owner);
                         Some((slice, ours.then(|| held_content(o))))
                     },
                     // A slice belongs to the service its label names: both its old and its
@@ -630,7 +632,7 @@ impl Stores {
                         let service_of = |held: Option<&(EndpointSlice, _)>| {
                             let (slice, _) = held?;
                             let service = slice.metadata.labels.get(SERVICE_NAME_LABEL)?;
-                            Some((key.0.clone(), service.clone()))
+                            Some((key.0.as_str().into(), service.clone()))
                         };
                         if let Some(service) = service_of(was) {
                             if let Some(slices) = index.get_mut(&service) {
@@ -682,8 +684,9 @@ impl Stores {
 
     /// One service's objects, for its translation.
     fn objects_of(&self, name: &ServiceName) -> ServiceObjects<'_> {
+        let key: Key = (name.0.to_string(), name.1.to_string());
         ServiceObjects {
-            service: self.services.items.get(name),
+            service: self.services.items.get(&key),
             slices: self
                 .slices_by_service
                 .get(name)
@@ -694,7 +697,7 @@ impl Stores {
             export: self
                 .exports
                 .items
-                .get(name)
+                .get(&key)
                 .and_then(|(export, _)| export.as_ref().ok()),
         }
     }

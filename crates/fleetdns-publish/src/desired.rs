@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use fleetdns_core::kube::{ClusterObjects, SERVICE_NAME_LABEL, Service};
+use fleetdns_core::kube::{ClusterObjects, SERVICE_NAME_LABEL, Service, SmolStr};
 use fleetdns_core::{FleetSnapshot, ServiceType, merge_fleet};
 
 use crate::model::{Endpoint, RecordType, normalize_name};
@@ -21,7 +21,7 @@ pub fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
         svc.metadata
             .annotations
             .get(&format!("{p}{key}"))
-            .map(String::as_str)
+            .map(SmolStr::as_str)
     })
 }
 
@@ -132,7 +132,7 @@ fn endpoint_addresses(
                 .metadata
                 .labels
                 .get(SERVICE_NAME_LABEL)
-                .map(String::as_str)
+                .map(SmolStr::as_str)
                 != Some(name)
         {
             continue;
@@ -143,7 +143,7 @@ fn endpoint_addresses(
             }
             for a in &ep.addresses {
                 if let Ok(ip) = a.parse::<IpAddr>() {
-                    out.push((ep.hostname.clone(), ip));
+                    out.push((ep.hostname.as_ref().map(ToString::to_string), ip));
                 }
             }
         }
@@ -181,7 +181,7 @@ pub fn annotated_endpoints(objects: &ClusterObjects) -> Desired {
         let ty = svc.spec.type_.as_deref().unwrap_or("ClusterIP");
         let headless = svc.spec.cluster_ip.as_deref() == Some("None");
         let cluster_ips: Vec<IpAddr> = {
-            let mut ips: Vec<&String> = svc.spec.cluster_ips.iter().collect();
+            let mut ips: Vec<&SmolStr> = svc.spec.cluster_ips.iter().collect();
             if ips.is_empty() {
                 ips.extend(svc.spec.cluster_ip.as_ref());
             }
@@ -520,7 +520,7 @@ mod tests {
             namespace: Some("shop".into()),
             ..ObjectMeta::default()
         };
-        meta.labels.insert(SERVICE_NAME_LABEL.into(), "db".into());
+        meta.labels.insert(SERVICE_NAME_LABEL, "db");
         let ep = |ip: &str, ready: Option<bool>, host: Option<&str>| SliceEndpoint {
             addresses: vec![ip.into()],
             conditions: EndpointConditions { ready },
@@ -633,7 +633,7 @@ mod tests {
         assert_eq!(d.endpoints[0].ttl, Some(120));
         s.metadata
             .annotations
-            .insert("external-dns.alpha.kubernetes.io/ttl".into(), "-3".into());
+            .insert("external-dns.alpha.kubernetes.io/ttl", "-3");
         let d = annotated_endpoints(&objects(vec![s], vec![]));
         assert_eq!(d.endpoints[0].ttl, None);
         assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);

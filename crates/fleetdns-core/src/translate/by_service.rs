@@ -8,27 +8,24 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Invalid, ns_of, translate_export};
-use crate::kube::{EndpointSlice, ObjectMeta, SERVICE_NAME_LABEL, Service, ServiceExport};
+use crate::kube::{EndpointSlice, ObjectMeta, SERVICE_NAME_LABEL, Service, ServiceExport, SmolStr};
 use crate::{ClusterId, ExportSet, ServiceKey, Timestamp};
 
 /// The service an object belongs to, as its objects spell it: namespace (`default` when
 /// absent) and name (empty when absent). Not validated: a bad name is the translation's
 /// refusal to report.
-pub type ServiceName = (String, String);
+pub type ServiceName = (SmolStr, SmolStr);
 
 /// The service a Service or a ServiceExport belongs to: its own name.
 pub fn named(meta: &ObjectMeta) -> ServiceName {
-    (
-        ns_of(meta).to_owned(),
-        meta.name.clone().unwrap_or_default(),
-    )
+    (ns_of(meta).into(), meta.name.clone().unwrap_or_default())
 }
 
 /// The service an EndpointSlice belongs to: its `kubernetes.io/service-name` label; `None`
 /// without one (such a slice belongs to no service).
 pub fn slice_owner(slice: &EndpointSlice) -> Option<ServiceName> {
     let service = slice.metadata.labels.get(SERVICE_NAME_LABEL)?;
-    Some((ns_of(&slice.metadata).to_owned(), service.clone()))
+    Some((ns_of(&slice.metadata).into(), service.clone()))
 }
 
 /// Whether a Service or ServiceExport with `meta` is `name`'s (as [`named`] says, without
@@ -206,14 +203,14 @@ mod tests {
             1 => {
                 let mut m = meta(ns, Some("slice"), true);
                 if let Some(svc) = name {
-                    m.labels.insert(SERVICE_NAME_LABEL.into(), svc.into());
+                    m.labels.insert(SERVICE_NAME_LABEL, svc);
                 }
                 let ip = format!("10.1.{}.{}", rng.below(3), rng.below(3) + 1);
                 Obj::Slice(EndpointSlice {
                     metadata: m,
                     address_type: "IPv4".into(),
                     endpoints: vec![SliceEndpoint {
-                        addresses: vec![ip, "127.0.0.1".into()],
+                        addresses: vec![ip.into(), "127.0.0.1".into()],
                         conditions: EndpointConditions {
                             ready: [None, Some(true), Some(false)][rng.below(3) as usize],
                         },
@@ -333,7 +330,7 @@ mod tests {
         assert!(!is_named(&meta(Some("shop"), Some("web"), true), &name));
         assert!(!is_named(&meta(Some("default"), Some("db"), true), &name));
         assert!(!is_named(&meta(Some("shop"), Some("db"), true), &name));
-        let unnamed: ServiceName = ("default".into(), String::new());
+        let unnamed: ServiceName = ("default".into(), SmolStr::default());
         assert!(is_named(&meta(None, None, true), &unnamed));
         for (ns, label, want) in [
             (None, Some("web"), true),
@@ -345,7 +342,7 @@ mod tests {
         ] {
             let mut m = meta(ns, Some("web-abcde"), true);
             if let Some(svc) = label {
-                m.labels.insert(SERVICE_NAME_LABEL.into(), svc.into());
+                m.labels.insert(SERVICE_NAME_LABEL, svc);
             }
             let slice = EndpointSlice {
                 metadata: m,

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::id::check_label;
-use crate::kube::{ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport};
+use crate::kube::{
+    ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport, SmolStr,
+};
 use crate::model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
 use crate::{ClusterId, FleetSnapshot, IdError, ServiceKey, Timestamp};
 
@@ -159,7 +161,7 @@ pub fn translate(
         "ExternalName" => return Err(Invalid::ExternalName { key: label }),
         "ClusterIP" | "NodePort" | "LoadBalancer" => {
             if spec.cluster_ip.as_deref() == Some("None")
-                || spec.cluster_ips.first().map(String::as_str) == Some("None")
+                || spec.cluster_ips.first().map(SmolStr::as_str) == Some("None")
             {
                 ServiceType::Headless
             } else {
@@ -173,7 +175,7 @@ pub fn translate(
         let raw: Vec<&str> = if spec.cluster_ips.is_empty() {
             spec.cluster_ip.as_deref().into_iter().collect()
         } else {
-            spec.cluster_ips.iter().map(String::as_str).collect()
+            spec.cluster_ips.iter().map(SmolStr::as_str).collect()
         };
         for ip in raw {
             let parsed: IpAddr = ip
@@ -218,7 +220,7 @@ pub fn translate(
             name,
             protocol,
             port,
-            app_protocol: p.app_protocol.clone(),
+            app_protocol: p.app_protocol.as_ref().map(ToString::to_string),
         });
     }
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
@@ -295,7 +297,7 @@ fn collect_endpoints(
                 addresses,
                 hostname,
                 ready,
-                zone: ep.zone.clone(),
+                zone: ep.zone.as_ref().map(ToString::to_string),
             });
         }
     }
@@ -377,7 +379,7 @@ mod tests {
         eps: Vec<(&str, Option<bool>, Option<&str>)>,
     ) -> EndpointSlice {
         let mut m = meta(&format!("{svc}-{family}"));
-        m.labels.insert(SERVICE_NAME_LABEL.into(), svc.into());
+        m.labels.insert(SERVICE_NAME_LABEL, svc);
         EndpointSlice {
             metadata: m,
             address_type: family.into(),
