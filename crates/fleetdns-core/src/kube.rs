@@ -88,6 +88,20 @@ impl StringMap {
     }
 }
 
+/// Label keys every object of a kind carries, longer than a `SmolStr` keeps inline: one
+/// static string instead of a heap copy per object.
+const WELL_KNOWN_KEYS: [&str; 2] = [SERVICE_NAME_LABEL, "endpointslice.kubernetes.io/managed-by"];
+
+fn well_known(key: SmolStr) -> SmolStr {
+    match WELL_KNOWN_KEYS
+        .iter()
+        .find(|k| key.is_heap_allocated() && **k == key)
+    {
+        Some(k) => SmolStr::new_static(k),
+        None => key,
+    }
+}
+
 impl<K: Into<SmolStr>, V: Into<SmolStr>> FromIterator<(K, V)> for StringMap {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         Self::from_entries(
@@ -128,8 +142,8 @@ impl<'de> Deserialize<'de> for StringMap {
                 mut map: A,
             ) -> Result<StringMap, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-                while let Some(entry) = map.next_entry::<SmolStr, SmolStr>()? {
-                    entries.push(entry);
+                while let Some((key, value)) = map.next_entry::<SmolStr, SmolStr>()? {
+                    entries.push((well_known(key), value));
                 }
                 Ok(StringMap::from_entries(entries))
             }
@@ -272,6 +286,12 @@ mod tests {
         let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "b", "c"], "key order");
         // A key given twice keeps its last value, as serde's maps do.
+        let slice = map(r#"{"kubernetes.io/service-name": "web"}"#);
+        assert_eq!(slice[SERVICE_NAME_LABEL], "web");
+        assert!(
+            !slice.iter().next().unwrap().0.is_heap_allocated(),
+            "a static key"
+        );
         let twice = map(r#"{"k": "first", "x": "y", "k": "last"}"#);
         assert_eq!((twice.len(), twice["k"].as_str()), (2, "last"));
         assert!(map("{}").is_empty());

@@ -251,7 +251,7 @@ mod tests {
 
     fn port(name: Option<&str>, port: u16) -> Port {
         Port {
-            name: name.map(str::to_owned),
+            name: name.map(Into::into),
             protocol: Protocol::Tcp,
             port,
             app_protocol: None,

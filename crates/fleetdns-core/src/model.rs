@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::kube::SmolStr;
 use crate::{ClusterId, ServiceKey, Timestamp};
 
 /// MCS service types (MCS-4): ClusterIP, NodePort and LoadBalancer export as `ClusterSetIP`.
@@ -54,7 +55,8 @@ impl fmt::Display for Protocol {
 /// A service port. `name` is lower-case; unnamed ports get no SRV records (K8S-5, MCS-13).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Port {
-    pub name: Option<String>,
+    /// Inline up to 23 bytes (port names are at most 15).
+    pub name: Option<SmolStr>,
     pub protocol: Protocol,
     pub port: u16,
     pub app_protocol: Option<String>,
@@ -74,7 +76,7 @@ impl fmt::Display for Port {
 pub struct Endpoint {
     pub addresses: Vec<IpAddr>,
     /// The endpoint's `hostname`, already checked to be a DNS label; `None` → dashed IP (K8S-11).
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     /// `conditions.ready`, with nil meaning ready (K8S-16) and `publishNotReadyAddresses` forcing true (K8S-17).
     pub ready: bool,
     pub zone: Option<String>,

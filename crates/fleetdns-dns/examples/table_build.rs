@@ -58,7 +58,7 @@ fn export(c: usize, i: usize, endpoints: usize, created: i64, cluster: &ClusterI
             .iter()
             .zip([80, 9090])
             .map(|(name, port)| Port {
-                name: Some((*name).to_owned()),
+                name: Some((*name).into()),
                 protocol: Protocol::Tcp,
                 port,
                 app_protocol: None,
@@ -72,7 +72,7 @@ fn export(c: usize, i: usize, endpoints: usize, created: i64, cluster: &ClusterI
         endpoints: (0..endpoints)
             .map(|e| Endpoint {
                 addresses: vec![ip(c, 16, (i * endpoints + e) % 65_000 + 1)],
-                hostname: Some(format!("pod-{e}")),
+                hostname: Some(format!("pod-{e}").into()),
                 ready: true,
                 zone: None,
             })

@@ -104,7 +104,7 @@ fn export(cluster: &ClusterId, ns: &str, name: &str, headless: bool, n: u8) -> E
         endpoints: (0..if headless { 40 } else { 2 })
             .map(|i| Endpoint {
                 addresses: vec![ip(&format!("10.{n}.1.{}", i + 1))],
-                hostname: (i % 3 != 2).then(|| format!("pod-{i}")),
+                hostname: (i % 3 != 2).then(|| format!("pod-{i}").into()),
                 ready: i % 5 != 4,
                 zone: None,
             })

@@ -30,7 +30,7 @@ fn ip(s: &str) -> IpAddr {
 
 fn port(name: Option<&str>, protocol: Protocol, port: u16) -> Port {
     Port {
-        name: name.map(str::to_owned),
+        name: name.map(Into::into),
         protocol,
         port,
         app_protocol: None,
@@ -40,7 +40,7 @@ fn port(name: Option<&str>, protocol: Protocol, port: u16) -> Port {
 fn ep(hostname: Option<&str>, addresses: &[&str], ready: bool) -> Endpoint {
     Endpoint {
         addresses: addresses.iter().map(|a| ip(a)).collect(),
-        hostname: hostname.map(str::to_owned),
+        hostname: hostname.map(Into::into),
         ready,
         zone: None,
     }

@@ -25,6 +25,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use fleetdns_core::kube::SmolStr;
 use fleetdns_core::model::{Endpoint, Export, Port, Protocol, ServiceType};
 use fleetdns_core::service_entry::{Resolution, ServiceEntry, ServiceEntrySet, normalize_host};
 use fleetdns_core::{ClusterId, ServiceKey, Timestamp};
@@ -140,7 +141,7 @@ pub struct ClusterRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<SmolStr>,
     pub protocol: ProtocolRecord,
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,7 +152,7 @@ pub struct PortRecord {
 pub struct EndpointRecord {
     pub addresses: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     pub ready: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,

@@ -608,7 +608,7 @@ async fn a_large_snapshot_loads_in_pages() {
         x.endpoints = (0..20)
             .map(|i| Endpoint {
                 addresses: vec![format!("10.2.{i}.{i}").parse().unwrap()],
-                hostname: Some(format!("pod-with-a-long-hostname-{i}")),
+                hostname: Some(format!("pod-with-a-long-hostname-{i}").into()),
                 ready: true,
                 zone: Some("zone-a".into()),
             })

@@ -212,7 +212,7 @@ pub fn translate(
                 let lower = n.to_ascii_lowercase();
                 check_label("port name", &lower)
                     .map_err(|e| bad(format!("spec.ports[{i}].name: {e}")))?;
-                Some(lower)
+                Some(SmolStr::from(lower))
             }
             None => None,
         };
@@ -281,7 +281,7 @@ fn collect_endpoints(
             }
             let hostname = match ep.hostname.as_deref() {
                 Some(h) => match check_label("endpoint hostname", &h.to_ascii_lowercase()) {
-                    Ok(()) => Some(h.to_ascii_lowercase()),
+                    Ok(()) => Some(SmolStr::from(h.to_ascii_lowercase())),
                     Err(e) => {
                         warnings.push(format!("{label}: {e}; using the dashed IP"));
                         None

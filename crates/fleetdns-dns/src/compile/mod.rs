@@ -107,7 +107,7 @@ fn service_name(key: &ServiceKey, apex: &[u8]) -> Option<Vec<u8>> {
 /// K8S-11: the endpoint's hostname, else the dashed IP (`10-1-2-3`, IPv6 `:` → `-`).
 fn endpoint_names(ep: &Endpoint) -> Vec<(String, Vec<IpAddr>)> {
     match &ep.hostname {
-        Some(h) => vec![(h.clone(), ep.addresses.clone())],
+        Some(h) => vec![(h.to_string(), ep.addresses.clone())],
         None => ep
             .addresses
             .iter()

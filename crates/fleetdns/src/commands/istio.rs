@@ -218,10 +218,10 @@ fn render_one(
         let Some(protocol) = istio_protocol(port) else {
             continue;
         };
-        let name = port
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", protocol.to_ascii_lowercase(), port.port));
+        let name = port.name.as_ref().map_or_else(
+            || format!("{}-{}", protocol.to_ascii_lowercase(), port.port),
+            ToString::to_string,
+        );
         let _ = writeln!(port_lines, "  - number: {}", port.port);
         let _ = writeln!(port_lines, "    name: {}", q(&name));
         let _ = writeln!(port_lines, "    protocol: {protocol}");

@@ -58,8 +58,9 @@ pub(super) struct Translation {
 #[derive(Default)]
 pub(super) struct Folder {
     files: BTreeMap<PathBuf, FileState>,
-    /// For each service, the files holding any of its objects, in path order (usually one).
-    holders: HashMap<ServiceName, Vec<Arc<Path>>>,
+    /// For each service, the files holding any of its objects, in path order (usually one;
+    /// a boxed slice, not a vector: 165 000 of them, each without spare room).
+    holders: HashMap<ServiceName, Box<[Arc<Path>]>>,
     /// Services whose objects changed since they were last translated.
     touched: BTreeSet<ServiceName>,
     /// How many services the last translation translated (for tests).
@@ -151,7 +152,11 @@ impl Folder {
                         self.touched.insert(name.clone());
                         let files = self.holders.entry(name.clone()).or_default();
                         let at = files.partition_point(|p| **p < *holder);
-                        files.insert(at, holder.clone());
+                        let mut grown = Vec::with_capacity(files.len() + 1);
+                        grown.extend_from_slice(&files[..at]);
+                        grown.push(holder.clone());
+                        grown.extend_from_slice(&files[at..]);
+                        *files = grown.into_boxed_slice();
                     }
                 }
             }
@@ -179,9 +184,11 @@ impl Folder {
 
     fn unhold(&mut self, name: &ServiceName, path: &Path) {
         if let Some(files) = self.holders.get_mut(name) {
-            files.retain(|p| **p != *path);
-            if files.is_empty() {
+            let kept: Box<[Arc<Path>]> = files.iter().filter(|p| ***p != *path).cloned().collect();
+            if kept.is_empty() {
                 self.holders.remove(name);
+            } else {
+                *files = kept;
             }
         }
     }
@@ -251,7 +258,7 @@ impl Folder {
 /// ServiceExport of a name win, as in a whole-cluster translation).
 fn objects_of<'a>(
     files: &'a BTreeMap<PathBuf, FileState>,
-    holders: &HashMap<ServiceName, Vec<Arc<Path>>>,
+    holders: &HashMap<ServiceName, Box<[Arc<Path>]>>,
     name: &ServiceName,
 ) -> ServiceObjects<'a> {
     let mut found = ServiceObjects::default();

@@ -37,7 +37,7 @@ fn cluster_id(c: usize) -> ClusterId {
 fn export(c: usize, ns: usize, svc: usize, rng: &mut Lcg) -> Export {
     let headless = svc.is_multiple_of(5);
     let port = |name: &str, p: u16| Port {
-        name: Some(name.to_owned()),
+        name: Some(name.into()),
         protocol: Protocol::Tcp,
         port: p,
         app_protocol: None,
@@ -45,7 +45,7 @@ fn export(c: usize, ns: usize, svc: usize, rng: &mut Lcg) -> Export {
     let endpoints = (0..=rng.next(3))
         .map(|e| Endpoint {
             addresses: vec![IpAddr::from([10, 20 + c as u8, svc as u8, e as u8 + 1])],
-            hostname: (e % 2 == 0).then(|| format!("pod-{e}")),
+            hostname: (e % 2 == 0).then(|| format!("pod-{e}").into()),
             ready: rng.next(4) != 0,
             zone: None,
         })
