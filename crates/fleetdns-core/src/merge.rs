@@ -181,6 +181,8 @@ fn merge_ports(members: &[Arc<Export>]) -> Vec<Port> {
             }
         }
     }
+    // Kept as long as the service: without the spare room pushes leave.
+    merged.shrink_to_fit();
     merged
 }
 
