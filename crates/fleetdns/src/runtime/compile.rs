@@ -27,6 +27,7 @@ pub(crate) fn spawn_compile_loop(
 ) {
     tasks.spawn(async move {
         let mut compiler = Some(Compiler::new());
+        let mut untrimmed = 0u32;
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             let current = zones.borrow_and_update().clone();
@@ -34,31 +35,72 @@ pub(crate) fn spawn_compile_loop(
                 // Off the runtime's workers and below the UDP workers' priority: a
                 // 100k-service compile must not stall queries.
                 let (served, ops) = (served.clone(), ops.clone());
-                compiler = fleetdns_dns::compile_thread::run_low_priority(move || {
-                    install(&mut c, &served, &snapshot, &current, &ops);
-                    c
+                let done = fleetdns_dns::compile_thread::run_low_priority(move || {
+                    let whole = install(&mut c, &served, &snapshot, &current, &ops);
+                    (c, whole)
                 })
                 .await;
+                if let Some((c, whole)) = done {
+                    compiler = Some(c);
+                    // A whole compile has trimmed already.
+                    untrimmed = if whole { 0 } else { untrimmed + 1 };
+                }
             }
             // A compile thread that could not start: begin again from a whole compile.
             compiler.get_or_insert_with(Compiler::new);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = snapshots.changed() => if r.is_err() { return },
-                r = zones.changed() => if r.is_err() { return },
+            if untrimmed >= TRIM_EVERY {
+                untrimmed = 0;
+                trim().await;
+            }
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    r = snapshots.changed() => if r.is_err() { return } else { break },
+                    r = zones.changed() => if r.is_err() { return } else { break },
+                    () = tokio::time::sleep(TRIM_SETTLE), if untrimmed > 0 => {
+                        untrimmed = 0;
+                        trim().await;
+                    }
+                }
             }
         }
     });
 }
 
-/// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded.
+/// Changes compiled one by one leave freed memory behind (each replaces a file's objects, a
+/// cluster's export map, some shards) that the allocator keeps resident: +5% over 1 000
+/// changes at 50 000 services, all of it given back by a trim. It is trimmed once changes
+/// have paused for this long...
+const TRIM_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// ... or after this many changes, when they do not pause. A trim walks the heap (~100 ms
+/// at 50 000 services, at the lowest priority).
+const TRIM_EVERY: u32 = 256;
+
+async fn trim() {
+    let started = Instant::now();
+    if fleetdns_dns::compile_thread::run_low_priority(
+        fleetdns_dns::compile_thread::release_free_memory,
+    )
+    .await
+    .is_some()
+    {
+        tracing::debug!(
+            micros = started.elapsed().as_micros() as u64,
+            "freed memory given back after changes"
+        );
+    }
+}
+
+/// Compiles a snapshot and swaps it in. Queries in flight keep the table they loaded. True
+/// when it compiled the whole table (and gave freed memory back).
 fn install(
     compiler: &mut Compiler,
     served: &Served,
     snapshot: &Arc<FleetSnapshot>,
     zones: &ZonesConfig,
     ops: &OpsState,
-) {
+) -> bool {
     let started = Instant::now();
     let compiled = compiler.compile(snapshot.clone(), zones, serial_now());
     if compiled.changed.is_none() {
@@ -107,9 +149,11 @@ fn install(
     }
     drop(retired_debug);
     drop(compiled.retired);
-    if compiled.changed.is_none() {
+    let whole = compiled.changed.is_none();
+    if whole {
         fleetdns_dns::compile_thread::release_free_memory();
     }
+    whole
 }
 
 /// Drops a replaced table on this thread once no query holds it any more: a query thread
