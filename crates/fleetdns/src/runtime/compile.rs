@@ -73,8 +73,8 @@ pub(crate) fn spawn_compile_loop(
 /// have paused for this long...
 const TRIM_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// ... or after this many changes, when they do not pause. A trim walks the heap (~100 ms
-/// at 50 000 services, at the lowest priority).
+/// ... or after this many changes, when they do not pause. A trim walks the heap (6–15 ms at
+/// 50 000 services, measured from this loop's debug line, at the lowest priority).
 const TRIM_EVERY: u32 = 256;
 
 async fn trim() {
