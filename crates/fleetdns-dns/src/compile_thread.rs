@@ -33,3 +33,8 @@ where
 pub fn release_free_memory() {
     udp::sys::release_free_memory();
 }
+
+/// CPU time the calling thread has used: what a compile cost, whatever else the machine ran.
+pub fn thread_cpu_time() -> std::time::Duration {
+    udp::sys::thread_cpu_time()
+}

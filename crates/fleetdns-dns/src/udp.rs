@@ -413,6 +413,18 @@ pub(crate) mod sys {
         Ok(())
     }
 
+    /// CPU time the calling thread has used (zero where it cannot be read).
+    pub fn thread_cpu_time() -> std::time::Duration {
+        // SAFETY: timespec is plain old data; all zeros is a valid value.
+        let mut ts: libc::timespec = unsafe { zeroed() };
+        // SAFETY: `ts` is live for the call, which only writes it.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+        if rc != 0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
     /// Hands memory the allocator holds free back to the kernel. glibc keeps what a thread
     /// freed in that thread's arena; after a whole table compile that is the builder's working
     /// set, several times the table, resident until the next compile reuses it.
@@ -605,6 +617,10 @@ pub(crate) mod sys {
     }
 
     pub fn release_free_memory() {}
+
+    pub fn thread_cpu_time() -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 
     /// Receives wake up now and then to look at the cancellation token.
     pub fn prepare(socket: &UdpSocket) -> io::Result<()> {

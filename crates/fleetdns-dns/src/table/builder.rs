@@ -1,15 +1,22 @@
-//! Building a table: records are added in any order into nodes that can still grow, then
-//! encoded once into entries ([`super::entry`]) and shards.
+//! Building a table: records are added in any order, then grouped by name and encoded once
+//! into entries ([`super::entry`]) and shards.
+//!
+//! While a table is built nothing is allocated per name or per record: names are written back
+//! to back into one buffer (found through an index of positions), records into another, each
+//! with a small row saying whose it is. A whole fleet adds a million names and a few million
+//! records; a map of growing vectors per name spent most of a whole compile in the allocator,
+//! allocating them and freeing them again.
 
-use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use rustc_hash::FxHashMap;
 
 use super::entry::{SetData, encode};
-use super::{AnswerTable, Selection, Zone, shards_from};
+use super::{AnswerTable, SHARDS, Selection, Zone, name_hash, shard_of, shards_from_arenas};
 use crate::wire::{CLASS_IN, label_offsets, rtype, write_name_against};
 
 /// The owner of every answer record: a pointer to the question name.
@@ -25,6 +32,16 @@ impl SetData {
             extra: Vec::new(),
             extra_starts: Vec::new(),
         }
+    }
+
+    /// Empties the set for another name, keeping its buffers.
+    fn reset(&mut self, rtype: u16, selection: Selection) {
+        self.rtype = rtype;
+        self.selection = selection;
+        self.wire.clear();
+        self.starts.clear();
+        self.extra.clear();
+        self.extra_starts.clear();
     }
 
     fn records(&self) -> impl Iterator<Item = &[u8]> {
@@ -60,7 +77,7 @@ fn cut<'a>(bytes: &'a [u8], starts: &'a [u32]) -> impl Iterator<Item = &'a [u8]>
     })
 }
 
-/// A name while the table is built.
+/// A wildcard while the table is built (a handful per table, mesh zones only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct BuildNode {
     zone: u16,
@@ -82,10 +99,43 @@ impl BuildNode {
     }
 }
 
+/// A name while the table is built: where it is in [`TableBuilder::names`], and its zone.
+#[derive(Debug, Clone, Copy)]
+struct Name {
+    hash: u64,
+    at: u32,
+    len: u8,
+    zone: u16,
+    /// It holds an A or AAAA record.
+    addresses: bool,
+    /// False once a new zone's apex replaced it (its records are not served).
+    live: bool,
+}
+
+/// One record as added: its name, its type and set, and where its bytes are in
+/// [`TableBuilder::records`]: the record (type .. RDATA), then its additional records, each
+/// preceded by its length (two bytes).
+#[derive(Debug, Clone, Copy)]
+struct Added {
+    name: u32,
+    rtype: u16,
+    selection: Selection,
+    at: usize,
+    record_len: u32,
+    extras_len: u32,
+}
+
 /// Builds an [`AnswerTable`]: zones first, then records, each owner under a zone.
 #[derive(Debug, Default)]
 pub struct TableBuilder {
-    nodes: FxHashMap<Box<[u8]>, BuildNode>,
+    /// Every name's bytes, back to back.
+    names: Vec<u8>,
+    nodes: Vec<Name>,
+    /// Positions in `nodes`, by name.
+    index: HashTable<u32>,
+    /// Every record's bytes, in the order added (see [`Added`]).
+    records: Vec<u8>,
+    added: Vec<Added>,
     wildcards: FxHashMap<Box<[u8]>, BuildNode>,
     zones: Vec<Zone>,
     zone_index: FxHashMap<Box<[u8]>, u16>,
@@ -123,7 +173,7 @@ impl TableBuilder {
         });
         self.zone_index.insert(apex.into(), zone);
         // A node under another zone's apex moves to the new, deeper zone.
-        self.nodes.insert(apex.into(), BuildNode::new(zone));
+        self.insert_name(name_hash(apex), apex, zone);
         self.add(zone, apex, rtype::SOA, soa_ttl, &rdata, Selection::Fixed);
         self.add(
             zone,
@@ -148,11 +198,8 @@ impl TableBuilder {
 
     /// Whether `owner` holds an A or AAAA record (a name some other rule answers already).
     pub fn has_addresses(&self, owner: &[u8]) -> bool {
-        self.nodes.get(owner).is_some_and(|n| {
-            n.sets
-                .iter()
-                .any(|r| r.rtype == rtype::A || r.rtype == rtype::AAAA)
-        })
+        self.find(name_hash(owner), owner)
+            .is_some_and(|i| self.nodes[i as usize].addresses)
     }
 
     /// Adds an A or AAAA record at the wildcard `*.<suffix>` (IST-3, IST-10); `suffix` itself
@@ -191,26 +238,68 @@ impl TableBuilder {
             if owner.len() - off < apex_len {
                 break;
             }
-            match self.nodes.entry(owner[off..].into()) {
-                Entry::Occupied(_) => break, // its ancestors exist already
-                Entry::Vacant(v) => {
-                    v.insert(BuildNode::new(zone));
-                }
+            let name = &owner[off..];
+            let hash = name_hash(name);
+            if self.find(hash, name).is_some() {
+                break; // its ancestors exist already
             }
+            self.insert_name(hash, name, zone);
         }
     }
 
-    fn rrset(&mut self, zone: u16, owner: &[u8], rtype: u16, selection: Selection) -> &mut SetData {
-        self.ensure(zone, owner);
-        let node = self.nodes.get_mut(owner).expect("ensured above");
-        let idx = match node.sets.iter().position(|r| r.rtype == rtype) {
-            Some(i) => i,
-            None => {
-                node.sets.push(SetData::new(rtype, selection));
-                node.sets.len() - 1
+    fn find(&self, hash: u64, name: &[u8]) -> Option<u32> {
+        let (names, nodes) = (&self.names, &self.nodes);
+        self.index
+            .find(hash, |&i| name_at(names, &nodes[i as usize]) == name)
+            .copied()
+    }
+
+    /// Adds `name`, in place of any name of the same bytes (whose records are then dropped).
+    fn insert_name(&mut self, hash: u64, name: &[u8], zone: u16) -> u32 {
+        let i = self.nodes.len() as u32;
+        let at = self.names.len() as u32;
+        self.names.extend_from_slice(name);
+        self.nodes.push(Name {
+            hash,
+            at,
+            len: name.len() as u8,
+            zone,
+            addresses: false,
+            live: true,
+        });
+        let Self {
+            names,
+            nodes,
+            index,
+            ..
+        } = self;
+        match index.entry(
+            hash,
+            |&j| name_at(names, &nodes[j as usize]) == name,
+            |&j| nodes[j as usize].hash,
+        ) {
+            Entry::Occupied(mut e) => {
+                let old = std::mem::replace(e.get_mut(), i);
+                nodes[old as usize].live = false;
             }
-        };
-        &mut node.sets[idx]
+            Entry::Vacant(e) => {
+                e.insert(i);
+            }
+        }
+        i
+    }
+
+    /// The position of `owner`, made to exist (with its ancestors) if it does not.
+    fn node(&mut self, zone: u16, owner: &[u8]) -> u32 {
+        let hash = name_hash(owner);
+        if let Some(i) = self.find(hash, owner) {
+            return i;
+        }
+        let i = self.insert_name(hash, owner, zone);
+        if owner.len() > 1 {
+            self.ensure(zone, &owner[1 + owner[0] as usize..]);
+        }
+        i
     }
 
     /// Adds one record (duplicates within an RRset are dropped).
@@ -223,8 +312,20 @@ impl TableBuilder {
         rdata: &[u8],
         selection: Selection,
     ) {
-        let rec = record(rtype, ttl, rdata);
-        self.rrset(zone, owner, rtype, selection).push(&rec);
+        let name = self.node(zone, owner);
+        if rtype == rtype::A || rtype == rtype::AAAA {
+            self.nodes[name as usize].addresses = true;
+        }
+        let at = self.records.len();
+        write_record(&mut self.records, rtype, ttl, rdata);
+        self.added.push(Added {
+            name,
+            rtype,
+            selection,
+            at,
+            record_len: (self.records.len() - at) as u32,
+            extras_len: 0,
+        });
     }
 
     /// Adds an A or AAAA record.
@@ -248,29 +349,42 @@ impl TableBuilder {
         target: &[u8],
         target_ips: &[IpAddr],
     ) {
-        let mut rdata = Vec::with_capacity(6 + target.len());
-        rdata.extend_from_slice(&0u16.to_be_bytes()); // priority 0 (K8S-8)
-        rdata.extend_from_slice(&weight.to_be_bytes());
-        rdata.extend_from_slice(&port.to_be_bytes());
-        write_name_against(&mut rdata, target, owner, crate::wire::HEADER_LEN);
-        let mut extra: Vec<Vec<u8>> = Vec::new();
+        let name = self.node(zone, owner);
+        let out = &mut self.records;
+        let at = out.len();
+        out.extend_from_slice(&rtype::SRV.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&ttl.to_be_bytes());
+        let rdlength_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&0u16.to_be_bytes()); // priority 0 (K8S-8)
+        out.extend_from_slice(&weight.to_be_bytes());
+        out.extend_from_slice(&port.to_be_bytes());
+        let target_at = out.len();
+        write_name_against(out, target, owner, crate::wire::HEADER_LEN);
+        let target_end = out.len();
+        let rdlength = (target_end - rdlength_at - 2) as u16;
+        out[rdlength_at..rdlength_at + 2].copy_from_slice(&rdlength.to_be_bytes());
+        // Each additional record: the target as written above, then the address record.
         for ip in target_ips {
-            let mut rr = Vec::with_capacity(target.len() + 26);
-            write_name_against(&mut rr, target, owner, crate::wire::HEADER_LEN);
-            let (t, data): (u16, Vec<u8>) = match ip {
-                IpAddr::V4(v4) => (rtype::A, v4.octets().to_vec()),
-                IpAddr::V6(v6) => (rtype::AAAA, v6.octets().to_vec()),
-            };
-            rr.extend_from_slice(&record(t, ttl, &data));
-            extra.push(rr);
-        }
-        let set = self.rrset(zone, owner, rtype::SRV, Selection::Fixed);
-        let rec = record(rtype::SRV, ttl, &rdata);
-        if set.push(&rec) {
-            for e in &extra {
-                set.push_extra(e);
+            let len_at = out.len();
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_within(target_at..target_end);
+            match ip {
+                IpAddr::V4(v4) => write_record(out, rtype::A, ttl, &v4.octets()),
+                IpAddr::V6(v6) => write_record(out, rtype::AAAA, ttl, &v6.octets()),
             }
+            let len = (out.len() - len_at - 2) as u16;
+            out[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
         }
+        self.added.push(Added {
+            name,
+            rtype: rtype::SRV,
+            selection: Selection::Fixed,
+            at,
+            record_len: (target_end - at) as u32,
+            extras_len: (out.len() - target_end) as u32,
+        });
     }
 
     /// Adds a TXT record holding one string.
@@ -282,18 +396,87 @@ impl TableBuilder {
         self.add(zone, owner, rtype::TXT, ttl, &rdata, Selection::Fixed);
     }
 
+    /// Encodes every name that is served, in the order the names were made, handing each to
+    /// `emit` with its hash. A name's RRsets come in the order their first records were
+    /// added; a record already in its set is dropped (and its additional records with it).
+    fn encode_names(&self, mut emit: impl FnMut(&[u8], u64, &[u8])) {
+        // The records of each name, in the order added (a counting sort by name).
+        let mut first = vec![0u32; self.nodes.len() + 1];
+        for a in &self.added {
+            first[a.name as usize + 1] += 1;
+        }
+        for i in 1..first.len() {
+            first[i] += first[i - 1];
+        }
+        let mut next = first.clone();
+        let mut order = vec![0u32; self.added.len()];
+        for (i, a) in self.added.iter().enumerate() {
+            let slot = &mut next[a.name as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+        let mut sets: Vec<SetData> = Vec::new();
+        let mut entry = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !node.live {
+                continue;
+            }
+            let mut used = 0;
+            for &k in &order[first[i] as usize..first[i + 1] as usize] {
+                let a = &self.added[k as usize];
+                let set = match sets[..used].iter().position(|s| s.rtype == a.rtype) {
+                    Some(j) => j,
+                    None => {
+                        if used == sets.len() {
+                            sets.push(SetData::new(a.rtype, a.selection));
+                        } else {
+                            sets[used].reset(a.rtype, a.selection);
+                        }
+                        used += 1;
+                        used - 1
+                    }
+                };
+                let record_end = a.at + a.record_len as usize;
+                if sets[set].push(&self.records[a.at..record_end]) {
+                    let mut extras = &self.records[record_end..record_end + a.extras_len as usize];
+                    while let [h, l, rest @ ..] = extras {
+                        let len = u16::from_be_bytes([*h, *l]) as usize;
+                        sets[set].push_extra(&rest[..len]);
+                        extras = &rest[len..];
+                    }
+                }
+            }
+            let name = name_at(&self.names, node);
+            entry.clear();
+            encode(&mut entry, name, node.zone, &sets[..used]);
+            emit(name, node.hash, &entry);
+        }
+    }
+
     pub fn build(self, version: u64) -> AnswerTable {
         let wildcards = self
             .wildcards
             .iter()
             .map(|(suffix, n)| (suffix.clone(), n.encode(suffix).into_boxed_slice()))
             .collect();
-        let shards = shards_from(self.nodes.into_iter().map(|(name, n)| {
-            let e = n.encode(&name);
-            (name, e)
-        }));
+        // Every entry back to back first, then each shard's arena made to measure and filled:
+        // arenas grown by pushes were copied about twice over.
+        let mut all = Vec::with_capacity(self.records.len() + self.names.len() * 2);
+        let mut placed: Vec<(u16, usize, u32)> = Vec::with_capacity(self.nodes.len());
+        let mut sizes = vec![0usize; SHARDS];
+        self.encode_names(|_, hash, entry| {
+            let shard = shard_of(hash);
+            sizes[shard] += entry.len();
+            placed.push((shard as u16, all.len(), entry.len() as u32));
+            all.extend_from_slice(entry);
+        });
+        let mut arenas: Vec<Vec<u8>> = sizes.into_iter().map(Vec::with_capacity).collect();
+        for (shard, at, len) in placed {
+            arenas[shard as usize].extend_from_slice(&all[at..at + len as usize]);
+        }
+        drop(all);
         AnswerTable {
-            shards,
+            shards: shards_from_arenas(arenas),
             wildcards: Arc::new(wildcards),
             zones: self.zones.into(),
             zone_index: Arc::new(self.zone_index),
@@ -314,20 +497,29 @@ impl TableBuilder {
 
     /// Every name built, encoded. Wildcards are not included (a part never holds any).
     pub(crate) fn into_entries(self) -> impl Iterator<Item = (Box<[u8]>, Vec<u8>)> {
-        self.nodes.into_iter().map(|(name, n)| {
-            let e = n.encode(&name);
-            (name, e)
-        })
+        let mut out = Vec::new();
+        self.encode_names(|name, _, entry| out.push((name.into(), entry.to_vec())));
+        out.into_iter()
     }
+}
+
+/// The bytes of a name.
+fn name_at<'a>(names: &'a [u8], name: &Name) -> &'a [u8] {
+    &names[name.at as usize..name.at as usize + name.len as usize]
 }
 
 /// type, class IN, TTL, RDLENGTH, RDATA.
 fn record(rtype: u16, ttl: u32, rdata: &[u8]) -> Vec<u8> {
     let mut r = Vec::with_capacity(10 + rdata.len());
-    r.extend_from_slice(&rtype.to_be_bytes());
-    r.extend_from_slice(&CLASS_IN.to_be_bytes());
-    r.extend_from_slice(&ttl.to_be_bytes());
-    r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-    r.extend_from_slice(rdata);
+    write_record(&mut r, rtype, ttl, rdata);
     r
+}
+
+/// Appends type, class IN, TTL, RDLENGTH, RDATA to `out`.
+fn write_record(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
 }

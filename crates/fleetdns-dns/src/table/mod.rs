@@ -344,12 +344,8 @@ pub(crate) fn entry_len_of(node: Node<'_>) -> usize {
     entry_len(node.bytes())
 }
 
-/// Builds the shards of a table from encoded entries.
-fn shards_from(entries: impl Iterator<Item = (Box<[u8]>, Vec<u8>)>) -> Box<[Arc<Shard>; SHARDS]> {
-    let mut arenas: Vec<Vec<u8>> = (0..SHARDS).map(|_| Vec::new()).collect();
-    for (name, e) in entries {
-        arenas[shard_of(name_hash(&name))].extend_from_slice(&e);
-    }
+/// Builds the shards of a table from arenas of encoded entries (one per shard, each name once).
+fn shards_from_arenas(arenas: Vec<Vec<u8>>) -> Box<[Arc<Shard>; SHARDS]> {
     exactly(
         arenas
             .into_iter()

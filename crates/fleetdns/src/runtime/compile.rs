@@ -102,6 +102,7 @@ fn install(
     ops: &OpsState,
 ) -> bool {
     let started = Instant::now();
+    let cpu_before = fleetdns_dns::compile_thread::thread_cpu_time();
     let compiled = compiler.compile(snapshot.clone(), zones, serial_now());
     if compiled.changed.is_none() {
         served.metrics.add_zones(&compiled.table.zone_names());
@@ -119,6 +120,7 @@ fn install(
     });
     let old = served.table.swap(Some(compiled.table));
     let swapped = started.elapsed();
+    let cpu = fleetdns_dns::compile_thread::thread_cpu_time().saturating_sub(cpu_before);
     let clusters_alive = snapshot.clusters.values().filter(|c| c.alive).count();
     ops.table_installed(Installed {
         received: started,
@@ -140,6 +142,7 @@ fn install(
         services_compiled = compiled.changed.unwrap_or(services),
         whole = compiled.changed.is_none(),
         micros = swapped.as_micros() as u64,
+        cpu_micros = cpu.as_micros() as u64,
         "answer table installed"
     );
     // What the new table replaced is freed only now that it is served: the old table, and
