@@ -7,7 +7,7 @@ use serde::Deserialize;
 pub use smol_str::SmolStr;
 
 /// `metadata` of any object.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     #[serde(default)]
@@ -28,7 +28,7 @@ pub struct ObjectMeta {
 /// `kubernetes.io/service-name`) costs one 48-byte allocation, where a `BTreeMap` allocates a
 /// 544-byte node: at 165 000 slices that was 90 MB of a manifest source's memory. Lookups
 /// are a binary search. As in a map, a key given twice keeps its last value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct StringMap(Box<[(SmolStr, SmolStr)]>);
 
 impl StringMap {
@@ -151,7 +151,7 @@ impl<'de> Deserialize<'de> for StringMap {
 }
 
 /// `v1 Service`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 pub struct Service {
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -162,7 +162,7 @@ pub struct Service {
     pub status: ServiceStatus,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSpec {
     #[serde(default, rename = "type")]
@@ -183,21 +183,21 @@ pub struct ServiceSpec {
 }
 
 /// `v1 Service` `status`: only what the ExternalDNS-compatible sync reads.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceStatus {
     #[serde(default)]
     pub load_balancer: LoadBalancerStatus,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 pub struct LoadBalancerStatus {
     #[serde(default)]
     pub ingress: Vec<LoadBalancerIngress>,
 }
 
 /// One `status.loadBalancer.ingress[]` entry: an address or a host name.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 pub struct LoadBalancerIngress {
     #[serde(default)]
     pub ip: Option<SmolStr>,
@@ -205,7 +205,7 @@ pub struct LoadBalancerIngress {
     pub hostname: Option<SmolStr>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct ServicePort {
     #[serde(default)]
@@ -218,7 +218,7 @@ pub struct ServicePort {
 }
 
 /// `discovery.k8s.io/v1 EndpointSlice`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSlice {
     #[serde(default)]
@@ -229,7 +229,7 @@ pub struct EndpointSlice {
     pub endpoints: Vec<SliceEndpoint>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct SliceEndpoint {
     #[serde(default)]
@@ -242,14 +242,14 @@ pub struct SliceEndpoint {
     pub zone: Option<SmolStr>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 pub struct EndpointConditions {
     #[serde(default)]
     pub ready: Option<bool>,
 }
 
 /// `multicluster.x-k8s.io/{v1alpha1,v1beta1} ServiceExport`: only its metadata matters here.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Hash)]
 pub struct ServiceExport {
     #[serde(default)]
     pub metadata: ObjectMeta,

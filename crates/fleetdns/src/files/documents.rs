@@ -1,29 +1,27 @@
-//! A changed YAML manifest file parsed document by document, each document only when its text
-//! is new: an edit of one Service in a 50-document file parses that document (~1.6 KB) instead
-//! of the whole file (~80 KB, ~10 ms of YAML). The documents a file's last version had are
-//! copied from what it parsed to.
+//! A manifest file cut into its YAML documents, and the documents decoded one by one: a
+//! changed file parses only the documents whose text is new (an edit of one Service in a
+//! 300-document file parses that document, ~1.6 KB, instead of the whole file, ~80 KB), and a
+//! file whose objects are needed again decodes only the documents holding the services asked
+//! for. Every decoded document also says which services it holds and a fingerprint of its
+//! objects of each, so the folder tells which services really changed without keeping the
+//! objects.
 //!
 //! A file is cut at its `---` lines, where YAML itself starts a document (a `---` at the start
 //! of a line ends any block scalar; YAML forbids such a line inside one). Files with
-//! directives (`%YAML`) or `...` end markers, and JSON files, are parsed whole and not reused.
+//! directives (`%YAML`) or `...` end markers, and JSON files, are one document: parsed whole.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::ops::Range;
 use std::path::Path;
+
+use fleetdns_core::translate::by_service::{ServiceName, named, slice_owner};
 
 use super::{ClusterManifests, ManifestError, parse_file};
 
-/// One document of a file: a hash of its text and how many services, slices, exports and
-/// entries it holds, in the file's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DocShape {
-    pub(super) hash: u64,
-    counts: [u32; 4],
-}
-
 /// The documents of `text` as byte ranges, or `None` when the file is not cut (JSON, YAML
 /// directives or `...` document ends).
-fn split(text: &str) -> Option<Vec<std::ops::Range<usize>>> {
+fn split(text: &str) -> Option<Vec<Range<usize>>> {
     if text.trim_start().starts_with(['{', '[']) {
         return None;
     }
@@ -47,62 +45,315 @@ fn split(text: &str) -> Option<Vec<std::ops::Range<usize>>> {
     Some(docs)
 }
 
+/// The documents of `text` as byte ranges: a file that is not cut is one document.
+pub(super) fn cut(text: &str) -> Vec<Range<usize>> {
+    split(text).unwrap_or_else(|| std::iter::once(0..text.len()).collect())
+}
+
 /// Whether a line is the marker (alone, or followed by a space or tab and content).
 fn is_marker(line: &str, marker: &str) -> bool {
     line.strip_prefix(marker)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
 }
 
-fn hash_of(text: &str) -> u64 {
+pub(super) fn hash_of(text: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
 }
 
-/// What reading a changed file found: the objects of the documents parsed now, and every
-/// document's shape; a document with `None` counts is one the file's last version had (its
-/// objects are copied from there by [`assemble`]).
+/// The services one document's objects belong to, in the order they first appear, each with
+/// a fingerprint of its objects in the document (Services, then slices, then ServiceExports,
+/// each kind in document order: what a translation reads of them).
+fn fingerprints(m: &ClusterManifests) -> Vec<(ServiceName, u64)> {
+    let mut by: Vec<(ServiceName, std::hash::DefaultHasher)> = Vec::new();
+    let mut feed = |name: ServiceName, kind: u8, object: &dyn Fn(&mut std::hash::DefaultHasher)| {
+        let at = match by.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                by.push((name, std::hash::DefaultHasher::new()));
+                by.len() - 1
+            }
+        };
+        let hasher = &mut by[at].1;
+        hasher.write_u8(kind);
+        object(hasher);
+    };
+    for s in &m.objects.services {
+        feed(named(&s.metadata), 0, &|h| s.hash(h));
+    }
+    for s in &m.objects.endpoint_slices {
+        if let Some(owner) = slice_owner(s) {
+            feed(owner, 1, &|h| s.hash(h));
+        }
+    }
+    for e in &m.objects.service_exports {
+        feed(named(&e.metadata), 2, &|h| e.hash(h));
+    }
+    by.into_iter().map(|(n, h)| (n, h.finish())).collect()
+}
+
+/// One document decoded: its objects and the services they belong to.
+struct DocDecoded {
+    objects: ClusterManifests,
+    held: Vec<(ServiceName, u64)>,
+}
+
+fn decode(path: &Path, text: &str) -> Result<DocDecoded, ManifestError> {
+    let objects = parse_file(path, text)?;
+    let held = fingerprints(&objects);
+    Ok(DocDecoded { objects, held })
+}
+
+/// What one decoded document gave: how many services, slices, ServiceExports and
+/// ServiceEntries, and how many services it holds.
+#[derive(Debug, Clone, Copy)]
+struct DocCounts {
+    objects: [u32; 4],
+    held: u32,
+}
+
+fn counts_of(m: &ClusterManifests) -> [u32; 4] {
+    [
+        m.objects.services.len(),
+        m.objects.endpoint_slices.len(),
+        m.objects.service_exports.len(),
+        m.service_entries.len(),
+    ]
+    .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// A file's earlier decoding, and where each of its documents now is in it.
+pub(super) type EarlierDecoding<'a> = (&'a Decoded, &'a dyn Fn(usize) -> Option<usize>);
+
+/// Some of one file's documents decoded: their objects in file order, and the services each
+/// holds with the fingerprint of its objects of each. Lives for one translation (or, when a
+/// tap takes every object, with every document decoded, until the file changes).
+#[derive(Debug, Default)]
+pub(super) struct Decoded {
+    pub(super) objects: ClusterManifests,
+    /// Per document of the file, in order: what it decoded to, `None` when not decoded.
+    docs: Vec<Option<DocCounts>>,
+    /// The services of the decoded documents, document after document.
+    held: Vec<(ServiceName, u64)>,
+}
+
+impl Decoded {
+    /// A file of `docs` documents, none decoded yet.
+    pub(super) fn undecoded(docs: usize) -> Self {
+        Self {
+            docs: vec![None; docs],
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn is_decoded(&self, doc: usize) -> bool {
+        self.docs.get(doc).is_some_and(Option::is_some)
+    }
+
+    /// Where each decoded document's objects start (services, slices, exports, entries) and
+    /// its services in [`Decoded::held`]; `None` for documents not decoded.
+    fn starts(&self) -> Vec<Option<([usize; 4], usize)>> {
+        let mut at = ([0usize; 4], 0usize);
+        self.docs
+            .iter()
+            .map(|d| {
+                d.map(|c| {
+                    let start = at;
+                    for (a, n) in at.0.iter_mut().zip(c.objects) {
+                        *a += n as usize;
+                    }
+                    at.1 += c.held as usize;
+                    start
+                })
+            })
+            .collect()
+    }
+
+    /// The services each document holds with their fingerprints there (`None` for documents
+    /// not decoded).
+    pub(super) fn held_by_doc(&self) -> Vec<Option<&[(ServiceName, u64)]>> {
+        self.starts()
+            .into_iter()
+            .zip(&self.docs)
+            .map(|(start, c)| {
+                let ((_, h), c) = (start?, (*c)?);
+                Some(&self.held[h..h + c.held as usize])
+            })
+            .collect()
+    }
+
+    /// The ServiceEntries of each decoded document (`None` for documents not decoded).
+    pub(super) fn entries_by_doc(
+        &self,
+    ) -> Vec<Option<&[fleetdns_core::service_entry::ServiceEntryObject]>> {
+        self.starts()
+            .into_iter()
+            .zip(&self.docs)
+            .map(|(start, c)| {
+                let ((o, _), c) = (start?, (*c)?);
+                Some(&self.objects.service_entries[o[3]..o[3] + c.objects[3] as usize])
+            })
+            .collect()
+    }
+
+    /// Decodes the documents `wanted` names (in order, each once) that are not decoded yet,
+    /// from the file's `text`
+    /// (cut as [`cut`] cuts it), or copies them from `last`, the same file's earlier decoding,
+    /// where `from_last` maps a document to its position there. Returns how many documents
+    /// were parsed.
+    pub(super) fn decode_more(
+        &mut self,
+        path: &Path,
+        text: Option<&str>,
+        wanted: &[usize],
+        last: Option<EarlierDecoding<'_>>,
+    ) -> Result<usize, ManifestError> {
+        let ranges = text.map(cut);
+        let last_starts = last.map(|(l, _)| l.starts());
+        let mut added: Vec<(usize, DocDecoded)> = Vec::new();
+        let mut parsed = 0;
+        for &doc in wanted {
+            if self.is_decoded(doc) {
+                continue;
+            }
+            let copied = last
+                .zip(last_starts.as_ref())
+                .and_then(|((l, from_last), starts)| {
+                    let at = from_last(doc)?;
+                    let ((o, h), c) = (starts.get(at).copied().flatten()?, l.docs[at]?);
+                    let n = c.objects.map(|n| n as usize);
+                    let mut m = ClusterManifests::default();
+                    let lo = &l.objects;
+                    m.objects.services = lo.objects.services[o[0]..o[0] + n[0]].to_vec();
+                    m.objects.endpoint_slices =
+                        lo.objects.endpoint_slices[o[1]..o[1] + n[1]].to_vec();
+                    m.objects.service_exports =
+                        lo.objects.service_exports[o[2]..o[2] + n[2]].to_vec();
+                    m.service_entries = lo.service_entries[o[3]..o[3] + n[3]].to_vec();
+                    let held = l.held[h..h + c.held as usize].to_vec();
+                    Some(DocDecoded { objects: m, held })
+                });
+            let decoded = match copied {
+                Some(d) => d,
+                None => {
+                    let (Some(text), Some(range)) =
+                        (text, ranges.as_ref().and_then(|r| r.get(doc)))
+                    else {
+                        return Err(ManifestError {
+                            file: path.to_owned(),
+                            line: 0,
+                            reason: "changed while it was read; read again at the next poll".into(),
+                        });
+                    };
+                    parsed += 1;
+                    decode(path, &text[range.clone()])?
+                }
+            };
+            added.push((doc, decoded));
+        }
+        if !added.is_empty() {
+            added.sort_by_key(|(d, _)| *d);
+            self.merge(added);
+        }
+        Ok(parsed)
+    }
+
+    /// Puts newly decoded documents in their places (`added` in document order).
+    fn merge(&mut self, added: Vec<(usize, DocDecoded)>) {
+        let old = std::mem::take(&mut self.objects);
+        let mut services = old.objects.services.into_iter();
+        let mut slices = old.objects.endpoint_slices.into_iter();
+        let mut exports = old.objects.service_exports.into_iter();
+        let mut entries = old.service_entries.into_iter();
+        let mut held = std::mem::take(&mut self.held).into_iter();
+        let mut added = added.into_iter().peekable();
+        let mut out = ClusterManifests::default();
+        for (i, doc) in self.docs.iter_mut().enumerate() {
+            if let Some(c) = doc {
+                let n = c.objects.map(|n| n as usize);
+                out.objects.services.extend(services.by_ref().take(n[0]));
+                out.objects
+                    .endpoint_slices
+                    .extend(slices.by_ref().take(n[1]));
+                out.objects
+                    .service_exports
+                    .extend(exports.by_ref().take(n[2]));
+                out.service_entries.extend(entries.by_ref().take(n[3]));
+                self.held.extend(held.by_ref().take(c.held as usize));
+            } else if let Some((_, mut d)) = added.next_if(|(j, _)| *j == i) {
+                *doc = Some(DocCounts {
+                    objects: counts_of(&d.objects),
+                    held: u32::try_from(d.held.len()).unwrap_or(u32::MAX),
+                });
+                out.append(&mut d.objects);
+                self.held.append(&mut d.held);
+            }
+        }
+        self.objects = out;
+    }
+
+    /// Gives back the spare room of the object vectors (kept while a tap takes them).
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.objects.shrink_to_fit();
+        self.docs.shrink_to_fit();
+        self.held.shrink_to_fit();
+    }
+}
+
+/// What reading a changed file found: every document's hash, and the documents whose text is
+/// new decoded (a file read whole: its one document).
 #[derive(Debug)]
 pub(super) struct FileRead {
-    fresh: ClusterManifests,
-    docs: Vec<(u64, Option<[u32; 4]>)>,
-    /// Parsed whole (not cut into documents): `docs` is empty.
-    whole: bool,
+    pub(super) decoded: Decoded,
+    /// Every document's hash, in file order.
+    pub(super) hashes: Vec<u64>,
+    /// The file's text, kept when a document was not decoded (its objects may be wanted).
+    pub(super) text: Option<String>,
 }
 
 impl FileRead {
     /// How many documents were parsed (a file read whole counts once).
     pub(super) fn parsed(&self) -> usize {
-        if self.whole {
-            return 1;
-        }
-        self.docs.iter().filter(|(_, c)| c.is_some()).count()
+        self.decoded.docs.iter().filter(|d| d.is_some()).count()
     }
 }
 
-/// Parses `text`, skipping the documents whose hash is in `known` (the last version's).
-pub(super) fn read(path: &Path, text: &str, known: &[u64]) -> Result<FileRead, ManifestError> {
-    let Some(ranges) = split(text) else {
+/// Parses `text`, skipping the documents whose hash is in `known` (the file's last version's).
+pub(super) fn read(path: &Path, text: String, known: &[u64]) -> Result<FileRead, ManifestError> {
+    let Some(ranges) = split(&text) else {
+        let one = decode(path, &text)?;
+        let mut decoded = Decoded {
+            docs: vec![None],
+            ..Decoded::default()
+        };
+        decoded.merge(vec![(0, one)]);
         return Ok(FileRead {
-            fresh: parse_file(path, text)?,
-            docs: Vec::new(),
-            whole: true,
+            decoded,
+            hashes: vec![hash_of(&text)],
+            text: None,
         });
     };
     let known: HashSet<u64> = known.iter().copied().collect();
-    let mut fresh = ClusterManifests::default();
-    let mut docs = Vec::with_capacity(ranges.len());
+    let mut decoded = Decoded {
+        docs: Vec::with_capacity(ranges.len()),
+        ..Decoded::default()
+    };
+    let mut hashes = Vec::with_capacity(ranges.len());
+    let mut skipped = false;
     for range in ranges {
         let doc = &text[range];
         let hash = hash_of(doc);
+        hashes.push(hash);
         if known.contains(&hash) {
-            docs.push((hash, None));
+            decoded.docs.push(None);
+            skipped = true;
             continue;
         }
         // A document's errors name lines of the document: the whole file is parsed again for
         // the error the reader sees (only when there is one).
-        let Ok(mut parsed) = parse_file(path, doc) else {
-            return Err(parse_file(path, text)
+        let Ok(mut one) = decode(path, doc) else {
+            return Err(parse_file(path, &text)
                 .err()
                 .unwrap_or_else(|| ManifestError {
                     file: path.to_owned(),
@@ -111,105 +362,18 @@ pub(super) fn read(path: &Path, text: &str, known: &[u64]) -> Result<FileRead, M
                         .into(),
                 }));
         };
-        let counts = parsed.counts.map(|n| n as u32);
-        fresh.append(&mut parsed);
-        docs.push((hash, Some(counts)));
+        decoded.docs.push(Some(DocCounts {
+            objects: counts_of(&one.objects),
+            held: u32::try_from(one.held.len()).unwrap_or(u32::MAX),
+        }));
+        decoded.objects.append(&mut one.objects);
+        decoded.held.append(&mut one.held);
     }
     Ok(FileRead {
-        fresh,
-        docs,
-        whole: false,
+        decoded,
+        hashes,
+        text: skipped.then_some(text),
     })
-}
-
-/// A file's objects from what [`read`] found and the file's last version: documents parsed now
-/// are moved in, documents the last version had are copied from it. `Err(hash)` when `last`
-/// has no document with that hash (it changed after the read started).
-pub(super) fn assemble(
-    read: FileRead,
-    last: Option<&ClusterManifests>,
-) -> Result<ClusterManifests, u64> {
-    let FileRead {
-        mut fresh,
-        docs,
-        whole,
-    } = read;
-    if whole {
-        fresh.shrink_to_fit();
-        fresh.counts = count(&fresh);
-        return Ok(fresh);
-    }
-    // Where each document of the last version starts in its object lists.
-    let mut index: HashMap<u64, ([usize; 4], [u32; 4])> = HashMap::new();
-    if let Some(last) = last {
-        let mut at = [0usize; 4];
-        for shape in &last.docs {
-            index.entry(shape.hash).or_insert((at, shape.counts));
-            for (a, n) in at.iter_mut().zip(shape.counts) {
-                *a += n as usize;
-            }
-        }
-    }
-    // The documents parsed now, in file order: each takes the next objects of each kind.
-    let mut services = std::mem::take(&mut fresh.objects.services).into_iter();
-    let mut slices = std::mem::take(&mut fresh.objects.endpoint_slices).into_iter();
-    let mut exports = std::mem::take(&mut fresh.objects.service_exports).into_iter();
-    let mut entries = std::mem::take(&mut fresh.service_entries).into_iter();
-    // The file's objects live until it changes: their vectors are made to measure (grown by
-    // pushes they kept up to half again as much room, 40 MB at 165 000 services).
-    let mut total = [0usize; 4];
-    for (hash, counts) in &docs {
-        let counts = counts.or_else(|| index.get(hash).map(|(_, c)| *c));
-        for (t, n) in total.iter_mut().zip(counts.unwrap_or_default()) {
-            *t += n as usize;
-        }
-    }
-    let mut out = ClusterManifests::default();
-    out.objects.services.reserve_exact(total[0]);
-    out.objects.endpoint_slices.reserve_exact(total[1]);
-    out.objects.service_exports.reserve_exact(total[2]);
-    out.service_entries.reserve_exact(total[3]);
-    out.docs.reserve_exact(docs.len());
-    for (hash, counts) in docs {
-        let counts = match counts {
-            Some(counts) => {
-                let n = counts.map(|c| c as usize);
-                let o = &mut out.objects;
-                o.services.extend(services.by_ref().take(n[0]));
-                o.endpoint_slices.extend(slices.by_ref().take(n[1]));
-                o.service_exports.extend(exports.by_ref().take(n[2]));
-                out.service_entries.extend(entries.by_ref().take(n[3]));
-                counts
-            }
-            None => {
-                let (from, counts) = index.get(&hash).copied().ok_or(hash)?;
-                let last = last.ok_or(hash)?;
-                let n = counts.map(|c| c as usize);
-                let (l, o) = (&last.objects, &mut out.objects);
-                o.services
-                    .extend_from_slice(&l.services[from[0]..from[0] + n[0]]);
-                o.endpoint_slices
-                    .extend_from_slice(&l.endpoint_slices[from[1]..from[1] + n[1]]);
-                o.service_exports
-                    .extend_from_slice(&l.service_exports[from[2]..from[2] + n[2]]);
-                out.service_entries
-                    .extend_from_slice(&last.service_entries[from[3]..from[3] + n[3]]);
-                counts
-            }
-        };
-        out.docs.push(DocShape { hash, counts });
-    }
-    out.counts = count(&out);
-    Ok(out)
-}
-
-fn count(m: &ClusterManifests) -> [usize; 4] {
-    [
-        m.objects.services.len(),
-        m.objects.endpoint_slices.len(),
-        m.objects.service_exports.len(),
-        m.service_entries.len(),
-    ]
 }
 
 #[cfg(test)]
@@ -244,7 +408,7 @@ mod tests {
         let good = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: x}\n";
         let text = format!("{good}---\n{good}---\nkind: [unclosed\n");
         let whole = parse_file(path, &text).unwrap_err();
-        let by_document = read(path, &text, &[]).unwrap_err();
+        let by_document = read(path, text, &[]).unwrap_err();
         assert_eq!(by_document, whole);
         assert!(whole.line >= 9, "{whole}");
     }

@@ -24,7 +24,7 @@ use crate::file_watch;
 mod documents;
 mod folder;
 
-use folder::{FileState, Folder, Translation};
+use folder::{ChangedFile, FileState, Folder, Translation};
 
 /// A manifest that could not be read: file, line and reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,7 +215,7 @@ struct ClusterState {
 /// What happened to one cluster's files in a poll.
 #[derive(Default)]
 struct Arrivals {
-    changed: Vec<(PathBuf, FileState)>,
+    changed: Vec<(PathBuf, ChangedFile)>,
     removed: Vec<PathBuf>,
 }
 
@@ -243,7 +243,7 @@ enum ReadOutcome {
     Same,
     Changed {
         hash: Option<u64>,
-        parsed: Result<documents::FileRead, ManifestError>,
+        parsed: Box<Result<documents::FileRead, ManifestError>>,
     },
 }
 
@@ -262,6 +262,10 @@ pub struct PollReport {
     /// The YAML documents parsed in this poll: a changed file's documents that its last
     /// version had too are not parsed again (a file read whole counts once).
     pub documents_parsed: usize,
+    /// The YAML documents of unchanged text parsed again in this poll, for the objects of a
+    /// service that changed in another document (or another file): the files source does not
+    /// keep objects.
+    pub documents_reparsed: usize,
 }
 
 impl FilesSource {
@@ -338,6 +342,8 @@ impl FilesSource {
         let dirs = self.cluster_dirs(&mut report)?;
         let mut jobs = Vec::new();
         let mut arrivals: BTreeMap<ClusterId, Arrivals> = BTreeMap::new();
+        // A tap takes every object at every translation: only then are they kept.
+        let keep_objects = self.tap.is_some();
         for (id, dir) in &dirs {
             if self.clusters.contains_key(id)
                 && only.is_some_and(|o| dir.file_name().is_none_or(|n| !o.contains(n)))
@@ -353,6 +359,7 @@ impl FilesSource {
                         shown
                             .map(|s| created_times(&s, id).into_iter().collect())
                             .unwrap_or_default(),
+                        keep_objects,
                     ),
                     dirty: true,
                     retry: false,
@@ -412,30 +419,9 @@ impl FilesSource {
                 }
                 ReadOutcome::Changed { hash, parsed } => {
                     report.parsed.push(job.path.clone());
+                    let parsed = *parsed;
                     report.documents_parsed +=
                         parsed.as_ref().map_or(1, documents::FileRead::parsed);
-                    let last = state
-                        .folder
-                        .file(&job.path)
-                        .and_then(|f| f.parsed.as_ref().ok());
-                    let (hash, stamp, parsed) = match parsed
-                        .map(|read| documents::assemble(read, last))
-                    {
-                        Ok(Ok(m)) => (hash, job.stamp, Ok(m)),
-                        Err(e) => (hash, job.stamp, Err(e)),
-                        // Not seen: the file's last version is what the read was given.
-                        // Forgotten (no hash, no stamp), it is read whole at the next poll.
-                        Ok(Err(_)) => (
-                            None,
-                            None,
-                            Err(ManifestError {
-                                file: job.path.clone(),
-                                line: 0,
-                                reason: "changed while it was read; read again at the next poll"
-                                    .into(),
-                            }),
-                        ),
-                    };
                     if let Some(stamp) = job.stamp {
                         let at = written.entry(job.cluster.clone()).or_insert(stamp.modified);
                         *at = (*at).max(stamp.modified);
@@ -447,11 +433,11 @@ impl FilesSource {
                         .changed
                         .push((
                             job.path,
-                            FileState {
-                                stamp,
+                            ChangedFile {
+                                stamp: job.stamp,
                                 hash,
                                 recent,
-                                parsed,
+                                read: parsed,
                             },
                         ));
                 }
@@ -489,9 +475,9 @@ impl FilesSource {
                 }
                 // Any file that does not parse fails the whole folder, so a half-edited set
                 // never replaces a good one.
-                let step = match folder.broken() {
-                    Some(e) => Step::Broken(e.clone()),
-                    None => Step::Translated(folder.translate(&cluster, tap.as_ref())),
+                let step = match folder.translate(&cluster, tap.as_ref()) {
+                    Ok(t) => Step::Translated(t),
+                    Err(e) => Step::Broken(e),
                 };
                 (folder, step)
             })
@@ -500,7 +486,7 @@ impl FilesSource {
                 // The thread did not start or panicked and took the folder with it: read
                 // every file of the cluster again at the next poll.
                 tracing::error!(cluster = %id, "translating manifests failed; reading the folder again");
-                state.folder = Folder::new(HashMap::new());
+                state.folder = Folder::new(HashMap::new(), self.tap.is_some());
                 state.dirty = true;
                 continue;
             };
@@ -525,6 +511,8 @@ impl FilesSource {
             };
             let translate_us = translating.elapsed().as_micros() as u64;
             report.notes.extend(translated.notes);
+            report.documents_reparsed += translated.reparsed;
+            report.parsed.extend(translated.read_again);
             if state.last_error.take().is_some() {
                 tracing::info!(cluster = %id, "manifests parse again");
             }
@@ -641,11 +629,11 @@ impl FilesSource {
                         jobs.iter()
                             .map(|j| ReadOutcome::Changed {
                                 hash: None,
-                                parsed: Err(ManifestError {
+                                parsed: Box::new(Err(ManifestError {
                                     file: j.path.clone(),
                                     line: 0,
                                     reason: format!("reading failed: {e}"),
-                                }),
+                                })),
                             })
                             .collect()
                     });
@@ -727,26 +715,21 @@ fn read_file(path: &Path, known: Option<u64>, known_docs: &[u64]) -> ReadOutcome
         Err(e) => {
             return ReadOutcome::Changed {
                 hash: None,
-                parsed: Err(ManifestError {
+                parsed: Box::new(Err(ManifestError {
                     file: path.to_owned(),
                     line: 0,
                     reason: e.to_string(),
-                }),
+                })),
             };
         }
     };
-    let hash = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::hash::DefaultHasher::new();
-        text.hash(&mut h);
-        h.finish()
-    };
+    let hash = documents::hash_of(&text);
     if known == Some(hash) {
         return ReadOutcome::Same;
     }
     ReadOutcome::Changed {
         hash: Some(hash),
-        parsed: documents::read(path, &text, known_docs),
+        parsed: Box::new(documents::read(path, text, known_docs)),
     }
 }
 
@@ -761,12 +744,6 @@ fn parse_file(path: &Path, text: &str) -> Result<ClusterManifests, ManifestError
             Object::ServiceEntry(e) => manifests.service_entries.push(*e),
         }
     }
-    manifests.counts = [
-        manifests.objects.services.len(),
-        manifests.objects.endpoint_slices.len(),
-        manifests.objects.service_exports.len(),
-        manifests.service_entries.len(),
-    ];
     Ok(manifests)
 }
 
@@ -803,15 +780,10 @@ fn manifest_files(dir: &Path) -> Vec<PathBuf> {
 pub struct ClusterManifests {
     pub objects: ClusterObjects,
     pub service_entries: Vec<fleetdns_core::service_entry::ServiceEntryObject>,
-    /// How many services, slices, exports and entries one file holds, so its objects can be
-    /// lent to a whole-cluster set and handed back.
-    counts: [usize; 4],
-    /// One file's documents, in order, when it was read document by document.
-    docs: Vec<documents::DocShape>,
 }
 
 impl ClusterManifests {
-    /// Gives back the spare room of the object vectors (they live as long as the file).
+    /// Gives back the spare room of the object vectors (kept ones live as long as the file).
     fn shrink_to_fit(&mut self) {
         self.objects.services.shrink_to_fit();
         self.objects.endpoint_slices.shrink_to_fit();
@@ -853,10 +825,8 @@ pub fn read_cluster(dir: &Path) -> Result<ClusterManifests, ManifestError> {
     let mut all = ClusterManifests::default();
     for outcome in in_parallel(&files, |path| read_file(path, None, &[])) {
         if let ReadOutcome::Changed { parsed, .. } = outcome {
-            // Nothing to reuse: every document was parsed.
-            if let Ok(mut m) = documents::assemble(parsed?, None) {
-                all.append(&mut m);
-            }
+            // Nothing known: every document was parsed.
+            all.append(&mut (*parsed)?.decoded.objects);
         }
     }
     Ok(all)
@@ -1060,11 +1030,23 @@ mod tests {
     /// the services whose objects changed.
     #[tokio::test]
     async fn polls_translate_what_changed_and_agree_with_a_whole_read() {
+        random_edits_agree_with_a_whole_read(None).await;
+    }
+
+    /// As above, with a tap: every file's objects are kept and handed over whole.
+    #[tokio::test]
+    async fn polls_with_a_tap_translate_what_changed_and_agree_with_a_whole_read() {
+        let tap = ObjectsTap::new(|_| true);
+        random_edits_agree_with_a_whole_read(Some(tap)).await;
+    }
+
+    async fn random_edits_agree_with_a_whole_read(tap: Option<ObjectsTap>) {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("cluster-a");
         std::fs::create_dir(&dir).unwrap();
         let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
-        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50))
+            .with_tap(tap.clone());
         let cluster = ClusterId::new("cluster-a").unwrap();
         // Objects of six services, each possibly in any of three files, a Service and its
         // ServiceExport and slice possibly in different files, and duplicates across files.
@@ -1115,7 +1097,19 @@ mod tests {
                 whole,
                 "step {step}"
             );
-            retranslated += source.clusters[&cluster].folder.translated_last();
+            let folder = &source.clusters[&cluster].folder;
+            retranslated += folder.translated_last();
+            assert_eq!(
+                folder.keeps_objects(),
+                tap.is_some() && folder.files().next().is_some(),
+                "step {step}: objects are kept only for a tap"
+            );
+            if let Some(tap) = &tap {
+                let tapped = tap.current();
+                let services = tapped.get(&cluster).map_or(0, |o| o.services.len());
+                let all = read_cluster(&dir).unwrap();
+                assert_eq!(services, all.objects.services.len(), "step {step}");
+            }
         }
         assert!(retranslated > 0);
         assert!(
@@ -1154,6 +1148,10 @@ mod tests {
         assert_eq!(
             report.documents_parsed, 1,
             "only the edited Service's document of the file's 100 is parsed again"
+        );
+        assert_eq!(
+            report.documents_reparsed, 1,
+            "and s7's ServiceExport's, for its translation"
         );
         assert_eq!(source.clusters[&cluster].folder.translated_last(), 1);
         let after = registry.subscribe().borrow().clone().unwrap().clusters[&cluster]
@@ -1405,6 +1403,309 @@ mod tests {
         assert!(err.reason.contains("bad Service"), "{err}");
         let err = parse_manifest(Path::new("c.json"), "{\"kind\": \n\n [").unwrap_err();
         assert!(err.line >= 3, "{err}");
+    }
+
+    /// Writes `text` to `path` keeping its stamp (same length, modification time set back):
+    /// a poll does not see the change.
+    fn write_unseen(path: &Path, text: &str) {
+        let stamp = file_watch::stamp(path).unwrap();
+        assert_eq!(text.len() as u64, stamp.len, "the same length");
+        std::fs::write(path, text).unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(stamp.modified).unwrap();
+        assert_eq!(file_watch::stamp(path), Some(stamp));
+    }
+
+    /// Writes `text` to `path` modified long ago, so a poll does not check it again for
+    /// having been written within the stamp resolution of its read.
+    fn write_old(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+    }
+
+    fn slice(service: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nendpoints: [{{addresses: [{ip}]}}]\n"
+        )
+    }
+
+    fn service(name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: {ip}, clusterIPs: [{ip}]}}\n"
+        )
+    }
+
+    fn service_export(name: &str) -> String {
+        format!(
+            "apiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: {name}, namespace: default}}\n"
+        )
+    }
+
+    fn export_of(
+        registry: &fleetdns_core::MemoryRegistry,
+        name: &str,
+    ) -> Arc<fleetdns_core::Export> {
+        let snapshot = registry.subscribe().borrow().clone().unwrap();
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        let key = fleetdns_core::ServiceKey::new("default", name).unwrap();
+        snapshot.clusters[&cluster].exports[&key].clone()
+    }
+
+    /// A service whose Service is in one file and whose ServiceExport and slice are in
+    /// another: an edit of the Service is translated with the other file's objects, read
+    /// again from disk (the source keeps no objects).
+    #[tokio::test]
+    async fn a_service_split_across_files_is_translated_with_both_when_one_changes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), service("web", "10.0.0.1")).unwrap();
+        let rest = [
+            service_export("web"),
+            slice("web", "10.1.0.1"),
+            service("db", "10.0.0.2"),
+        ];
+        std::fs::write(dir.join("b.yaml"), rest.join("---\n")).unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        let first = source.poll(&registry).await.unwrap();
+        assert_eq!(
+            first.documents_reparsed, 0,
+            "at start every object is fresh"
+        );
+        assert_eq!(
+            exports(&registry, "cluster-a"),
+            ["default/web [10.0.0.1]"],
+            "db has no ServiceExport"
+        );
+        std::fs::write(dir.join("a.yaml"), service("web", "10.0.0.9")).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.parsed, [dir.join("a.yaml")]);
+        assert_eq!(report.documents_parsed, 1);
+        assert_eq!(
+            report.documents_reparsed, 2,
+            "web's ServiceExport and slice in b.yaml, not db's Service"
+        );
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        assert_eq!(source.clusters[&cluster].folder.translated_last(), 1);
+        let web = export_of(&registry, "web");
+        assert_eq!(
+            web.cluster_ips,
+            ["10.0.0.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+        let whole = load_cluster(&cluster, &dir, &mut HashMap::new()).unwrap().0;
+        assert_eq!(
+            *web, *whole[&web.key],
+            "as a whole read of both files gives"
+        );
+        assert!(!source.clusters[&cluster].folder.keeps_objects());
+    }
+
+    /// A file holding a changed service's objects, itself changed on disk but not yet seen by
+    /// a poll (its stamp kept), is read as changed when its objects are needed: what is
+    /// published agrees with the files, and the other services it changed are translated too.
+    #[tokio::test]
+    async fn a_holder_changed_on_disk_but_not_yet_polled_is_read_as_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        write_old(&dir.join("a.yaml"), &service("web", "10.0.0.1"));
+        let b = |db: &str| {
+            [
+                service_export("web"),
+                service("db", db),
+                service_export("db"),
+            ]
+            .join("---\n")
+        };
+        write_old(&dir.join("b.yaml"), &b("10.0.0.2"));
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        source.poll(&registry).await.unwrap();
+        assert_eq!(
+            exports(&registry, "cluster-a"),
+            ["default/db [10.0.0.2]", "default/web [10.0.0.1]"]
+        );
+        write_unseen(&dir.join("b.yaml"), &b("10.0.0.3"));
+        let report = source.poll(&registry).await.unwrap();
+        assert!(report.parsed.is_empty(), "the poll does not see it");
+        std::fs::write(dir.join("a.yaml"), service("web", "10.0.0.9")).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.parsed, [dir.join("a.yaml"), dir.join("b.yaml")]);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(
+            exports(&registry, "cluster-a"),
+            ["default/db [10.0.0.3]", "default/web [10.0.0.9]"],
+            "db's change in b.yaml is published with web's"
+        );
+        // b.yaml's index is its new content: nothing more to read.
+        let report = source.poll(&registry).await.unwrap();
+        assert!(report.parsed.is_empty(), "{:?}", report.parsed);
+        assert!(report.published.is_empty());
+    }
+
+    /// A holder file removed but not yet polled when its objects are needed: its services
+    /// leave with it.
+    #[tokio::test]
+    async fn a_holder_removed_before_its_poll_withdraws_its_services() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.yaml"), service("web", "10.0.0.1")).unwrap();
+        let b = [service_export("web"), exported("db", "10.0.0.2")].join("---\n");
+        std::fs::write(dir.join("b.yaml"), b).unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        source.poll(&registry).await.unwrap();
+        std::fs::write(dir.join("a.yaml"), service("web", "10.0.0.9")).unwrap();
+        std::fs::remove_file(dir.join("b.yaml")).unwrap();
+        // As if the change of a.yaml arrived before the listing saw b.yaml gone.
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        let folder = &mut source.clusters.get_mut(&cluster).unwrap().folder;
+        let text = std::fs::read_to_string(dir.join("a.yaml")).unwrap();
+        let known = folder.files().next().unwrap().1.doc_hashes();
+        folder.put(
+            dir.join("a.yaml"),
+            ChangedFile {
+                stamp: file_watch::stamp(&dir.join("a.yaml")),
+                hash: Some(documents::hash_of(&text)),
+                recent: true,
+                read: documents::read(&dir.join("a.yaml"), text, &known),
+            },
+        );
+        let translated = folder.translate(&cluster, None).unwrap();
+        assert!(translated.read_again.is_empty(), "b.yaml is gone, not read");
+        assert!(translated.exports.is_empty(), "{:?}", translated.exports);
+        assert_eq!(folder.files().count(), 1);
+    }
+
+    /// A document removed from a file: its service is translated again, nothing is parsed.
+    #[tokio::test]
+    async fn a_removed_document_withdraws_only_its_service() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        let docs = |with_s1: bool| {
+            (0..3)
+                .flat_map(|i| {
+                    let name = format!("s{i}");
+                    let mut d = vec![service(&name, &format!("10.0.0.{}", i + 1))];
+                    if i != 1 || with_s1 {
+                        d.push(service_export(&name));
+                    }
+                    d
+                })
+                .collect::<Vec<_>>()
+                .join("---\n")
+        };
+        std::fs::write(dir.join("all.yaml"), docs(true)).unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        source.poll(&registry).await.unwrap();
+        let before = export_of(&registry, "s0");
+        std::fs::write(dir.join("all.yaml"), docs(false)).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.documents_parsed, 0, "no document is new");
+        assert_eq!(
+            report.documents_reparsed, 1,
+            "s1's Service, for its translation"
+        );
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        assert_eq!(source.clusters[&cluster].folder.translated_last(), 1);
+        assert_eq!(
+            exports(&registry, "cluster-a"),
+            ["default/s0 [10.0.0.1]", "default/s2 [10.0.0.3]"]
+        );
+        assert!(Arc::ptr_eq(&before, &export_of(&registry, "s0")));
+    }
+
+    /// A comment edited in a document: parsed, but no service's objects changed, so nothing
+    /// is translated or published.
+    #[tokio::test]
+    async fn an_edit_that_changes_no_object_translates_nothing() {
+        let (_root, dir, mut source, registry) = polled_folder().await;
+        let before = version(&registry);
+        let text = format!("# a comment\n{}", exported("db", "10.0.0.2"));
+        std::fs::write(dir.join("db.yaml"), text).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.documents_parsed, 1, "the edited document");
+        assert_eq!(
+            report.documents_reparsed, 1,
+            "db's ServiceExport, for the fingerprint"
+        );
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        assert_eq!(source.clusters[&cluster].folder.translated_last(), 0);
+        assert!(report.published.is_empty());
+        assert_eq!(version(&registry), before);
+    }
+
+    /// Two Services of one name in a file: the last wins; swapping the documents (the same
+    /// texts) changes the winner and is translated.
+    #[tokio::test]
+    async fn documents_swapped_in_a_file_are_translated_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        let (one, two) = (service("web", "10.0.0.1"), service("web", "10.0.0.2"));
+        let export = service_export("web");
+        // Every document starts with its marker: swapped, each keeps its text.
+        let file = |docs: [&String; 3]| docs.map(|d| format!("---\n{d}")).concat();
+        std::fs::write(dir.join("a.yaml"), file([&one, &two, &export])).unwrap();
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50));
+        source.poll(&registry).await.unwrap();
+        assert_eq!(exports(&registry, "cluster-a"), ["default/web [10.0.0.2]"]);
+        std::fs::write(dir.join("a.yaml"), file([&two, &one, &export])).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.documents_parsed, 0, "the same texts");
+        assert_eq!(report.published.len(), 1);
+        assert_eq!(exports(&registry, "cluster-a"), ["default/web [10.0.0.1]"]);
+    }
+
+    /// With a tap, every object is kept and handed over at every translation: an edit shows
+    /// in the tap with the other files' objects still there.
+    #[tokio::test]
+    async fn a_tap_gets_every_object_after_an_edit() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cluster-a");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("web.yaml"), exported("web", "10.0.0.1")).unwrap();
+        std::fs::write(dir.join("db.yaml"), exported("db", "10.0.0.2")).unwrap();
+        let tap = ObjectsTap::new(|_| true);
+        let registry = fleetdns_core::MemoryRegistry::new(Duration::from_secs(15));
+        let mut source = FilesSource::new(root.path().to_owned(), Duration::from_millis(50))
+            .with_tap(Some(tap.clone()));
+        source.poll(&registry).await.unwrap();
+        std::fs::write(dir.join("db.yaml"), exported("db", "10.0.0.22")).unwrap();
+        let report = source.poll(&registry).await.unwrap();
+        assert_eq!(report.documents_parsed, 1);
+        assert_eq!(report.documents_reparsed, 0, "db's ServiceExport is kept");
+        let cluster = ClusterId::new("cluster-a").unwrap();
+        assert!(source.clusters[&cluster].folder.keeps_objects());
+        let tapped = tap.current();
+        let ips: BTreeSet<(String, String)> = tapped[&cluster]
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.name.as_deref().unwrap().to_owned(),
+                    s.spec.cluster_ip.as_deref().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ips,
+            BTreeSet::from([
+                ("db".to_owned(), "10.0.0.22".to_owned()),
+                ("web".to_owned(), "10.0.0.1".to_owned())
+            ])
+        );
+        assert_eq!(
+            exports(&registry, "cluster-a"),
+            ["default/db [10.0.0.22]", "default/web [10.0.0.1]"]
+        );
     }
 
     #[test]
