@@ -444,6 +444,7 @@ impl FilesSource {
             }
         }
         let mut present = Vec::new();
+        let mut work = Vec::new();
         for (id, _) in dirs {
             present.push(id.clone());
             let Some(state) = self.clusters.get_mut(&id) else {
@@ -458,36 +459,52 @@ impl FilesSource {
                 }
                 continue;
             }
-            // Off the async workers and below the query threads' priority, as table compiles
-            // run: the first translation of a 50 000-service cluster takes a good part of a
-            // second (a later one, only the services a change touched).
-            let translating = std::time::Instant::now();
             let arrived = arrivals.remove(&id).unwrap_or_default();
-            let mut folder = std::mem::take(&mut state.folder);
-            let cluster = id.clone();
-            let tap = self.tap.clone();
-            let stepped = fleetdns_dns::compile_thread::run_low_priority(move || {
-                for path in &arrived.removed {
-                    folder.remove(path);
-                }
-                for (path, file) in arrived.changed {
-                    folder.put(path, file);
-                }
-                // Any file that does not parse fails the whole folder, so a half-edited set
-                // never replaces a good one.
-                let step = match folder.translate(&cluster, tap.as_ref()) {
-                    Ok(t) => Step::Translated(t),
-                    Err(e) => Step::Broken(e),
-                };
-                (folder, step)
+            work.push((id, std::mem::take(&mut state.folder), arrived));
+        }
+        // Off the async workers and below the query threads' priority, as table compiles
+        // run, the clusters side by side on every core: the first translation of a
+        // 50 000-service cluster takes a good part of a second (a later one, only the services
+        // a change touched).
+        let tap = self.tap.clone();
+        let ids: Vec<ClusterId> = work.iter().map(|(id, _, _)| id.clone()).collect();
+        let stepped = if work.is_empty() {
+            Some(Vec::new())
+        } else {
+            fleetdns_dns::compile_thread::run_low_priority(move || {
+                in_parallel_owned(work, |(cluster, mut folder, arrived)| {
+                    let translating = std::time::Instant::now();
+                    for path in &arrived.removed {
+                        folder.remove(path);
+                    }
+                    for (path, file) in arrived.changed {
+                        folder.put(path, file);
+                    }
+                    // Any file that does not parse fails the whole folder, so a half-edited
+                    // set never replaces a good one.
+                    let step = match folder.translate(&cluster, tap.as_ref()) {
+                        Ok(t) => Step::Translated(t),
+                        Err(e) => Step::Broken(e),
+                    };
+                    (folder, step, translating.elapsed())
+                })
             })
-            .await;
-            let Some((folder, step)) = stepped else {
-                // The thread did not start or panicked and took the folder with it: read
-                // every file of the cluster again at the next poll.
+            .await
+        };
+        let stepped = stepped.unwrap_or_else(|| {
+            // The thread did not start or panicked and took the folders with it: read every
+            // file of those clusters again at the next poll.
+            for id in &ids {
                 tracing::error!(cluster = %id, "translating manifests failed; reading the folder again");
-                state.folder = Folder::new(HashMap::new(), self.tap.is_some());
-                state.dirty = true;
+                if let Some(state) = self.clusters.get_mut(id) {
+                    state.folder = Folder::new(HashMap::new(), self.tap.is_some());
+                    state.dirty = true;
+                }
+            }
+            Vec::new()
+        });
+        for (id, (folder, step, translating)) in ids.into_iter().zip(stepped) {
+            let Some(state) = self.clusters.get_mut(&id) else {
                 continue;
             };
             state.folder = folder;
@@ -509,7 +526,7 @@ impl FilesSource {
                 }
                 Step::Translated(t) => t,
             };
-            let translate_us = translating.elapsed().as_micros() as u64;
+            let translate_us = translating.as_micros() as u64;
             report.notes.extend(translated.notes);
             report.documents_reparsed += translated.reparsed;
             report.parsed.extend(translated.read_again);
@@ -672,6 +689,21 @@ impl FilesSource {
             }
         }
     }
+}
+
+/// [`in_parallel`] on items it takes.
+fn in_parallel_owned<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let slots: Vec<std::sync::Mutex<Option<T>>> = items
+        .into_iter()
+        .map(|t| std::sync::Mutex::new(Some(t)))
+        .collect();
+    in_parallel(&slots, |slot| {
+        let item = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        f(item.expect("each slot is taken once"))
+    })
 }
 
 /// Runs `f` on every item, spread over the machine's cores; results in item order.
