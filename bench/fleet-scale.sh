@@ -25,6 +25,7 @@ BUSY_RATE=${BUSY_RATE:-10}               # ... at this rate (changes/s)
 START_TIMEOUT=${START_TIMEOUT:-600}
 SERVERS=${SERVERS:-"fleetdns knot etcd"} # fleetdns (files), knot, etcd (fleetdns on etcd); k8s (fleetdns on the fake Kubernetes API) is opt-in
 NO_BUILD=${NO_BUILD:-0}
+UDP_REALTIME=${UDP_REALTIME:-1}          # 1: fleetdns's UDP workers real-time ([dns] udp_realtime; the bench runs as root)
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PORT_BASE=${PORT_BASE:-53570}            # DNS ports PORT_BASE (fleetdns), +1 (Knot), +2 (fleetdns on etcd), +3 (on the fake API)
@@ -196,6 +197,7 @@ for S in $SIZES; do
   python3 "$BENCH/gen.py" --out "$W" --clusters "$CLUSTERS" --services "$S" --namespaces "$NAMESPACES" \
     --headless "$H" --endpoints "$ENDPOINTS" --queries 100000 --serial "$SERIAL" --listen "127.0.0.1:$P_FLEET" >&2
   printf '{"services": %d, "namespaces": %d}\n' "$S" "$NAMESPACES" >"$W/fleet-meta.json"
+  if [ "$UDP_REALTIME" = 1 ]; then sed -i 's|^listen = .*|&\nudp_realtime = true|' "$W/fleet/fleetdns.toml"; fi
   $PY probes "$CLUSTERS" "$S" "$NAMESPACES" "$H" "$ENDPOINTS" >"$W/probes.txt"
   rec "$S" knot owners "$(cat "$W"/knot/zones/*.zone | awk '!/^\$/ { print $1 }' | sort -u | wc -l)"
   rec "$S" knot records "$(cat "$W"/knot/zones/*.zone | awk '!/^\$/ && NF' | wc -l)"
@@ -289,7 +291,7 @@ done
   echo "$(date -u +%Y-%m-%dT%H:%M:%SZ); fleetdns: $BUILT; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo); $(knotd -V 2>&1 | head -1); $(dnsperf -h 2>&1 | grep -m1 Version | sed 's/Version/dnsperf/'); $(etcd --version 2>/dev/null | head -1)"
   echo
   echo "Fleet per S: $CLUSTERS clusters x S services + S/10 headless services (cluster-0, $ENDPOINTS endpoints), $NAMESPACES namespaces (bench/gen.py). Server on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU; servers one after the other."
-  echo "Changes: ClusterIP of svc-i in cluster-1 (ten i in turn), fleetdns by rewriting its manifest file (files source, default poll interval), Knot by zone-begin/unset/set/commit (its incremental path) through one long-running knotc. One-change latency: $CHANGES changes (at most $CHANGE_BUDGET s per server), polled every 1 ms. RSS after up to $CHANGES_FOR_RSS changes at $CHURN_RATE/s for at most $CHURN_BUDGET s (after the changes above). Query waits: dnsperf -Q $RATE -c 1 -T 1 -v, $QUIET s quiet then $BUSY s with $BUSY_RATE changes/s; dnsperf counts a query unanswered after 5 s as lost."
+  echo "Changes: ClusterIP of svc-i in cluster-1 (ten i in turn), fleetdns by rewriting its manifest file (files source, default poll interval), Knot by zone-begin/unset/set/commit (its incremental path) through one long-running knotc. One-change latency: $CHANGES changes (at most $CHANGE_BUDGET s per server), polled every 1 ms. RSS after up to $CHANGES_FOR_RSS changes at $CHURN_RATE/s for at most $CHURN_BUDGET s (after the changes above). fleetdns (files) with udp_realtime = $([ "$UDP_REALTIME" = 1 ] && echo true || echo false). Query waits: dnsperf -Q $RATE -c 1 -T 1 -v, $QUIET s quiet then $BUSY s with $BUSY_RATE changes/s; dnsperf counts a query unanswered after 5 s as lost."
   echo "- $SYSCTL_NOTE"
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine may be shared: timings are noisy)"
   echo

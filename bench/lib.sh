@@ -37,7 +37,8 @@ EOF
 
 pin_threads() { # pid cpu: pin every thread (Knot re-pins its own workers at start)
   local t
-  for t in /proc/"$1"/task/*; do taskset -p -c "$2" "${t##*/}" >/dev/null; done
+  # A thread may end between the listing and its turn (compiles run on short-lived threads).
+  for t in /proc/"$1"/task/*; do taskset -p -c "$2" "${t##*/}" >/dev/null 2>&1 || true; done
 }
 cpu_ticks() { # utime + stime of the whole process (all threads), /proc/PID/stat fields 14 and 15
   awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$1/stat"

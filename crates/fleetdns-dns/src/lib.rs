@@ -32,4 +32,4 @@ pub use request::{Outcome, Transport};
 pub use respond::respond;
 pub use server::{Served, TcpOptions, serve_tcp};
 pub use table::{AnswerTable, TableStats};
-pub use udp::serve_udp_batched;
+pub use udp::{UdpOptions, serve_udp_batched};

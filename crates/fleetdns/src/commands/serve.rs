@@ -149,12 +149,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(ops::serve_ops(listener, ops.clone(), cancel.clone()));
     }
     // Listeners first: until the first snapshot, authoritative zones answer SERVFAIL.
+    let udp_options = fleetdns_dns::UdpOptions {
+        realtime: config.dns.udp_realtime,
+    };
     for worker in 0..config.dns.udp_workers {
         let socket = udp[worker % udp.len()].clone();
         let (served, cancel) = (served.clone(), cancel.clone());
         tasks.spawn(async move {
             // Its own thread per worker, blocking in recvmmsg (fleetdns_dns::udp).
-            if let Err(e) = fleetdns_dns::serve_udp_batched(socket, served, cancel).await {
+            if let Err(e) =
+                fleetdns_dns::serve_udp_batched(socket, served, udp_options, cancel).await
+            {
                 tracing::error!(error = %e, "cannot start a UDP worker");
             }
         });

@@ -16,6 +16,9 @@ pub struct DnsConfig {
     pub udp_workers: usize,
     /// One UDP socket per worker with SO_REUSEPORT, instead of one socket shared by all.
     pub reuse_port: bool,
+    /// UDP workers in the real-time scheduling class (needs CAP_SYS_NICE): no query waits
+    /// behind a table compile or a manifest parse on its CPU (`fleetdns_dns::UdpOptions`).
+    pub udp_realtime: bool,
     /// SO_RCVBUF / SO_SNDBUF of the UDP socket, bytes (the kernel default drops bursts).
     pub udp_buffer_bytes: usize,
     pub tcp_idle_timeout_ms: u64,
@@ -35,6 +38,7 @@ impl Default for DnsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
             udp_workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
             reuse_port: false,
+            udp_realtime: false,
             udp_buffer_bytes: 8 << 20,
             tcp_idle_timeout_ms: 10_000,
             tcp_max_connections: 1024,

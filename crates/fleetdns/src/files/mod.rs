@@ -344,12 +344,36 @@ impl FilesSource {
         let mut arrivals: BTreeMap<ClusterId, Arrivals> = BTreeMap::new();
         // A tap takes every object at every translation: only then are they kept.
         let keep_objects = self.tap.is_some();
-        for (id, dir) in &dirs {
-            if self.clusters.contains_key(id)
-                && only.is_some_and(|o| dir.file_name().is_none_or(|n| !o.contains(n)))
-            {
-                continue;
-            }
+        let looked_at: Vec<&(ClusterId, PathBuf)> = dirs
+            .iter()
+            .filter(|(id, dir)| {
+                !self.clusters.contains_key(id)
+                    || only.is_none_or(|o| dir.file_name().is_some_and(|n| o.contains(n)))
+            })
+            .collect();
+        // Listing the folders and taking every file's stamp is a system call per file (a few
+        // milliseconds for a folder of 500 files, every poll): on a thread below the query
+        // threads' priority, as parsing, not on an async worker that queries wait behind.
+        let folders: Vec<PathBuf> = looked_at.iter().map(|(_, dir)| dir.clone()).collect();
+        let list = move || -> Vec<Vec<(PathBuf, file_watch::Stamp)>> {
+            folders
+                .iter()
+                .map(|dir| {
+                    manifest_files(dir)
+                        .into_iter()
+                        .map(|path| {
+                            let stamp = file_watch::stamp(&path);
+                            (path, stamp)
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let listings = match fleetdns_dns::compile_thread::run_low_priority(list.clone()).await {
+            Some(listings) => listings,
+            None => list(),
+        };
+        for ((id, _), listing) in looked_at.into_iter().zip(listings) {
             let state = self.clusters.entry(id.clone()).or_insert_with(|| {
                 // A new source for a cluster already served (reload, restart with etcd): the
                 // registry's creation times are the first-seen times (MCS-20 keeps its winner).
@@ -371,8 +395,7 @@ impl FilesSource {
             // folder of thousands of files costs a stat each, not a search each.
             let mut known_files = state.folder.files().peekable();
             let mut removed = Vec::new();
-            for path in manifest_files(dir) {
-                let stamp = file_watch::stamp(&path);
+            for (path, stamp) in listing {
                 while let Some((gone, _)) =
                     known_files.next_if(|(p, _)| p.as_os_str() < path.as_os_str())
                 {

@@ -113,6 +113,10 @@ impl Live {
             ),
             ("dns.reuse_port", new.dns.reuse_port != old.dns.reuse_port),
             (
+                "dns.udp_realtime",
+                new.dns.udp_realtime != old.dns.udp_realtime,
+            ),
+            (
                 "dns.udp_buffer_bytes",
                 new.dns.udp_buffer_bytes != old.dns.udp_buffer_bytes,
             ),
