@@ -187,7 +187,12 @@ impl Compiler {
             match (before, *count) {
                 (0, n) if n > 0 => {
                     let mut entry = Vec::new();
-                    crate::table::encode_entry(&mut entry, &ns, zone, &[]);
+                    let apex_len = last
+                        .table
+                        .zones()
+                        .get(zone as usize)
+                        .map_or(0, |z| z.apex.len());
+                    crate::table::encode_entry(&mut entry, &ns, zone, apex_len, &[]);
                     changes.push((ns, Some(entry)));
                 }
                 (b, 0) if b > 0 => {

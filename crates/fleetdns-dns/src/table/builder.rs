@@ -92,9 +92,15 @@ impl BuildNode {
         }
     }
 
-    fn encode(&self, name: &[u8]) -> Vec<u8> {
+    fn encode(&self, name: &[u8], zones: &[Zone]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode(&mut out, name, self.zone, &self.sets);
+        encode(
+            &mut out,
+            name,
+            self.zone,
+            apex_len(zones, self.zone),
+            &self.sets,
+        );
         out
     }
 }
@@ -448,7 +454,13 @@ impl TableBuilder {
             }
             let name = name_at(&self.names, node);
             entry.clear();
-            encode(&mut entry, name, node.zone, &sets[..used]);
+            encode(
+                &mut entry,
+                name,
+                node.zone,
+                apex_len(&self.zones, node.zone),
+                &sets[..used],
+            );
             emit(name, node.hash, &entry);
         }
     }
@@ -457,7 +469,10 @@ impl TableBuilder {
         let wildcards = self
             .wildcards
             .iter()
-            .map(|(suffix, n)| (suffix.clone(), n.encode(suffix).into_boxed_slice()))
+            .map(|(suffix, n)| {
+                let entry = n.encode(suffix, &self.zones).into_boxed_slice();
+                (suffix.clone(), entry)
+            })
             .collect();
         // Every entry back to back first, then each shard's arena made to measure and filled:
         // arenas grown by pushes were copied about twice over.
@@ -476,7 +491,7 @@ impl TableBuilder {
         }
         drop(all);
         AnswerTable {
-            shards: shards_from_arenas(arenas),
+            shards: shards_from_arenas(arenas, &self.zones),
             wildcards: Arc::new(wildcards),
             zones: self.zones.into(),
             zone_index: Arc::new(self.zone_index),
@@ -501,6 +516,11 @@ impl TableBuilder {
         self.encode_names(|name, _, entry| out.push((name.into(), entry.to_vec())));
         out.into_iter()
     }
+}
+
+/// The length of zone `zone`'s apex (every name of a table is under its zone's apex).
+pub(crate) fn apex_len(zones: &[Zone], zone: u16) -> usize {
+    zones.get(zone as usize).map_or(0, |z| z.apex.len())
 }
 
 /// The bytes of a name.

@@ -5,11 +5,17 @@
 //! Layout of an entry (integers little-endian):
 //!
 //! ```text
-//! name_len u8 | name (lower-case wire form) | zone u16 | sets u8 | directory | set*
-//! directory: per set, rtype u16 | where the set starts in the entry u32
-//! set: rtype u16 | selection u8 | 0 u8 | count u32 | extra_count u32 | wire_len u32 | extra_len u32
-//!      | starts (count × u32) | extra_starts (extra_count × u32) | wire | extra
+//! name_len u8 | name (lower-case wire labels above the zone's apex) | zone u16 | sets u8
+//!      | directory | set*
+//! directory: per set, rtype u16 | where the set starts in the entry (uint)
+//! set: selection u8 | count, extra_count, wire_len, extra_len (uint each)
+//!      | starts (count × uint) | extra_starts (extra_count × uint) | wire | extra
 //! ```
+//!
+//! A `uint` is two bytes, or four in a *wide* entry (bit 7 of `sets`): an entry is wide only
+//! when it would not fit in 64 KiB (a headless service with thousands of endpoints). The name
+//! is stored without its zone's apex (`svc-1.ns-1.svc` of `svc-1.ns-1.svc.cluster-1.local`):
+//! every name of a zone shares the apex, and the table compares it once per lookup.
 //!
 //! A query finds its type in the directory and reads that set alone.
 
@@ -42,8 +48,53 @@ impl Selection {
     }
 }
 
-const SET_HEADER: usize = 20;
-const DIRECTORY_ROW: usize = 6;
+/// Bit of the `sets` byte that marks a wide entry.
+const WIDE: u8 = 0x80;
+/// Most RRsets one name can hold (the rest of the `sets` byte).
+pub(crate) const MAX_SETS: usize = 0x7f;
+
+/// The size of a `uint`: two bytes, four in a wide entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Width(usize);
+
+impl Width {
+    const NARROW: Width = Width(2);
+    const WIDE: Width = Width(4);
+
+    fn of(sets_byte: u8) -> Self {
+        if sets_byte & WIDE == 0 {
+            Self::NARROW
+        } else {
+            Self::WIDE
+        }
+    }
+
+    /// The `uint` at `at`.
+    #[inline]
+    fn at(self, b: &[u8], at: usize) -> usize {
+        if self.0 == 2 {
+            u16_at(b, at) as usize
+        } else {
+            u32_at(b, at) as usize
+        }
+    }
+
+    fn put(self, out: &mut Vec<u8>, v: usize) {
+        if self.0 == 2 {
+            out.extend_from_slice(&(v as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+    }
+
+    fn set_header(self) -> usize {
+        1 + 4 * self.0
+    }
+
+    fn directory_row(self) -> usize {
+        2 + self.0
+    }
+}
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes(b[at..at + 2].try_into().expect("two bytes"))
@@ -53,27 +104,38 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("four bytes"))
 }
 
-/// The name an entry starts with.
+/// The name an entry starts with, without its zone's apex.
 pub(crate) fn entry_name(entry: &[u8]) -> &[u8] {
     &entry[1..=entry[0] as usize]
 }
 
+/// The zone of the entry that starts `entry`.
+pub(crate) fn entry_zone(entry: &[u8]) -> u16 {
+    u16_at(entry, 1 + entry[0] as usize)
+}
+
 /// The length of the entry that starts `bytes`.
 pub(crate) fn entry_len(bytes: &[u8]) -> usize {
-    let dir = 1 + bytes[0] as usize + 3;
-    match bytes[dir - 1] as usize {
+    let at = 1 + bytes[0] as usize + 2;
+    let width = Width::of(bytes[at]);
+    let sets = (bytes[at] & !WIDE) as usize;
+    let dir = at + 1;
+    match sets {
         0 => dir,
         sets => {
-            let last = u32_at(bytes, dir + (sets - 1) * DIRECTORY_ROW + 2) as usize;
-            last + set_len(&bytes[last..])
+            let last = width.at(bytes, dir + (sets - 1) * width.directory_row() + 2);
+            last + set_len(&bytes[last..], width)
         }
     }
 }
 
-fn set_len(set: &[u8]) -> usize {
-    let count = u32_at(set, 4) as usize;
-    let extra_count = u32_at(set, 8) as usize;
-    SET_HEADER + 4 * (count + extra_count) + u32_at(set, 12) as usize + u32_at(set, 16) as usize
+fn set_len(set: &[u8], width: Width) -> usize {
+    let count = width.at(set, 1);
+    let extra_count = width.at(set, 1 + width.0);
+    width.set_header()
+        + width.0 * (count + extra_count)
+        + width.at(set, 1 + 2 * width.0)
+        + width.at(set, 1 + 3 * width.0)
 }
 
 /// One RRset being assembled: records and additional records, each already encoded.
@@ -89,34 +151,61 @@ pub(crate) struct SetData {
     pub extra_starts: Vec<u32>,
 }
 
-/// Writes an entry for `name` into `out`.
-pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, sets: &[SetData]) {
-    debug_assert!(name.len() <= 255 && sets.len() <= 255);
+impl SetData {
+    /// Bytes of the set's encoding in `width`, with its directory row.
+    fn encoded_len(&self, width: Width) -> usize {
+        width.directory_row()
+            + width.set_header()
+            + width.0 * (self.starts.len() + self.extra_starts.len())
+            + self.wire.len()
+            + self.extra.len()
+    }
+}
+
+/// Writes an entry for `name`, a name of the zone numbered `zone` whose apex is `apex_len`
+/// bytes long, into `out`. At most [`MAX_SETS`] sets.
+pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize, sets: &[SetData]) {
+    debug_assert!(name.len() <= 255 && apex_len <= name.len() && sets.len() <= MAX_SETS);
+    let name = &name[..name.len() - apex_len];
     let start = out.len();
+    let fixed = 1 + name.len() + 3;
+    let narrow = fixed
+        + sets
+            .iter()
+            .map(|s| s.encoded_len(Width::NARROW))
+            .sum::<usize>();
+    let width = if narrow <= u16::MAX as usize {
+        Width::NARROW
+    } else {
+        Width::WIDE
+    };
     out.push(name.len() as u8);
     out.extend_from_slice(name);
     out.extend_from_slice(&zone.to_le_bytes());
-    out.push(sets.len() as u8);
+    let flag = if width == Width::WIDE { WIDE } else { 0 };
+    out.push(sets.len().min(MAX_SETS) as u8 | flag);
     let dir = out.len();
-    out.resize(dir + sets.len() * DIRECTORY_ROW, 0);
+    out.resize(dir + sets.len() * width.directory_row(), 0);
     for (i, s) in sets.iter().enumerate() {
-        let row = dir + i * DIRECTORY_ROW;
-        let at = (out.len() - start) as u32;
+        let row = dir + i * width.directory_row();
+        let at = out.len() - start;
         out[row..row + 2].copy_from_slice(&s.rtype.to_le_bytes());
-        out[row + 2..row + 6].copy_from_slice(&at.to_le_bytes());
-        out.extend_from_slice(&s.rtype.to_le_bytes());
+        if width == Width::NARROW {
+            out[row + 2..row + 4].copy_from_slice(&(at as u16).to_le_bytes());
+        } else {
+            out[row + 2..row + 6].copy_from_slice(&(at as u32).to_le_bytes());
+        }
         out.push(s.selection.code());
-        out.push(0);
         for v in [
             s.starts.len(),
             s.extra_starts.len(),
             s.wire.len(),
             s.extra.len(),
         ] {
-            out.extend_from_slice(&(v as u32).to_le_bytes());
+            width.put(out, v);
         }
         for v in s.starts.iter().chain(&s.extra_starts) {
-            out.extend_from_slice(&v.to_le_bytes());
+            width.put(out, *v as usize);
         }
         out.extend_from_slice(&s.wire);
         out.extend_from_slice(&s.extra);
@@ -135,35 +224,44 @@ impl<'a> Node<'a> {
         Self { entry }
     }
 
-    /// The lower-case wire name.
-    pub fn name(&self) -> &'a [u8] {
+    /// The lower-case wire labels above the zone's apex (empty at the apex).
+    pub fn relative_name(&self) -> &'a [u8] {
         entry_name(self.entry)
     }
 
     /// The zone (index into the table's zones).
     pub fn zone(&self) -> u16 {
-        u16_at(self.entry, 1 + self.entry[0] as usize)
+        entry_zone(self.entry)
+    }
+
+    /// The directory and the width of its entry.
+    fn directory(&self) -> (&'a [u8], Width) {
+        let at = 1 + self.entry[0] as usize + 2;
+        let width = Width::of(self.entry[at]);
+        let sets = (self.entry[at] & !WIDE) as usize;
+        (
+            &self.entry[at + 1..at + 1 + sets * width.directory_row()],
+            width,
+        )
     }
 
     /// The RRsets, in compiled order.
     pub fn rrsets(&self) -> RrSets<'a> {
-        let at = 1 + self.entry[0] as usize + 2;
-        let sets = self.entry[at] as usize;
+        let (directory, width) = self.directory();
         RrSets {
             entry: self.entry,
-            directory: &self.entry[at + 1..at + 1 + sets * DIRECTORY_ROW],
+            directory,
+            width,
         }
     }
 
     /// The RRset of type `rtype`.
     pub fn rrset(&self, rtype: u16) -> Option<RrSet<'a>> {
-        let at = 1 + self.entry[0] as usize + 2;
-        let sets = self.entry[at] as usize;
-        let directory = &self.entry[at + 1..at + 1 + sets * DIRECTORY_ROW];
+        let (directory, width) = self.directory();
         directory
-            .chunks_exact(DIRECTORY_ROW)
+            .chunks_exact(width.directory_row())
             .find(|row| u16_at(row, 0) == rtype)
-            .map(|row| RrSet::new(&self.entry[u32_at(row, 2) as usize..]))
+            .map(|row| RrSet::new(rtype, &self.entry[width.at(row, 2)..], width))
     }
 
     /// How many records the node holds.
@@ -182,15 +280,22 @@ impl<'a> Node<'a> {
 pub struct RrSets<'a> {
     entry: &'a [u8],
     directory: &'a [u8],
+    width: Width,
 }
 
 impl<'a> Iterator for RrSets<'a> {
     type Item = RrSet<'a>;
 
     fn next(&mut self) -> Option<RrSet<'a>> {
-        let (row, rest) = self.directory.split_at_checked(DIRECTORY_ROW)?;
+        let (row, rest) = self
+            .directory
+            .split_at_checked(self.width.directory_row())?;
         self.directory = rest;
-        Some(RrSet::new(&self.entry[u32_at(row, 2) as usize..]))
+        Some(RrSet::new(
+            u16_at(row, 0),
+            &self.entry[self.width.at(row, 2)..],
+            self.width,
+        ))
     }
 }
 
@@ -199,6 +304,7 @@ impl<'a> Iterator for RrSets<'a> {
 pub struct RrSet<'a> {
     pub rtype: u16,
     pub selection: Selection,
+    width: Width,
     starts: &'a [u8],
     extra_starts: &'a [u8],
     /// Every record preceded by its owner, which is always the question name, written as a
@@ -211,19 +317,19 @@ pub struct RrSet<'a> {
 }
 
 impl<'a> RrSet<'a> {
-    fn new(set: &'a [u8]) -> Self {
-        let (header, rest) = set.split_at(SET_HEADER);
-        let header: &[u8; SET_HEADER] = header.try_into().expect("a whole header");
-        let count = u32_at(header, 4) as usize;
-        let extra_count = u32_at(header, 8) as usize;
-        let wire_len = u32_at(header, 12) as usize;
-        let extra_len = u32_at(header, 16) as usize;
-        let (starts, rest) = rest.split_at(4 * count);
-        let (extra_starts, rest) = rest.split_at(4 * extra_count);
+    fn new(rtype: u16, set: &'a [u8], width: Width) -> Self {
+        let count = width.at(set, 1);
+        let extra_count = width.at(set, 1 + width.0);
+        let wire_len = width.at(set, 1 + 2 * width.0);
+        let extra_len = width.at(set, 1 + 3 * width.0);
+        let rest = &set[width.set_header()..];
+        let (starts, rest) = rest.split_at(width.0 * count);
+        let (extra_starts, rest) = rest.split_at(width.0 * extra_count);
         let (wire, rest) = rest.split_at(wire_len);
         Self {
-            rtype: u16_at(header, 0),
-            selection: Selection::from_code(header[2]),
+            rtype,
+            selection: Selection::from_code(set[0]),
+            width,
             starts,
             extra_starts,
             wire,
@@ -233,7 +339,7 @@ impl<'a> RrSet<'a> {
 
     /// Records in the set.
     pub fn len(&self) -> usize {
-        self.starts.len() / 4
+        self.starts.len() / self.width.0
     }
 
     pub fn is_empty(&self) -> bool {
@@ -242,34 +348,34 @@ impl<'a> RrSet<'a> {
 
     /// Where record `i` starts in [`RrSet::wire`].
     pub fn start(&self, i: usize) -> usize {
-        u32_at(self.starts, 4 * i) as usize
+        self.width.at(self.starts, self.width.0 * i)
     }
 
     /// Record `i` with its owner pointer.
     pub fn record(&self, i: usize) -> &'a [u8] {
-        part(self.wire, self.starts, i)
+        part(self.wire, self.starts, i, self.width)
     }
 
     /// Additional records in the set.
     pub fn extra_len(&self) -> usize {
-        self.extra_starts.len() / 4
+        self.extra_starts.len() / self.width.0
     }
 
     /// Additional record `i`.
     pub fn extra_record(&self, i: usize) -> &'a [u8] {
-        part(self.extra, self.extra_starts, i)
+        part(self.extra, self.extra_starts, i, self.width)
     }
 }
 
-/// Part `i` of `bytes` cut at the u32 offsets in `starts`.
-fn part<'a>(bytes: &'a [u8], starts: &[u8], i: usize) -> &'a [u8] {
-    let n = starts.len() / 4;
+/// Part `i` of `bytes` cut at the offsets in `starts`.
+fn part<'a>(bytes: &'a [u8], starts: &[u8], i: usize, width: Width) -> &'a [u8] {
+    let n = starts.len() / width.0;
     let end = if i + 1 < n {
-        u32_at(starts, 4 * (i + 1)) as usize
+        width.at(starts, width.0 * (i + 1))
     } else {
         bytes.len()
     };
-    &bytes[u32_at(starts, 4 * i) as usize..end]
+    &bytes[width.at(starts, width.0 * i)..end]
 }
 
 #[cfg(test)]
@@ -296,20 +402,8 @@ mod tests {
         s
     }
 
-    #[test]
-    fn an_entry_reads_back_what_was_encoded() {
-        let sets = [
-            set(1, &[b"aaaa", b"bb"], &[]),
-            set(33, &[b"srv"], &[b"x1", b"y22"]),
-        ];
-        let mut out = vec![7, 7]; // entries sit anywhere in an arena
-        encode(&mut out, b"\x03abc\x00", 5, &sets);
-        out.push(9);
-        let entry = &out[2..];
-        assert_eq!(entry_len(entry), out.len() - 3);
-        let node = Node::new(entry);
-        assert_eq!(node.name(), b"\x03abc\x00");
-        assert_eq!(node.zone(), 5);
+    /// Reads back every part of the two sets of [`an_entry_reads_back_what_was_encoded`].
+    fn check_two_sets(node: Node<'_>) {
         assert_eq!(node.records(), 3);
         let a = node.rrset(1).unwrap();
         assert_eq!(
@@ -326,12 +420,59 @@ mod tests {
             (&b"x1"[..], &b"y22"[..])
         );
         assert!(node.rrset(28).is_none());
+        let types: Vec<u16> = node.rrsets().map(|s| s.rtype).collect();
+        assert_eq!(types, [1, 33]);
+    }
+
+    #[test]
+    fn an_entry_reads_back_what_was_encoded() {
+        let sets = [
+            set(1, &[b"aaaa", b"bb"], &[]),
+            set(33, &[b"srv"], &[b"x1", b"y22"]),
+        ];
+        let mut out = vec![7, 7]; // entries sit anywhere in an arena
+        // `abc` in the zone `example.` (9 bytes of apex).
+        encode(&mut out, b"\x03abc\x07example\x00", 5, 9, &sets);
+        out.push(9);
+        let entry = &out[2..];
+        assert_eq!(entry_len(entry), out.len() - 3);
+        let node = Node::new(entry);
+        assert_eq!(node.relative_name(), b"\x03abc");
+        assert_eq!(node.zone(), 5);
+        // length, `abc`, zone: the sets byte.
+        assert_eq!(entry[1 + 4 + 2] & WIDE, 0, "a small entry is narrow");
+        check_two_sets(node);
+    }
+
+    /// An entry beyond 64 KiB (thousands of endpoints) is written with four-byte offsets.
+    #[test]
+    fn a_large_entry_is_wide_and_reads_back() {
+        let big = vec![0xab; 70_000];
+        let sets = [
+            set(1, &[b"aaaa", b"bb"], &[]),
+            set(33, &[b"srv"], &[b"x1", b"y22"]),
+            set(16, &[&big], &[]),
+        ];
+        let mut out = Vec::new();
+        encode(&mut out, b"\x03abc\x00", 0, 1, &sets);
+        assert_eq!(entry_len(&out), out.len());
+        assert_eq!(out[1 + 4 + 2] & WIDE, WIDE);
+        let node = Node::new(&out);
+        assert_eq!(node.records(), 4);
+        assert_eq!(node.rrset(16).unwrap().record(0), &big[..]);
+        let a = node.rrset(1).unwrap();
+        assert_eq!(
+            (a.record(0), a.record(1), a.start(1)),
+            (&b"aaaa"[..], &b"bb"[..], 4)
+        );
+        let srv = node.rrset(33).unwrap();
+        assert_eq!((srv.wire, srv.extra_record(1)), (&b"srv"[..], &b"y22"[..]));
     }
 
     #[test]
     fn an_empty_non_terminal_has_no_sets() {
         let mut out = Vec::new();
-        encode(&mut out, b"\x00", 0, &[]);
+        encode(&mut out, b"\x00", 0, 1, &[]);
         assert_eq!(entry_len(&out), out.len());
         assert_eq!(Node::new(&out).rrsets().count(), 0);
     }

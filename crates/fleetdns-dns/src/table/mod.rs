@@ -20,7 +20,7 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 pub use builder::{SoaParams, TableBuilder};
 pub(crate) use entry::encode as encode_entry;
 pub use entry::{Node, RrSet, RrSets, Selection};
-use entry::{entry_len, entry_name};
+use entry::{entry_len, entry_name, entry_zone};
 
 use crate::wire::{label_offsets, rtype};
 
@@ -93,10 +93,36 @@ struct Shard {
     records: usize,
 }
 
+/// Whether `entry` is the entry of `name`: its labels, then its zone's apex.
+fn is_entry_of(entry: &[u8], name: &[u8], zones: &[Zone]) -> bool {
+    let relative = entry_name(entry);
+    name.split_at_checked(relative.len())
+        .is_some_and(|(head, apex)| {
+            head == relative
+                && zones
+                    .get(entry_zone(entry) as usize)
+                    .is_some_and(|z| *z.apex == *apex)
+        })
+}
+
+/// The whole name of `entry` (its labels and its zone's apex), written into `buf`.
+fn full_name<'b>(entry: &[u8], zones: &[Zone], buf: &'b mut [u8; 256]) -> &'b [u8] {
+    let relative = entry_name(entry);
+    let apex = zones
+        .get(entry_zone(entry) as usize)
+        .map_or(&[][..], |z| &z.apex);
+    let len = (relative.len() + apex.len()).min(buf.len());
+    buf[..relative.len()].copy_from_slice(relative);
+    buf[relative.len()..len].copy_from_slice(&apex[..len - relative.len()]);
+    &buf[..len]
+}
+
 impl Shard {
-    fn find(&self, hash: u64, name: &[u8]) -> Option<&[u8]> {
+    fn find(&self, hash: u64, name: &[u8], zones: &[Zone]) -> Option<&[u8]> {
         self.index
-            .find(hash, |&off| entry_name(&self.arena[off as usize..]) == name)
+            .find(hash, |&off| {
+                is_entry_of(&self.arena[off as usize..], name, zones)
+            })
             .map(|&off| &self.arena[off as usize..])
     }
 
@@ -114,8 +140,8 @@ impl Shard {
         })
     }
 
-    /// A shard of entries written back to back into `arena` (each name once).
-    fn from_arena(mut arena: Vec<u8>) -> Self {
+    /// A shard of entries of `zones` written back to back into `arena` (each name once).
+    fn from_arena(mut arena: Vec<u8>, zones: &[Zone]) -> Self {
         arena.shrink_to_fit();
         let mut shard = Shard {
             arena,
@@ -129,10 +155,13 @@ impl Shard {
             records += Node::new(e).records();
         }
         let mut index = HashTable::with_capacity(offsets.len());
+        let mut buf = [0; 256];
+        let arena = &shard.arena;
         for off in offsets {
-            let hash = name_hash(entry_name(&shard.arena[off as usize..]));
-            let arena = &shard.arena;
-            index.insert_unique(hash, off, |&o| name_hash(entry_name(&arena[o as usize..])));
+            let hash = name_hash(full_name(&arena[off as usize..], zones, &mut buf));
+            index.insert_unique(hash, off, |&o| {
+                name_hash(full_name(&arena[o as usize..], zones, &mut [0; 256]))
+            });
         }
         shard.index = index;
         shard.records = records;
@@ -173,7 +202,7 @@ impl AnswerTable {
     /// Finds a lower-cased wire name.
     pub fn lookup(&self, name: &[u8]) -> Lookup<'_> {
         let hash = name_hash(name);
-        if let Some(e) = self.shards[shard_of(hash)].find(hash, name) {
+        if let Some(e) = self.shards[shard_of(hash)].find(hash, name, &self.zones) {
             let node = Node::new(e);
             return Lookup::Node(node, &self.zones[node.zone() as usize]);
         }
@@ -198,7 +227,9 @@ impl AnswerTable {
     /// The node at exactly `name` (no wildcard), if any.
     pub fn node(&self, name: &[u8]) -> Option<Node<'_>> {
         let hash = name_hash(name);
-        self.shards[shard_of(hash)].find(hash, name).map(Node::new)
+        self.shards[shard_of(hash)]
+            .find(hash, name, &self.zones)
+            .map(Node::new)
     }
 
     /// A number that moves with every call, for rotating answers.
@@ -285,7 +316,7 @@ impl AnswerTable {
         }
         let mut shards = self.shards.to_vec();
         for (i, changes) in by_shard {
-            shards[i] = Arc::new(rebuilt(&self.shards[i], &changes));
+            shards[i] = Arc::new(rebuilt(&self.shards[i], &changes, &zones));
         }
         AnswerTable {
             shards: exactly(shards),
@@ -299,7 +330,7 @@ impl AnswerTable {
 }
 
 /// `old` with `changes` made; the last change of a name wins.
-fn rebuilt(old: &Shard, changes: &[Change]) -> Shard {
+fn rebuilt(old: &Shard, changes: &[Change], zones: &[Zone]) -> Shard {
     let touched: FxHashSet<&[u8]> = changes.iter().map(|(n, _)| &**n).collect();
     let added: usize = changes
         .iter()
@@ -307,8 +338,9 @@ fn rebuilt(old: &Shard, changes: &[Change]) -> Shard {
         .map(Vec::len)
         .sum();
     let mut arena = Vec::with_capacity(old.arena.len() + added);
+    let mut buf = [0; 256];
     for e in old.entries() {
-        if !touched.contains(entry_name(e)) {
+        if !touched.contains(full_name(e, zones, &mut buf)) {
             arena.extend_from_slice(e);
         }
     }
@@ -319,7 +351,7 @@ fn rebuilt(old: &Shard, changes: &[Change]) -> Shard {
     for e in last.into_values().flatten() {
         arena.extend_from_slice(e);
     }
-    Shard::from_arena(arena)
+    Shard::from_arena(arena, zones)
 }
 
 fn set_serial(soa_record: &mut [u8], serial: u32) {
@@ -344,12 +376,13 @@ pub(crate) fn entry_len_of(node: Node<'_>) -> usize {
     entry_len(node.bytes())
 }
 
-/// Builds the shards of a table from arenas of encoded entries (one per shard, each name once).
-fn shards_from_arenas(arenas: Vec<Vec<u8>>) -> Box<[Arc<Shard>; SHARDS]> {
+/// Builds the shards of a table from arenas of encoded entries of `zones` (one per shard, each
+/// name once).
+fn shards_from_arenas(arenas: Vec<Vec<u8>>, zones: &[Zone]) -> Box<[Arc<Shard>; SHARDS]> {
     exactly(
         arenas
             .into_iter()
-            .map(|a| Arc::new(Shard::from_arena(a)))
+            .map(|a| Arc::new(Shard::from_arena(a, zones)))
             .collect(),
     )
 }
