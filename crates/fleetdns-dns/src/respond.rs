@@ -239,20 +239,17 @@ impl<'a> Writer<'a> {
             Selection::One => (rotation % n, 1),
         };
         let room = self.limit.saturating_sub(self.out.len());
-        let cut = set.start(start);
-        if count == n && set.wire.len() <= room {
-            // The whole set fits: one copy, or two when it starts in the middle.
-            self.out.extend_from_slice(&set.wire[cut..]);
-            self.out.extend_from_slice(&set.wire[..cut]);
+        if count == n && set.answer_len() <= room {
+            set.write_all(start, self.out);
             self.an = n as u16;
         } else {
             for i in 0..count {
-                let rec = set.record((start + i) % n);
-                if self.out.len() + rec.len() > self.limit {
+                let at = (start + i) % n;
+                if self.out.len() + set.record_len(at) > self.limit {
                     self.truncated = true;
                     return true;
                 }
-                self.out.extend_from_slice(rec);
+                set.write_record(at, self.out);
                 self.an += 1;
             }
         }

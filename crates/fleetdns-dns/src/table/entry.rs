@@ -8,7 +8,7 @@
 //! name_len u8 | name (lower-case wire labels above the zone's apex) | zone u16 | sets u8
 //!      | directory | set*
 //! directory: per set, rtype u16 | where the set starts in the entry (uint)
-//! set: selection u8 | count, extra_count, wire_len, extra_len (uint each)
+//! set: selection u8 | count, extra_count, wire_len, extra_len (uint each) | [ttl u32]
 //!      | starts (count × uint) | extra_starts (extra_count × uint) | wire | extra
 //! ```
 //!
@@ -16,6 +16,12 @@
 //! when it would not fit in 64 KiB (a headless service with thousands of endpoints). The name
 //! is stored without its zone's apex (`svc-1.ns-1.svc` of `svc-1.ns-1.svc.cluster-1.local`):
 //! every name of a zone shares the apex, and the table compares it once per lookup.
+//!
+//! A *bare* set (bit 7 of `selection`, with `ttl`) stores only each record's RDATA in `wire`:
+//! its records all belong to the question name, are of the set's type and class IN and share
+//! one TTL, so the 12 bytes before each RDATA (owner pointer, type, class, TTL, RDLENGTH) are
+//! written when answering. Every set is bare but the SOA (its serial is rewritten in place) and
+//! a set whose records differ in TTL.
 //!
 //! A query finds its type in the directory and reads that set alone.
 
@@ -50,6 +56,14 @@ impl Selection {
 
 /// Bit of the `sets` byte that marks a wide entry.
 const WIDE: u8 = 0x80;
+/// Bit of a set's `selection` byte that marks a bare set.
+const BARE: u8 = 0x80;
+/// What a bare set does not store of each record: owner pointer, type, class, TTL, RDLENGTH.
+const RECORD_HEAD: usize = 12;
+/// The owner of every answer record: a pointer to the question name.
+const QUESTION: [u8; 2] = [0xc0, 12];
+const CLASS_IN: [u8; 2] = [0, 1];
+const SOA: u16 = 6;
 /// Most RRsets one name can hold (the rest of the `sets` byte).
 pub(crate) const MAX_SETS: usize = 0x7f;
 
@@ -129,10 +143,15 @@ pub(crate) fn entry_len(bytes: &[u8]) -> usize {
     }
 }
 
+/// The bytes of a set's header: the selection, four `uint`s and, in a bare set, the TTL.
+fn header_len(set: &[u8], width: Width) -> usize {
+    width.set_header() + if set[0] & BARE != 0 { 4 } else { 0 }
+}
+
 fn set_len(set: &[u8], width: Width) -> usize {
     let count = width.at(set, 1);
     let extra_count = width.at(set, 1 + width.0);
-    width.set_header()
+    header_len(set, width)
         + width.0 * (count + extra_count)
         + width.at(set, 1 + 2 * width.0)
         + width.at(set, 1 + 3 * width.0)
@@ -152,12 +171,50 @@ pub(crate) struct SetData {
 }
 
 impl SetData {
+    fn record(&self, i: usize) -> &[u8] {
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.wire.len(), |&e| e as usize);
+        &self.wire[self.starts[i] as usize..end]
+    }
+
+    /// The TTL every record shares when the set can be stored bare (see the module doc).
+    fn bare_ttl(&self) -> Option<u32> {
+        if self.rtype == SOA {
+            return None;
+        }
+        let mut ttl = None;
+        for i in 0..self.starts.len() {
+            let r = self.record(i);
+            let head = r.get(..RECORD_HEAD)?;
+            let this = u32::from_be_bytes([head[6], head[7], head[8], head[9]]);
+            let rdlength = u16::from_be_bytes([head[10], head[11]]) as usize;
+            if head[..2] != QUESTION
+                || u16::from_be_bytes([head[2], head[3]]) != self.rtype
+                || head[4..6] != CLASS_IN
+                || rdlength != r.len() - RECORD_HEAD
+                || ttl.is_some_and(|t| t != this)
+            {
+                return None;
+            }
+            ttl = Some(this);
+        }
+        ttl
+    }
+
     /// Bytes of the set's encoding in `width`, with its directory row.
-    fn encoded_len(&self, width: Width) -> usize {
+    fn encoded_len(&self, width: Width, bare: bool) -> usize {
+        let (wire, ttl) = if bare {
+            (self.wire.len() - RECORD_HEAD * self.starts.len(), 4)
+        } else {
+            (self.wire.len(), 0)
+        };
         width.directory_row()
             + width.set_header()
+            + ttl
             + width.0 * (self.starts.len() + self.extra_starts.len())
-            + self.wire.len()
+            + wire
             + self.extra.len()
     }
 }
@@ -169,10 +226,12 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
     let name = &name[..name.len() - apex_len];
     let start = out.len();
     let fixed = 1 + name.len() + 3;
+    let bare: Vec<Option<u32>> = sets.iter().map(SetData::bare_ttl).collect();
     let narrow = fixed
         + sets
             .iter()
-            .map(|s| s.encoded_len(Width::NARROW))
+            .zip(&bare)
+            .map(|(s, b)| s.encoded_len(Width::NARROW, b.is_some()))
             .sum::<usize>();
     let width = if narrow <= u16::MAX as usize {
         Width::NARROW
@@ -186,7 +245,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
     out.push(sets.len().min(MAX_SETS) as u8 | flag);
     let dir = out.len();
     out.resize(dir + sets.len() * width.directory_row(), 0);
-    for (i, s) in sets.iter().enumerate() {
+    for (i, (s, bare)) in sets.iter().zip(bare).enumerate() {
         let row = dir + i * width.directory_row();
         let at = out.len() - start;
         out[row..row + 2].copy_from_slice(&s.rtype.to_le_bytes());
@@ -195,19 +254,36 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
         } else {
             out[row + 2..row + 6].copy_from_slice(&(at as u32).to_le_bytes());
         }
-        out.push(s.selection.code());
+        let wire_len = match bare {
+            Some(_) => s.wire.len() - RECORD_HEAD * s.starts.len(),
+            None => s.wire.len(),
+        };
+        out.push(s.selection.code() | if bare.is_some() { BARE } else { 0 });
         for v in [
             s.starts.len(),
             s.extra_starts.len(),
-            s.wire.len(),
+            wire_len,
             s.extra.len(),
         ] {
             width.put(out, v);
         }
-        for v in s.starts.iter().chain(&s.extra_starts) {
+        if let Some(ttl) = bare {
+            out.extend_from_slice(&ttl.to_le_bytes());
+        }
+        let head = if bare.is_some() { RECORD_HEAD } else { 0 };
+        for (i, v) in s.starts.iter().enumerate() {
+            width.put(out, *v as usize - head * i);
+        }
+        for v in &s.extra_starts {
             width.put(out, *v as usize);
         }
-        out.extend_from_slice(&s.wire);
+        if bare.is_some() {
+            for i in 0..s.starts.len() {
+                out.extend_from_slice(&s.record(i)[RECORD_HEAD..]);
+            }
+        } else {
+            out.extend_from_slice(&s.wire);
+        }
         out.extend_from_slice(&s.extra);
     }
 }
@@ -305,12 +381,14 @@ pub struct RrSet<'a> {
     pub rtype: u16,
     pub selection: Selection,
     width: Width,
+    /// The records' TTL in a bare set, whose `wire` holds RDATA only.
+    bare_ttl: Option<u32>,
     starts: &'a [u8],
     extra_starts: &'a [u8],
     /// Every record preceded by its owner, which is always the question name, written as a
     /// pointer to offset 12; then type, class, TTL, RDLENGTH, RDATA. Back to back: an answer
-    /// that fits is one copy (two when rotated).
-    pub wire: &'a [u8],
+    /// that fits is one copy (two when rotated). In a bare set, the RDATA alone.
+    wire: &'a [u8],
     /// Whole records for the additional section (owners compressed against the question),
     /// back to back.
     pub extra: &'a [u8],
@@ -322,14 +400,16 @@ impl<'a> RrSet<'a> {
         let extra_count = width.at(set, 1 + width.0);
         let wire_len = width.at(set, 1 + 2 * width.0);
         let extra_len = width.at(set, 1 + 3 * width.0);
-        let rest = &set[width.set_header()..];
+        let bare_ttl = (set[0] & BARE != 0).then(|| u32_at(set, width.set_header()));
+        let rest = &set[header_len(set, width)..];
         let (starts, rest) = rest.split_at(width.0 * count);
         let (extra_starts, rest) = rest.split_at(width.0 * extra_count);
         let (wire, rest) = rest.split_at(wire_len);
         Self {
             rtype,
-            selection: Selection::from_code(set[0]),
+            selection: Selection::from_code(set[0] & !BARE),
             width,
+            bare_ttl,
             starts,
             extra_starts,
             wire,
@@ -351,9 +431,74 @@ impl<'a> RrSet<'a> {
         self.width.at(self.starts, self.width.0 * i)
     }
 
-    /// Record `i` with its owner pointer.
-    pub fn record(&self, i: usize) -> &'a [u8] {
+    /// Record `i` as stored: whole, or its RDATA in a bare set.
+    fn stored(&self, i: usize) -> &'a [u8] {
         part(self.wire, self.starts, i, self.width)
+    }
+
+    /// Bytes record `i` takes in an answer.
+    pub fn record_len(&self, i: usize) -> usize {
+        self.stored(i).len() + self.bare_ttl.map_or(0, |_| RECORD_HEAD)
+    }
+
+    /// Bytes the whole set takes in an answer.
+    pub fn answer_len(&self) -> usize {
+        self.wire.len() + self.bare_ttl.map_or(0, |_| RECORD_HEAD * self.len())
+    }
+
+    /// Appends record `i`, its owner a pointer to the question name.
+    #[inline]
+    pub fn write_record(&self, i: usize, out: &mut Vec<u8>) {
+        let stored = self.stored(i);
+        if let Some(ttl) = self.bare_ttl {
+            let t = ttl.to_be_bytes();
+            let [r0, r1] = self.rtype.to_be_bytes();
+            let [l0, l1] = (stored.len() as u16).to_be_bytes();
+            out.extend_from_slice(&[
+                QUESTION[0],
+                QUESTION[1],
+                r0,
+                r1,
+                CLASS_IN[0],
+                CLASS_IN[1],
+                t[0],
+                t[1],
+                t[2],
+                t[3],
+                l0,
+                l1,
+            ]);
+        }
+        out.extend_from_slice(stored);
+    }
+
+    /// Appends every record, from record `first` round to the one before it.
+    pub fn write_all(&self, first: usize, out: &mut Vec<u8>) {
+        if self.bare_ttl.is_none() {
+            // One copy, or two when it starts in the middle.
+            let cut = self.start(first);
+            out.extend_from_slice(&self.wire[cut..]);
+            out.extend_from_slice(&self.wire[..cut]);
+            return;
+        }
+        out.reserve(self.answer_len());
+        let n = self.len();
+        for i in (first..n).chain(0..first.min(n)) {
+            self.write_record(i, out);
+        }
+    }
+
+    /// Record `i` as it is answered.
+    pub fn record(&self, i: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.record_len(i));
+        self.write_record(i, &mut out);
+        out
+    }
+
+    /// Where the set's stored records end in its entry (an apex's SOA serial sits just
+    /// before).
+    pub(crate) fn stored_end(&self) -> *const u8 {
+        self.wire.as_ptr_range().end
     }
 
     /// Additional records in the set.
@@ -408,13 +553,16 @@ mod tests {
         let a = node.rrset(1).unwrap();
         assert_eq!(
             (a.len(), a.record(0), a.record(1)),
-            (2, &b"aaaa"[..], &b"bb"[..])
+            (2, b"aaaa".to_vec(), b"bb".to_vec())
         );
         assert_eq!(a.selection, Selection::Rotate);
         assert_eq!(a.start(1), 4);
         assert_eq!(a.extra_len(), 0);
+        let mut rotated = Vec::new();
+        a.write_all(1, &mut rotated);
+        assert_eq!(rotated, b"bbaaaa");
         let srv = node.rrset(33).unwrap();
-        assert_eq!(srv.wire, b"srv");
+        assert_eq!(srv.record(0), b"srv");
         assert_eq!(
             (srv.extra_record(0), srv.extra_record(1)),
             (&b"x1"[..], &b"y22"[..])
@@ -459,14 +607,82 @@ mod tests {
         assert_eq!(out[1 + 4 + 2] & WIDE, WIDE);
         let node = Node::new(&out);
         assert_eq!(node.records(), 4);
-        assert_eq!(node.rrset(16).unwrap().record(0), &big[..]);
+        assert_eq!(node.rrset(16).unwrap().record(0), big);
         let a = node.rrset(1).unwrap();
         assert_eq!(
             (a.record(0), a.record(1), a.start(1)),
-            (&b"aaaa"[..], &b"bb"[..], 4)
+            (b"aaaa".to_vec(), b"bb".to_vec(), 4)
         );
         let srv = node.rrset(33).unwrap();
-        assert_eq!((srv.wire, srv.extra_record(1)), (&b"srv"[..], &b"y22"[..]));
+        assert_eq!(
+            (srv.record(0), srv.extra_record(1)),
+            (b"srv".to_vec(), &b"y22"[..])
+        );
+    }
+
+    /// A whole record as the builder writes it: owner pointer, type, class IN, TTL, RDATA.
+    fn record(rtype: u16, ttl: u32, rdata: &[u8]) -> Vec<u8> {
+        let mut r = QUESTION.to_vec();
+        r.extend_from_slice(&rtype.to_be_bytes());
+        r.extend_from_slice(&CLASS_IN);
+        r.extend_from_slice(&ttl.to_be_bytes());
+        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        r.extend_from_slice(rdata);
+        r
+    }
+
+    /// Records of the question name with one TTL are stored as RDATA and answered whole, in
+    /// every rotation; a set whose TTLs differ, and the SOA, are stored whole.
+    #[test]
+    fn a_set_of_one_ttl_is_stored_bare_and_answered_whole() {
+        let records = [
+            record(1, 5, &[10, 0, 0, 1]),
+            record(1, 5, &[10, 0, 0, 2]),
+            record(1, 5, &[10, 0, 0, 3]),
+        ];
+        let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let extra = record(28, 5, &[0; 16]);
+        let sets = [set(1, &refs, &[&extra])];
+        let mut out = Vec::new();
+        encode(&mut out, b"\x01a\x00", 0, 1, &sets);
+        assert_eq!(entry_len(&out), out.len());
+        let whole: usize = records.iter().map(Vec::len).sum::<usize>() + extra.len();
+        assert!(
+            out.len() < whole,
+            "{} bytes stored for {whole} of records",
+            out.len()
+        );
+        let a = Node::new(&out).rrset(1).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.answer_len(), 3 * 16);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!((a.record(i), a.record_len(i)), (r.clone(), 16));
+        }
+        for first in 0..3 {
+            let mut answered = Vec::new();
+            a.write_all(first, &mut answered);
+            let expected: Vec<u8> = (first..3)
+                .chain(0..first)
+                .flat_map(|i| records[i].clone())
+                .collect();
+            assert_eq!(answered, expected, "rotation {first}");
+        }
+        assert_eq!(a.extra_record(0), &extra[..]);
+
+        let mixed = [record(1, 5, &[10, 0, 0, 1]), record(1, 6, &[10, 0, 0, 2])];
+        let refs: Vec<&[u8]> = mixed.iter().map(Vec::as_slice).collect();
+        let soa = record(6, 5, &[0; 22]);
+        let sets = [set(1, &refs, &[]), set(6, &[&soa], &[])];
+        let mut out = Vec::new();
+        encode(&mut out, b"\x01a\x00", 0, 1, &sets);
+        let node = Node::new(&out);
+        for (rtype, records) in [(1, &mixed[..]), (6, std::slice::from_ref(&soa))] {
+            let s = node.rrset(rtype).unwrap();
+            assert_eq!(s.bare_ttl, None, "type {rtype} stored whole");
+            let mut answered = Vec::new();
+            s.write_all(0, &mut answered);
+            assert_eq!(answered, records.concat());
+        }
     }
 
     #[test]

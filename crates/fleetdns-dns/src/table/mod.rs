@@ -364,7 +364,7 @@ fn with_serial(apex: Node<'_>, serial: u32) -> Vec<u8> {
     let bytes = &apex.bytes()[..entry_len(apex.bytes())];
     let mut copy = bytes.to_vec();
     if let Some(soa) = apex.rrset(rtype::SOA) {
-        let end = soa.wire.as_ptr() as usize + soa.wire.len() - bytes.as_ptr() as usize;
+        let end = soa.stored_end() as usize - bytes.as_ptr() as usize;
         set_serial(&mut copy[..end], serial);
     }
     copy
