@@ -254,16 +254,15 @@ impl<'a> Writer<'a> {
             }
         }
         // Additional data is optional: what does not fit is left out without TC (RFC 2181 9).
-        if set.extra.len() <= self.limit.saturating_sub(self.out.len()) {
-            self.out.extend_from_slice(set.extra);
+        if set.extras_len() <= self.limit.saturating_sub(self.out.len()) {
+            set.write_extras(self.out);
             self.ar += set.extra_len() as u16;
         } else {
             for i in 0..set.extra_len() {
-                let extra = set.extra_record(i);
-                if self.out.len() + extra.len() > self.limit {
+                if self.out.len() + set.extra_record_len(i) > self.limit {
                     break;
                 }
-                self.out.extend_from_slice(extra);
+                set.write_extra(i, self.out);
                 self.ar += 1;
             }
         }

@@ -9,6 +9,7 @@
 //!      | directory | set*
 //! directory: per set, rtype u16 | where the set starts in the entry (uint)
 //! set: selection u8 | count, extra_count, wire_len, extra_len (uint each) | [ttl u32]
+//!      | [extra_type u16 | extra_ttl u32]
 //!      | starts (count × uint) | extra_starts (extra_count × uint) | wire | extra
 //! ```
 //!
@@ -21,7 +22,8 @@
 //! its records all belong to the question name, are of the set's type and class IN and share
 //! one TTL, so the 12 bytes before each RDATA (owner pointer, type, class, TTL, RDLENGTH) are
 //! written when answering. Every set is bare but the SOA (its serial is rewritten in place) and
-//! a set whose records differ in TTL.
+//! a set whose records differ in TTL. Likewise additional records of one type and TTL (bit 6,
+//! with `extra_type` and `extra_ttl`) keep only their owner (a compression pointer) and RDATA.
 //!
 //! A query finds its type in the directory and reads that set alone.
 
@@ -58,8 +60,14 @@ impl Selection {
 const WIDE: u8 = 0x80;
 /// Bit of a set's `selection` byte that marks a bare set.
 const BARE: u8 = 0x80;
+/// Bit of a set's `selection` byte that marks bare additional records.
+const BARE_EXTRA: u8 = 0x40;
 /// What a bare set does not store of each record: owner pointer, type, class, TTL, RDLENGTH.
 const RECORD_HEAD: usize = 12;
+/// What a bare additional record does not store: type, class, TTL, RDLENGTH.
+const EXTRA_HEAD: usize = 10;
+/// The type and TTL of bare additional records.
+type ExtraHead = (u16, u32);
 /// The owner of every answer record: a pointer to the question name.
 const QUESTION: [u8; 2] = [0xc0, 12];
 const CLASS_IN: [u8; 2] = [0, 1];
@@ -143,9 +151,12 @@ pub(crate) fn entry_len(bytes: &[u8]) -> usize {
     }
 }
 
-/// The bytes of a set's header: the selection, four `uint`s and, in a bare set, the TTL.
+/// The bytes of a set's header: the selection, four `uint`s, in a bare set the TTL and with
+/// bare additional records their type and TTL.
 fn header_len(set: &[u8], width: Width) -> usize {
-    width.set_header() + if set[0] & BARE != 0 { 4 } else { 0 }
+    width.set_header()
+        + if set[0] & BARE != 0 { 4 } else { 0 }
+        + if set[0] & BARE_EXTRA != 0 { 6 } else { 0 }
 }
 
 fn set_len(set: &[u8], width: Width) -> usize {
@@ -203,19 +214,55 @@ impl SetData {
         ttl
     }
 
+    fn extra_record(&self, i: usize) -> &[u8] {
+        let end = self
+            .extra_starts
+            .get(i + 1)
+            .map_or(self.extra.len(), |&e| e as usize);
+        &self.extra[self.extra_starts[i] as usize..end]
+    }
+
+    /// The type and TTL every additional record shares when they can be stored bare: each
+    /// owned by a compression pointer, of class IN, one type and one TTL.
+    fn bare_extra(&self) -> Option<ExtraHead> {
+        let mut shared = None;
+        for i in 0..self.extra_starts.len() {
+            let r = self.extra_record(i);
+            let head = r.get(..RECORD_HEAD)?;
+            let rtype = u16::from_be_bytes([head[2], head[3]]);
+            let ttl = u32::from_be_bytes([head[6], head[7], head[8], head[9]]);
+            let rdlength = u16::from_be_bytes([head[10], head[11]]) as usize;
+            if head[0] & 0xc0 != 0xc0
+                || head[4..6] != CLASS_IN
+                || rdlength != r.len() - RECORD_HEAD
+                || shared.is_some_and(|s| s != (rtype, ttl))
+            {
+                return None;
+            }
+            shared = Some((rtype, ttl));
+        }
+        shared
+    }
+
     /// Bytes of the set's encoding in `width`, with its directory row.
-    fn encoded_len(&self, width: Width, bare: bool) -> usize {
+    fn encoded_len(&self, width: Width, bare: bool, bare_extra: bool) -> usize {
         let (wire, ttl) = if bare {
             (self.wire.len() - RECORD_HEAD * self.starts.len(), 4)
         } else {
             (self.wire.len(), 0)
         };
+        let (extra, extra_head) = if bare_extra {
+            (self.extra.len() - EXTRA_HEAD * self.extra_starts.len(), 6)
+        } else {
+            (self.extra.len(), 0)
+        };
         width.directory_row()
             + width.set_header()
             + ttl
+            + extra_head
             + width.0 * (self.starts.len() + self.extra_starts.len())
             + wire
-            + self.extra.len()
+            + extra
     }
 }
 
@@ -226,12 +273,16 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
     let name = &name[..name.len() - apex_len];
     let start = out.len();
     let fixed = 1 + name.len() + 3;
-    let bare: Vec<Option<u32>> = sets.iter().map(SetData::bare_ttl).collect();
+    // Per set: the TTL of bare records, the type and TTL of bare additional records.
+    let bare: Vec<(Option<u32>, Option<ExtraHead>)> = sets
+        .iter()
+        .map(|s| (s.bare_ttl(), s.bare_extra()))
+        .collect();
     let narrow = fixed
         + sets
             .iter()
             .zip(&bare)
-            .map(|(s, b)| s.encoded_len(Width::NARROW, b.is_some()))
+            .map(|(s, (b, e))| s.encoded_len(Width::NARROW, b.is_some(), e.is_some()))
             .sum::<usize>();
     let width = if narrow <= u16::MAX as usize {
         Width::NARROW
@@ -245,7 +296,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
     out.push(sets.len().min(MAX_SETS) as u8 | flag);
     let dir = out.len();
     out.resize(dir + sets.len() * width.directory_row(), 0);
-    for (i, (s, bare)) in sets.iter().zip(bare).enumerate() {
+    for (i, (s, (bare, bare_extra))) in sets.iter().zip(bare).enumerate() {
         let row = dir + i * width.directory_row();
         let at = out.len() - start;
         out[row..row + 2].copy_from_slice(&s.rtype.to_le_bytes());
@@ -254,28 +305,30 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
         } else {
             out[row + 2..row + 6].copy_from_slice(&(at as u32).to_le_bytes());
         }
-        let wire_len = match bare {
-            Some(_) => s.wire.len() - RECORD_HEAD * s.starts.len(),
-            None => s.wire.len(),
-        };
-        out.push(s.selection.code() | if bare.is_some() { BARE } else { 0 });
-        for v in [
-            s.starts.len(),
-            s.extra_starts.len(),
-            wire_len,
-            s.extra.len(),
-        ] {
+        let head = if bare.is_some() { RECORD_HEAD } else { 0 };
+        let extra_head = if bare_extra.is_some() { EXTRA_HEAD } else { 0 };
+        let wire_len = s.wire.len() - head * s.starts.len();
+        let extra_len = s.extra.len() - extra_head * s.extra_starts.len();
+        out.push(
+            s.selection.code()
+                | if bare.is_some() { BARE } else { 0 }
+                | if bare_extra.is_some() { BARE_EXTRA } else { 0 },
+        );
+        for v in [s.starts.len(), s.extra_starts.len(), wire_len, extra_len] {
             width.put(out, v);
         }
         if let Some(ttl) = bare {
             out.extend_from_slice(&ttl.to_le_bytes());
         }
-        let head = if bare.is_some() { RECORD_HEAD } else { 0 };
+        if let Some((rtype, ttl)) = bare_extra {
+            out.extend_from_slice(&rtype.to_le_bytes());
+            out.extend_from_slice(&ttl.to_le_bytes());
+        }
         for (i, v) in s.starts.iter().enumerate() {
             width.put(out, *v as usize - head * i);
         }
-        for v in &s.extra_starts {
-            width.put(out, *v as usize);
+        for (i, v) in s.extra_starts.iter().enumerate() {
+            width.put(out, *v as usize - extra_head * i);
         }
         if bare.is_some() {
             for i in 0..s.starts.len() {
@@ -284,7 +337,15 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
         } else {
             out.extend_from_slice(&s.wire);
         }
-        out.extend_from_slice(&s.extra);
+        if bare_extra.is_some() {
+            for i in 0..s.extra_starts.len() {
+                let r = s.extra_record(i);
+                out.extend_from_slice(&r[..2]);
+                out.extend_from_slice(&r[RECORD_HEAD..]);
+            }
+        } else {
+            out.extend_from_slice(&s.extra);
+        }
     }
 }
 
@@ -383,6 +444,8 @@ pub struct RrSet<'a> {
     width: Width,
     /// The records' TTL in a bare set, whose `wire` holds RDATA only.
     bare_ttl: Option<u32>,
+    /// The type and TTL of bare additional records, stored as owner pointer and RDATA.
+    bare_extra: Option<ExtraHead>,
     starts: &'a [u8],
     extra_starts: &'a [u8],
     /// Every record preceded by its owner, which is always the question name, written as a
@@ -390,8 +453,8 @@ pub struct RrSet<'a> {
     /// that fits is one copy (two when rotated). In a bare set, the RDATA alone.
     wire: &'a [u8],
     /// Whole records for the additional section (owners compressed against the question),
-    /// back to back.
-    pub extra: &'a [u8],
+    /// back to back; bare, each its owner pointer and RDATA.
+    extra: &'a [u8],
 }
 
 impl<'a> RrSet<'a> {
@@ -401,15 +464,20 @@ impl<'a> RrSet<'a> {
         let wire_len = width.at(set, 1 + 2 * width.0);
         let extra_len = width.at(set, 1 + 3 * width.0);
         let bare_ttl = (set[0] & BARE != 0).then(|| u32_at(set, width.set_header()));
+        let bare_extra = (set[0] & BARE_EXTRA != 0).then(|| {
+            let at = width.set_header() + if bare_ttl.is_some() { 4 } else { 0 };
+            (u16_at(set, at), u32_at(set, at + 2))
+        });
         let rest = &set[header_len(set, width)..];
         let (starts, rest) = rest.split_at(width.0 * count);
         let (extra_starts, rest) = rest.split_at(width.0 * extra_count);
         let (wire, rest) = rest.split_at(wire_len);
         Self {
             rtype,
-            selection: Selection::from_code(set[0] & !BARE),
+            selection: Selection::from_code(set[0] & !(BARE | BARE_EXTRA)),
             width,
             bare_ttl,
+            bare_extra,
             starts,
             extra_starts,
             wire,
@@ -506,9 +574,68 @@ impl<'a> RrSet<'a> {
         self.extra_starts.len() / self.width.0
     }
 
-    /// Additional record `i`.
-    pub fn extra_record(&self, i: usize) -> &'a [u8] {
+    /// Additional record `i` as stored.
+    fn stored_extra(&self, i: usize) -> &'a [u8] {
         part(self.extra, self.extra_starts, i, self.width)
+    }
+
+    /// Bytes additional record `i` takes in an answer.
+    pub fn extra_record_len(&self, i: usize) -> usize {
+        self.stored_extra(i).len() + self.bare_extra.map_or(0, |_| EXTRA_HEAD)
+    }
+
+    /// Bytes every additional record takes in an answer.
+    pub fn extras_len(&self) -> usize {
+        self.extra.len() + self.bare_extra.map_or(0, |_| EXTRA_HEAD * self.extra_len())
+    }
+
+    /// Appends additional record `i`.
+    #[inline]
+    pub fn write_extra(&self, i: usize, out: &mut Vec<u8>) {
+        let stored = self.stored_extra(i);
+        match self.bare_extra {
+            Some((rtype, ttl)) => {
+                let (owner, rdata) = stored.split_at(2);
+                let t = ttl.to_be_bytes();
+                let [r0, r1] = rtype.to_be_bytes();
+                let [l0, l1] = (rdata.len() as u16).to_be_bytes();
+                out.extend_from_slice(&[
+                    owner[0],
+                    owner[1],
+                    r0,
+                    r1,
+                    CLASS_IN[0],
+                    CLASS_IN[1],
+                    t[0],
+                    t[1],
+                    t[2],
+                    t[3],
+                    l0,
+                    l1,
+                ]);
+                out.extend_from_slice(rdata);
+            }
+            None => out.extend_from_slice(stored),
+        }
+    }
+
+    /// Appends every additional record.
+    pub fn write_extras(&self, out: &mut Vec<u8>) {
+        if self.bare_extra.is_none() {
+            out.extend_from_slice(self.extra);
+            return;
+        }
+        out.reserve(self.extras_len());
+        for i in 0..self.extra_len() {
+            self.write_extra(i, out);
+        }
+    }
+
+    /// Additional record `i` as it is answered.
+    pub fn extra_record(&self, i: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.extra_record_len(i));
+        self.write_extra(i, &mut out);
+        out
     }
 }
 
@@ -565,7 +692,7 @@ mod tests {
         assert_eq!(srv.record(0), b"srv");
         assert_eq!(
             (srv.extra_record(0), srv.extra_record(1)),
-            (&b"x1"[..], &b"y22"[..])
+            (b"x1".to_vec(), b"y22".to_vec())
         );
         assert!(node.rrset(28).is_none());
         let types: Vec<u16> = node.rrsets().map(|s| s.rtype).collect();
@@ -616,7 +743,7 @@ mod tests {
         let srv = node.rrset(33).unwrap();
         assert_eq!(
             (srv.record(0), srv.extra_record(1)),
-            (b"srv".to_vec(), &b"y22"[..])
+            (b"srv".to_vec(), b"y22".to_vec())
         );
     }
 
@@ -632,9 +759,10 @@ mod tests {
     }
 
     /// Records of the question name with one TTL are stored as RDATA and answered whole, in
-    /// every rotation; a set whose TTLs differ, and the SOA, are stored whole.
+    /// every rotation, and additional records of one type and TTL as owner and RDATA; a set
+    /// whose TTLs differ, the SOA, and additional records of two types are stored whole.
     #[test]
-    fn a_set_of_one_ttl_is_stored_bare_and_answered_whole() {
+    fn records_of_one_type_and_ttl_are_stored_bare_and_answered_whole() {
         let records = [
             record(1, 5, &[10, 0, 0, 1]),
             record(1, 5, &[10, 0, 0, 2]),
@@ -642,11 +770,14 @@ mod tests {
         ];
         let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let extra = record(28, 5, &[0; 16]);
-        let sets = [set(1, &refs, &[&extra])];
+        let mut other_extra = record(28, 5, &[1; 16]);
+        other_extra[1] = 40; // owned by another name in the message
+        let sets = [set(1, &refs, &[&extra, &other_extra])];
         let mut out = Vec::new();
         encode(&mut out, b"\x01a\x00", 0, 1, &sets);
         assert_eq!(entry_len(&out), out.len());
-        let whole: usize = records.iter().map(Vec::len).sum::<usize>() + extra.len();
+        let whole: usize =
+            records.iter().map(Vec::len).sum::<usize>() + extra.len() + other_extra.len();
         assert!(
             out.len() < whole,
             "{} bytes stored for {whole} of records",
@@ -667,12 +798,25 @@ mod tests {
                 .collect();
             assert_eq!(answered, expected, "rotation {first}");
         }
-        assert_eq!(a.extra_record(0), &extra[..]);
+        assert_eq!(a.bare_extra, Some((28, 5)));
+        assert_eq!(
+            (a.extra_record(0), a.extra_record(1)),
+            (extra.clone(), other_extra.clone())
+        );
+        let mut extras = Vec::new();
+        a.write_extras(&mut extras);
+        assert_eq!(extras, [extra.clone(), other_extra].concat());
+        assert_eq!(a.extras_len(), extras.len());
 
         let mixed = [record(1, 5, &[10, 0, 0, 1]), record(1, 6, &[10, 0, 0, 2])];
         let refs: Vec<&[u8]> = mixed.iter().map(Vec::as_slice).collect();
         let soa = record(6, 5, &[0; 22]);
-        let sets = [set(1, &refs, &[]), set(6, &[&soa], &[])];
+        // Additional records of two types are stored whole too.
+        let extras = [record(1, 5, &[10, 0, 0, 9]), record(28, 5, &[0; 16])];
+        let sets = [
+            set(1, &refs, &[&extras[0], &extras[1]]),
+            set(6, &[&soa], &[]),
+        ];
         let mut out = Vec::new();
         encode(&mut out, b"\x01a\x00", 0, 1, &sets);
         let node = Node::new(&out);
@@ -683,6 +827,11 @@ mod tests {
             s.write_all(0, &mut answered);
             assert_eq!(answered, records.concat());
         }
+        let a = node.rrset(1).unwrap();
+        assert_eq!(a.bare_extra, None);
+        let mut answered = Vec::new();
+        a.write_extras(&mut answered);
+        assert_eq!(answered, extras.concat());
     }
 
     #[test]
