@@ -432,9 +432,21 @@ impl<'a> Parser<'a> {
                 ends_line(after).then_some(Node::Map(Run { start: 0, len: 0 }))
             }
             _ => {
-                let end = text.find(" #").unwrap_or(text.len());
+                // One pass: where a comment starts (` #`), and whether `: ` comes before it.
+                let bytes = text.as_bytes();
+                let (mut end, mut colon_space) = (bytes.len(), false);
+                for i in 1..bytes.len() {
+                    match (bytes[i - 1], bytes[i]) {
+                        (b' ', b'#') => {
+                            end = i - 1;
+                            break;
+                        }
+                        (b':', b' ') => colon_space = true,
+                        _ => {}
+                    }
+                }
                 let s = text[..end].trim_end_matches(' ');
-                if !plain_start_ok(s) || s.ends_with(':') || s.contains(": ") {
+                if !plain_start_ok(s) || s.ends_with(':') || colon_space {
                     return None;
                 }
                 plain_scalar(s)
@@ -623,7 +635,13 @@ fn plain_scalar(s: &str) -> Option<Node<'_>> {
     ];
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
     let word = unsigned.strip_prefix('.').unwrap_or(unsigned);
-    if word.len() <= "infinity".len() && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)) {
+    if word.len() <= "infinity".len()
+        && word
+            .bytes()
+            .next()
+            .is_some_and(|b| b"ynotfiYNOTFI".contains(&b))
+        && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+    {
         return None;
     }
     let first = s.as_bytes()[0];
