@@ -34,7 +34,7 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn typed_from_node(node: yaml_subset::NodeRef<'_>) -> bool {
     let kind = node
         .get("kind")
-        .and_then(|k| k.as_str())
+        .and_then(yaml_subset::NodeRef::as_str)
         .unwrap_or_default();
     match kind {
         "Service" => yaml_subset::from_node::<Service>(node).is_ok(),

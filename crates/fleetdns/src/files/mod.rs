@@ -196,7 +196,11 @@ fn push_read_object(
     if !node.is_mapping() {
         return Err(yaml_subset::NotRead::custom("a document must be a mapping"));
     }
-    let text = |key: &str| node.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+    let text = |key: &str| {
+        node.get(key)
+            .and_then(yaml_subset::NodeRef::as_str)
+            .unwrap_or_default()
+    };
     let (api, kind) = (text("apiVersion"), text("kind"));
     if api.is_empty() || kind.is_empty() {
         return Err(yaml_subset::NotRead::custom("no apiVersion or kind"));
@@ -220,7 +224,7 @@ fn push_read_object(
         (_, "List") => {
             let items = node
                 .get("items")
-                .and_then(|v| v.items())
+                .and_then(yaml_subset::NodeRef::items)
                 .ok_or_else(|| yaml_subset::NotRead::custom("List has no items array"))?;
             for item in items {
                 push_read_object(out, item)?;
