@@ -166,14 +166,22 @@ pub fn cut_documents(text: &str) -> Vec<&str> {
 }
 
 /// The differential check of the YAML fast path: each document of `text` that
-/// [`yaml_subset::parse_document`] accepts must be exactly what serde-saphyr reads from it (a
-/// mismatch panics); returns how many documents it accepted.
+/// [`yaml_subset::read_document`] accepts must be exactly what serde-saphyr reads from it, and
+/// every shape the sources read must come out of its nodes ([`yaml_subset::from_node`]) as
+/// out of serde-saphyr's `serde_json::Value`, or fail as it fails (a mismatch panics);
+/// returns how many documents it accepted.
 pub fn check_yaml_subset(text: &str) -> usize {
     let mut accepted = 0;
     for doc in cut_documents(text) {
-        let Some(fast) = yaml_subset::parse_document(doc) else {
+        let Some(read) = yaml_subset::read_document(doc) else {
             continue;
         };
+        let fast = read.root().to_value();
+        assert_eq!(
+            yaml_subset::parse_document(doc).as_ref(),
+            Some(&fast),
+            "{doc:?}"
+        );
         accepted += 1;
         match saphyr_documents(doc) {
             Ok(docs) => {
@@ -187,8 +195,61 @@ pub fn check_yaml_subset(text: &str) -> usize {
                 panic!("the YAML fast path read {doc:?} as {fast:?}, serde-saphyr refuses it: {e}")
             }
         }
+        check_typed_reads(read.root(), &fast);
     }
     accepted
+}
+
+/// Every shape the sources read (and the values and lists inside them), from a fast-path node
+/// and from its `serde_json::Value`: the same object, or an error from both (a mismatch
+/// panics).
+pub fn check_typed_reads(node: yaml_subset::NodeRef<'_>, value: &Value) {
+    use crate::kube::{EndpointSlice, ObjectMeta, Service, ServiceExport, StringMap};
+    use serde::Deserialize;
+
+    fn same<'d, T>(node: yaml_subset::NodeRef<'d>, value: &'d Value)
+    where
+        T: Deserialize<'d> + PartialEq + std::fmt::Debug,
+    {
+        let fast = yaml_subset::from_node::<T>(node);
+        let slow = T::deserialize(value);
+        match (&fast, &slow) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{}: {value}", std::any::type_name::<T>()),
+            (Err(_), Err(_)) => {}
+            _ => panic!(
+                "{}: from the nodes {fast:?}, from the value {slow:?}: {value}",
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+    same::<Service>(node, value);
+    same::<EndpointSlice>(node, value);
+    same::<ServiceExport>(node, value);
+    same::<ServiceEntryObject>(node, value);
+    same::<ObjectMeta>(node, value);
+    same::<StringMap>(node, value);
+    same::<Value>(node, value);
+    same::<Option<Vec<String>>>(node, value);
+    same::<Option<i64>>(node, value);
+    same::<Option<u16>>(node, value);
+    same::<Option<bool>>(node, value);
+    same::<Option<String>>(node, value);
+    same::<Option<f64>>(node, value);
+    same::<()>(node, value);
+    same::<std::collections::BTreeMap<String, Value>>(node, value);
+    same::<(Value, Value)>(node, value);
+    // The values inside, as the shapes' fields read them.
+    if let (Some(items), Value::Array(values)) = (node.items(), value) {
+        for (item, v) in items.zip(values) {
+            check_typed_reads(item, v);
+        }
+    }
+    if let Value::Object(map) = value {
+        for (key, v) in map {
+            let item = node.get(key).expect("the same keys");
+            check_typed_reads(item, v);
+        }
+    }
 }
 
 /// A manifest file (YAML, JSON being YAML too): parsed as the manifest-file source parses

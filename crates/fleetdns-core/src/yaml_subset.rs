@@ -1,11 +1,15 @@
 //! A fast reader for the YAML that Kubernetes manifests are written in (kubectl and helm
-//! output, `bench/gen.py`): one document to a `serde_json::Value`, several times faster than a
-//! general YAML parser.
+//! output, `bench/gen.py`): one document to a tree of nodes borrowing the text
+//! ([`read_document`]), read into typed objects by a `serde::Deserializer` over its nodes
+//! ([`from_node`], module `deserializer`) as they would be from the document's
+//! `serde_json::Value`; several times faster than a general YAML parser, with one allocation
+//! per few hundred nodes instead of one or more per node. [`parse_document`] gives the
+//! `serde_json::Value` itself (the tests and the fuzz harness compare it with serde-saphyr's).
 //!
-//! serde-saphyr stays the authority. [`parse_document`] either returns exactly the value
+//! serde-saphyr stays the authority. [`read_document`] either reads exactly the value
 //! serde-saphyr gives for the document (deserialized into `serde_json::Value`), or declines
 //! with `None`, and the caller parses the document with serde-saphyr, which also words every
-//! error. Declining is always safe; accepting needs certainty, so anything outside the subset
+//! error; so does a typed read from the nodes that fails. Declining is always safe; accepting needs certainty, so anything outside the subset
 //! below is declined rather than guessed:
 //!
 //! - block mappings and block sequences indented with spaces (a sequence may sit at its key's
@@ -26,7 +30,13 @@
 //! longer than [`MAX_KEY_BYTES`], nesting deeper than [`MAX_DEPTH`], documents larger than
 //! [`MAX_DOCUMENT_BYTES`], and a document that is not a block mapping or block sequence.
 
-use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
+
+use serde_json::{Number, Value};
+
+mod deserializer;
+
+pub use deserializer::{NotRead, from_node};
 
 /// Deepest nesting accepted (serde-saphyr's default budget refuses beyond 64).
 pub const MAX_DEPTH: usize = 32;
@@ -39,14 +49,164 @@ pub const MAX_DOCUMENT_BYTES: usize = 8 << 20;
 /// One YAML document (optionally starting with a `---` line) as serde-saphyr would read it
 /// into a `serde_json::Value`, or `None` when the document is outside the subset.
 pub fn parse_document(text: &str) -> Option<Value> {
+    read_document(text).map(|doc| doc.root().to_value())
+}
+
+/// One YAML document read into a [`Document`] (the value serde-saphyr would give, its strings
+/// borrowed from `text`), or `None` when the document is outside the subset: what
+/// [`parse_document`] gives, without a `String` per key and scalar and a map per mapping.
+pub fn read_document(text: &str) -> Option<Document<'_>> {
     if text.len() > MAX_DOCUMENT_BYTES || has_unusual_characters(text) {
         return None;
     }
     let lines = significant_lines(text)?;
     let first = *lines.first()?;
-    let mut parser = Parser { lines, at: 0 };
+    let mut parser = Parser {
+        lines,
+        at: 0,
+        items: Vec::new(),
+        entries: Vec::new(),
+        open_items: Vec::new(),
+        open_entries: Vec::new(),
+    };
     let root = parser.block(first.indent, 1)?;
-    (parser.at == parser.lines.len()).then_some(root)
+    (parser.at == parser.lines.len()).then_some(Document {
+        root,
+        items: parser.items,
+        entries: parser.entries,
+    })
+}
+
+/// A document the fast path read: the value serde-saphyr gives for it, as a tree of nodes whose
+/// strings borrow the text (a quoted scalar with escapes owns its string). Read it through
+/// [`Document::root`]: as a `serde::Deserializer` that behaves as `&serde_json::Value`'s does.
+#[derive(Debug)]
+pub struct Document<'a> {
+    root: Node<'a>,
+    /// The items of every sequence, each sequence's in one run.
+    items: Vec<Node<'a>>,
+    /// The entries of every mapping, each mapping's in one run, in document order; no key twice
+    /// in a mapping.
+    entries: Vec<(Cow<'a, str>, Node<'a>)>,
+}
+
+impl<'a> Document<'a> {
+    /// The document's top node.
+    pub fn root(&self) -> NodeRef<'_> {
+        NodeRef {
+            doc: self,
+            node: &self.root,
+        }
+    }
+}
+
+/// One node of a [`Document`], resolved as serde-saphyr resolves it into a `serde_json::Value`.
+#[derive(Debug, Clone)]
+enum Node<'a> {
+    Null,
+    Bool(bool),
+    /// A non-negative integer (`serde_json::Number`'s `PosInt`).
+    PosInt(u64),
+    /// A negative integer (`NegInt`).
+    NegInt(i64),
+    Str(Cow<'a, str>),
+    /// A sequence: its items in [`Document::items`].
+    Seq(Run),
+    /// A mapping: its entries in [`Document::entries`].
+    Map(Run),
+}
+
+/// Where a sequence's items or a mapping's entries are in their vector.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: u32,
+    len: u32,
+}
+
+impl Run {
+    fn range(self) -> std::ops::Range<usize> {
+        let start = self.start as usize;
+        start..start + self.len as usize
+    }
+}
+
+/// A node of a [`Document`] and the document it is in.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'d> {
+    doc: &'d Document<'d>,
+    node: &'d Node<'d>,
+}
+
+impl<'d> NodeRef<'d> {
+    fn at(self, node: &'d Node<'d>) -> Self {
+        Self {
+            doc: self.doc,
+            node,
+        }
+    }
+
+    pub fn is_null(self) -> bool {
+        matches!(self.node, Node::Null)
+    }
+
+    /// The string, when the node is one (as `Value::as_str`).
+    pub fn as_str(self) -> Option<&'d str> {
+        match self.node {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn is_mapping(self) -> bool {
+        matches!(self.node, Node::Map(_))
+    }
+
+    /// The value of `key`, when the node is a mapping that has it (as `Value::get`).
+    pub fn get(self, key: &str) -> Option<Self> {
+        let Node::Map(run) = self.node else {
+            return None;
+        };
+        self.doc.entries[run.range()]
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| self.at(v))
+    }
+
+    /// The items, when the node is a sequence.
+    pub fn items(self) -> Option<impl ExactSizeIterator<Item = NodeRef<'d>>> {
+        let Node::Seq(run) = self.node else {
+            return None;
+        };
+        Some(self.doc.items[run.range()].iter().map(move |n| self.at(n)))
+    }
+
+    fn entries(self, run: Run) -> &'d [(Cow<'d, str>, Node<'d>)] {
+        &self.doc.entries[run.range()]
+    }
+
+    /// The node as a `serde_json::Value`: what serde-saphyr reads.
+    pub fn to_value(self) -> Value {
+        match self.node {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::PosInt(n) => Value::Number(Number::from(*n)),
+            Node::NegInt(n) => Value::Number(Number::from(*n)),
+            Node::Str(s) => Value::String(s.as_ref().to_owned()),
+            Node::Seq(_) => Value::Array(
+                self.items()
+                    .into_iter()
+                    .flatten()
+                    .map(Self::to_value)
+                    .collect(),
+            ),
+            Node::Map(run) => Value::Object(
+                self.entries(*run)
+                    .iter()
+                    .map(|(k, v)| (k.as_ref().to_owned(), self.at(v).to_value()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 /// Control characters other than the line feed (tabs and carriage returns included), byte
@@ -115,9 +275,19 @@ fn is_item(text: &str) -> bool {
     text == "-" || text.starts_with("- ")
 }
 
+/// Mappings with more entries than this are checked for a key given twice by sorting their
+/// keys; smaller ones key by key.
+const SORTED_KEY_CHECK: usize = 16;
+
 struct Parser<'a> {
     lines: Vec<Line<'a>>,
     at: usize,
+    /// The finished sequences' items and mappings' entries.
+    items: Vec<Node<'a>>,
+    entries: Vec<(Cow<'a, str>, Node<'a>)>,
+    /// The items and entries of the sequences and mappings being read, innermost last.
+    open_items: Vec<Node<'a>>,
+    open_entries: Vec<(Cow<'a, str>, Node<'a>)>,
 }
 
 impl<'a> Parser<'a> {
@@ -126,7 +296,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The block node whose first line is the current one, indented `indent`.
-    fn block(&mut self, indent: usize, depth: usize) -> Option<Value> {
+    fn block(&mut self, indent: usize, depth: usize) -> Option<Node<'a>> {
         if depth > MAX_DEPTH {
             return None;
         }
@@ -138,8 +308,8 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn mapping(&mut self, indent: usize, depth: usize) -> Option<Value> {
-        let mut map = Map::new();
+    fn mapping(&mut self, indent: usize, depth: usize) -> Option<Node<'a>> {
+        let base = self.open_entries.len();
         while let Some(line) = self.peek() {
             if line.indent < indent || (line.indent == indent && is_item(line.text)) {
                 break; // the parent decides whether that line may follow
@@ -155,25 +325,40 @@ impl<'a> Parser<'a> {
                     Some(next) if next.indent == indent && is_item(next.text) => {
                         self.sequence(indent, depth + 1)?
                     }
-                    _ => Value::Null,
+                    _ => Node::Null,
                 }
             } else {
-                let value = inline_value(rest.trim_start_matches(' '), depth + 1)?;
+                let value = self.inline_value(rest.trim_start_matches(' '), depth + 1)?;
                 if self.peek().is_some_and(|next| next.indent > indent) {
                     return None; // a scalar continued on the next line
                 }
                 value
             };
-            if map.contains_key(&key) {
+            let open = &self.open_entries[base..];
+            if open.len() < SORTED_KEY_CHECK && open.iter().any(|(k, _)| *k == key) {
                 return None;
             }
-            map.insert(key, value);
+            self.open_entries.push((key, value));
         }
-        Some(Value::Object(map))
+        let open = &self.open_entries[base..];
+        if open.len() > SORTED_KEY_CHECK {
+            let mut keys: Vec<&str> = open.iter().map(|(k, _)| k.as_ref()).collect();
+            keys.sort_unstable();
+            if keys.windows(2).any(|w| w[0] == w[1]) {
+                return None;
+            }
+        }
+        let start = self.entries.len();
+        self.entries.extend(self.open_entries.drain(base..));
+        // A document holds fewer than 2^32 nodes (it is at most MAX_DOCUMENT_BYTES long).
+        Some(Node::Map(Run {
+            start: start as u32,
+            len: (self.entries.len() - start) as u32,
+        }))
     }
 
-    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Value> {
-        let mut items = Vec::new();
+    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Node<'a>> {
+        let base = self.open_items.len();
         while let Some(line) = self.peek() {
             if line.indent < indent || (line.indent == indent && !is_item(line.text)) {
                 break;
@@ -188,7 +373,7 @@ impl<'a> Parser<'a> {
                 self.at += 1;
                 match self.peek() {
                     Some(next) if next.indent > indent => self.block(next.indent, depth + 1)?,
-                    _ => Value::Null,
+                    _ => Node::Null,
                 }
             } else if is_item(content) {
                 return None; // `- - a`
@@ -205,21 +390,117 @@ impl<'a> Parser<'a> {
                 self.mapping(at, depth + 1)?
             } else {
                 self.at += 1;
-                let value = inline_value(content, depth + 1)?;
+                let value = self.inline_value(content, depth + 1)?;
                 if self.peek().is_some_and(|next| next.indent > indent) {
                     return None;
                 }
                 value
             };
-            items.push(item);
+            self.open_items.push(item);
         }
-        Some(Value::Array(items))
+        Some(self.close_sequence(base))
+    }
+
+    /// The sequence whose items are the open ones from `base` on.
+    fn close_sequence(&mut self, base: usize) -> Node<'a> {
+        let start = self.items.len();
+        self.items.extend(self.open_items.drain(base..));
+        // A document holds fewer than 2^32 nodes (it is at most MAX_DOCUMENT_BYTES long).
+        Node::Seq(Run {
+            start: start as u32,
+            len: (self.items.len() - start) as u32,
+        })
+    }
+
+    /// A value on the rest of a line (not empty, not a comment): a scalar or a one-line flow
+    /// sequence of scalars, then optionally a comment.
+    fn inline_value(&mut self, text: &'a str, depth: usize) -> Option<Node<'a>> {
+        match text.as_bytes()[0] {
+            quote @ (b'"' | b'\'') => {
+                let (s, after) = quoted(text, quote)?;
+                ends_line(after).then_some(Node::Str(s))
+            }
+            b'[' => {
+                if depth > MAX_DEPTH {
+                    return None;
+                }
+                let (items, after) = self.flow_sequence(text)?;
+                ends_line(after).then_some(items)
+            }
+            b'{' => {
+                let after = text[1..].trim_start_matches(' ').strip_prefix('}')?;
+                ends_line(after).then_some(Node::Map(Run { start: 0, len: 0 }))
+            }
+            _ => {
+                // One pass: where a comment starts (` #`), and whether `: ` comes before it.
+                let bytes = text.as_bytes();
+                let (mut end, mut colon_space) = (bytes.len(), false);
+                for i in 1..bytes.len() {
+                    match (bytes[i - 1], bytes[i]) {
+                        (b' ', b'#') => {
+                            end = i - 1;
+                            break;
+                        }
+                        (b':', b' ') => colon_space = true,
+                        _ => {}
+                    }
+                }
+                let s = text[..end].trim_end_matches(' ');
+                if !plain_start_ok(s) || s.ends_with(':') || colon_space {
+                    return None;
+                }
+                plain_scalar(s)
+            }
+        }
+    }
+
+    /// A one-line flow sequence of scalars, from its `[`: the sequence and the text after the
+    /// `]`.
+    fn flow_sequence(&mut self, text: &'a str) -> Option<(Node<'a>, &'a str)> {
+        let base = self.open_items.len();
+        let mut rest = text[1..].trim_start_matches(' ');
+        if let Some(after) = rest.strip_prefix(']') {
+            return Some((self.close_sequence(base), after));
+        }
+        loop {
+            let (item, after) = match rest.as_bytes().first()? {
+                quote @ (b'"' | b'\'') => {
+                    let (s, after) = quoted(rest, *quote)?;
+                    (Node::Str(s), after)
+                }
+                _ => {
+                    let end = rest.find([',', ']'])?;
+                    let raw = &rest[..end];
+                    let s = raw.trim_end_matches(' ');
+                    let colon_ends = raw.bytes().enumerate().any(|(i, b)| {
+                        b == b':' && (i + 1 == raw.len() || raw.as_bytes()[i + 1] == b' ')
+                    });
+                    if !plain_start_ok(s)
+                        || colon_ends
+                        || s.contains(['[', ']', '{', '}', '#', '"', '\''])
+                    {
+                        return None;
+                    }
+                    (plain_scalar(s)?, &rest[end..])
+                }
+            };
+            self.open_items.push(item);
+            let after = after.trim_start_matches(' ');
+            if let Some(after) = after.strip_prefix(']') {
+                return Some((self.close_sequence(base), after));
+            }
+            rest = after.strip_prefix(',')?.trim_start_matches(' ');
+            if rest.starts_with([']', ',']) {
+                return None; // a trailing comma or an empty item
+            }
+        }
     }
 }
 
 /// Splits `key: rest` (or `key:` at the end of the line). `Some(None)`: the line is not a
 /// mapping entry; `None`: it may be one, but outside the subset.
-fn split_key(text: &str) -> Option<Option<(String, &str)>> {
+#[allow(clippy::type_complexity)]
+fn split_key(text: &str) -> Option<Option<(Cow<'_, str>, &str)>> {
     match text.as_bytes()[0] {
         quote @ (b'"' | b'\'') => {
             let (key, after) = quoted(text, quote)?;
@@ -248,11 +529,11 @@ fn split_key(text: &str) -> Option<Option<(String, &str)>> {
                             || !key.bytes().all(|b| {
                                 b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-')
                             })
-                            || !matches!(plain_scalar(key), Some(Value::String(_)))
+                            || !matches!(plain_scalar(key), Some(Node::Str(_)))
                         {
                             return None;
                         }
-                        return Some(Some((key.to_owned(), &text[i + 1..])));
+                        return Some(Some((Cow::Borrowed(key), &text[i + 1..])));
                     }
                     b'#' if bytes[i - 1] == b' ' => return Some(None),
                     _ => {}
@@ -262,36 +543,6 @@ fn split_key(text: &str) -> Option<Option<(String, &str)>> {
             Some(None)
         }
         _ => Some(None),
-    }
-}
-
-/// A value on the rest of a line (not empty, not a comment): a scalar or a one-line flow
-/// sequence of scalars, then optionally a comment.
-fn inline_value(text: &str, depth: usize) -> Option<Value> {
-    match text.as_bytes()[0] {
-        quote @ (b'"' | b'\'') => {
-            let (s, after) = quoted(text, quote)?;
-            ends_line(after).then_some(Value::String(s))
-        }
-        b'[' => {
-            if depth > MAX_DEPTH {
-                return None;
-            }
-            let (items, after) = flow_sequence(text)?;
-            ends_line(after).then_some(Value::Array(items))
-        }
-        b'{' => {
-            let after = text[1..].trim_start_matches(' ').strip_prefix('}')?;
-            ends_line(after).then(|| Value::Object(Map::new()))
-        }
-        _ => {
-            let end = text.find(" #").unwrap_or(text.len());
-            let s = text[..end].trim_end_matches(' ');
-            if !plain_start_ok(s) || s.ends_with(':') || s.contains(": ") {
-                return None;
-            }
-            plain_scalar(s)
-        }
     }
 }
 
@@ -315,53 +566,16 @@ fn plain_start_ok(s: &str) -> bool {
     }
 }
 
-/// A one-line flow sequence of scalars, from its `[`: the items and the text after the `]`.
-fn flow_sequence(text: &str) -> Option<(Vec<Value>, &str)> {
-    let mut items = Vec::new();
-    let mut rest = text[1..].trim_start_matches(' ');
-    if let Some(after) = rest.strip_prefix(']') {
-        return Some((items, after));
-    }
-    loop {
-        let (item, after) = match rest.as_bytes().first()? {
-            quote @ (b'"' | b'\'') => {
-                let (s, after) = quoted(rest, *quote)?;
-                (Value::String(s), after)
-            }
-            _ => {
-                let end = rest.find([',', ']'])?;
-                let raw = &rest[..end];
-                let s = raw.trim_end_matches(' ');
-                let colon_ends = raw.bytes().enumerate().any(|(i, b)| {
-                    b == b':' && (i + 1 == raw.len() || raw.as_bytes()[i + 1] == b' ')
-                });
-                if !plain_start_ok(s)
-                    || colon_ends
-                    || s.contains(['[', ']', '{', '}', '#', '"', '\''])
-                {
-                    return None;
-                }
-                (plain_scalar(s)?, &rest[end..])
-            }
-        };
-        items.push(item);
-        let after = after.trim_start_matches(' ');
-        if let Some(after) = after.strip_prefix(']') {
-            return Some((items, after));
-        }
-        rest = after.strip_prefix(',')?.trim_start_matches(' ');
-        if rest.starts_with([']', ',']) {
-            return None; // a trailing comma or an empty item
-        }
-    }
-}
-
-/// A quoted scalar closed on this line, from its opening quote: the string and the text after
-/// the closing quote.
-fn quoted(text: &str, quote: u8) -> Option<(String, &str)> {
+/// A quoted scalar closed on this line, from its opening quote: the string (borrowed when it
+/// has no escapes or doubled quotes) and the text after the closing quote.
+fn quoted(text: &str, quote: u8) -> Option<(Cow<'_, str>, &str)> {
     let body = &text[1..];
-    let mut out = String::new();
     if quote == b'\'' {
+        let i = body.find('\'')?;
+        if !body[i + 1..].starts_with('\'') {
+            return Some((Cow::Borrowed(&body[..i]), &body[i + 1..]));
+        }
+        let mut out = String::new();
         let mut rest = body;
         loop {
             let i = rest.find('\'')?;
@@ -370,14 +584,19 @@ fn quoted(text: &str, quote: u8) -> Option<(String, &str)> {
                 out.push('\'');
                 rest = &rest[i + 2..];
             } else {
-                return Some((out, &rest[i + 1..]));
+                return Some((Cow::Owned(out), &rest[i + 1..]));
             }
         }
     }
+    let stop = body.find(['"', '\\'])?;
+    if body.as_bytes()[stop] == b'"' {
+        return Some((Cow::Borrowed(&body[..stop]), &body[stop + 1..]));
+    }
+    let mut out = String::new();
     let mut chars = body.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
-            '"' => return Some((out, &body[i + 1..])),
+            '"' => return Some((Cow::Owned(out), &body[i + 1..])),
             '\\' => {
                 let (_, e) = chars.next()?;
                 match e {
@@ -402,11 +621,11 @@ fn quoted(text: &str, quote: u8) -> Option<(String, &str)> {
 }
 
 /// What serde-saphyr resolves a plain scalar to, when certain.
-fn plain_scalar(s: &str) -> Option<Value> {
+fn plain_scalar(s: &str) -> Option<Node<'_>> {
     match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
-        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
-        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
+        "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
         _ => {}
     }
     // YAML 1.1 booleans (resolved or not, depending on options), odd spellings of null, and
@@ -416,27 +635,33 @@ fn plain_scalar(s: &str) -> Option<Value> {
     ];
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
     let word = unsigned.strip_prefix('.').unwrap_or(unsigned);
-    if WORDS.iter().any(|w| word.eq_ignore_ascii_case(w)) {
+    if word.len() <= "infinity".len()
+        && word
+            .bytes()
+            .next()
+            .is_some_and(|b| b"ynotfiYNOTFI".contains(&b))
+        && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
+    {
         return None;
     }
     let first = s.as_bytes()[0];
     if first.is_ascii_alphabetic() || first == b'/' || !first.is_ascii() {
-        return Some(Value::String(s.to_owned()));
+        return Some(Node::Str(Cow::Borrowed(s)));
     }
     if let Some(n) = decimal_integer(s) {
-        return Some(Value::Number(n));
+        return Some(n);
     }
     // Text that no integer or float spelling can be: a character outside them, or two dots
     // (an IPv4 address).
     let numeric = |b: u8| b.is_ascii_hexdigit() || b"xXoObB_.+-".contains(&b);
     if !s.bytes().all(numeric) || s.bytes().filter(|&b| b == b'.').count() >= 2 {
-        return Some(Value::String(s.to_owned()));
+        return Some(Node::Str(Cow::Borrowed(s)));
     }
     None
 }
 
 /// `0`, or digits without a leading zero, optionally after `-`, within u64 (i64 when negative).
-fn decimal_integer(s: &str) -> Option<Number> {
+fn decimal_integer(s: &str) -> Option<Node<'_>> {
     let (negative, digits) = match s.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, s),
@@ -451,9 +676,9 @@ fn decimal_integer(s: &str) -> Option<Number> {
         if digits == "0" {
             return None;
         }
-        s.parse::<i64>().ok().map(Number::from)
+        s.parse::<i64>().ok().map(Node::NegInt)
     } else {
-        digits.parse::<u64>().ok().map(Number::from)
+        digits.parse::<u64>().ok().map(Node::PosInt)
     }
 }
 

@@ -58,12 +58,15 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
             return Ok(out);
         }
     }
-    // The YAML that Kubernetes manifests are written in takes a fast path that gives exactly
-    // serde-saphyr's value or declines (`fleetdns_core::yaml_subset`). What it declines, and a
-    // document whose objects are refused, go to serde-saphyr, whose errors name the line.
-    if let Some(out) = yaml_subset::parse_document(text).and_then(|value| objects_of(file, &value))
-    {
-        return Ok(out);
+    // The YAML that Kubernetes manifests are written in takes a fast path that reads exactly
+    // serde-saphyr's value or declines (`fleetdns_core::yaml_subset`), and the objects are
+    // read straight from its nodes, as from that value. What it declines, and a document whose
+    // objects are refused, go to serde-saphyr, whose errors name the line.
+    if let Some(doc) = yaml_subset::read_document(text) {
+        let mut out = Vec::new();
+        if push_read_object(&mut out, doc.root()).is_ok() {
+            return Ok(out);
+        }
     }
     // serde-saphyr's default budget (1024 documents, 250k nodes) protects against YAML bombs
     // but refuses an ordinary `kubectl get -o yaml` dump of a big cluster; keep the protection,
@@ -171,6 +174,60 @@ fn push_object(
             };
             for item in items {
                 push_object(out, item, err)?;
+            }
+        }
+        _ => {
+            tracing::debug!(api_version = %api, kind = %kind, "manifest object of a kind fleetdns does not read, skipped");
+        }
+    }
+    Ok(())
+}
+
+/// [`push_object`] on a document the YAML fast path read: the same objects from the same
+/// value, or `Err` where `push_object` fails (and for what the fast path does not mirror).
+fn push_read_object(
+    out: &mut Vec<Object>,
+    node: yaml_subset::NodeRef<'_>,
+) -> Result<(), yaml_subset::NotRead> {
+    use serde::de::Error as _;
+    if node.is_null() {
+        return Ok(());
+    }
+    if !node.is_mapping() {
+        return Err(yaml_subset::NotRead::custom("a document must be a mapping"));
+    }
+    let text = |key: &str| {
+        node.get(key)
+            .and_then(yaml_subset::NodeRef::as_str)
+            .unwrap_or_default()
+    };
+    let (api, kind) = (text("apiVersion"), text("kind"));
+    if api.is_empty() || kind.is_empty() {
+        return Err(yaml_subset::NotRead::custom("no apiVersion or kind"));
+    }
+    match (api, kind) {
+        ("v1", "Service") => out.push(Object::Service(yaml_subset::from_node(node)?)),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            out.push(Object::EndpointSlice(yaml_subset::from_node(node)?));
+        }
+        ("multicluster.x-k8s.io/v1alpha1" | "multicluster.x-k8s.io/v1beta1", "ServiceExport") => {
+            out.push(Object::ServiceExport(yaml_subset::from_node(node)?));
+        }
+        (
+            "networking.istio.io/v1"
+            | "networking.istio.io/v1beta1"
+            | "networking.istio.io/v1alpha3",
+            "ServiceEntry",
+        ) => out.push(Object::ServiceEntry(Box::new(yaml_subset::from_node(
+            node,
+        )?))),
+        (_, "List") => {
+            let items = node
+                .get("items")
+                .and_then(yaml_subset::NodeRef::items)
+                .ok_or_else(|| yaml_subset::NotRead::custom("List has no items array"))?;
+            for item in items {
+                push_read_object(out, item)?;
             }
         }
         _ => {
@@ -978,6 +1035,97 @@ mod tests {
         assert!(err.reason.contains("mapping"), "{err}");
         let err = parse_manifest(Path::new("x.yaml"), "kind: Service\n").unwrap_err();
         assert!(err.reason.contains("apiVersion"), "{err}");
+    }
+
+    /// The objects read from the YAML fast path's nodes are those read from its
+    /// `serde_json::Value` (what the source did before) and from serde-saphyr's, and a
+    /// document whose objects the nodes refuse is refused from the value too.
+    #[test]
+    fn objects_read_from_the_fast_path_nodes_are_those_read_from_the_value() {
+        let head = "apiVersion: v1\nkind: Service\n";
+        let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n";
+        let documents = [
+            format!("{head}metadata:\n  name: web\n  namespace: demo\nspec:\n  clusterIP: 10.0.0.1\n  ports:\n  - port: 80\n    name: http\n"),
+            format!("{head}'metadata':\n  \"name\": 'web'\n  \"namespace\": \"d\\u00e9mo\"\n"),
+            format!("{head}metadata:\n  name: '8080'\n  namespace: \"1\"\n"),
+            format!("{head}metadata:\n  name: 8080\n"),
+            format!("{head}metadata:\n  name: true\n"),
+            format!("{head}metadata:\n  name:\n  namespace: ~\n  labels: {{}}\nspec:\n  clusterIPs: []\n  ports: []\n"),
+            format!("{head}metadata:\n  labels:\nspec:\n"),
+            format!("{head}metadata:\n  name: a\n  name: b\n"),
+            format!("{head}metadata:\n  name: a\n  uid: x\n  managedFields:\n  - manager: kubectl\n    time: 2024-01-01T00:00:00Z\nunknown: [1, 2]\n"),
+            format!("{head}spec:\n  ports:\n  - name: http\n"),
+            format!("{head}spec:\n  ports:\n  - port: '80'\n"),
+            format!("{head}spec:\n  ports:\n  - port: -80\n  - port: 18446744073709551615\n"),
+            format!("{head}spec:\n  ports: {{}}\n"),
+            format!("{head}spec:\n  clusterIPs: 10.0.0.1\n"),
+            format!("{head}spec:\n  clusterIPs: [10.0.0.1, 1]\n"),
+            format!("{head}spec:\n  publishNotReadyAddresses: 'true'\n"),
+            format!("{head}spec:\n  publishNotReadyAddresses: false\n"),
+            format!("{head}metadata:\n  labels:\n    a: 1\n"),
+            format!("{head}metadata:\n  labels:\n    a: null\n"),
+            format!("{head}metadata:\n  labels:\n    b: x\n    a: y\n    '1': z\n"),
+            format!("{head}metadata: []\n"),
+            format!("{head}metadata:\n- name: a\n"),
+            format!("{head}status:\n  loadBalancer:\n    ingress:\n    - ip: 192.0.2.1\n    - hostname: lb.example.com\n"),
+            format!("{slice}metadata:\n  name: web-x\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nendpoints:\n- addresses: [10.1.0.1]\n  conditions:\n    ready: true\n- addresses:\n  - 10.1.0.2\n  hostname: pod-1\n  zone: z\n"),
+            format!("{slice}addressType:\nendpoints:\n- conditions:\n    ready: 'yes'\n"),
+            format!("{slice}endpoints:\n-\n- addresses: []\n"),
+            "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata:\n  name: web\n  namespace: demo\n  creationTimestamp: \"2024-01-01T00:00:00Z\"\n".to_owned(),
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: e\nspec:\n  hosts: [a.example.com]\n  addresses: ['240.0.0.1']\n  ports:\n  - number: 80\n    protocol: HTTP\n  exportTo: ['*']\nstatus:\n  addresses:\n  - value: 240.240.0.1\n    host: a.example.com\n".to_owned(),
+            "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nspec:\n  exportTo:\n  ports:\n  - number: x\n".to_owned(),
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata:\n    name: a\n-\n- apiVersion: apps/v1\n  kind: Deployment\n".to_owned(),
+            "apiVersion: v1\nkind: List\nitems: {}\n".to_owned(),
+            "apiVersion: v1\nkind: List\n".to_owned(),
+            "apiVersion: v1\nkind: List\nitems:\n- just a string\n".to_owned(),
+            "apiVersion: apps/v1\nkind: Deployment\nspec:\n  replicas: 3\n".to_owned(),
+            "kind: Service\n".to_owned(),
+            "apiVersion: 1\nkind: Service\n".to_owned(),
+            "apiVersion: v1\nkind: ''\n".to_owned(),
+            "- a\n- b\n".to_owned(),
+            "---\n# nothing\n".to_owned(),
+        ];
+        let path = Path::new("m.yaml");
+        let debug = |objects: Vec<Object>| format!("{objects:?}");
+        let mut read_by_nodes = 0;
+        for text in &documents {
+            let from_saphyr = serde_saphyr::from_multiple::<serde_saphyr::Spanned<Value>>(text)
+                .ok()
+                .and_then(|docs| {
+                    let mut out = Vec::new();
+                    let fine = docs.iter().all(|d| {
+                        push_object(&mut out, &d.value, &|reason| ManifestError {
+                            file: path.to_owned(),
+                            line: 0,
+                            reason,
+                        })
+                        .is_ok()
+                    });
+                    fine.then(|| debug(out))
+                });
+            let Some(doc) = yaml_subset::read_document(text) else {
+                continue;
+            };
+            let from_value = yaml_subset::parse_document(text)
+                .and_then(|value| objects_of(path, &value))
+                .map(debug);
+            let mut out = Vec::new();
+            let from_nodes = push_read_object(&mut out, doc.root())
+                .is_ok()
+                .then(|| debug(out));
+            assert_eq!(from_nodes, from_value, "{text}");
+            if from_nodes.is_some() {
+                read_by_nodes += 1;
+                assert_eq!(from_nodes, from_saphyr, "{text}");
+            }
+            let whole = parse_manifest(path, text).map(debug).ok();
+            assert_eq!(whole, from_saphyr, "{text}");
+        }
+        assert!(
+            read_by_nodes >= 10,
+            "{read_by_nodes} of {}",
+            documents.len()
+        );
     }
 
     #[test]
