@@ -9,7 +9,7 @@
 //!      | directory | set*
 //! directory: per set, rtype u16 | where the set starts in the entry (uint)
 //! set: selection u8 | count, extra_count, wire_len, extra_len (uint each) | [ttl u32]
-//!      | [extra_type u16 | extra_ttl u32]
+//!      | [extra_type u16 | extra_ttl u32] | [rdlength u16]
 //!      | starts (count × uint) | extra_starts (extra_count × uint) | wire | extra
 //! ```
 //!
@@ -21,9 +21,11 @@
 //! A *bare* set (bit 7 of `selection`, with `ttl`) stores only each record's RDATA in `wire`:
 //! its records all belong to the question name, are of the set's type and class IN and share
 //! one TTL, so the 12 bytes before each RDATA (owner pointer, type, class, TTL, RDLENGTH) are
-//! written when answering. Every set is bare but the SOA (its serial is rewritten in place) and
-//! a set whose records differ in TTL. Likewise additional records of one type and TTL (bit 6,
+//! written when answering. Every set of up to four records is bare but the SOA (its serial is
+//! rewritten in place) and a set whose records differ in TTL. Likewise additional records of one type and TTL (bit 6,
 //! with `extra_type` and `extra_ttl`) keep only their owner (a compression pointer) and RDATA.
+//! A bare set whose records' RDATA are all as long (addresses, most SRV records; bit 5, with
+//! `rdlength`) stores no `starts`: record `i` is the `i`th slice of that length.
 //!
 //! A query finds its type in the directory and reads that set alone.
 
@@ -62,12 +64,20 @@ const WIDE: u8 = 0x80;
 const BARE: u8 = 0x80;
 /// Bit of a set's `selection` byte that marks bare additional records.
 const BARE_EXTRA: u8 = 0x40;
+/// Most records a bare set holds. Larger sets (a headless service's endpoints: few names, so
+/// little to save) are stored whole and answered with one copy instead of a head per record.
+const MAX_BARE_RECORDS: usize = 4;
+/// Bit of a bare set's `selection` byte that marks RDATA of one length, without `starts`.
+const FIXED: u8 = 0x20;
 /// What a bare set does not store of each record: owner pointer, type, class, TTL, RDLENGTH.
 const RECORD_HEAD: usize = 12;
 /// What a bare additional record does not store: type, class, TTL, RDLENGTH.
 const EXTRA_HEAD: usize = 10;
 /// The type and TTL of bare additional records.
 type ExtraHead = (u16, u32);
+/// How a set is stored: the TTL of bare records, the type and TTL of bare additional records,
+/// the one RDATA length of fixed-length bare records.
+type Bareness = (Option<u32>, Option<ExtraHead>, Option<usize>);
 /// The owner of every answer record: a pointer to the question name.
 const QUESTION: [u8; 2] = [0xc0, 12];
 const CLASS_IN: [u8; 2] = [0, 1];
@@ -157,13 +167,15 @@ fn header_len(set: &[u8], width: Width) -> usize {
     width.set_header()
         + if set[0] & BARE != 0 { 4 } else { 0 }
         + if set[0] & BARE_EXTRA != 0 { 6 } else { 0 }
+        + if set[0] & FIXED != 0 { 2 } else { 0 }
 }
 
 fn set_len(set: &[u8], width: Width) -> usize {
     let count = width.at(set, 1);
     let extra_count = width.at(set, 1 + width.0);
+    let starts = if set[0] & FIXED != 0 { 0 } else { count };
     header_len(set, width)
-        + width.0 * (count + extra_count)
+        + width.0 * (starts + extra_count)
         + width.at(set, 1 + 2 * width.0)
         + width.at(set, 1 + 3 * width.0)
 }
@@ -192,7 +204,7 @@ impl SetData {
 
     /// The TTL every record shares when the set can be stored bare (see the module doc).
     fn bare_ttl(&self) -> Option<u32> {
-        if self.rtype == SOA {
+        if self.rtype == SOA || self.starts.len() > MAX_BARE_RECORDS {
             return None;
         }
         let mut ttl = None;
@@ -244,8 +256,22 @@ impl SetData {
         shared
     }
 
+    /// The one length of every record's RDATA, if they are all as long (and there are any).
+    fn fixed_rdlength(&self) -> Option<usize> {
+        let first = self
+            .starts
+            .len()
+            .checked_sub(1)
+            .map(|_| self.record(0).len())?;
+        (1..self.starts.len())
+            .all(|i| self.record(i).len() == first)
+            .then(|| first.checked_sub(RECORD_HEAD))
+            .flatten()
+            .filter(|&l| l > 0 && l <= usize::from(u16::MAX))
+    }
+
     /// Bytes of the set's encoding in `width`, with its directory row.
-    fn encoded_len(&self, width: Width, bare: bool, bare_extra: bool) -> usize {
+    fn encoded_len(&self, width: Width, bare: bool, bare_extra: bool, fixed: bool) -> usize {
         let (wire, ttl) = if bare {
             (self.wire.len() - RECORD_HEAD * self.starts.len(), 4)
         } else {
@@ -256,11 +282,17 @@ impl SetData {
         } else {
             (self.extra.len(), 0)
         };
+        let (starts, fixed) = if fixed {
+            (0, 2)
+        } else {
+            (self.starts.len(), 0)
+        };
         width.directory_row()
             + width.set_header()
             + ttl
             + extra_head
-            + width.0 * (self.starts.len() + self.extra_starts.len())
+            + fixed
+            + width.0 * (starts + self.extra_starts.len())
             + wire
             + extra
     }
@@ -274,15 +306,21 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
     let start = out.len();
     let fixed = 1 + name.len() + 3;
     // Per set: the TTL of bare records, the type and TTL of bare additional records.
-    let bare: Vec<(Option<u32>, Option<ExtraHead>)> = sets
+    let bare: Vec<Bareness> = sets
         .iter()
-        .map(|s| (s.bare_ttl(), s.bare_extra()))
+        .map(|s| {
+            let ttl = s.bare_ttl();
+            let rdlength = ttl.and_then(|_| s.fixed_rdlength());
+            (ttl, s.bare_extra(), rdlength)
+        })
         .collect();
     let narrow = fixed
         + sets
             .iter()
             .zip(&bare)
-            .map(|(s, (b, e))| s.encoded_len(Width::NARROW, b.is_some(), e.is_some()))
+            .map(|(s, (b, e, f))| {
+                s.encoded_len(Width::NARROW, b.is_some(), e.is_some(), f.is_some())
+            })
             .sum::<usize>();
     let width = if narrow <= u16::MAX as usize {
         Width::NARROW
@@ -296,7 +334,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
     out.push(sets.len().min(MAX_SETS) as u8 | flag);
     let dir = out.len();
     out.resize(dir + sets.len() * width.directory_row(), 0);
-    for (i, (s, (bare, bare_extra))) in sets.iter().zip(bare).enumerate() {
+    for (i, (s, (bare, bare_extra, rdlength))) in sets.iter().zip(bare).enumerate() {
         let row = dir + i * width.directory_row();
         let at = out.len() - start;
         out[row..row + 2].copy_from_slice(&s.rtype.to_le_bytes());
@@ -312,7 +350,8 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
         out.push(
             s.selection.code()
                 | if bare.is_some() { BARE } else { 0 }
-                | if bare_extra.is_some() { BARE_EXTRA } else { 0 },
+                | if bare_extra.is_some() { BARE_EXTRA } else { 0 }
+                | if rdlength.is_some() { FIXED } else { 0 },
         );
         for v in [s.starts.len(), s.extra_starts.len(), wire_len, extra_len] {
             width.put(out, v);
@@ -324,8 +363,12 @@ pub(crate) fn encode(out: &mut Vec<u8>, name: &[u8], zone: u16, apex_len: usize,
             out.extend_from_slice(&rtype.to_le_bytes());
             out.extend_from_slice(&ttl.to_le_bytes());
         }
-        for (i, v) in s.starts.iter().enumerate() {
-            width.put(out, *v as usize - head * i);
+        if let Some(rdlength) = rdlength {
+            out.extend_from_slice(&(rdlength as u16).to_le_bytes());
+        } else {
+            for (i, v) in s.starts.iter().enumerate() {
+                width.put(out, *v as usize - head * i);
+            }
         }
         for (i, v) in s.extra_starts.iter().enumerate() {
             width.put(out, *v as usize - extra_head * i);
@@ -446,6 +489,9 @@ pub struct RrSet<'a> {
     bare_ttl: Option<u32>,
     /// The type and TTL of bare additional records, stored as owner pointer and RDATA.
     bare_extra: Option<ExtraHead>,
+    count: usize,
+    /// The one RDATA length of a fixed-length bare set (which has no `starts`), else 0.
+    rdlength: usize,
     starts: &'a [u8],
     extra_starts: &'a [u8],
     /// Every record preceded by its owner, which is always the question name, written as a
@@ -459,25 +505,43 @@ pub struct RrSet<'a> {
 
 impl<'a> RrSet<'a> {
     fn new(rtype: u16, set: &'a [u8], width: Width) -> Self {
-        let count = width.at(set, 1);
-        let extra_count = width.at(set, 1 + width.0);
-        let wire_len = width.at(set, 1 + 2 * width.0);
-        let extra_len = width.at(set, 1 + 3 * width.0);
-        let bare_ttl = (set[0] & BARE != 0).then(|| u32_at(set, width.set_header()));
-        let bare_extra = (set[0] & BARE_EXTRA != 0).then(|| {
-            let at = width.set_header() + if bare_ttl.is_some() { 4 } else { 0 };
-            (u16_at(set, at), u32_at(set, at + 2))
+        let flags = set[0];
+        // The four `uint`s, read in the entry's width once.
+        let (count, extra_count, wire_len, extra_len, mut at) = if width == Width::NARROW {
+            let h: [u8; 9] = set[..9].try_into().expect("a narrow set header");
+            let u = |i: usize| usize::from(u16::from_le_bytes([h[i], h[i + 1]]));
+            (u(1), u(3), u(5), u(7), 9)
+        } else {
+            let h: [u8; 17] = set[..17].try_into().expect("a wide set header");
+            let u = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as usize;
+            (u(1), u(5), u(9), u(13), 17)
+        };
+        let bare_ttl = (flags & BARE != 0).then(|| {
+            at += 4;
+            u32_at(set, at - 4)
         });
-        let rest = &set[header_len(set, width)..];
-        let (starts, rest) = rest.split_at(width.0 * count);
+        let bare_extra = (flags & BARE_EXTRA != 0).then(|| {
+            at += 6;
+            (u16_at(set, at - 6), u32_at(set, at - 4))
+        });
+        let rdlength = if flags & FIXED != 0 {
+            at += 2;
+            usize::from(u16_at(set, at - 2))
+        } else {
+            0
+        };
+        let rest = &set[at..];
+        let (starts, rest) = rest.split_at(if rdlength > 0 { 0 } else { width.0 * count });
         let (extra_starts, rest) = rest.split_at(width.0 * extra_count);
         let (wire, rest) = rest.split_at(wire_len);
         Self {
             rtype,
-            selection: Selection::from_code(set[0] & !(BARE | BARE_EXTRA)),
+            selection: Selection::from_code(flags & !(BARE | BARE_EXTRA | FIXED)),
             width,
             bare_ttl,
             bare_extra,
+            count,
+            rdlength,
             starts,
             extra_starts,
             wire,
@@ -487,20 +551,28 @@ impl<'a> RrSet<'a> {
 
     /// Records in the set.
     pub fn len(&self) -> usize {
-        self.starts.len() / self.width.0
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.count == 0
     }
 
     /// Where record `i` starts in [`RrSet::wire`].
     pub fn start(&self, i: usize) -> usize {
+        if self.rdlength > 0 {
+            return i * self.rdlength;
+        }
         self.width.at(self.starts, self.width.0 * i)
     }
 
     /// Record `i` as stored: whole, or its RDATA in a bare set.
+    #[inline]
     fn stored(&self, i: usize) -> &'a [u8] {
+        if self.rdlength > 0 {
+            let at = i * self.rdlength;
+            return &self.wire[at..at + self.rdlength];
+        }
         part(self.wire, self.starts, i, self.width)
     }
 
@@ -542,17 +614,25 @@ impl<'a> RrSet<'a> {
 
     /// Appends every record, from record `first` round to the one before it.
     pub fn write_all(&self, first: usize, out: &mut Vec<u8>) {
-        if self.bare_ttl.is_none() {
+        let Some(ttl) = self.bare_ttl else {
             // One copy, or two when it starts in the middle.
             let cut = self.start(first);
             out.extend_from_slice(&self.wire[cut..]);
             out.extend_from_slice(&self.wire[..cut]);
             return;
-        }
+        };
+        // The heads differ only in RDLENGTH.
+        let mut head = [0; RECORD_HEAD];
+        head[..2].copy_from_slice(&QUESTION);
+        head[2..4].copy_from_slice(&self.rtype.to_be_bytes());
+        head[4..6].copy_from_slice(&CLASS_IN);
+        head[6..10].copy_from_slice(&ttl.to_be_bytes());
         out.reserve(self.answer_len());
         let n = self.len();
         for i in (first..n).chain(0..first.min(n)) {
-            self.write_record(i, out);
+            let rdata = self.stored(i);
+            head[10..].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+            put_record(out, &head, rdata);
         }
     }
 
@@ -621,13 +701,20 @@ impl<'a> RrSet<'a> {
 
     /// Appends every additional record.
     pub fn write_extras(&self, out: &mut Vec<u8>) {
-        if self.bare_extra.is_none() {
+        let Some((rtype, ttl)) = self.bare_extra else {
             out.extend_from_slice(self.extra);
             return;
-        }
+        };
+        let mut head = [0; RECORD_HEAD];
+        head[2..4].copy_from_slice(&rtype.to_be_bytes());
+        head[4..6].copy_from_slice(&CLASS_IN);
+        head[6..10].copy_from_slice(&ttl.to_be_bytes());
         out.reserve(self.extras_len());
         for i in 0..self.extra_len() {
-            self.write_extra(i, out);
+            let (owner, rdata) = self.stored_extra(i).split_at(2);
+            head[..2].copy_from_slice(owner);
+            head[10..].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+            put_record(out, &head, rdata);
         }
     }
 
@@ -636,6 +723,20 @@ impl<'a> RrSet<'a> {
         let mut out = Vec::with_capacity(self.extra_record_len(i));
         self.write_extra(i, &mut out);
         out
+    }
+}
+
+/// Appends a record's head and RDATA. Addresses (4 and 16 bytes) are copied as arrays of
+/// their size: no call per record.
+#[inline]
+fn put_record(out: &mut Vec<u8>, head: &[u8; RECORD_HEAD], rdata: &[u8]) {
+    out.extend_from_slice(head);
+    match <[u8; 4]>::try_from(rdata) {
+        Ok(v4) => out.extend_from_slice(&v4),
+        Err(_) => match <[u8; 16]>::try_from(rdata) {
+            Ok(v6) => out.extend_from_slice(&v6),
+            Err(_) => out.extend_from_slice(rdata),
+        },
     }
 }
 
@@ -785,6 +886,7 @@ mod tests {
         );
         let a = Node::new(&out).rrset(1).unwrap();
         assert_eq!(a.len(), 3);
+        assert_eq!(a.rdlength, 4, "addresses: one RDATA length, no starts");
         assert_eq!(a.answer_len(), 3 * 16);
         for (i, r) in records.iter().enumerate() {
             assert_eq!((a.record(i), a.record_len(i)), (r.clone(), 16));
@@ -807,6 +909,21 @@ mod tests {
         a.write_extras(&mut extras);
         assert_eq!(extras, [extra.clone(), other_extra].concat());
         assert_eq!(a.extras_len(), extras.len());
+
+        // RDATA of two lengths: bare, with their starts.
+        let texts = [record(16, 5, b"\x02ab"), record(16, 5, b"\x04abcd")];
+        let refs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+        let mut out = Vec::new();
+        encode(&mut out, b"\x01a\x00", 0, 1, &[set(16, &refs, &[])]);
+        let t = Node::new(&out).rrset(16).unwrap();
+        assert_eq!((t.bare_ttl, t.rdlength), (Some(5), 0));
+        assert_eq!(
+            (t.record(0), t.record(1)),
+            (texts[0].clone(), texts[1].clone())
+        );
+        let mut answered = Vec::new();
+        t.write_all(1, &mut answered);
+        assert_eq!(answered, [texts[1].clone(), texts[0].clone()].concat());
 
         let mixed = [record(1, 5, &[10, 0, 0, 1]), record(1, 6, &[10, 0, 0, 2])];
         let refs: Vec<&[u8]> = mixed.iter().map(Vec::as_slice).collect();

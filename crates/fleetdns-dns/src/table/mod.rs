@@ -161,15 +161,15 @@ fn index_of<T: Offset>(arena: &[u8], offsets: &[usize], zones: &[Zone]) -> HashT
 }
 
 /// Whether `entry` is the entry of `name`: its labels, then its zone's apex.
+#[inline]
 fn is_entry_of(entry: &[u8], name: &[u8], zones: &[Zone]) -> bool {
     let relative = entry_name(entry);
-    name.split_at_checked(relative.len())
-        .is_some_and(|(head, apex)| {
-            head == relative
-                && zones
-                    .get(entry_zone(entry) as usize)
-                    .is_some_and(|z| *z.apex == *apex)
-        })
+    let Some(zone) = zones.get(entry_zone(entry) as usize) else {
+        return false;
+    };
+    name.len() == relative.len() + zone.apex.len()
+        && name[..relative.len()] == *relative
+        && name[relative.len()..] == *zone.apex
 }
 
 /// The whole name of `entry` (its labels and its zone's apex), written into `buf`.
