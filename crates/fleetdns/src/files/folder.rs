@@ -287,8 +287,8 @@ fn index_file(
 
 /// What a folder's translation found.
 pub(super) struct Translation {
-    /// The cluster's whole export set.
-    pub(super) exports: ExportSet,
+    /// The cluster's whole export set (the map the folder keeps: publishing shares it).
+    pub(super) exports: Arc<ExportSet>,
     /// How many exports were added, removed or changed by this translation.
     pub(super) changed: usize,
     /// The cluster's ServiceEntries, when a file's entries changed since they were last
