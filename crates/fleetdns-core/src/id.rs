@@ -71,14 +71,13 @@ impl std::str::FromStr for ClusterId {
 }
 
 /// `<namespace>/<name>` of a service; both parts are RFC 1123 labels (namespace sameness, MCS-25).
-/// One shared string, so the many maps keyed by service clone keys without copying them.
-/// Ordered by namespace, then name.
+/// One shared string, so the many maps keyed by service clone keys without copying them, and
+/// nothing beside it (a key is in every export and in several maps of every service): the
+/// parts are found at the `/`, which no label holds. Ordered by namespace, then name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
     /// `<namespace>/<name>`.
     joined: Arc<str>,
-    /// Where the name starts (after the `/`).
-    name_at: u8,
 }
 
 impl ServiceKey {
@@ -87,17 +86,21 @@ impl ServiceKey {
         check_label("service name", name)?;
         Ok(Self {
             joined: format!("{namespace}/{name}").into(),
-            // A label is at most 63 bytes.
-            name_at: (namespace.len() + 1) as u8,
         })
     }
 
+    /// The namespace and the name.
+    fn parts(&self) -> (&str, &str) {
+        // Both parts are checked labels, so the one `/` is the one between them.
+        self.joined.split_once('/').unwrap_or((&self.joined, ""))
+    }
+
     pub fn namespace(&self) -> &str {
-        &self.joined[..self.name_at as usize - 1]
+        self.parts().0
     }
 
     pub fn name(&self) -> &str {
-        &self.joined[self.name_at as usize..]
+        self.parts().1
     }
 }
 
@@ -108,7 +111,7 @@ impl Ord for ServiceKey {
         if Arc::ptr_eq(&self.joined, &other.joined) {
             return std::cmp::Ordering::Equal;
         }
-        (self.namespace(), self.name()).cmp(&(other.namespace(), other.name()))
+        self.parts().cmp(&other.parts())
     }
 }
 

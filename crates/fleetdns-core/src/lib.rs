@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod model;
 pub mod registry;
 pub mod service_entry;
+pub mod shared;
 pub mod tap;
 pub mod time;
 pub mod translate;
@@ -25,7 +26,10 @@ pub use id::{ClusterId, IdError, ServiceKey};
 pub use merge::{
     Conflict, ConflictKind, Merged, MergedService, merge_fleet, merge_key, merge_service,
 };
-pub use model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
+pub use model::{
+    Endpoint, Export, ExportSet, IpList, Port, Ports, Protocol, ServiceType, shared_ports,
+    shared_zone,
+};
 pub use registry::{
     ClusterView, FleetSnapshot, MemoryRegistry, Registry, RegistryError, SnapshotReceiver,
 };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::model::{Export, Port, ServiceType};
+use crate::model::{Export, Port, Ports, ServiceType, shared_ports};
 use crate::{ClusterId, FleetSnapshot, ServiceKey};
 
 /// The mcs-api conflict kinds fleetdns detects.
@@ -43,18 +43,20 @@ pub struct Conflict {
     pub message: String,
 }
 
-/// The merged clusterset view of one service.
+/// The merged clusterset view of one service. Its lists are boxed slices: one lives for each
+/// service of the fleet, and none grows once merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergedService {
     pub key: ServiceKey,
     pub service_type: ServiceType,
-    /// Union of the members' ports, oldest first, without duplicate names or (protocol, port).
-    pub ports: Vec<Port>,
+    /// Union of the members' ports, oldest first, without duplicate names or (protocol, port);
+    /// shared with the exports (and other services) that have the same list.
+    pub ports: Ports,
     /// Exports that take part in answers, oldest first.
-    pub members: Vec<Arc<Export>>,
+    pub members: Box<[Arc<Export>]>,
     /// Exports left out because their type conflicts with the oldest export's (MCS-22).
-    pub excluded: Vec<Arc<Export>>,
-    pub conflicts: Vec<Conflict>,
+    pub excluded: Box<[Arc<Export>]>,
+    pub conflicts: Box<[Conflict]>,
 }
 
 impl MergedService {
@@ -121,11 +123,11 @@ pub fn merge_service(mut exports: Vec<Arc<Export>>) -> Option<MergedService> {
 
     let families = |e: &Export| -> (bool, bool) {
         let ips: Vec<IpAddr> = if e.service_type == ServiceType::ClusterSetIp {
-            e.cluster_ips.clone()
+            e.cluster_ips.to_vec()
         } else {
             e.endpoints
                 .iter()
-                .flat_map(|ep| ep.addresses.clone())
+                .flat_map(|ep| ep.addresses.iter().copied())
                 .collect()
         };
         (
@@ -161,17 +163,17 @@ pub fn merge_service(mut exports: Vec<Arc<Export>>) -> Option<MergedService> {
         key: oldest.key.clone(),
         service_type: oldest.service_type,
         ports,
-        members,
-        excluded,
-        conflicts,
+        members: members.into(),
+        excluded: excluded.into(),
+        conflicts: conflicts.into(),
     })
 }
 
 /// MCS-21: union keyed first by name, then by (protocol, port); the oldest export wins a clash.
-fn merge_ports(members: &[Arc<Export>]) -> Vec<Port> {
+fn merge_ports(members: &[Arc<Export>]) -> Ports {
     let mut merged: Vec<Port> = Vec::new();
     for export in members {
-        for p in &export.ports {
+        for p in export.ports.iter() {
             let name_clash = merged.iter().any(|m| m.name.is_some() && m.name == p.name);
             let number_clash = merged
                 .iter()
@@ -181,9 +183,7 @@ fn merge_ports(members: &[Arc<Export>]) -> Vec<Port> {
             }
         }
     }
-    // Kept as long as the service: without the spare room pushes leave.
-    merged.shrink_to_fit();
-    merged
+    shared_ports(&merged)
 }
 
 fn same_port_set(ports: &[Port], merged: &[Port]) -> bool {
@@ -271,18 +271,19 @@ mod tests {
             key: ServiceKey::new("default", "web").unwrap(),
             cluster: ClusterId::new(cluster).unwrap(),
             service_type: ty,
-            ports,
+            ports: ports.into(),
             cluster_ips: if ty == ServiceType::ClusterSetIp {
-                vec![ip.parse().unwrap()]
+                vec![ip.parse().unwrap()].into()
             } else {
-                vec![]
+                vec![].into()
             },
             endpoints: vec![Endpoint {
-                addresses: vec![ip.parse().unwrap()],
+                addresses: vec![ip.parse().unwrap()].into(),
                 hostname: None,
                 ready: true,
                 zone: None,
-            }],
+            }]
+            .into(),
             created: Timestamp(created),
         })
     }

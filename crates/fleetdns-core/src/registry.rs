@@ -67,11 +67,12 @@ impl FleetSnapshot {
 
 /// The fleet's shared state, as seen by sources (writers) and DNS servers (readers).
 pub trait Registry: Send + Sync + 'static {
-    /// Replaces `cluster`'s complete export set and marks the cluster alive.
+    /// Replaces `cluster`'s complete export set and marks the cluster alive. The set is
+    /// shared: a source keeps the one it published, and the registry holds the same map.
     fn publish<'a>(
         &'a self,
         cluster: &'a ClusterId,
-        exports: ExportSet,
+        exports: Arc<ExportSet>,
     ) -> BoxFuture<'a, Result<(), RegistryError>>;
 
     /// Replaces `cluster`'s complete set of Istio ServiceEntries (the exports stay as they are).
@@ -344,7 +345,7 @@ impl Registry for MemoryRegistry {
     fn publish<'a>(
         &'a self,
         cluster: &'a ClusterId,
-        exports: ExportSet,
+        exports: Arc<ExportSet>,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             let mut state = self.lock();
@@ -356,7 +357,7 @@ impl Registry for MemoryRegistry {
                 .unwrap_or_default();
             let view = ClusterView {
                 alive: true,
-                exports: Arc::new(exports),
+                exports,
                 published: Timestamp::now(),
                 service_entries,
             };
@@ -451,9 +452,9 @@ mod tests {
                     key: key.clone(),
                     cluster: cluster.clone(),
                     service_type: ServiceType::ClusterSetIp,
-                    ports: vec![],
-                    cluster_ips: vec!["10.0.0.1".parse().unwrap()],
-                    endpoints: vec![],
+                    ports: vec![].into(),
+                    cluster_ips: vec!["10.0.0.1".parse().unwrap()].into(),
+                    endpoints: vec![].into(),
                     created: Timestamp(1),
                 };
                 (key, Arc::new(export))
@@ -466,8 +467,12 @@ mod tests {
         let reg = MemoryRegistry::new(Duration::from_secs(15));
         let mut rx = reg.subscribe();
         let a = ClusterId::new("a").unwrap();
-        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
-        reg.publish(&a, set(&a, &["web"])).await.unwrap();
+        reg.publish(&a, std::sync::Arc::new(set(&a, &["web", "db"])))
+            .await
+            .unwrap();
+        reg.publish(&a, std::sync::Arc::new(set(&a, &["web"])))
+            .await
+            .unwrap();
         rx.changed().await.unwrap();
         let snap = rx.borrow().clone().unwrap();
         assert_eq!(
@@ -492,8 +497,12 @@ mod tests {
         let reg = MemoryRegistry::new(Duration::from_secs(15));
         let a = ClusterId::new("a").unwrap();
         let b = ClusterId::new("b").unwrap();
-        reg.publish(&a, set(&a, &["web"])).await.unwrap();
-        reg.publish(&b, set(&b, &["web"])).await.unwrap();
+        reg.publish(&a, std::sync::Arc::new(set(&a, &["web"])))
+            .await
+            .unwrap();
+        reg.publish(&b, std::sync::Arc::new(set(&b, &["web"])))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
         reg.heartbeat(&b).await.unwrap();
         assert_eq!(reg.expire(Instant::now()), 0);
@@ -528,7 +537,9 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(reg.expire(Instant::now()), 0);
-        reg.publish(&a, set(&a, &["web"])).await.unwrap();
+        reg.publish(&a, std::sync::Arc::new(set(&a, &["web"])))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(14)).await;
         assert_eq!(reg.expire(Instant::now()), 0);
         assert!(reg.subscribe().borrow().as_ref().unwrap().clusters[&a].alive);
@@ -549,8 +560,12 @@ mod tests {
             MemoryRegistry::new(Duration::from_secs(15)).with_vips(range, Duration::from_secs(60));
         let a = ClusterId::new("a").unwrap();
         let b = ClusterId::new("b").unwrap();
-        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
-        reg.publish(&b, set(&b, &["web"])).await.unwrap();
+        reg.publish(&a, std::sync::Arc::new(set(&a, &["web", "db"])))
+            .await
+            .unwrap();
+        reg.publish(&b, std::sync::Arc::new(set(&b, &["web"])))
+            .await
+            .unwrap();
         let vips = |reg: &MemoryRegistry| reg.subscribe().borrow().as_ref().unwrap().vips.clone();
         let first = vips(&reg);
         assert_eq!(first.len(), 2);
@@ -561,7 +576,9 @@ mod tests {
         }));
         // web leaves a, db leaves entirely: web keeps its VIP (b exports it), db keeps its
         // VIP through the grace period, then loses it.
-        reg.publish(&a, ExportSet::new()).await.unwrap();
+        reg.publish(&a, std::sync::Arc::new(ExportSet::new()))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(30)).await;
         reg.heartbeat(&a).await.unwrap();
         reg.heartbeat(&b).await.unwrap();
@@ -668,7 +685,9 @@ mod tests {
             .with_vips("240.240.0.0/16".parse().unwrap(), Duration::from_secs(60))
             .with_vips_v6("2001:2::/48".parse().unwrap());
         let a = ClusterId::new("a").unwrap();
-        reg.publish(&a, set(&a, &["web", "db"])).await.unwrap();
+        reg.publish(&a, std::sync::Arc::new(set(&a, &["web", "db"])))
+            .await
+            .unwrap();
         let snap = reg.subscribe().borrow().clone().unwrap();
         assert_eq!(snap.vips.len(), 2);
         assert_eq!(snap.vips_v6.len(), 2);

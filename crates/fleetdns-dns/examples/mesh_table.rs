@@ -36,9 +36,10 @@ fn fleet(entries: usize, wildcards: usize) -> FleetSnapshot {
                     key: key.clone(),
                     cluster: id.clone(),
                     service_type: ServiceType::ClusterSetIp,
-                    ports: vec![],
-                    cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, c, (i >> 8) as u8, i as u8))],
-                    endpoints: vec![],
+                    ports: vec![].into(),
+                    cluster_ips: vec![IpAddr::V4(Ipv4Addr::new(10, c, (i >> 8) as u8, i as u8))]
+                        .into(),
+                    endpoints: vec![].into(),
                     created: Timestamp(1),
                 };
                 (key, Arc::new(e))

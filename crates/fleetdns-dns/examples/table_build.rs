@@ -65,13 +65,13 @@ fn export(c: usize, i: usize, endpoints: usize, created: i64, cluster: &ClusterI
             })
             .collect(),
         cluster_ips: if headless {
-            Vec::new()
+            Vec::new().into()
         } else {
-            vec![ip(c, 96, i + 1)]
+            vec![ip(c, 96, i + 1)].into()
         },
         endpoints: (0..endpoints)
             .map(|e| Endpoint {
-                addresses: vec![ip(c, 16, (i * endpoints + e) % 65_000 + 1)],
+                addresses: vec![ip(c, 16, (i * endpoints + e) % 65_000 + 1)].into(),
                 hostname: Some(format!("pod-{e}").into()),
                 ready: true,
                 zone: None,

@@ -95,15 +95,16 @@ fn export(cluster: &ClusterId, ns: &str, name: &str, headless: bool, n: u8) -> E
                 port: 8080,
                 app_protocol: None,
             },
-        ],
+        ]
+        .into(),
         cluster_ips: if headless {
-            Vec::new()
+            Vec::new().into()
         } else {
-            vec![ip(&format!("10.96.{n}.10")), ip(&format!("fd00:{n}::10"))]
+            vec![ip(&format!("10.96.{n}.10")), ip(&format!("fd00:{n}::10"))].into()
         },
         endpoints: (0..if headless { 40 } else { 2 })
             .map(|i| Endpoint {
-                addresses: vec![ip(&format!("10.{n}.1.{}", i + 1))],
+                addresses: vec![ip(&format!("10.{n}.1.{}", i + 1))].into(),
                 hostname: (i % 3 != 2).then(|| format!("pod-{i}").into()),
                 ready: i % 5 != 4,
                 zone: None,

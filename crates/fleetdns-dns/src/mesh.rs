@@ -200,7 +200,7 @@ pub(crate) fn compile_mesh(
                 continue; // a ServiceEntry declared this very name: its addresses stand
             }
             let ips: Vec<IpAddr> = match export.service_type {
-                ServiceType::ClusterSetIp => export.cluster_ips.clone(),
+                ServiceType::ClusterSetIp => export.cluster_ips.to_vec(),
                 ServiceType::Headless => ready_ips(export),
             };
             if ips.is_empty() {

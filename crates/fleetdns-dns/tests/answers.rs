@@ -104,9 +104,9 @@ fn cluster(snap: &mut FleetSnapshot, id: &str, alive: bool, services: Vec<Svc>) 
             key: key.clone(),
             cluster: cid.clone(),
             service_type: s.ty,
-            ports: s.ports,
+            ports: s.ports.into(),
             cluster_ips: s.cluster_ips.iter().map(|a| ip(a)).collect(),
-            endpoints: s.endpoints,
+            endpoints: s.endpoints.into(),
             created: Timestamp(s.created),
         };
         set.insert(key, Arc::new(export));
@@ -188,7 +188,7 @@ fn fleet() -> FleetSnapshot {
             svc("big", Hl, 100).eps(
                 (1..=60)
                     .map(|i| Endpoint {
-                        addresses: vec![IpAddr::from([10, 1, 3, i])],
+                        addresses: vec![IpAddr::from([10, 1, 3, i])].into(),
                         hostname: None,
                         ready: true,
                         zone: None,

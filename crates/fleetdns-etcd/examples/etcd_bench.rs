@@ -47,11 +47,12 @@ fn fleet_set(cluster: &str, from: usize, n: usize, generation: u32) -> ExportSet
                     protocol: Protocol::Tcp,
                     port: 80,
                     app_protocol: None,
-                }],
-                cluster_ips: vec![ip(i as u32 % 65536, generation)],
+                }]
+                .into(),
+                cluster_ips: vec![ip(i as u32 % 65536, generation)].into(),
                 endpoints: (0..10)
                     .map(|j| Endpoint {
-                        addresses: vec![ip(i as u32 % 65536, 100 + j)],
+                        addresses: vec![ip(i as u32 % 65536, 100 + j)].into(),
                         hostname: None,
                         ready: true,
                         zone: None,
@@ -112,13 +113,13 @@ async fn throughput(endpoint: &str) {
     // Whole sets: 2,000 exports rewritten each round (a new generation per publish).
     let (n, rounds) = (2_000, 5);
     writer
-        .publish(&cluster, fleet_set("east", 0, n, 0))
+        .publish(&cluster, std::sync::Arc::new(fleet_set("east", 0, n, 0)))
         .await
         .unwrap();
     let start = Instant::now();
     for g in 1..=rounds {
         writer
-            .publish(&cluster, fleet_set("east", 0, n, g))
+            .publish(&cluster, std::sync::Arc::new(fleet_set("east", 0, n, g)))
             .await
             .unwrap();
     }
@@ -147,13 +148,19 @@ async fn throughput(endpoint: &str) {
     );
     // Diffs: 50 of the 2,000 change per publish (one transaction each).
     let mut current = fleet_set("east", 0, n, 0);
-    writer.publish(&cluster, current.clone()).await.unwrap();
+    writer
+        .publish(&cluster, std::sync::Arc::new(current.clone()))
+        .await
+        .unwrap();
     let diffs = 200;
     let start = Instant::now();
     for round in 0..diffs {
         let changed = fleet_set("east", (round * 50) % n, 50, 1 + (round / 40) as u32);
         current.extend(changed);
-        writer.publish(&cluster, current.clone()).await.unwrap();
+        writer
+            .publish(&cluster, std::sync::Arc::new(current.clone()))
+            .await
+            .unwrap();
     }
     let written = start.elapsed();
     let want = current.clone();
@@ -190,7 +197,10 @@ async fn populate(endpoint: &str, prefix: &str, clusters: usize, services: usize
         let from = c * per;
         let n = per.min(services - from);
         writer
-            .publish(&ClusterId::new(&id).unwrap(), fleet_set(&id, from, n, 1))
+            .publish(
+                &ClusterId::new(&id).unwrap(),
+                std::sync::Arc::new(fleet_set(&id, from, n, 1)),
+            )
             .await
             .unwrap();
     }

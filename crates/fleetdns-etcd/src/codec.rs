@@ -26,7 +26,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use fleetdns_core::kube::SmolStr;
-use fleetdns_core::model::{Endpoint, Export, Port, Protocol, ServiceType};
+use fleetdns_core::model::{
+    Endpoint, Export, Port, Protocol, ServiceType, shared_ports, shared_zone,
+};
 use fleetdns_core::service_entry::{Resolution, ServiceEntry, ServiceEntrySet, normalize_host};
 use fleetdns_core::{ClusterId, ServiceKey, Timestamp};
 use serde::de::DeserializeOwned;
@@ -317,15 +319,15 @@ impl ExportRecord {
                     app_protocol: p.app_protocol.clone(),
                 })
                 .collect(),
-            cluster_ips: e.cluster_ips.clone(),
+            cluster_ips: e.cluster_ips.to_vec(),
             endpoints: e
                 .endpoints
                 .iter()
                 .map(|ep| EndpointRecord {
-                    addresses: ep.addresses.clone(),
+                    addresses: ep.addresses.to_vec(),
                     hostname: ep.hostname.clone(),
                     ready: ep.ready,
-                    zone: ep.zone.clone(),
+                    zone: ep.zone.as_deref().map(str::to_owned),
                 })
                 .collect(),
             created: e.created.0,
@@ -334,36 +336,35 @@ impl ExportRecord {
 
     pub fn into_export(self, key: ServiceKey, cluster: ClusterId) -> Result<Export, DecodeError> {
         check_version(self.v)?;
-        let mut export = Export {
+        let ports: Vec<Port> = self
+            .ports
+            .into_iter()
+            .map(|p| Port {
+                name: p.name,
+                protocol: p.protocol.into(),
+                port: p.port,
+                app_protocol: p.app_protocol,
+            })
+            .collect();
+        // Boxed slices and IP lists: an export keeps no spare room from the decoding's pushes.
+        Ok(Export {
             key,
             cluster,
             service_type: self.type_.into(),
-            ports: self
-                .ports
-                .into_iter()
-                .map(|p| Port {
-                    name: p.name,
-                    protocol: p.protocol.into(),
-                    port: p.port,
-                    app_protocol: p.app_protocol,
-                })
-                .collect(),
-            cluster_ips: self.cluster_ips,
+            ports: shared_ports(&ports),
+            cluster_ips: self.cluster_ips.into(),
             endpoints: self
                 .endpoints
                 .into_iter()
                 .map(|e| Endpoint {
-                    addresses: e.addresses,
+                    addresses: e.addresses.into(),
                     hostname: e.hostname,
                     ready: e.ready,
-                    zone: e.zone,
+                    zone: e.zone.as_deref().map(shared_zone),
                 })
                 .collect(),
             created: Timestamp(self.created),
-        };
-        // JSON arrays decode by pushes: without this every export keeps spare room.
-        export.shrink_to_fit();
-        Ok(export)
+        })
     }
 }
 
@@ -550,14 +551,16 @@ mod tests {
                 protocol: Protocol::Udp,
                 port: 53,
                 app_protocol: None,
-            }],
-            cluster_ips: vec![],
+            }]
+            .into(),
+            cluster_ips: vec![].into(),
             endpoints: vec![Endpoint {
-                addresses: vec!["10.1.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+                addresses: vec!["10.1.0.1".parse().unwrap(), "fd00::1".parse().unwrap()].into(),
                 hostname: Some("web-0".into()),
                 ready: false,
                 zone: Some("z".into()),
-            }],
+            }]
+            .into(),
             created: Timestamp(1_700_000_000),
         }
     }
@@ -627,8 +630,10 @@ mod tests {
     fn export_values_keep_their_wire_form() {
         let mut e = export();
         e.service_type = ServiceType::ClusterSetIp;
-        e.ports[0].protocol = Protocol::Sctp;
-        e.cluster_ips = vec!["10.0.0.9".parse().unwrap()];
+        let mut ports = e.ports.to_vec();
+        ports[0].protocol = Protocol::Sctp;
+        e.ports = ports.into();
+        e.cluster_ips = vec!["10.0.0.9".parse().unwrap()].into();
         let json = String::from_utf8(encode(&ExportRecord::from_export(&e))).unwrap();
         assert_eq!(
             json,

@@ -32,14 +32,16 @@ fn export(cluster: &str, ns: &str, name: &str, ip: &str) -> (ServiceKey, Arc<Exp
             protocol: Protocol::Tcp,
             port: 80,
             app_protocol: None,
-        }],
-        cluster_ips: vec![ip.parse().unwrap()],
+        }]
+        .into(),
+        cluster_ips: vec![ip.parse().unwrap()].into(),
         endpoints: vec![Endpoint {
-            addresses: vec!["10.1.0.1".parse().unwrap()],
+            addresses: vec!["10.1.0.1".parse().unwrap()].into(),
             hostname: None,
             ready: true,
             zone: None,
-        }],
+        }]
+        .into(),
         created: Timestamp(1_700_000_000),
     };
     (key, Arc::new(e))
@@ -92,12 +94,18 @@ fn alive(s: &FleetSnapshot, cluster: &str) -> bool {
 async fn contract(registry: Arc<dyn Registry>, liveness: Duration) {
     let r = &*registry;
     // Publishing replaces the whole set; exports come back as they were published.
-    r.publish(&id("east"), set("east", &["a", "b"], "10.0.0.1"))
-        .await
-        .unwrap();
-    r.publish(&id("west"), set("west", &["a"], "10.0.0.2"))
-        .await
-        .unwrap();
+    r.publish(
+        &id("east"),
+        std::sync::Arc::new(set("east", &["a", "b"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
+    r.publish(
+        &id("west"),
+        std::sync::Arc::new(set("west", &["a"], "10.0.0.2")),
+    )
+    .await
+    .unwrap();
     let s = until(r, "both clusters", |s| {
         names(s, "east").is_some() && names(s, "west").is_some()
     })
@@ -108,17 +116,23 @@ async fn contract(registry: Arc<dyn Registry>, liveness: Duration) {
         set("east", &["a", "b"], "10.0.0.1"),
         "exports round-trip"
     );
-    r.publish(&id("east"), set("east", &["b", "c"], "10.0.0.1"))
-        .await
-        .unwrap();
+    r.publish(
+        &id("east"),
+        std::sync::Arc::new(set("east", &["b", "c"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
     until(r, "replaced set", |s| {
         names(s, "east") == Some(vec!["b".into(), "c".into()])
     })
     .await;
     // A changed export shows.
-    r.publish(&id("east"), set("east", &["b", "c"], "10.0.0.9"))
-        .await
-        .unwrap();
+    r.publish(
+        &id("east"),
+        std::sync::Arc::new(set("east", &["b", "c"], "10.0.0.9")),
+    )
+    .await
+    .unwrap();
     let nine: std::net::IpAddr = "10.0.0.9".parse().unwrap();
     until(r, "changed export", |s| {
         s.clusters
@@ -127,9 +141,12 @@ async fn contract(registry: Arc<dyn Registry>, liveness: Duration) {
     })
     .await;
     // A large set (more than one etcd transaction holds) is never seen half-written.
-    r.publish(&id("bulk"), many("bulk", 300, "10.0.1.1"))
-        .await
-        .unwrap();
+    r.publish(
+        &id("bulk"),
+        std::sync::Arc::new(many("bulk", 300, "10.0.1.1")),
+    )
+    .await
+    .unwrap();
     until(r, "300 exports", |s| {
         names(s, "bulk").is_some_and(|n| n.len() == 300)
     })
@@ -162,9 +179,12 @@ async fn contract(registry: Arc<dyn Registry>, liveness: Duration) {
             }
         }
     });
-    r.publish(&id("bulk"), many("bulk", 500, "10.0.2.2"))
-        .await
-        .unwrap();
+    r.publish(
+        &id("bulk"),
+        std::sync::Arc::new(many("bulk", 500, "10.0.2.2")),
+    )
+    .await
+    .unwrap();
     let sizes = seen.await.unwrap();
     assert!(
         sizes
@@ -246,7 +266,10 @@ async fn a_silent_publisher_expires_with_its_lease_in_other_readers() {
     let (writer, cancel_w) = etcd_registry(&etcd, "/lease", 2).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/lease", 2).await;
     writer
-        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     until(&*reader, "reader sees east", |s| names(s, "east").is_some()).await;
@@ -267,7 +290,10 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
     let (writer, cancel_w) = etcd_registry(&etcd, "/restart", 2).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/restart", 2).await;
     writer
-        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     until(&*reader, "east", |s| names(s, "east").is_some()).await;
@@ -298,7 +324,10 @@ async fn etcd_restarted_under_a_reader_and_a_writer() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     writer
-        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web", "api"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     // The writer goes on heartbeating, as an agent does: with a 2 s lease and no heartbeat,
@@ -348,11 +377,17 @@ async fn a_reload_shares_the_exports_it_already_had() {
     let (writer, cancel_w) = etcd_registry(&etcd, "/reload", 30).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/reload", 30).await;
     writer
-        .publish(&id("east"), many("east", 50, "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(many("east", 50, "10.0.0.1")),
+        )
         .await
         .unwrap();
     writer
-        .publish(&id("west"), many("west", 50, "10.0.0.2"))
+        .publish(
+            &id("west"),
+            std::sync::Arc::new(many("west", 50, "10.0.0.2")),
+        )
         .await
         .unwrap();
     let before = until(&*reader, "both clusters", |s| {
@@ -376,7 +411,10 @@ async fn a_reload_shares_the_exports_it_already_had() {
     .await;
     // West changes after the reload: east's exports and set are the ones served before.
     writer
-        .publish(&id("west"), many("west", 49, "10.0.0.2"))
+        .publish(
+            &id("west"),
+            std::sync::Arc::new(many("west", 49, "10.0.0.2")),
+        )
         .await
         .unwrap();
     let after = until(&*reader, "west's change", |s| {
@@ -415,14 +453,19 @@ async fn a_new_generation_shares_the_exports_it_repeats() {
     let (b, cancel_b) = etcd_registry(&etcd, "/regen", 30).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/regen", 30).await;
     let east = id("east");
-    a.publish(&east, set("east", &["web", "api"], "10.0.0.1"))
-        .await
-        .unwrap();
+    a.publish(
+        &east,
+        std::sync::Arc::new(set("east", &["web", "api"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
     let before = until(&*reader, "a's set", |s| names(s, "east").is_some()).await;
     let mut changed = set("east", &["web", "api", "new"], "10.0.0.1");
     let (api_key, api_changed) = export("east", "default", "api", "10.0.0.9");
     changed.insert(api_key, api_changed);
-    b.publish(&east, changed).await.unwrap();
+    b.publish(&east, std::sync::Arc::new(changed))
+        .await
+        .unwrap();
     let after = until(&*reader, "b's set", |s| {
         names(s, "east").is_some_and(|n| n.len() == 3)
     })
@@ -454,18 +497,27 @@ async fn a_compacted_revision_forces_a_fresh_snapshot() {
     let etcd = TestEtcd::start();
     let (writer, cancel_w) = etcd_registry(&etcd, "/compact", 30).await;
     writer
-        .publish(&id("east"), set("east", &["a"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["a"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     let before = until(&*writer, "a", |s| names(s, "east").is_some())
         .await
         .version as i64;
     writer
-        .publish(&id("east"), set("east", &["a", "b"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["a", "b"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     writer
-        .publish(&id("east"), set("east", &["b"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["b"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     let mut client = writer.client();
@@ -494,9 +546,12 @@ async fn a_compacted_revision_forces_a_fresh_snapshot() {
 async fn undecodable_values_are_skipped() {
     let etcd = TestEtcd::start();
     let (r, cancel) = etcd_registry(&etcd, "/bad", 30).await;
-    r.publish(&id("east"), set("east", &["web"], "10.0.0.1"))
-        .await
-        .unwrap();
+    r.publish(
+        &id("east"),
+        std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
     until(&*r, "east", |s| names(s, "east").is_some()).await;
     let mut client = r.client();
     client
@@ -556,9 +611,9 @@ async fn racing_vip_allocators_never_share_an_address() {
     let (r0, r1, r2) = (&regs[0].0, &regs[1].0, &regs[2].0);
     let (east, west, north) = (id("east"), id("west"), id("north"));
     let (a, b, c) = tokio::join!(
-        r0.publish(&east, set("east", &shared, "10.0.0.1")),
-        r1.publish(&west, set("west", &shared, "10.0.0.2")),
-        r2.publish(&north, set("north", &own, "10.0.0.3")),
+        r0.publish(&east, std::sync::Arc::new(set("east", &shared, "10.0.0.1"))),
+        r1.publish(&west, std::sync::Arc::new(set("west", &shared, "10.0.0.2"))),
+        r2.publish(&north, std::sync::Arc::new(set("north", &own, "10.0.0.3"))),
     );
     a.unwrap();
     b.unwrap();
@@ -576,9 +631,12 @@ async fn racing_vip_allocators_never_share_an_address() {
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]), "every reader agrees");
     // Stable: a re-publish does not move a VIP.
-    r0.publish(&id("east"), set("east", &shared, "10.0.0.9"))
-        .await
-        .unwrap();
+    r0.publish(
+        &id("east"),
+        std::sync::Arc::new(set("east", &shared, "10.0.0.9")),
+    )
+    .await
+    .unwrap();
     let s = until(&**r0, "re-published", |s| {
         s.clusters[&id("east")]
             .exports
@@ -607,7 +665,7 @@ async fn a_large_snapshot_loads_in_pages() {
         let mut x = (**e).clone();
         x.endpoints = (0..20)
             .map(|i| Endpoint {
-                addresses: vec![format!("10.2.{i}.{i}").parse().unwrap()],
+                addresses: vec![format!("10.2.{i}.{i}").parse().unwrap()].into(),
                 hostname: Some(format!("pod-with-a-long-hostname-{i}").into()),
                 ready: true,
                 zone: Some("zone-a".into()),
@@ -615,7 +673,10 @@ async fn a_large_snapshot_loads_in_pages() {
             .collect();
         *e = Arc::new(x);
     }
-    writer.publish(&id("big"), big).await.unwrap();
+    writer
+        .publish(&id("big"), std::sync::Arc::new(big))
+        .await
+        .unwrap();
     let (reader, cancel_r) = etcd_registry(&etcd, "/pages", 30).await;
     let s = until(&*reader, "5000 exports", |s| s.export_count() == 5000).await;
     assert!(
@@ -676,15 +737,19 @@ async fn overlapping_writers_of_one_cluster_never_show_a_half_set() {
     let (ra, rb) = tokio::join!(
         async {
             for _ in 0..6 {
-                a.publish(&east, many("east", 300, "10.0.0.1")).await?;
-                a.publish(&east, many("east", 250, "10.0.0.1")).await?;
+                a.publish(&east, std::sync::Arc::new(many("east", 300, "10.0.0.1")))
+                    .await?;
+                a.publish(&east, std::sync::Arc::new(many("east", 250, "10.0.0.1")))
+                    .await?;
             }
             Ok::<_, fleetdns_core::RegistryError>(())
         },
         async {
             for _ in 0..6 {
-                b.publish(&east, many("east", 400, "10.0.0.2")).await?;
-                b.publish(&east, many("east", 350, "10.0.0.2")).await?;
+                b.publish(&east, std::sync::Arc::new(many("east", 400, "10.0.0.2")))
+                    .await?;
+                b.publish(&east, std::sync::Arc::new(many("east", 350, "10.0.0.2")))
+                    .await?;
             }
             Ok::<_, fleetdns_core::RegistryError>(())
         },
@@ -722,7 +787,7 @@ async fn small_changes_of_one_writer_do_not_starve_another_writers_generation() 
     let (a, cancel_a) = etcd_registry(&etcd, "/starve", 30).await;
     let (b, cancel_b) = etcd_registry(&etcd, "/starve", 30).await;
     let east = id("east");
-    b.publish(&east, many("east", 10, "10.0.0.2"))
+    b.publish(&east, std::sync::Arc::new(many("east", 10, "10.0.0.2")))
         .await
         .unwrap();
     let stop = CancellationToken::new();
@@ -731,15 +796,20 @@ async fn small_changes_of_one_writer_do_not_starve_another_writers_generation() 
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.is_cancelled() && n < 200 {
-                b.publish(&east, many("east", 10 + n % 2, "10.0.0.2"))
-                    .await
-                    .unwrap();
+                b.publish(
+                    &east,
+                    std::sync::Arc::new(many("east", 10 + n % 2, "10.0.0.2")),
+                )
+                .await
+                .unwrap();
                 n += 1;
             }
             n
         })
     };
-    let r = a.publish(&east, many("east", 600, "10.0.0.1")).await;
+    let r = a
+        .publish(&east, std::sync::Arc::new(many("east", 600, "10.0.0.1")))
+        .await;
     stop.cancel();
     let churned = churn.await.unwrap();
     r.unwrap();
@@ -757,9 +827,12 @@ async fn lost_leases_and_lost_keys_are_published_again() {
     let (a, cancel_a) = etcd_registry(&etcd, "/lost", 3).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/lost", 3).await;
     let east = id("east");
-    a.publish(&east, set("east", &["web"], "10.0.0.1"))
-        .await
-        .unwrap();
+    a.publish(
+        &east,
+        std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
     until(&*reader, "east", |s| names(s, "east").is_some()).await;
     let mut client = reader.client();
     let lease_of =
@@ -784,9 +857,12 @@ async fn lost_leases_and_lost_keys_are_published_again() {
         !s.clusters.contains_key(&east)
     })
     .await;
-    a.publish(&east, set("east", &["web", "api"], "10.0.0.1"))
-        .await
-        .unwrap();
+    a.publish(
+        &east,
+        std::sync::Arc::new(set("east", &["web", "api"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
     until(&*reader, "east republished", |s| {
         names(s, "east") == Some(vec!["api".into(), "web".into()])
     })
@@ -794,9 +870,12 @@ async fn lost_leases_and_lost_keys_are_published_again() {
     // 3. Another writer takes the cluster key, then withdraws (its lease goes, and the key
     // with it): the first writer's next heartbeat notices the key is not its own.
     let (b, cancel_b) = etcd_registry(&etcd, "/lost", 3).await;
-    b.publish(&east, set("east", &["other"], "10.0.0.2"))
-        .await
-        .unwrap();
+    b.publish(
+        &east,
+        std::sync::Arc::new(set("east", &["other"], "10.0.0.2")),
+    )
+    .await
+    .unwrap();
     until(&*reader, "b's set", |s| {
         names(s, "east") == Some(vec!["other".into()])
     })
@@ -858,7 +937,10 @@ async fn ist14_service_entries_and_vips_through_etcd() {
     let (server2, cancel2) = started(&config).await;
     let one = id("cluster-1");
     agent
-        .publish(&one, set("cluster-1", &["web"], "10.0.0.1"))
+        .publish(
+            &one,
+            std::sync::Arc::new(set("cluster-1", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     let entries = service_entries(
@@ -879,7 +961,10 @@ async fn ist14_service_entries_and_vips_through_etcd() {
         .unwrap();
     let two = id("cluster-2");
     agent
-        .publish(&two, set("cluster-2", &["web"], "10.0.0.2"))
+        .publish(
+            &two,
+            std::sync::Arc::new(set("cluster-2", &["web"], "10.0.0.2")),
+        )
         .await
         .unwrap();
     let young = service_entries(
@@ -938,7 +1023,10 @@ async fn ist14_service_entries_and_vips_through_etcd() {
     let (agent, cancel_agent) = started(&config).await;
     let (server3, cancel3) = started(&config).await;
     agent
-        .publish(&one, set("cluster-1", &["web"], "10.0.0.1"))
+        .publish(
+            &one,
+            std::sync::Arc::new(set("cluster-1", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     agent.publish_service_entries(&one, entries).await.unwrap();
@@ -958,9 +1046,12 @@ async fn ipv6_service_vips_come_and_go_with_the_ipv4_ones() {
     config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(1)));
     let (r, cancel) = started(&config).await;
     let east = id("east");
-    r.publish(&east, set("east", &["web", "db"], "10.0.0.1"))
-        .await
-        .unwrap();
+    r.publish(
+        &east,
+        std::sync::Arc::new(set("east", &["web", "db"], "10.0.0.1")),
+    )
+    .await
+    .unwrap();
     let s = until(&*r, "two VIPs per family", |s| {
         s.vips.len() == 2 && s.vips_v6.len() == 2
     })
@@ -985,7 +1076,9 @@ async fn host_vips_are_released_after_the_grace_period() {
     config.vips = Some(("240.240.0.0/16".parse().unwrap(), Duration::from_secs(1)));
     let (r, cancel) = started(&config).await;
     let east = id("east");
-    r.publish(&east, ExportSet::new()).await.unwrap();
+    r.publish(&east, std::sync::Arc::new(ExportSet::new()))
+        .await
+        .unwrap();
     let entries = service_entries(
         "east",
         serde_json::json!([{"metadata": {"name": "api", "namespace": "ns"},
@@ -1046,7 +1139,10 @@ async fn expired_auth_tokens_are_renewed_over_tls() {
     let writer = EtcdRegistry::connect(&config).await.unwrap();
     let (reader, cancel_r) = started(&config).await;
     writer
-        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     until(&*reader, "east over TLS with auth", |s| {
@@ -1057,7 +1153,10 @@ async fn expired_auth_tokens_are_renewed_over_tls() {
     // Unused for longer than the TTL, the writer's token is forgotten.
     tokio::time::sleep(Duration::from_secs(4)).await;
     writer
-        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web", "api"], "10.0.0.1")),
+        )
         .await
         .expect("a publish after the token expired");
     writer.heartbeat(&id("east")).await.expect("a heartbeat");
@@ -1085,7 +1184,10 @@ async fn expired_auth_tokens_are_renewed_over_tls() {
     assert!(status.auth_renewals.load(Ordering::Relaxed) >= 1);
     let deadline = tokio::time::Instant::now() + WAIT;
     while let Err(e) = writer
-        .publish(&id("east"), set("east", &["api"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["api"], "10.0.0.1")),
+        )
         .await
     {
         assert!(
@@ -1111,7 +1213,10 @@ async fn a_wrong_ca_is_a_clear_error() {
     let registry = EtcdRegistry::connect(&config).await.unwrap();
     let e = tokio::time::timeout(
         WAIT,
-        registry.publish(&id("east"), set("east", &["web"], "10.0.0.1")),
+        registry.publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        ),
     )
     .await
     .expect("refused within the bound")
@@ -1134,7 +1239,10 @@ async fn a_reader_on_a_member_without_quorum_turns_stale() {
     let writer = Arc::new(EtcdRegistry::connect(&config).await.unwrap());
     let deadline = tokio::time::Instant::now() + WAIT;
     while let Err(e) = writer
-        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        )
         .await
     {
         assert!(
@@ -1181,7 +1289,10 @@ async fn a_reader_on_a_member_without_quorum_turns_stale() {
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while let Err(e) = writer
-        .publish(&id("east"), set("east", &["web", "api"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web", "api"], "10.0.0.1")),
+        )
         .await
     {
         assert!(
@@ -1206,7 +1317,10 @@ async fn an_idle_reader_keeps_its_watch() {
     let (writer, cancel_w) = etcd_registry(&etcd, "/idle", 30).await;
     let (reader, cancel_r) = etcd_registry(&etcd, "/idle", 30).await;
     writer
-        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     until(&*reader, "east", |s| names(s, "east").is_some()).await;
@@ -1236,7 +1350,10 @@ async fn a_reader_on_a_frozen_member_turns_stale() {
         .await
         .unwrap();
     writer
-        .publish(&id("east"), set("east", &["web"], "10.0.0.1"))
+        .publish(
+            &id("east"),
+            std::sync::Arc::new(set("east", &["web"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     until(&*reader, "east", |s| names(s, "east").is_some()).await;
@@ -1268,7 +1385,10 @@ async fn a_cluster_published_on_every_poll_keeps_its_lease() {
     let (reader, cancel_r) = etcd_registry(&etcd, "/busy", 2).await;
     let east = id("east");
     writer
-        .publish(&east, set("east", &["web-0"], "10.0.0.1"))
+        .publish(
+            &east,
+            std::sync::Arc::new(set("east", &["web-0"], "10.0.0.1")),
+        )
         .await
         .unwrap();
     until(&*reader, "east", |s| names(s, "east").is_some()).await;
@@ -1285,7 +1405,10 @@ async fn a_cluster_published_on_every_poll_keeps_its_lease() {
     for i in 1..=32 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         writer
-            .publish(&east, set("east", &[&format!("web-{i}")], "10.0.0.1"))
+            .publish(
+                &east,
+                std::sync::Arc::new(set("east", &[&format!("web-{i}")], "10.0.0.1")),
+            )
             .await
             .unwrap();
         assert_eq!(

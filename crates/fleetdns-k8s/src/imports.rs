@@ -196,7 +196,7 @@ fn slices_of(key: &ServiceKey, ty: ServiceType, export: &Export) -> Vec<Desired>
                         v["hostname"] = json!(h);
                     }
                     if let Some(z) = &e.zone {
-                        v["zone"] = json!(z);
+                        v["zone"] = json!(&**z);
                     }
                     Some(v)
                 })
@@ -301,22 +301,24 @@ mod tests {
                 protocol: Protocol::Tcp,
                 port: 80,
                 app_protocol: Some("http".into()),
-            }],
+            }]
+            .into(),
             cluster_ips: if ty == ServiceType::ClusterSetIp {
-                ips.clone()
+                ips.clone().into()
             } else {
-                vec![]
+                vec![].into()
             },
             endpoints: vec![Endpoint {
                 addresses: if ty == ServiceType::Headless {
-                    ips
+                    ips.into()
                 } else {
-                    vec!["10.1.0.5".parse().unwrap()]
+                    vec!["10.1.0.5".parse().unwrap()].into()
                 },
                 hostname: Some("web-0".into()),
                 ready: true,
                 zone: Some("z1".into()),
-            }],
+            }]
+            .into(),
             created: Timestamp(created),
         })
     }
@@ -525,7 +527,8 @@ mod tests {
         let mut e = (*export("default", "a", 1, ServiceType::Headless, &["10.1.0.1"])).clone();
         e.endpoints = (0..250)
             .map(|i| Endpoint {
-                addresses: vec![format!("10.1.{}.{}", i / 200, i % 200 + 1).parse().unwrap()],
+                addresses: vec![format!("10.1.{}.{}", i / 200, i % 200 + 1).parse().unwrap()]
+                    .into(),
                 hostname: None,
                 ready: true,
                 zone: None,

@@ -380,7 +380,7 @@ impl ClusterSource {
         let mut last_entries: Option<ServiceEntrySet> = None;
         let mut entries_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
         let mut first_seen: BTreeMap<String, Timestamp> = BTreeMap::new();
-        let mut last: Option<ExportSet> = None;
+        let mut last: Option<Arc<ExportSet>> = None;
         let mut by_service = ExportsByService::default();
         let mut publish_at: Option<Instant> = None;
         let mut heartbeat = tokio::time::interval(self.options.heartbeat);

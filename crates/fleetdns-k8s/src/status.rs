@@ -231,13 +231,14 @@ mod tests {
                 protocol: Protocol::Tcp,
                 port,
                 app_protocol: None,
-            }],
+            }]
+            .into(),
             cluster_ips: if ty == ServiceType::ClusterSetIp {
-                vec!["10.0.0.1".parse().unwrap()]
+                vec!["10.0.0.1".parse().unwrap()].into()
             } else {
-                vec![]
+                vec![].into()
             },
-            endpoints: vec![],
+            endpoints: vec![].into(),
             created: Timestamp(created),
         })
     }

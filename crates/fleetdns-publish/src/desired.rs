@@ -273,7 +273,7 @@ pub fn clusterset_endpoints(snapshot: &FleetSnapshot, zone: &str) -> Vec<Endpoin
         for export in &service.members {
             let ips: Vec<IpAddr> = match service.service_type {
                 ServiceType::ClusterSetIp if export.has_ready_endpoint() => {
-                    export.cluster_ips.clone()
+                    export.cluster_ips.to_vec()
                 }
                 ServiceType::ClusterSetIp => Vec::new(),
                 ServiceType::Headless => export
@@ -673,14 +673,15 @@ mod tests {
             key: key.clone(),
             cluster: ClusterId::new(cluster).unwrap(),
             service_type: ServiceType::ClusterSetIp,
-            ports: vec![],
-            cluster_ips: vec![ip.parse().unwrap()],
+            ports: vec![].into(),
+            cluster_ips: vec![ip.parse().unwrap()].into(),
             endpoints: vec![Ep {
-                addresses: vec!["10.9.0.1".parse().unwrap()],
+                addresses: vec!["10.9.0.1".parse().unwrap()].into(),
                 hostname: None,
                 ready,
                 zone: None,
-            }],
+            }]
+            .into(),
             created: Timestamp(1),
         };
         let mut snap = FleetSnapshot::default();

@@ -66,7 +66,9 @@ pub struct Retranslated {
 /// A cluster's exports and refusals, by service.
 #[derive(Debug, Default, Clone)]
 pub struct ExportsByService {
-    exports: ExportSet,
+    /// Shared with the registry once published: an update copies the map only if the
+    /// registry still holds this version.
+    exports: Arc<ExportSet>,
     invalid: BTreeMap<ServiceName, (String, Invalid)>,
 }
 
@@ -82,9 +84,15 @@ impl ExportsByService {
         first_seen: &mut dyn FnMut(&str) -> Timestamp,
     ) -> Retranslated {
         let mut out = Retranslated::default();
+        let mut touched = touched.into_iter().peekable();
+        if touched.peek().is_none() {
+            return out;
+        }
+        let exports = Arc::make_mut(&mut self.exports);
+        let mut inserted = 0;
         for name in touched {
             let key = ServiceKey::new(&name.0, &name.1).ok();
-            let old = key.as_ref().and_then(|k| self.exports.remove(k));
+            let old = key.as_ref().and_then(|k| exports.remove(k));
             self.invalid.remove(name);
             let found = objects(name);
             let Some(export) = found.export else {
@@ -107,7 +115,8 @@ impl ExportsByService {
                             Arc::new(exp)
                         }
                     };
-                    self.exports.insert(exp.key.clone(), exp);
+                    exports.insert(exp.key.clone(), exp);
+                    inserted += 1;
                 }
                 Err(refused) => {
                     out.changed += usize::from(old.is_some());
@@ -116,11 +125,17 @@ impl ExportsByService {
                 }
             }
         }
+        // Inserted one by one in key order, a map's nodes end half full; built from sorted
+        // entries at once, full (at 50 000 exports: 3 MB instead of 6). Worth it when most of
+        // the map was inserted (a first translation), cheap next to the translation itself.
+        if inserted * 2 > exports.len() {
+            *exports = std::mem::take(exports).into_iter().collect();
+        }
         out
     }
 
-    /// The cluster's exports, by service.
-    pub fn exports(&self) -> &ExportSet {
+    /// The cluster's exports, by service: the map to publish.
+    pub fn exports(&self) -> &Arc<ExportSet> {
         &self.exports
     }
 
@@ -295,8 +310,8 @@ mod tests {
             );
             let expected = translate_cluster(&cluster, &whole(&objects), &mut first_seen);
             assert_eq!(
-                by_service.exports(),
-                &expected.exports,
+                **by_service.exports(),
+                expected.exports,
                 "step {step}: exports differ"
             );
             let labels = |it: &mut dyn Iterator<Item = &(String, Invalid)>| {

@@ -11,7 +11,9 @@ use crate::id::check_label;
 use crate::kube::{
     ClusterObjects, EndpointSlice, SERVICE_NAME_LABEL, Service, ServiceExport, SmolStr,
 };
-use crate::model::{Endpoint, Export, ExportSet, Port, Protocol, ServiceType};
+use crate::model::{
+    Endpoint, Export, ExportSet, Port, Protocol, ServiceType, shared_ports, shared_zone,
+};
 use crate::{ClusterId, FleetSnapshot, IdError, ServiceKey, Timestamp};
 
 /// Why an exported service was refused. [`Invalid::reason`] is the ServiceExport `Valid=False`
@@ -225,17 +227,15 @@ pub fn translate(
     }
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
     let endpoints = collect_endpoints(&label, slices, publish_not_ready, warnings);
-    let mut export = Export {
+    Ok(Export {
         key,
         cluster: cluster.clone(),
         service_type,
-        ports,
-        cluster_ips,
+        ports: shared_ports(&ports),
+        cluster_ips: cluster_ips.into(),
         endpoints,
         created,
-    };
-    export.shrink_to_fit();
-    Ok(export)
+    })
 }
 
 /// Endpoints of all slices; duplicate addresses within the cluster are dropped (LH-19), a
@@ -245,7 +245,7 @@ fn collect_endpoints(
     slices: &[&EndpointSlice],
     publish_not_ready: bool,
     warnings: &mut Vec<String>,
-) -> Vec<Endpoint> {
+) -> Box<[Endpoint]> {
     let mut endpoints: Vec<Endpoint> = Vec::new();
     let mut seen: BTreeMap<IpAddr, usize> = BTreeMap::new();
     for slice in slices {
@@ -263,7 +263,8 @@ fn collect_endpoints(
                     Ok(ip) if ip.is_ipv6() == want_v6 && routable(ip) => {
                         if let Some(&idx) = seen.get(&ip) {
                             if ready && !endpoints[idx].ready {
-                                endpoints[idx].addresses.retain(|a| *a != ip);
+                                let kept = endpoints[idx].addresses.without(ip);
+                                endpoints[idx].addresses = kept;
                             } else {
                                 continue;
                             }
@@ -294,15 +295,15 @@ fn collect_endpoints(
                 seen.insert(*ip, idx);
             }
             endpoints.push(Endpoint {
-                addresses,
+                addresses: addresses.into(),
                 hostname,
                 ready,
-                zone: ep.zone.as_ref().map(ToString::to_string),
+                zone: ep.zone.as_deref().map(shared_zone),
             });
         }
     }
     endpoints.retain(|e| !e.addresses.is_empty());
-    endpoints
+    endpoints.into_boxed_slice()
 }
 
 /// Addresses no other cluster could ever reach are refused (LH-26).

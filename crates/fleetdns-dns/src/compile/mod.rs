@@ -107,7 +107,7 @@ fn service_name(key: &ServiceKey, apex: &[u8]) -> Option<Vec<u8>> {
 /// K8S-11: the endpoint's hostname, else the dashed IP (`10-1-2-3`, IPv6 `:` → `-`).
 fn endpoint_names(ep: &Endpoint) -> Vec<(String, Vec<IpAddr>)> {
     match &ep.hostname {
-        Some(h) => vec![(h.to_string(), ep.addresses.clone())],
+        Some(h) => vec![(h.to_string(), ep.addresses.to_vec())],
         None => ep
             .addresses
             .iter()
@@ -208,7 +208,7 @@ fn clusterset_service(
                 continue;
             };
             let ips: Vec<IpAddr> = match export.service_type {
-                ServiceType::ClusterSetIp => export.cluster_ips.clone(),
+                ServiceType::ClusterSetIp => export.cluster_ips.to_vec(),
                 ServiceType::Headless => ready_ips(export),
             };
             // No address, no name: an empty `<cluster>.<svc>` node would turn a headless
@@ -327,7 +327,7 @@ fn clusterset_headless(
     }
     // MCS-16: N endpoints × M named ports, each port only where its cluster exposes it (MCS-21).
     let mut bare: Vec<(&Vec<u8>, &Vec<IpAddr>, u16)> = Vec::new();
-    for port in &service.ports {
+    for port in service.ports.iter() {
         let Some(pname) = port.name.as_deref() else {
             continue;
         };

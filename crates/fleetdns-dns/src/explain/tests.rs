@@ -42,14 +42,20 @@ fn snapshot(clusters: Vec<Spec<'_>>) -> Arc<FleetSnapshot> {
                     protocol: Protocol::Tcp,
                     port: 80,
                     app_protocol: None,
-                }],
-                cluster_ips: if is_ip { vec![ip(addr)] } else { vec![] },
+                }]
+                .into(),
+                cluster_ips: if is_ip {
+                    vec![ip(addr)].into()
+                } else {
+                    vec![].into()
+                },
                 endpoints: vec![Endpoint {
-                    addresses: vec![if is_ip { ip("192.0.2.99") } else { ip(addr) }],
+                    addresses: vec![if is_ip { ip("192.0.2.99") } else { ip(addr) }].into(),
                     hostname: None,
                     ready,
                     zone: None,
-                }],
+                }]
+                .into(),
                 created: Timestamp(created),
             };
             set.insert(key, Arc::new(export));

@@ -270,9 +270,11 @@ impl Registry for EtcdRegistry {
     fn publish<'a>(
         &'a self,
         cluster: &'a ClusterId,
-        exports: ExportSet,
+        exports: Arc<ExportSet>,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            // The writer keeps its own copy of the requested set (to publish again).
+            let exports = Arc::unwrap_or_clone(exports);
             let keys: Vec<ServiceKey> = exports.keys().cloned().collect();
             let writer = self.writer(cluster);
             let mut w = writer.lock().await;

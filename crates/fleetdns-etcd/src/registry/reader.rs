@@ -544,9 +544,9 @@ mod tests {
             key: ServiceKey::new("default", name).unwrap(),
             cluster: ClusterId::new("east").unwrap(),
             service_type: ServiceType::Headless,
-            ports: vec![],
-            cluster_ips: vec![],
-            endpoints: vec![],
+            ports: vec![].into(),
+            cluster_ips: vec![].into(),
+            endpoints: vec![].into(),
             created: Timestamp(0),
         }))
     }

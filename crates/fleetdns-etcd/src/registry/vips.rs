@@ -416,9 +416,9 @@ mod tests {
                     key: key(n),
                     cluster: ClusterId::new("east").unwrap(),
                     service_type: ServiceType::ClusterSetIp,
-                    ports: vec![],
-                    cluster_ips: vec![],
-                    endpoints: vec![],
+                    ports: vec![].into(),
+                    cluster_ips: vec![].into(),
+                    endpoints: vec![].into(),
                     created: Timestamp(0),
                 };
                 (key(n), Arc::new(e))

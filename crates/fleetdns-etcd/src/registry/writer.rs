@@ -682,9 +682,10 @@ mod tests {
                 protocol: Protocol::Tcp,
                 port,
                 app_protocol: None,
-            }],
-            cluster_ips: vec!["10.0.0.1".parse().unwrap()],
-            endpoints: vec![],
+            }]
+            .into(),
+            cluster_ips: vec!["10.0.0.1".parse().unwrap()].into(),
+            endpoints: vec![].into(),
             created: Timestamp(1_700_000_000),
         };
         (key, Arc::new(e))

@@ -287,8 +287,8 @@ fn index_file(
 
 /// What a folder's translation found.
 pub(super) struct Translation {
-    /// The cluster's whole export set.
-    pub(super) exports: ExportSet,
+    /// The cluster's whole export set (the map the folder keeps: publishing shares it).
+    pub(super) exports: Arc<ExportSet>,
     /// How many exports were added, removed or changed by this translation.
     pub(super) changed: usize,
     /// The cluster's ServiceEntries, when a file's entries changed since they were last
@@ -310,13 +310,39 @@ struct AtHand {
     text: Option<String>,
 }
 
+/// The files holding one service's objects, in path order: nearly always one, held inline
+/// (165 000 services, none with a list of its own); more in a boxed slice.
+#[derive(Clone)]
+enum Holders {
+    One(Arc<Path>),
+    /// Two or more.
+    Many(Box<[Arc<Path>]>),
+}
+
+impl Holders {
+    fn as_slice(&self) -> &[Arc<Path>] {
+        match self {
+            Self::One(path) => std::slice::from_ref(path),
+            Self::Many(paths) => paths,
+        }
+    }
+
+    /// The files of a list; `None` for none.
+    fn of(mut paths: Vec<Arc<Path>>) -> Option<Self> {
+        match paths.len() {
+            0 => None,
+            1 => paths.pop().map(Self::One),
+            _ => Some(Self::Many(paths.into_boxed_slice())),
+        }
+    }
+}
+
 /// One cluster folder's files and what they translate to.
 #[derive(Default)]
 pub(super) struct Folder {
     files: BTreeMap<PathBuf, FileState>,
-    /// For each service, the files holding any of its objects, in path order (usually one;
-    /// a boxed slice, not a vector: 165 000 of them, each without spare room).
-    holders: HashMap<ServiceName, Box<[Arc<Path>]>>,
+    /// For each service, the files holding any of its objects, in path order.
+    holders: HashMap<ServiceName, Holders>,
     /// Services whose objects changed since they were last translated.
     touched: BTreeSet<ServiceName>,
     /// Keep every file's objects (a tap takes the whole set at every translation).
@@ -461,22 +487,32 @@ impl Folder {
     }
 
     fn hold(&mut self, name: &ServiceName, holder: &Arc<Path>) {
-        let files = self.holders.entry(name.clone()).or_default();
+        let files = self.holders.get(name).map_or(&[][..], Holders::as_slice);
         let at = files.partition_point(|p| **p < **holder);
         let mut grown = Vec::with_capacity(files.len() + 1);
         grown.extend_from_slice(&files[..at]);
         grown.push(holder.clone());
         grown.extend_from_slice(&files[at..]);
-        *files = grown.into_boxed_slice();
+        if let Some(grown) = Holders::of(grown) {
+            self.holders.insert(name.clone(), grown);
+        }
     }
 
     fn unhold(&mut self, name: &ServiceName, path: &Path) {
-        if let Some(files) = self.holders.get_mut(name) {
-            let kept: Box<[Arc<Path>]> = files.iter().filter(|p| ***p != *path).cloned().collect();
-            if kept.is_empty() {
-                self.holders.remove(name);
-            } else {
-                *files = kept;
+        if let Some(files) = self.holders.get(name) {
+            let kept: Vec<Arc<Path>> = files
+                .as_slice()
+                .iter()
+                .filter(|p| ***p != *path)
+                .cloned()
+                .collect();
+            match Holders::of(kept) {
+                Some(kept) => {
+                    self.holders.insert(name.clone(), kept);
+                }
+                None => {
+                    self.holders.remove(name);
+                }
             }
         }
     }
@@ -491,7 +527,7 @@ impl Folder {
             let mut wanted: BTreeMap<Arc<Path>, Vec<ServiceName>> = BTreeMap::new();
             for name in &self.touched {
                 if gathered.insert(name.clone()) {
-                    for holder in self.holders.get(name).into_iter().flatten() {
+                    for holder in self.holders.get(name).map_or(&[][..], Holders::as_slice) {
                         wanted.entry(holder.clone()).or_default().push(name.clone());
                     }
                 }
@@ -658,7 +694,7 @@ impl Folder {
             entries
         });
         Ok(Translation {
-            exports: self.exports.exports().clone(),
+            exports: Arc::clone(self.exports.exports()),
             changed: done.changed,
             entries,
             notes,
@@ -689,11 +725,11 @@ impl Folder {
 fn objects_of<'a>(
     files: &'a BTreeMap<PathBuf, FileState>,
     at_hand: &'a HashMap<PathBuf, AtHand>,
-    holders: &HashMap<ServiceName, Box<[Arc<Path>]>>,
+    holders: &HashMap<ServiceName, Holders>,
     name: &ServiceName,
 ) -> ServiceObjects<'a> {
     let mut found = ServiceObjects::default();
-    for path in holders.get(name).into_iter().flatten() {
+    for path in holders.get(name).map_or(&[][..], Holders::as_slice) {
         let decoded = match at_hand.get(&**path) {
             Some(hand) => &hand.decoded,
             None => match files.get(&**path).and_then(|f| f.kept.as_ref()) {

@@ -1158,7 +1158,10 @@ mod tests {
         old.created = Timestamp(1_000);
         earlier.insert(web.clone(), Arc::new(old));
         earlier.remove(&fleetdns_core::ServiceKey::new("default", "new").unwrap());
-        registry.publish(&cluster, earlier).await.unwrap();
+        registry
+            .publish(&cluster, std::sync::Arc::new(earlier))
+            .await
+            .unwrap();
 
         let mut source = FilesSource::new(root.path().to_owned(), Duration::from_secs(1));
         let report = source.poll(&registry).await.unwrap();

@@ -44,7 +44,7 @@ fn export(c: usize, ns: usize, svc: usize, rng: &mut Lcg) -> Export {
     };
     let endpoints = (0..=rng.next(3))
         .map(|e| Endpoint {
-            addresses: vec![IpAddr::from([10, 20 + c as u8, svc as u8, e as u8 + 1])],
+            addresses: vec![IpAddr::from([10, 20 + c as u8, svc as u8, e as u8 + 1])].into(),
             hostname: (e % 2 == 0).then(|| format!("pod-{e}").into()),
             ready: rng.next(4) != 0,
             zone: None,
@@ -59,12 +59,12 @@ fn export(c: usize, ns: usize, svc: usize, rng: &mut Lcg) -> Export {
             ServiceType::ClusterSetIp
         },
         ports: if rng.next(3) == 0 {
-            vec![port("http", 80)]
+            vec![port("http", 80)].into()
         } else {
-            vec![port("http", 80), port("grpc", 9090)]
+            vec![port("http", 80), port("grpc", 9090)].into()
         },
         cluster_ips: if headless {
-            Vec::new()
+            Vec::new().into()
         } else {
             vec![IpAddr::from([
                 10,
@@ -72,6 +72,7 @@ fn export(c: usize, ns: usize, svc: usize, rng: &mut Lcg) -> Export {
                 svc as u8,
                 1 + rng.next(3) as u8,
             ])]
+            .into()
         },
         endpoints,
         created: Timestamp(100 + rng.next(3) as i64),
