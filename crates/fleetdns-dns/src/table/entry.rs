@@ -590,26 +590,10 @@ impl<'a> RrSet<'a> {
     #[inline]
     pub fn write_record(&self, i: usize, out: &mut Vec<u8>) {
         let stored = self.stored(i);
-        if let Some(ttl) = self.bare_ttl {
-            let t = ttl.to_be_bytes();
-            let [r0, r1] = self.rtype.to_be_bytes();
-            let [l0, l1] = (stored.len() as u16).to_be_bytes();
-            out.extend_from_slice(&[
-                QUESTION[0],
-                QUESTION[1],
-                r0,
-                r1,
-                CLASS_IN[0],
-                CLASS_IN[1],
-                t[0],
-                t[1],
-                t[2],
-                t[3],
-                l0,
-                l1,
-            ]);
+        match self.bare_ttl {
+            Some(ttl) => put_record(out, &head(QUESTION, self.rtype, ttl, stored), stored),
+            None => out.extend_from_slice(stored),
         }
-        out.extend_from_slice(stored);
     }
 
     /// Appends every record, from record `first` round to the one before it.
@@ -621,18 +605,11 @@ impl<'a> RrSet<'a> {
             out.extend_from_slice(&self.wire[..cut]);
             return;
         };
-        // The heads differ only in RDLENGTH.
-        let mut head = [0; RECORD_HEAD];
-        head[..2].copy_from_slice(&QUESTION);
-        head[2..4].copy_from_slice(&self.rtype.to_be_bytes());
-        head[4..6].copy_from_slice(&CLASS_IN);
-        head[6..10].copy_from_slice(&ttl.to_be_bytes());
         out.reserve(self.answer_len());
         let n = self.len();
         for i in (first..n).chain(0..first.min(n)) {
             let rdata = self.stored(i);
-            head[10..].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
-            put_record(out, &head, rdata);
+            put_record(out, &head(QUESTION, self.rtype, ttl, rdata), rdata);
         }
     }
 
@@ -676,24 +653,7 @@ impl<'a> RrSet<'a> {
         match self.bare_extra {
             Some((rtype, ttl)) => {
                 let (owner, rdata) = stored.split_at(2);
-                let t = ttl.to_be_bytes();
-                let [r0, r1] = rtype.to_be_bytes();
-                let [l0, l1] = (rdata.len() as u16).to_be_bytes();
-                out.extend_from_slice(&[
-                    owner[0],
-                    owner[1],
-                    r0,
-                    r1,
-                    CLASS_IN[0],
-                    CLASS_IN[1],
-                    t[0],
-                    t[1],
-                    t[2],
-                    t[3],
-                    l0,
-                    l1,
-                ]);
-                out.extend_from_slice(rdata);
+                put_record(out, &head([owner[0], owner[1]], rtype, ttl, rdata), rdata);
             }
             None => out.extend_from_slice(stored),
         }
@@ -701,20 +661,13 @@ impl<'a> RrSet<'a> {
 
     /// Appends every additional record.
     pub fn write_extras(&self, out: &mut Vec<u8>) {
-        let Some((rtype, ttl)) = self.bare_extra else {
+        if self.bare_extra.is_none() {
             out.extend_from_slice(self.extra);
             return;
-        };
-        let mut head = [0; RECORD_HEAD];
-        head[2..4].copy_from_slice(&rtype.to_be_bytes());
-        head[4..6].copy_from_slice(&CLASS_IN);
-        head[6..10].copy_from_slice(&ttl.to_be_bytes());
+        }
         out.reserve(self.extras_len());
         for i in 0..self.extra_len() {
-            let (owner, rdata) = self.stored_extra(i).split_at(2);
-            head[..2].copy_from_slice(owner);
-            head[10..].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
-            put_record(out, &head, rdata);
+            self.write_extra(i, out);
         }
     }
 
@@ -724,6 +677,28 @@ impl<'a> RrSet<'a> {
         self.write_extra(i, &mut out);
         out
     }
+}
+
+/// A record's head: owner (a compression pointer), type, class IN, TTL, RDLENGTH of `rdata`.
+#[inline]
+fn head(owner: [u8; 2], rtype: u16, ttl: u32, rdata: &[u8]) -> [u8; RECORD_HEAD] {
+    let [r0, r1] = rtype.to_be_bytes();
+    let [t0, t1, t2, t3] = ttl.to_be_bytes();
+    let [l0, l1] = (rdata.len() as u16).to_be_bytes();
+    [
+        owner[0],
+        owner[1],
+        r0,
+        r1,
+        CLASS_IN[0],
+        CLASS_IN[1],
+        t0,
+        t1,
+        t2,
+        t3,
+        l0,
+        l1,
+    ]
 }
 
 /// Appends a record's head and RDATA. Addresses (4 and 16 bytes) are copied as arrays of
