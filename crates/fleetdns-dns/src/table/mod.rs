@@ -469,7 +469,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
-    use crate::table::{SoaParams, TableBuilder};
+    use crate::table::TableBuilder;
     use crate::wire::encode_name;
 
     /// A shard beyond 64 KiB (a name with 20 000 addresses) is indexed with four-byte offsets;
@@ -478,15 +478,7 @@ mod tests {
     fn names_are_found_in_narrow_and_wide_shards() {
         let mut b = TableBuilder::default();
         let apex = encode_name("z.test").unwrap();
-        let soa = SoaParams {
-            mname: encode_name("ns.z.test").unwrap(),
-            rname: encode_name("hostmaster.z.test").unwrap(),
-            serial: 1,
-            refresh: 1,
-            retry: 1,
-            expire: 1,
-            minimum: 5,
-        };
+        let soa = crate::compile::soa_params(&crate::config::SoaConfig::default(), &apex, 5, 1);
         let zone = b.add_zone(&apex, &soa).unwrap();
         let big = encode_name("big.z.test").unwrap();
         for i in 0..20_000u32 {
