@@ -84,15 +84,28 @@ impl ServiceKey {
     pub fn new(namespace: &str, name: &str) -> Result<Self, IdError> {
         check_label("namespace", namespace)?;
         check_label("service name", name)?;
+        // Not `format!`: a key is made for every service a source translates.
+        let mut joined = String::with_capacity(namespace.len() + 1 + name.len());
+        joined.push_str(namespace);
+        joined.push('/');
+        joined.push_str(name);
         Ok(Self {
-            joined: format!("{namespace}/{name}").into(),
+            joined: joined.into(),
         })
+    }
+
+    /// `<namespace>/<name>`.
+    pub fn as_str(&self) -> &str {
+        &self.joined
     }
 
     /// The namespace and the name.
     fn parts(&self) -> (&str, &str) {
         // Both parts are checked labels, so the one `/` is the one between them.
-        self.joined.split_once('/').unwrap_or((&self.joined, ""))
+        let at = self.joined.bytes().position(|b| b == b'/');
+        at.map_or((&*self.joined, ""), |at| {
+            (&self.joined[..at], &self.joined[at + 1..])
+        })
     }
 
     pub fn namespace(&self) -> &str {
@@ -111,7 +124,20 @@ impl Ord for ServiceKey {
         if Arc::ptr_eq(&self.joined, &other.joined) {
             return std::cmp::Ordering::Equal;
         }
-        self.parts().cmp(&other.parts())
+        // As `self.parts().cmp(&other.parts())`, in one pass and without finding the `/`s:
+        // at the first byte where the keys differ, a `/` means that key's namespace ended
+        // first (it is a prefix of the other's), so that key is less; any other pair of bytes
+        // compares as text (both in the namespace or both in the name). Keys ordered in maps
+        // of 50 000 services are compared millions of times at start.
+        let (a, b) = (self.joined.as_bytes(), other.joined.as_bytes());
+        match a.iter().zip(b).position(|(x, y)| x != y) {
+            None => a.len().cmp(&b.len()),
+            Some(at) => match (a[at], b[at]) {
+                (b'/', _) => std::cmp::Ordering::Less,
+                (_, b'/') => std::cmp::Ordering::Greater,
+                (x, y) => x.cmp(&y),
+            },
+        }
     }
 }
 
@@ -151,6 +177,29 @@ mod tests {
         let key = k("prod", "web");
         assert_eq!((key.namespace(), key.name()), ("prod", "web"));
         assert_eq!(key.to_string(), "prod/web");
+    }
+
+    #[test]
+    fn service_keys_compare_as_their_parts_do() {
+        // Every pair of keys built from labels that share prefixes and hold the characters
+        // that sort around `/` (`-` and digits): the one-pass comparison agrees with
+        // comparing (namespace, name).
+        let labels = ["a", "a-b", "a0", "ab", "a-", "b", "a-b-c", "z9", "a1-b"];
+        let labels: Vec<&str> = labels
+            .into_iter()
+            .filter(|l| check_label("label", l).is_ok())
+            .collect();
+        let keys: Vec<ServiceKey> = labels
+            .iter()
+            .flat_map(|ns| labels.iter().map(|n| ServiceKey::new(ns, n).unwrap()))
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                // A fresh copy, so the shared-string shortcut does not decide.
+                let b = ServiceKey::new(b.namespace(), b.name()).unwrap();
+                assert_eq!(a.cmp(&b), a.parts().cmp(&b.parts()), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]

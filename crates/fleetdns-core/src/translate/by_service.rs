@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Invalid, ns_of, translate_export};
-use crate::kube::{EndpointSlice, ObjectMeta, SERVICE_NAME_LABEL, Service, ServiceExport, SmolStr};
-use crate::{ClusterId, ExportSet, ServiceKey, Timestamp};
+use crate::kube::{
+    ClusterObjects, EndpointSlice, ObjectMeta, SERVICE_NAME_LABEL, Service, ServiceExport, SmolStr,
+};
+use crate::{ClusterId, Export, ExportSet, ServiceKey, Timestamp};
 
 /// The service an object belongs to, as its objects spell it: namespace (`default` when
 /// absent) and name (empty when absent). Not validated: a bad name is the translation's
@@ -28,19 +30,42 @@ pub fn slice_owner(slice: &EndpointSlice) -> Option<ServiceName> {
     Some((ns_of(&slice.metadata).into(), service.clone()))
 }
 
-/// Whether a Service or ServiceExport with `meta` is `name`'s (as [`named`] says, without
-/// allocating).
-pub fn is_named(meta: &ObjectMeta, name: &ServiceName) -> bool {
-    meta.name.as_deref().unwrap_or_default() == name.1 && ns_of(meta) == name.0
+/// Objects grouped by the service they belong to, borrowed: one pass over a set of objects,
+/// then one hash probe per service, where finding a service's objects by scanning the set
+/// would cost the whole set per service. Objects are added in the order a whole translation
+/// reads them; what [`ObjectsByService::take`] gives for a name is what scanning would find.
+#[derive(Debug, Default)]
+pub struct ObjectsByService<'a> {
+    by: rustc_hash::FxHashMap<ServiceName, ServiceObjects<'a>>,
 }
 
-/// Whether `slice` belongs to `name` (as [`slice_owner`] says, without allocating).
-pub fn is_slice_of(slice: &EndpointSlice, name: &ServiceName) -> bool {
-    slice
-        .metadata
-        .labels
-        .get(SERVICE_NAME_LABEL)
-        .is_some_and(|s| *s == name.1 && ns_of(&slice.metadata) == name.0)
+impl<'a> ObjectsByService<'a> {
+    /// Adds a set of objects after those added before: a later Service or ServiceExport of a
+    /// name replaces an earlier one, slices are kept in order.
+    pub fn add(&mut self, objects: &'a ClusterObjects) {
+        self.by.reserve(objects.service_exports.len());
+        for service in &objects.services {
+            self.group(named(&service.metadata)).service = Some(service);
+        }
+        for slice in &objects.endpoint_slices {
+            if let Some(owner) = slice_owner(slice) {
+                self.group(owner).slices.push(slice);
+            }
+        }
+        for export in &objects.service_exports {
+            self.group(named(&export.metadata)).export = Some(export);
+        }
+    }
+
+    // Names are `SmolStr`s: a key of short labels is copied inline, a long one shared.
+    fn group(&mut self, name: ServiceName) -> &mut ServiceObjects<'a> {
+        self.by.entry(name).or_default()
+    }
+
+    /// `name`'s objects, taken out of the group (each service is translated once).
+    pub fn take(&mut self, name: &ServiceName) -> ServiceObjects<'a> {
+        self.by.remove(name).unwrap_or_default()
+    }
 }
 
 /// One service's objects as a source holds them: what its translation reads. With several
@@ -89,10 +114,18 @@ impl ExportsByService {
             return out;
         }
         let exports = Arc::make_mut(&mut self.exports);
+        // A first translation (every service of a cluster) collects its exports and builds
+        // the map at once (sorted, which `touched`'s order nearly is): no key to look up, no
+        // map searched per service.
+        let mut first: Option<Vec<(ServiceKey, Arc<Export>)>> = exports.is_empty().then(Vec::new);
         let mut inserted = 0;
         for name in touched {
-            let key = ServiceKey::new(&name.0, &name.1).ok();
-            let old = key.as_ref().and_then(|k| exports.remove(k));
+            let old = match first {
+                Some(_) => None,
+                None => ServiceKey::new(&name.0, &name.1)
+                    .ok()
+                    .and_then(|k| exports.remove(&k)),
+            };
             self.invalid.remove(name);
             let found = objects(name);
             let Some(export) = found.export else {
@@ -115,7 +148,12 @@ impl ExportsByService {
                             Arc::new(exp)
                         }
                     };
-                    exports.insert(exp.key.clone(), exp);
+                    match &mut first {
+                        Some(first) => first.push((exp.key.clone(), exp)),
+                        None => {
+                            exports.insert(exp.key.clone(), exp);
+                        }
+                    }
                     inserted += 1;
                 }
                 Err(refused) => {
@@ -128,7 +166,9 @@ impl ExportsByService {
         // Inserted one by one in key order, a map's nodes end half full; built from sorted
         // entries at once, full (at 50 000 exports: 3 MB instead of 6). Worth it when most of
         // the map was inserted (a first translation), cheap next to the translation itself.
-        if inserted * 2 > exports.len() {
+        if let Some(first) = first {
+            *exports = first.into_iter().collect();
+        } else if inserted * 2 > exports.len() {
             *exports = std::mem::take(exports).into_iter().collect();
         }
         out
@@ -262,6 +302,22 @@ mod tests {
         found
     }
 
+    /// A service's objects in one set, found by looking at every object.
+    fn scan<'a>(name: &ServiceName, set: &'a ClusterObjects) -> ServiceObjects<'a> {
+        ServiceObjects {
+            service: set.services.iter().rfind(|s| named(&s.metadata) == *name),
+            slices: set
+                .endpoint_slices
+                .iter()
+                .filter(|s| slice_owner(s).as_ref() == Some(name))
+                .collect(),
+            export: set
+                .service_exports
+                .iter()
+                .rfind(|e| named(&e.metadata) == *name),
+        }
+    }
+
     fn whole(objects: &[Obj]) -> ClusterObjects {
         let mut all = ClusterObjects::default();
         for obj in objects {
@@ -337,16 +393,17 @@ mod tests {
     #[test]
     fn objects_belong_to_the_service_their_namespace_and_name_or_label_say() {
         let name: ServiceName = ("default".into(), "web".into());
+        let is_named = |m: &ObjectMeta| named(m) == name;
         assert!(
-            is_named(&meta(None, Some("web"), true), &name),
+            is_named(&meta(None, Some("web"), true)),
             "no namespace is default"
         );
-        assert!(is_named(&meta(Some("default"), Some("web"), true), &name));
-        assert!(!is_named(&meta(Some("shop"), Some("web"), true), &name));
-        assert!(!is_named(&meta(Some("default"), Some("db"), true), &name));
-        assert!(!is_named(&meta(Some("shop"), Some("db"), true), &name));
+        assert!(is_named(&meta(Some("default"), Some("web"), true)));
+        assert!(!is_named(&meta(Some("shop"), Some("web"), true)));
+        assert!(!is_named(&meta(Some("default"), Some("db"), true)));
+        assert!(!is_named(&meta(Some("shop"), Some("db"), true)));
         let unnamed: ServiceName = ("default".into(), SmolStr::default());
-        assert!(is_named(&meta(None, None, true), &unnamed));
+        assert_eq!(named(&meta(None, None, true)), unnamed);
         for (ns, label, want) in [
             (None, Some("web"), true),
             (Some("default"), Some("web"), true),
@@ -363,8 +420,79 @@ mod tests {
                 metadata: m,
                 ..EndpointSlice::default()
             };
-            assert_eq!(is_slice_of(&slice, &name), want, "{ns:?} {label:?}");
-            assert_eq!(slice_owner(&slice).as_ref() == Some(&name), want);
+            assert_eq!(
+                slice_owner(&slice).as_ref() == Some(&name),
+                want,
+                "{ns:?} {label:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grouped_objects_are_what_scanning_every_set_in_order_finds() {
+        // Random objects cut into a few sets (a folder's files), added in order: each
+        // service's group holds the objects a scan of the sets finds, the same ones (not
+        // copies), in the same order, the last Service and ServiceExport of a name winning.
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for round in 0..50 {
+            let sets: Vec<ClusterObjects> = (0..=rng.below(3))
+                .map(|_| {
+                    let objects: Vec<Obj> = (0..rng.below(12))
+                        .map(|_| random_object(&mut rng))
+                        .collect();
+                    whole(&objects)
+                })
+                .collect();
+            let mut grouped = ObjectsByService::default();
+            for set in &sets {
+                grouped.add(set);
+            }
+            let mut names: Vec<ServiceName> = sets
+                .iter()
+                .flat_map(|set| {
+                    let services = set.services.iter().map(|s| Some(named(&s.metadata)));
+                    let exports = set.service_exports.iter().map(|e| Some(named(&e.metadata)));
+                    services
+                        .chain(exports)
+                        .chain(set.endpoint_slices.iter().map(slice_owner))
+                })
+                .flatten()
+                .collect();
+            names.sort();
+            names.dedup();
+            names.push(("nowhere".into(), "none".into()));
+            for name in &names {
+                let mut want = ServiceObjects::default();
+                for set in &sets {
+                    let o = scan(name, set);
+                    want.service = o.service.or(want.service);
+                    want.export = o.export.or(want.export);
+                    want.slices.extend(o.slices);
+                }
+                let have = grouped.take(name);
+                let same = |a: Option<&Service>, b: Option<&Service>| match (a, b) {
+                    (Some(a), Some(b)) => std::ptr::eq(a, b),
+                    (a, b) => a.is_none() && b.is_none(),
+                };
+                assert!(same(have.service, want.service), "round {round}: {name:?}");
+                assert_eq!(
+                    have.export.map(std::ptr::from_ref),
+                    want.export.map(std::ptr::from_ref),
+                    "round {round}: {name:?}"
+                );
+                let ptrs = |v: &[&EndpointSlice]| -> Vec<*const EndpointSlice> {
+                    v.iter().map(|s| std::ptr::from_ref(*s)).collect()
+                };
+                assert_eq!(
+                    ptrs(&have.slices),
+                    ptrs(&want.slices),
+                    "round {round}: {name:?}"
+                );
+                assert!(
+                    grouped.take(name).service.is_none() && grouped.take(name).slices.is_empty(),
+                    "taken once"
+                );
+            }
         }
     }
 

@@ -119,18 +119,20 @@ pub fn translate_export(
             }),
         ));
     };
-    let label = format!("{}/{name}", ns_of(&export.metadata));
+    // Made only when needed: most exports have a creation time and translate.
+    let label = || format!("{}/{name}", ns_of(&export.metadata));
     let created = match export.metadata.creation_timestamp.as_deref() {
         Some(ts) => match Timestamp::parse_rfc3339(ts) {
             Ok(t) => t,
             Err(e) => {
+                let label = label();
                 warnings.push(format!("ServiceExport {label}: {e}; using first-seen time"));
                 first_seen(&label)
             }
         },
-        None => first_seen(&label),
+        None => first_seen(&label()),
     };
-    translate(cluster, export, service, slices, created, warnings).map_err(|e| (label, e))
+    translate(cluster, export, service, slices, created, warnings).map_err(|e| (label(), e))
 }
 
 /// Objects without a namespace (hand-written manifests) live in `default`, as `kubectl apply` puts them.
@@ -149,18 +151,18 @@ pub fn translate(
 ) -> Result<Export, Invalid> {
     let name = export.metadata.name.as_deref().unwrap_or_default();
     let ns = ns_of(&export.metadata);
-    let label = format!("{ns}/{name}");
     let key = ServiceKey::new(ns, name)?;
+    let label = key.as_str();
     let Some(service) = service else {
-        return Err(Invalid::NoService { key: label });
+        return Err(Invalid::NoService { key: label.into() });
     };
     let spec = &service.spec;
     let bad = |reason: String| Invalid::BadService {
-        key: label.clone(),
+        key: label.into(),
         reason,
     };
     let service_type = match spec.type_.as_deref().unwrap_or("ClusterIP") {
-        "ExternalName" => return Err(Invalid::ExternalName { key: label }),
+        "ExternalName" => return Err(Invalid::ExternalName { key: label.into() }),
         "ClusterIP" | "NodePort" | "LoadBalancer" => {
             if spec.cluster_ip.as_deref() == Some("None")
                 || spec.cluster_ips.first().map(SmolStr::as_str) == Some("None")
@@ -226,7 +228,7 @@ pub fn translate(
         });
     }
     let publish_not_ready = spec.publish_not_ready_addresses == Some(true);
-    let endpoints = collect_endpoints(&label, slices, publish_not_ready, warnings);
+    let endpoints = collect_endpoints(label, slices, publish_not_ready, warnings);
     Ok(Export {
         key,
         cluster: cluster.clone(),

@@ -160,6 +160,11 @@ impl Decoded {
         self.docs.get(doc).is_some_and(Option::is_some)
     }
 
+    /// Whether every document is decoded.
+    pub(super) fn is_whole(&self) -> bool {
+        self.docs.iter().all(Option::is_some)
+    }
+
     /// Where each decoded document's objects start (services, slices, exports, entries) and
     /// its services in [`Decoded::held`]; `None` for documents not decoded.
     fn starts(&self) -> Vec<Option<([usize; 4], usize)>> {

@@ -8,17 +8,16 @@
 //! every file's objects are kept instead. Runs on a low-priority thread (the source moves the
 //! folder there and back).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fleetdns_core::service_entry::{ServiceEntryObject, translate_service_entries};
 use fleetdns_core::tap::ObjectsTap;
-use fleetdns_core::translate::by_service::{
-    ExportsByService, ServiceName, ServiceObjects, is_named, is_slice_of,
-};
+use fleetdns_core::translate::by_service::{ExportsByService, ObjectsByService, ServiceName};
 use fleetdns_core::{ClusterId, ExportSet, ServiceEntrySet, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::documents::{self, Decoded, FileRead};
 use super::{ClusterManifests, ManifestError, note_entries, note_refusals};
@@ -107,7 +106,7 @@ impl FileIndex {
     }
 
     /// The documents holding any of `names`, in order.
-    fn docs_holding(&self, names: &HashSet<&ServiceName>) -> Vec<usize> {
+    fn docs_holding(&self, names: &FxHashSet<&ServiceName>) -> Vec<usize> {
         (0..self.docs.len())
             .filter(|&d| self.names_of_doc(d).any(|n| names.contains(n)))
             .collect()
@@ -115,8 +114,8 @@ impl FileIndex {
 
     /// Per service, a hash of the hashes of the documents holding it, in order: equal when
     /// the service's objects in the file are the same documents in the same order.
-    fn placements(&self) -> HashMap<&ServiceName, u64> {
-        let mut by: HashMap<&ServiceName, std::hash::DefaultHasher> = HashMap::new();
+    fn placements(&self) -> FxHashMap<&ServiceName, u64> {
+        let mut by: FxHashMap<&ServiceName, std::hash::DefaultHasher> = FxHashMap::default();
         for (d, doc) in self.docs.iter().enumerate() {
             for name in self.names_of_doc(d) {
                 by.entry(name).or_default().write_u64(doc.hash);
@@ -162,7 +161,7 @@ fn index_file(
         text,
     } = read;
     // Where each document of the last version is, by hash.
-    let mut old_at: HashMap<u64, usize> = HashMap::new();
+    let mut old_at: FxHashMap<u64, usize> = FxHashMap::default();
     if let Some(old) = old {
         for (d, doc) in old.docs.iter().enumerate() {
             old_at.entry(doc.hash).or_insert(d);
@@ -187,19 +186,19 @@ fn index_file(
     }
     let doc_names = |d: usize| &names[d.checked_sub(1).map_or(0, |p| names_end[p])..names_end[d]];
     // The services whose documents are not the same texts in the same order as before.
-    let candidates: HashSet<&ServiceName> = match old {
+    let candidates: FxHashSet<&ServiceName> = match old {
         None => names.iter().collect(),
         Some(old) => {
-            let mut now: HashMap<&ServiceName, std::hash::DefaultHasher> = HashMap::new();
+            let mut now: FxHashMap<&ServiceName, std::hash::DefaultHasher> = FxHashMap::default();
             for (d, hash) in hashes.iter().enumerate() {
                 for name in doc_names(d) {
                     now.entry(name).or_default().write_u64(*hash);
                 }
             }
-            let now: HashMap<&ServiceName, u64> =
+            let now: FxHashMap<&ServiceName, u64> =
                 now.into_iter().map(|(n, h)| (n, h.finish())).collect();
             let before = old.placements();
-            let mut differ: HashSet<&ServiceName> = now
+            let mut differ: FxHashSet<&ServiceName> = now
                 .iter()
                 .filter(|(n, h)| before.get(*n) != Some(*h))
                 .map(|(n, _)| *n)
@@ -219,7 +218,7 @@ fn index_file(
         kept.map(|k| -> documents::EarlierDecoding<'_> { (k, &from_last) }),
     )?;
     // The candidates' fingerprints now, from their documents' fingerprints in file order.
-    let mut now: HashMap<&ServiceName, std::hash::DefaultHasher> = HashMap::new();
+    let mut now: FxHashMap<&ServiceName, std::hash::DefaultHasher> = FxHashMap::default();
     for held in decoded.held_by_doc().into_iter().flatten() {
         for (name, fingerprint) in held {
             if let Some(name) = candidates.get(name) {
@@ -227,10 +226,11 @@ fn index_file(
             }
         }
     }
-    let now: HashMap<&ServiceName, u64> = now.into_iter().map(|(n, h)| (n, h.finish())).collect();
-    let mut services: Vec<(ServiceName, u64)> = names
-        .iter()
-        .collect::<BTreeSet<_>>()
+    let now: FxHashMap<&ServiceName, u64> = now.into_iter().map(|(n, h)| (n, h.finish())).collect();
+    let mut sorted: Vec<&ServiceName> = names.iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut services: Vec<(ServiceName, u64)> = sorted
         .into_iter()
         .map(|n| {
             let fingerprint = now
@@ -342,7 +342,7 @@ impl Holders {
 pub(super) struct Folder {
     files: BTreeMap<PathBuf, FileState>,
     /// For each service, the files holding any of its objects, in path order.
-    holders: HashMap<ServiceName, Holders>,
+    holders: FxHashMap<ServiceName, Holders>,
     /// Services whose objects changed since they were last translated.
     touched: BTreeSet<ServiceName>,
     /// Keep every file's objects (a tap takes the whole set at every translation).
@@ -522,13 +522,24 @@ impl Folder {
     /// its index says is read as changed now (it may touch more services), so what is
     /// translated always agrees with the index.
     fn gather(&mut self) -> Result<(), ManifestError> {
-        let mut gathered: HashSet<ServiceName> = HashSet::new();
+        let mut gathered: FxHashSet<ServiceName> = FxHashSet::default();
+        // Whether a holder file is at hand with every document decoded (every file at start):
+        // nothing more to gather from it. Asked once per file, not once per service.
+        let mut whole: FxHashMap<*const Path, bool> = FxHashMap::default();
         loop {
             let mut wanted: BTreeMap<Arc<Path>, Vec<ServiceName>> = BTreeMap::new();
             for name in &self.touched {
                 if gathered.insert(name.clone()) {
                     for holder in self.holders.get(name).map_or(&[][..], Holders::as_slice) {
-                        wanted.entry(holder.clone()).or_default().push(name.clone());
+                        let at_hand = &self.at_hand;
+                        let done = *whole.entry(Arc::as_ptr(holder)).or_insert_with(|| {
+                            at_hand
+                                .get(&**holder)
+                                .is_some_and(|hand| hand.decoded.is_whole())
+                        });
+                        if !done {
+                            wanted.entry(holder.clone()).or_default().push(name.clone());
+                        }
                     }
                 }
             }
@@ -668,13 +679,21 @@ impl Folder {
         let now = Timestamp::now();
         let first_seen = &mut self.first_seen;
         let mut seen = |label: &str| *first_seen.entry(label.to_owned()).or_insert(now);
-        let (files, at_hand, holders) = (&self.files, &self.at_hand, &self.holders);
-        let done = self.exports.update(
-            cluster,
-            &touched,
-            |name| objects_of(files, at_hand, holders, name),
-            &mut seen,
-        );
+        let mut grouped = ObjectsByService::default();
+        for path in holder_files(&self.holders, &touched) {
+            let decoded = match self.at_hand.get(&**path) {
+                Some(hand) => &hand.decoded,
+                None => match self.files.get(&**path).and_then(|f| f.kept.as_ref()) {
+                    Some(kept) => kept,
+                    None => continue,
+                },
+            };
+            grouped.add(&decoded.objects.objects);
+        }
+        let done = self
+            .exports
+            .update(cluster, &touched, |name| grouped.take(name), &mut seen);
+        drop(grouped);
         // Every object decoded for this translation goes, and the map's room with it.
         self.at_hand = HashMap::new();
         let mut notes = Vec::new();
@@ -720,48 +739,24 @@ impl Folder {
     }
 }
 
-/// One service's objects, from the files holding them, in path order (the last Service and
-/// ServiceExport of a name win, as in a whole-cluster translation).
-fn objects_of<'a>(
-    files: &'a BTreeMap<PathBuf, FileState>,
-    at_hand: &'a HashMap<PathBuf, AtHand>,
-    holders: &HashMap<ServiceName, Holders>,
-    name: &ServiceName,
-) -> ServiceObjects<'a> {
-    let mut found = ServiceObjects::default();
-    for path in holders.get(name).map_or(&[][..], Holders::as_slice) {
-        let decoded = match at_hand.get(&**path) {
-            Some(hand) => &hand.decoded,
-            None => match files.get(&**path).and_then(|f| f.kept.as_ref()) {
-                Some(kept) => kept,
-                None => continue,
-            },
-        };
-        let m = &decoded.objects;
-        if let Some(s) = m
-            .objects
-            .services
-            .iter()
-            .rfind(|s| is_named(&s.metadata, name))
-        {
-            found.service = Some(s);
-        }
-        found.slices.extend(
-            m.objects
-                .endpoint_slices
-                .iter()
-                .filter(|s| is_slice_of(s, name)),
-        );
-        if let Some(e) = m
-            .objects
-            .service_exports
-            .iter()
-            .rfind(|e| is_named(&e.metadata, name))
-        {
-            found.export = Some(e);
-        }
-    }
-    found
+/// The files holding any of `touched`'s objects, in path order, each once: their objects,
+/// grouped by service in this order, are what each service's translation reads (the last
+/// Service and ServiceExport of a name win, as in a whole-cluster translation).
+fn holder_files<'h>(
+    holders: &'h FxHashMap<ServiceName, Holders>,
+    touched: &BTreeSet<ServiceName>,
+) -> Vec<&'h Arc<Path>> {
+    // Once per `Arc` first (the services a file held when it was read share one), then once
+    // per path (a file read again holds its new services under another `Arc`).
+    let mut seen: FxHashSet<*const Path> = FxHashSet::default();
+    let mut files: Vec<&Arc<Path>> = touched
+        .iter()
+        .flat_map(|name| holders.get(name).map_or(&[][..], Holders::as_slice))
+        .filter(|path| seen.insert(Arc::as_ptr(path)))
+        .collect();
+    files.sort_unstable();
+    files.dedup_by(|a, b| a == b);
+    files
 }
 
 /// Moves every kept file's objects into one set, in file order (no copies: 50 000 services
