@@ -113,6 +113,9 @@ start_timed() { # size server port log probes cmd...
 # Changes and queries against a running server. kind: fleetdns | knot:<knot.conf>
 measure_changes() { # size server kind port pid work queries
   local size=$1 server=$2 kind=$3 port=$4 pid=$5 work=$6 queries=$7 line n p50 p99 max to secs last
+  # The peak of the changes, not of the start: writing 5 to clear_refs sets VmHWM to VmRSS.
+  echo 5 >"/proc/$pid/clear_refs" || die "cannot reset the peak RSS of $server (/proc/$pid/clear_refs)"
+  rec "$size" "$server" rss_before_changes_kib "$(rss_kib "$pid")"
   line=$(taskset -c "$CLIENT_CPU" $PY latency "$kind" "$port" "$work" "$CHANGES" "$CHANGE_BUDGET" "$CHANGE_TIMEOUT")
   read -r n p50 p99 max to <<<"$line"
   rec "$size" "$server" change_n "$n"; rec "$size" "$server" change_p50_ms "$p50"; rec "$size" "$server" change_p99_ms "$p99"
@@ -147,7 +150,7 @@ measure_changes() { # size server kind port pid work queries
     sleep 1
   done
   rec "$size" "$server" busy_changes "$(awk '{ print $1 }' "$OUT/busy-$size-$server.txt")"
-  rec "$size" "$server" hwm_end_kib "$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")"
+  rec "$size" "$server" hwm_changes_kib "$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status")"
   rec "$size" "$server" rss_end_kib "$(rss_kib "$pid")"
 }
 

@@ -356,6 +356,14 @@ def report(tsv):
         except (TypeError, ValueError, ZeroDivisionError):
             return "—"
 
+    def peak(size, server):
+        try:
+            a = int(g(size, server, "rss_before_changes_kib"))
+            b = int(g(size, server, "hwm_changes_kib"))
+            return f"{b / 1024:.0f} ({(b - a) * 100 / a:+.0f}%)"
+        except (TypeError, ValueError, ZeroDivisionError):
+            return "—"
+
     def lat(size, server):
         n = g(size, server, "change_n", None)
         if n is None:
@@ -385,7 +393,8 @@ def report(tsv):
             f"| {per_name(s, 'fleetdns')} / {per_name(s, 'knot')} "
             f"| {g(s, 'fleetdns', 'start_s')} / {g(s, 'knot', 'start_s')} / {g(s, 'fleetdns-etcd', 'start_s')} |")
     out.append("")
-    out.append("| S per cluster | server | one change visible, ms: p50 / p99 / max | RSS after changes, MiB (vs load) | peak RSS, MiB "
+    out.append("| S per cluster | server | one change visible, ms: p50 / p99 / max | RSS after changes, MiB (vs load) "
+               "| peak RSS during the changes, MiB (vs RSS before them) "
                "| query wait at 20k q/s, ms: p99 quiet / p99 during changes / max during | lost quiet / during | answered q/s quiet / during | changes made during |")
     out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in sizes:
@@ -394,7 +403,7 @@ def report(tsv):
                 continue
             out.append(
                 f"| {s:,} | {server} | {lat(s, server)} | {growth(s, server)} (after {g(s, server, 'churn_n')}) "
-                f"| {mib(g(s, server, 'hwm_end_kib'))} "
+                f"| {peak(s, server)} "
                 f"| {g(s, server, 'quiet_p99_ms')} / {g(s, server, 'busy_p99_ms')} / {g(s, server, 'busy_max_ms')} "
                 f"| {g(s, server, 'quiet_lost')} / {g(s, server, 'busy_lost')} "
                 f"| {qps(s, server, 'quiet')} / {qps(s, server, 'busy')} | {g(s, server, 'busy_changes')} |")

@@ -184,31 +184,49 @@ fn index_file(
             names_end.push(names.len());
         }
     }
-    let doc_names = |d: usize| &names[d.checked_sub(1).map_or(0, |p| names_end[p])..names_end[d]];
-    // The services whose documents are not the same texts in the same order as before.
-    let candidates: FxHashSet<&ServiceName> = match old {
-        None => names.iter().collect(),
+    // The services the file holds, sorted; from here on a service is its position there, and
+    // what is known per service is a vector by position, not a map (a first read indexes
+    // every service of every file: 165 000 at fleet scale).
+    let mut sorted: Vec<&ServiceName> = names.iter().collect();
+    // A service's objects are mostly adjacent documents: fewer to sort.
+    sorted.dedup();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let positions: FxHashMap<&ServiceName, usize> =
+        sorted.iter().enumerate().map(|(p, n)| (*n, p)).collect();
+    let position = |n: &ServiceName| positions.get(n).copied();
+    let held: Box<[u32]> = names
+        .iter()
+        .map(|n| position(n).map_or(u32::MAX, |p| u32::try_from(p).unwrap_or(u32::MAX)))
+        .collect();
+    let doc_held = |d: usize| &held[d.checked_sub(1).map_or(0, |p| names_end[p])..names_end[d]];
+    // The services whose documents are not the same texts in the same order as before
+    // (`candidate`, by position), and those the file held before and holds no more (`gone`).
+    let (candidate, gone): (Vec<bool>, Vec<&ServiceName>) = match old {
+        None => (vec![true; sorted.len()], Vec::new()),
         Some(old) => {
-            let mut now: FxHashMap<&ServiceName, std::hash::DefaultHasher> = FxHashMap::default();
+            let mut now = vec![std::hash::DefaultHasher::new(); sorted.len()];
             for (d, hash) in hashes.iter().enumerate() {
-                for name in doc_names(d) {
-                    now.entry(name).or_default().write_u64(*hash);
+                for &p in doc_held(d) {
+                    now[p as usize].write_u64(*hash);
                 }
             }
-            let now: FxHashMap<&ServiceName, u64> =
-                now.into_iter().map(|(n, h)| (n, h.finish())).collect();
             let before = old.placements();
-            let mut differ: FxHashSet<&ServiceName> = now
+            let candidate = sorted
                 .iter()
-                .filter(|(n, h)| before.get(*n) != Some(*h))
-                .map(|(n, _)| *n)
+                .zip(&now)
+                .map(|(n, h)| before.get(n) != Some(&h.finish()))
                 .collect();
-            differ.extend(before.keys().filter(|n| !now.contains_key(*n)));
-            differ
+            let gone = before
+                .keys()
+                .filter(|n| position(n).is_none())
+                .copied()
+                .collect();
+            (candidate, gone)
         }
     };
     let wanted: Vec<usize> = (0..hashes.len())
-        .filter(|&d| keep_all || doc_names(d).iter().any(|n| candidates.contains(n)))
+        .filter(|&d| keep_all || doc_held(d).iter().any(|&p| candidate[p as usize]))
         .collect();
     let from_last = |d: usize| hashes.get(d).and_then(|h| old_at.get(h).copied());
     let reparsed = decoded.decode_more(
@@ -218,41 +236,35 @@ fn index_file(
         kept.map(|k| -> documents::EarlierDecoding<'_> { (k, &from_last) }),
     )?;
     // The candidates' fingerprints now, from their documents' fingerprints in file order.
-    let mut now: FxHashMap<&ServiceName, std::hash::DefaultHasher> = FxHashMap::default();
+    let mut now: Vec<Option<std::hash::DefaultHasher>> = vec![None; sorted.len()];
     for held in decoded.held_by_doc().into_iter().flatten() {
         for (name, fingerprint) in held {
-            if let Some(name) = candidates.get(name) {
-                now.entry(name).or_default().write_u64(*fingerprint);
+            if let Some(p) = position(name).filter(|&p| candidate[p]) {
+                now[p]
+                    .get_or_insert_with(std::hash::DefaultHasher::new)
+                    .write_u64(*fingerprint);
             }
         }
     }
-    let now: FxHashMap<&ServiceName, u64> = now.into_iter().map(|(n, h)| (n, h.finish())).collect();
-    let mut sorted: Vec<&ServiceName> = names.iter().collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut services: Vec<(ServiceName, u64)> = sorted
-        .into_iter()
-        .map(|n| {
-            let fingerprint = now
-                .get(n)
-                .copied()
-                .or_else(|| old.and_then(|o| o.fingerprint(n)))
-                .unwrap_or_default();
-            (n.clone(), fingerprint)
+    let now: Vec<Option<u64>> = now.iter().map(|h| h.as_ref().map(Hasher::finish)).collect();
+    let before = |n: &ServiceName| old.and_then(|o| o.fingerprint(n));
+    let mut changed: Vec<ServiceName> = Vec::new();
+    let services: Box<[(ServiceName, u64)]> = sorted
+        .iter()
+        .enumerate()
+        .map(|(p, n)| {
+            let fingerprint = if candidate[p] {
+                if now[p] != before(n) {
+                    changed.push((*n).clone());
+                }
+                now[p].or_else(|| before(n))
+            } else {
+                before(n)
+            };
+            ((*n).clone(), fingerprint.unwrap_or_default())
         })
         .collect();
-    services.shrink_to_fit();
-    let changed: Vec<ServiceName> = candidates
-        .iter()
-        .filter(|n| now.get(*n).copied() != old.and_then(|o| o.fingerprint(n)))
-        .map(|n| (*n).clone())
-        .collect();
-    let position = |n: &ServiceName| {
-        services
-            .binary_search_by(|(s, _)| s.cmp(n))
-            .map_or(u32::MAX, |p| u32::try_from(p).unwrap_or(u32::MAX))
-    };
-    let held: Box<[u32]> = names.iter().map(position).collect();
+    changed.extend(gone.into_iter().filter(|n| before(n).is_some()).cloned());
     let mut entries: Vec<ServiceEntryObject> = Vec::new();
     let mut docs = Vec::with_capacity(hashes.len());
     let fresh_entries = decoded.entries_by_doc();
@@ -275,7 +287,7 @@ fn index_file(
         index: FileIndex {
             docs: docs.into_boxed_slice(),
             held,
-            services: services.into_boxed_slice(),
+            services,
             entries: entries.into_boxed_slice(),
         },
         changed,
@@ -487,7 +499,11 @@ impl Folder {
     }
 
     fn hold(&mut self, name: &ServiceName, holder: &Arc<Path>) {
-        let files = self.holders.get(name).map_or(&[][..], Holders::as_slice);
+        let Some(files) = self.holders.get(name).map(Holders::as_slice) else {
+            self.holders
+                .insert(name.clone(), Holders::One(holder.clone()));
+            return;
+        };
         let at = files.partition_point(|p| **p < **holder);
         let mut grown = Vec::with_capacity(files.len() + 1);
         grown.extend_from_slice(&files[..at]);
