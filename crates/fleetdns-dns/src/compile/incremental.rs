@@ -21,7 +21,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use super::{cluster_service, clusterset_service, compile, parent, service_name};
 use crate::config::ZonesConfig;
 use crate::table::{AnswerTable, Change, Node, TableBuilder};
-use crate::wire::{encode_name, label_offsets};
+use crate::wire::{MAX_NAME, encode_name, label_offsets, prefix_name};
 
 /// Beyond this share of the fleet's services changed at once, a whole compile is cheaper.
 const MOST_OF_THE_FLEET: usize = 4;
@@ -401,28 +401,46 @@ fn namespace_counts(
     config: &ZonesConfig,
 ) -> FxHashMap<Box<[u8]>, u32> {
     let mut counts: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
-    let mut count = |key: &ServiceKey, apex: &[u8]| {
-        if let Some(name) = service_name(key, apex) {
-            *counts.entry(parent(&name).into()).or_default() += 1;
-        }
-    };
     if config.clusterset.enabled
         && let Ok(apex) = encode_name(&config.clusterset.name)
     {
-        for key in merged.keys() {
-            count(key, &apex);
-        }
+        count_namespaces(&mut counts, merged.keys(), &apex);
     }
     if config.cluster_zones.enabled {
         for (cluster, view) in &snapshot.clusters {
             if let Ok(apex) = encode_name(&config.cluster_zone_name(cluster.as_str())) {
-                for key in view.exports.keys() {
-                    count(key, &apex);
-                }
+                count_namespaces(&mut counts, view.exports.keys(), &apex);
             }
         }
     }
     counts
+}
+
+/// Adds to `counts` the services of `keys` under their namespace nodes in the zone of
+/// `apex`: those [`service_name`] names. Counted by namespace first, and each node's name made
+/// once: naming every service and its node cost a whole compile of a 50 000-service fleet
+/// two allocations per service and zone.
+fn count_namespaces<'k>(
+    counts: &mut FxHashMap<Box<[u8]>, u32>,
+    keys: impl Iterator<Item = &'k ServiceKey>,
+    apex: &[u8],
+) {
+    let mut by_namespace: FxHashMap<&str, u32> = FxHashMap::default();
+    for key in keys {
+        let (namespace, name) = (key.namespace(), key.name());
+        // Exactly when `service_name` names it: labels of 1..=63 bytes, a name within 255.
+        let fits = (1..=63).contains(&namespace.len())
+            && (1..=63).contains(&name.len())
+            && 1 + name.len() + 1 + namespace.len() + 4 + apex.len() <= MAX_NAME;
+        if fits {
+            *by_namespace.entry(namespace).or_default() += 1;
+        }
+    }
+    for (namespace, n) in by_namespace {
+        if let Ok(node) = prefix_name(&[namespace, "svc"], apex) {
+            *counts.entry(node.into()).or_default() += n;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use fleetdns_core::{
 
 use crate::config::{AnswerPolicy, SoaConfig, ZonesConfig};
 use crate::table::{AnswerTable, Selection, SoaParams, TableBuilder};
-use crate::wire::{encode_name, prefix_name};
+use crate::wire::{MAX_NAME, encode_name, prefix_name};
 
 /// `dns-version` TTL of the specs' examples (K8S-3, MCS-11).
 const VERSION_TTL: u32 = 28_800;
@@ -27,7 +27,18 @@ pub fn compile(
     config: &ZonesConfig,
     serial: u32,
 ) -> AnswerTable {
-    let mut b = TableBuilder::default();
+    // About four names and eight records per service in each zone it is in (the service,
+    // `_tcp` and a name per port, a record per address and per port, twice), and a name and
+    // two records per endpoint (the headless services' pods).
+    let services = merged.len() + snapshot.export_count();
+    let endpoints: usize = snapshot
+        .clusters
+        .values()
+        .flat_map(|view| view.exports.values())
+        .map(|e| e.endpoints.len())
+        .sum();
+    let mut b =
+        TableBuilder::with_capacity(4 * services + 2 * endpoints, 8 * services + 4 * endpoints);
     if config.clusterset.enabled {
         compile_clusterset(&mut b, snapshot, merged, config, serial);
     }
@@ -281,18 +292,34 @@ fn service_srv(
         .filter_map(|p| Some((p.name.as_deref()?, p)))
         .collect();
     let weight = srv_weight(named.len());
-    for (name, port) in &named {
+    // The bare name's records first, one run of one owner (the names and records come in
+    // the same order either way: the owner exists before any `_<port>` name).
+    for (_, port) in &named {
         b.add_srv(zone, owner, ttl, weight, port.port, owner, ips);
+    }
+    for (name, port) in &named {
         if let Some(srv_owner) = srv_owner(name, port, owner) {
             b.add_srv(zone, &srv_owner, ttl, 100, port.port, owner, ips);
         }
     }
 }
 
-/// `_<port>._<proto>.<owner>` (K8S-7).
+/// `_<port>._<proto>.<owner>` (K8S-7), lower-cased; `None` when a label or the name is too
+/// long. Written in place: formatting the labels first allocated three times per port.
 fn srv_owner(port_name: &str, port: &fleetdns_core::Port, owner: &[u8]) -> Option<Vec<u8>> {
-    let proto = format!("_{}", port.protocol.srv_label());
-    prefix_name(&[&format!("_{port_name}"), &proto], owner).ok()
+    let proto = port.protocol.srv_label();
+    let len = 2 + port_name.len() + 2 + proto.len() + owner.len();
+    if 1 + port_name.len() > 63 || 1 + proto.len() > 63 || len > MAX_NAME {
+        return None;
+    }
+    let mut name = Vec::with_capacity(len);
+    for label in [port_name, proto] {
+        name.push(1 + label.len() as u8);
+        name.push(b'_');
+        name.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    name.extend_from_slice(owner);
+    Some(name)
 }
 
 fn clusterset_headless(

@@ -16,7 +16,7 @@ use hashbrown::hash_table::Entry;
 use rustc_hash::FxHashMap;
 
 use super::entry::{SetData, encode};
-use super::{AnswerTable, SHARDS, Selection, Zone, name_hash, shard_of, shards_from_arenas};
+use super::{AnswerTable, SHARDS, Selection, Shard, Zone, exactly, name_hash, shard_of};
 use crate::wire::{CLASS_IN, label_offsets, rtype, write_name_against};
 
 /// The owner of every answer record: a pointer to the question name.
@@ -145,6 +145,9 @@ pub struct TableBuilder {
     wildcards: FxHashMap<Box<[u8]>, BuildNode>,
     zones: Vec<Zone>,
     zone_index: FxHashMap<Box<[u8]>, u16>,
+    /// The name records were last added to: records come in runs of one owner, and such a
+    /// run then costs a comparison of bytes at hand, not a hash probe.
+    last: Option<u32>,
 }
 
 /// Parameters of a zone's SOA.
@@ -160,6 +163,19 @@ pub struct SoaParams {
 }
 
 impl TableBuilder {
+    /// A builder with room for about `names` names and `records` records: a whole fleet's
+    /// million names grown into an index rehashed it over and over.
+    pub fn with_capacity(names: usize, records: usize) -> Self {
+        Self {
+            names: Vec::with_capacity(names * 32),
+            nodes: Vec::with_capacity(names),
+            index: HashTable::with_capacity(names),
+            records: Vec::with_capacity(records * 24),
+            added: Vec::with_capacity(records),
+            ..Self::default()
+        }
+    }
+
     /// Adds a zone with its SOA and NS at the apex. Returns `None` if the apex is already served.
     pub fn add_zone(&mut self, apex: &[u8], soa: &SoaParams) -> Option<u16> {
         if self.zone_index.contains_key(apex) {
@@ -245,11 +261,13 @@ impl TableBuilder {
                 break;
             }
             let name = &owner[off..];
-            let hash = name_hash(name);
-            if self.find(hash, name).is_some() {
+            let (i, new) = self.find_or_insert(name_hash(name), name, zone);
+            if off == 0 {
+                self.last = Some(i);
+            }
+            if !new {
                 break; // its ancestors exist already
             }
-            self.insert_name(hash, name, zone);
         }
     }
 
@@ -260,19 +278,32 @@ impl TableBuilder {
             .copied()
     }
 
+    /// The position of `name`, added in `zone` if it is not there; and whether it was added.
+    /// One probe of the index either way.
+    fn find_or_insert(&mut self, hash: u64, name: &[u8], zone: u16) -> (u32, bool) {
+        let Self {
+            names,
+            nodes,
+            index,
+            ..
+        } = self;
+        match index.entry(
+            hash,
+            |&j| name_at(names, &nodes[j as usize]) == name,
+            |&j| nodes[j as usize].hash,
+        ) {
+            Entry::Occupied(e) => (*e.get(), false),
+            Entry::Vacant(e) => {
+                let i = push_name(names, nodes, hash, name, zone);
+                e.insert(i);
+                (i, true)
+            }
+        }
+    }
+
     /// Adds `name`, in place of any name of the same bytes (whose records are then dropped).
     fn insert_name(&mut self, hash: u64, name: &[u8], zone: u16) -> u32 {
-        let i = self.nodes.len() as u32;
-        let at = self.names.len() as u32;
-        self.names.extend_from_slice(name);
-        self.nodes.push(Name {
-            hash,
-            at,
-            len: name.len() as u8,
-            zone,
-            addresses: false,
-            live: true,
-        });
+        let i = push_name(&mut self.names, &mut self.nodes, hash, name, zone);
         let Self {
             names,
             nodes,
@@ -287,6 +318,7 @@ impl TableBuilder {
             Entry::Occupied(mut e) => {
                 let old = std::mem::replace(e.get_mut(), i);
                 nodes[old as usize].live = false;
+                self.last = None;
             }
             Entry::Vacant(e) => {
                 e.insert(i);
@@ -297,14 +329,16 @@ impl TableBuilder {
 
     /// The position of `owner`, made to exist (with its ancestors) if it does not.
     fn node(&mut self, zone: u16, owner: &[u8]) -> u32 {
-        let hash = name_hash(owner);
-        if let Some(i) = self.find(hash, owner) {
-            return i;
+        if let Some(last) = self.last
+            && name_at(&self.names, &self.nodes[last as usize]) == owner
+        {
+            return last;
         }
-        let i = self.insert_name(hash, owner, zone);
-        if owner.len() > 1 {
+        let (i, new) = self.find_or_insert(name_hash(owner), owner, zone);
+        if new && owner.len() > 1 {
             self.ensure(zone, &owner[1 + owner[0] as usize..]);
         }
+        self.last = Some(i);
         i
     }
 
@@ -402,10 +436,11 @@ impl TableBuilder {
         self.add(zone, owner, rtype::TXT, ttl, &rdata, Selection::Fixed);
     }
 
-    /// Encodes every name that is served, in the order the names were made, handing each to
-    /// `emit` with its hash. A name's RRsets come in the order their first records were
-    /// added; a record already in its set is dropped (and its additional records with it).
-    fn encode_names(&self, mut emit: impl FnMut(&[u8], u64, &[u8])) {
+    /// Encodes every name that is served, in the order the names were made, each appended
+    /// to the buffer `sink` gives for its hash. A name's RRsets come in the order their first
+    /// records were added; a record already in its set is dropped (and its additional records
+    /// with it).
+    fn encode_names(&self, sink: &mut impl EntrySink) {
         // The records of each name, in the order added (a counting sort by name).
         let mut first = vec![0u32; self.nodes.len() + 1];
         for a in &self.added {
@@ -422,7 +457,6 @@ impl TableBuilder {
             *slot += 1;
         }
         let mut sets: Vec<SetData> = Vec::new();
-        let mut entry = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             if !node.live {
                 continue;
@@ -453,15 +487,17 @@ impl TableBuilder {
                 }
             }
             let name = name_at(&self.names, node);
-            entry.clear();
+            let out = sink.buffer(node.hash);
+            let at = out.len();
             encode(
-                &mut entry,
+                out,
                 name,
                 node.zone,
                 apex_len(&self.zones, node.zone),
                 &sets[..used],
             );
-            emit(name, node.hash, &entry);
+            let records = sets[..used].iter().map(|s| s.starts.len()).sum();
+            sink.placed(name, node.hash, at, records);
         }
     }
 
@@ -474,24 +510,43 @@ impl TableBuilder {
                 (suffix.clone(), entry)
             })
             .collect();
-        // Every entry back to back first, then each shard's arena made to measure and filled:
-        // arenas grown by pushes were copied about twice over.
-        let mut all = Vec::with_capacity(self.records.len() + self.names.len() * 2);
-        let mut placed: Vec<(u16, usize, u32)> = Vec::with_capacity(self.nodes.len());
+        // Each entry is encoded straight into its shard's arena, each arena reserved first
+        // for about what it will hold (the added bytes and a little per record and name) and
+        // cut to measure after; the index is made from the hashes the names already have.
+        // (Encoding every entry back to back first and copying them into arenas made to
+        // measure touched and copied the table's bytes twice more.)
+        let mut sink = ShardSink {
+            arenas: vec![Vec::new(); SHARDS],
+            placed: vec![Vec::new(); SHARDS],
+            records: vec![0; SHARDS],
+        };
         let mut sizes = vec![0usize; SHARDS];
-        self.encode_names(|_, hash, entry| {
-            let shard = shard_of(hash);
-            sizes[shard] += entry.len();
-            placed.push((shard as u16, all.len(), entry.len() as u32));
-            all.extend_from_slice(entry);
-        });
-        let mut arenas: Vec<Vec<u8>> = sizes.into_iter().map(Vec::with_capacity).collect();
-        for (shard, at, len) in placed {
-            arenas[shard as usize].extend_from_slice(&all[at..at + len as usize]);
+        let mut names = vec![0usize; SHARDS];
+        for a in &self.added {
+            let shard = shard_of(self.nodes[a.name as usize].hash);
+            sizes[shard] += (a.record_len + a.extras_len) as usize + RESERVED_PER_RECORD;
         }
-        drop(all);
+        for node in self.nodes.iter().filter(|n| n.live) {
+            let shard = shard_of(node.hash);
+            sizes[shard] += usize::from(node.len) + RESERVED_PER_NAME;
+            names[shard] += 1;
+        }
+        for shard in 0..SHARDS {
+            sink.arenas[shard].reserve_exact(sizes[shard]);
+            sink.placed[shard].reserve_exact(names[shard]);
+        }
+        self.encode_names(&mut sink);
+        let shards = sink
+            .arenas
+            .into_iter()
+            .zip(sink.placed)
+            .zip(sink.records)
+            .map(|((arena, placed), records)| {
+                Arc::new(Shard::from_placed(arena, &placed, records, &self.zones))
+            })
+            .collect();
         AnswerTable {
-            shards: shards_from_arenas(arenas, &self.zones),
+            shards: exactly(shards),
             wildcards: Arc::new(wildcards),
             zones: self.zones.into(),
             zone_index: Arc::new(self.zone_index),
@@ -512,15 +567,82 @@ impl TableBuilder {
 
     /// Every name built, encoded. Wildcards are not included (a part never holds any).
     pub(crate) fn into_entries(self) -> impl Iterator<Item = (Box<[u8]>, Vec<u8>)> {
-        let mut out = Vec::new();
-        self.encode_names(|name, _, entry| out.push((name.into(), entry.to_vec())));
-        out.into_iter()
+        let mut sink = EntriesSink::default();
+        self.encode_names(&mut sink);
+        sink.entries.into_iter()
+    }
+}
+
+/// Bytes reserved in an arena per record added beyond its own (its owner pointer, offsets,
+/// its set's header), and per name beyond its bytes: about what entries take, so that nearly
+/// every arena is reserved once. A wrong guess costs a reallocation, never an answer.
+const RESERVED_PER_RECORD: usize = 8;
+const RESERVED_PER_NAME: usize = 24;
+
+/// Where [`TableBuilder::encode_names`] puts entries.
+trait EntrySink {
+    /// The buffer the entry of the name of `hash` is appended to.
+    fn buffer(&mut self, hash: u64) -> &mut Vec<u8>;
+    /// The entry of `name` was appended to that buffer at `at`; it holds `records` records.
+    fn placed(&mut self, name: &[u8], hash: u64, at: usize, records: usize);
+}
+
+/// Entries into the arenas of a table's shards, with where each starts and its hash.
+struct ShardSink {
+    arenas: Vec<Vec<u8>>,
+    placed: Vec<Vec<(usize, u64)>>,
+    records: Vec<usize>,
+}
+
+impl EntrySink for ShardSink {
+    fn buffer(&mut self, hash: u64) -> &mut Vec<u8> {
+        &mut self.arenas[shard_of(hash)]
+    }
+
+    fn placed(&mut self, _: &[u8], hash: u64, at: usize, records: usize) {
+        let shard = shard_of(hash);
+        self.placed[shard].push((at, hash));
+        self.records[shard] += records;
+    }
+}
+
+/// Each entry on its own, with its name.
+#[derive(Default)]
+struct EntriesSink {
+    buffer: Vec<u8>,
+    entries: Vec<(Box<[u8]>, Vec<u8>)>,
+}
+
+impl EntrySink for EntriesSink {
+    fn buffer(&mut self, _: u64) -> &mut Vec<u8> {
+        self.buffer.clear();
+        &mut self.buffer
+    }
+
+    fn placed(&mut self, name: &[u8], _: u64, at: usize, _: usize) {
+        self.entries.push((name.into(), self.buffer[at..].to_vec()));
     }
 }
 
 /// The length of zone `zone`'s apex (every name of a table is under its zone's apex).
 pub(crate) fn apex_len(zones: &[Zone], zone: u16) -> usize {
     zones.get(zone as usize).map_or(0, |z| z.apex.len())
+}
+
+/// Appends a name's bytes and its row; returns its position.
+fn push_name(names: &mut Vec<u8>, nodes: &mut Vec<Name>, hash: u64, name: &[u8], zone: u16) -> u32 {
+    let i = nodes.len() as u32;
+    let at = names.len() as u32;
+    names.extend_from_slice(name);
+    nodes.push(Name {
+        hash,
+        at,
+        len: name.len() as u8,
+        zone,
+        addresses: false,
+        live: true,
+    });
+    i
 }
 
 /// The bytes of a name.

@@ -147,12 +147,15 @@ fn probe<'a, T: Offset>(
         .map(|&off| &arena[off.at()..])
 }
 
-/// An index of the entries of `arena` at `offsets`.
-fn index_of<T: Offset>(arena: &[u8], offsets: &[usize], zones: &[Zone]) -> HashTable<T> {
-    let mut index = HashTable::with_capacity(offsets.len());
-    let mut buf = [0; 256];
-    for &off in offsets {
-        let hash = name_hash(full_name(&arena[off..], zones, &mut buf));
+/// An index of the entries of `arena` at the offsets of `placed`, each with its name's hash.
+fn index_of<T: Offset>(arena: &[u8], placed: &[(usize, u64)], zones: &[Zone]) -> HashTable<T> {
+    // Made with room for every entry, so the hasher below never runs.
+    let mut index = HashTable::with_capacity(placed.len());
+    for &(off, hash) in placed {
+        debug_assert_eq!(
+            hash,
+            name_hash(full_name(&arena[off..], zones, &mut [0; 256]))
+        );
         index.insert_unique(hash, T::of(off), |&o: &T| {
             name_hash(full_name(&arena[o.at()..], zones, &mut [0; 256]))
         });
@@ -208,26 +211,39 @@ impl Shard {
     }
 
     /// A shard of entries of `zones` written back to back into `arena` (each name once).
-    fn from_arena(mut arena: Vec<u8>, zones: &[Zone]) -> Self {
-        arena.shrink_to_fit();
-        let mut shard = Shard {
-            arena,
-            index: Index::default(),
-            records: 0,
-        };
-        let mut offsets = Vec::new();
+    fn from_arena(arena: Vec<u8>, zones: &[Zone]) -> Self {
+        let mut placed = Vec::new();
         let mut records = 0;
-        for e in shard.entries() {
-            offsets.push(e.as_ptr() as usize - shard.arena.as_ptr() as usize);
+        let mut buf = [0; 256];
+        let mut at = 0;
+        while at < arena.len() {
+            let e = &arena[at..];
+            placed.push((at, name_hash(full_name(e, zones, &mut buf))));
             records += Node::new(e).records();
+            at += entry_len(e);
         }
-        shard.index = if shard.arena.len() <= usize::from(u16::MAX) + 1 {
-            Index::Narrow(index_of(&shard.arena, &offsets, zones))
+        Self::from_placed(arena, &placed, records, zones)
+    }
+
+    /// A shard of the entries of `zones` in `arena` at the offsets of `placed`, each with its
+    /// name's hash, `records` records in all: what a builder knows of what it encoded.
+    fn from_placed(
+        mut arena: Vec<u8>,
+        placed: &[(usize, u64)],
+        records: usize,
+        zones: &[Zone],
+    ) -> Self {
+        arena.shrink_to_fit();
+        let index = if arena.len() <= usize::from(u16::MAX) + 1 {
+            Index::Narrow(index_of(&arena, placed, zones))
         } else {
-            Index::Wide(index_of(&shard.arena, &offsets, zones))
+            Index::Wide(index_of(&arena, placed, zones))
         };
-        shard.records = records;
-        shard
+        Shard {
+            arena,
+            index,
+            records,
+        }
     }
 
     fn names(&self) -> usize {
@@ -443,17 +459,6 @@ fn with_serial(apex: Node<'_>, serial: u32) -> Vec<u8> {
 #[cfg(test)]
 pub(crate) fn entry_len_of(node: Node<'_>) -> usize {
     entry_len(node.bytes())
-}
-
-/// Builds the shards of a table from arenas of encoded entries of `zones` (one per shard, each
-/// name once).
-fn shards_from_arenas(arenas: Vec<Vec<u8>>, zones: &[Zone]) -> Box<[Arc<Shard>; SHARDS]> {
-    exactly(
-        arenas
-            .into_iter()
-            .map(|a| Arc::new(Shard::from_arena(a, zones)))
-            .collect(),
-    )
 }
 
 /// The shards of a table, as many as there must be.
