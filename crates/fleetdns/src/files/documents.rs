@@ -21,7 +21,7 @@ use fleetdns_core::translate::by_service::{ServiceName, named, slice_owner};
 
 use fleetdns_core::yaml_subset;
 
-use super::{ClusterManifests, ManifestError, ObjectSink, parse_file, parse_file_into};
+use super::{ClusterManifests, ManifestError, ObjectSink, parse_file, parse_manifest_into};
 
 /// The documents of `text` as byte ranges, or `None` when the file is not cut (JSON, YAML
 /// directives or `...` document ends).
@@ -157,7 +157,7 @@ impl<'a> DocReader<'a> {
     ) -> Result<DocCounts, ManifestError> {
         let from = objects.mark();
         let held_from = held.len();
-        parse_file_into(path, text, &mut self.yaml, objects)?;
+        parse_manifest_into(path, text, &mut self.yaml, objects)?;
         fingerprints(objects, from, &mut self.hashers, held);
         let to = objects.mark();
         Ok(DocCounts {

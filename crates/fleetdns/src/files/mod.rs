@@ -104,8 +104,9 @@ impl ObjectSink for ClusterManifests {
     }
 }
 
-/// [`parse_manifest`] into `out`, the YAML fast path reading into `buffers` (kept between the
-/// documents of a file). On an error `out` may hold some of the text's objects.
+/// Parses a (multi-document) manifest into `out`, the YAML fast path reading into `buffers`
+/// (kept between the documents of a file). Kinds fleetdns does not read are skipped; a `List`
+/// is unpacked. On an error `out` may hold some of the text's objects.
 fn parse_manifest_into<'a>(
     file: &Path,
     text: &'a str,
@@ -917,24 +918,13 @@ fn read_file(path: &Path, known: Option<u64>, known_docs: &[u64]) -> ReadOutcome
 /// Parses one file's text into its objects.
 fn parse_file(path: &Path, text: &str) -> Result<ClusterManifests, ManifestError> {
     let mut manifests = ClusterManifests::default();
-    parse_file_into(
+    parse_manifest_into(
         path,
         text,
         &mut yaml_subset::Buffers::default(),
         &mut manifests,
     )?;
     Ok(manifests)
-}
-
-/// Parses one file's (or document's) text, appending its objects to `manifests`; on an error
-/// `manifests` may hold some of them.
-fn parse_file_into<'a>(
-    path: &Path,
-    text: &'a str,
-    buffers: &mut yaml_subset::Buffers<'a>,
-    manifests: &mut ClusterManifests,
-) -> Result<(), ManifestError> {
-    parse_manifest_into(path, text, buffers, manifests)
 }
 
 fn manifest_files(dir: &Path) -> Vec<PathBuf> {
