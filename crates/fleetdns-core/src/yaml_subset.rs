@@ -56,25 +56,88 @@ pub fn parse_document(text: &str) -> Option<Value> {
 /// borrowed from `text`), or `None` when the document is outside the subset: what
 /// [`parse_document`] gives, without a `String` per key and scalar and a map per mapping.
 pub fn read_document(text: &str) -> Option<Document<'_>> {
+    read_document_with(text, &mut Buffers::default())
+}
+
+/// [`read_document`] into the vectors of `buffers`: a reader of many documents hands each
+/// read document back ([`Buffers::recycle`]), so that once the vectors have grown to a
+/// document's size reading the next allocates nothing but a quoted scalar's escapes. At
+/// start-up a fleet's million documents of about twenty lines each made the vectors' growth
+/// a tenth of the read.
+pub fn read_document_with<'a>(text: &'a str, buffers: &mut Buffers<'a>) -> Option<Document<'a>> {
     if text.len() > MAX_DOCUMENT_BYTES || has_unusual_characters(text) {
         return None;
     }
-    let lines = significant_lines(text)?;
-    let first = *lines.first()?;
+    let mut lines = std::mem::take(&mut buffers.lines);
+    lines.clear();
+    if !significant_lines(text, &mut lines) || lines.is_empty() {
+        buffers.lines = lines;
+        return None;
+    }
+    let first = lines[0];
     let mut parser = Parser {
         lines,
         at: 0,
-        items: Vec::new(),
-        entries: Vec::new(),
-        open_items: Vec::new(),
-        open_entries: Vec::new(),
+        items: std::mem::take(&mut buffers.items),
+        entries: std::mem::take(&mut buffers.entries),
+        open_items: std::mem::take(&mut buffers.open_items),
+        open_entries: std::mem::take(&mut buffers.open_entries),
     };
-    let root = parser.block(first.indent, 1)?;
-    (parser.at == parser.lines.len()).then_some(Document {
-        root,
-        items: parser.items,
-        entries: parser.entries,
-    })
+    let root = parser
+        .block(first.indent, 1)
+        .filter(|_| parser.at == parser.lines.len());
+    let Parser {
+        lines,
+        mut items,
+        mut entries,
+        mut open_items,
+        mut open_entries,
+        ..
+    } = parser;
+    // A declined read leaves open runs behind.
+    open_items.clear();
+    open_entries.clear();
+    buffers.lines = lines;
+    buffers.open_items = open_items;
+    buffers.open_entries = open_entries;
+    match root {
+        Some(root) => Some(Document {
+            root,
+            items,
+            entries,
+        }),
+        None => {
+            items.clear();
+            entries.clear();
+            buffers.items = items;
+            buffers.entries = entries;
+            None
+        }
+    }
+}
+
+/// The vectors [`read_document_with`] reads into, kept between the documents of one text.
+#[derive(Debug, Default)]
+pub struct Buffers<'a> {
+    lines: Vec<Line<'a>>,
+    items: Vec<Node<'a>>,
+    entries: Vec<(Cow<'a, str>, Node<'a>)>,
+    open_items: Vec<Node<'a>>,
+    open_entries: Vec<(Cow<'a, str>, Node<'a>)>,
+}
+
+impl<'a> Buffers<'a> {
+    /// Takes back the vectors of a document read with these buffers, for the next read.
+    pub fn recycle(&mut self, mut doc: Document<'a>) {
+        doc.items.clear();
+        doc.entries.clear();
+        if doc.items.capacity() > self.items.capacity() {
+            self.items = doc.items;
+        }
+        if doc.entries.capacity() > self.entries.capacity() {
+            self.entries = doc.entries;
+        }
+    }
 }
 
 /// A document the fast path read: the value serde-saphyr gives for it, as a tree of nodes whose
@@ -213,11 +276,17 @@ impl<'d> NodeRef<'d> {
 /// order marks, noncharacters and the Unicode line and paragraph separators.
 fn has_unusual_characters(text: &str) -> bool {
     let mut non_ascii = false;
-    for &b in text.as_bytes() {
-        if (b < 0x20 && b != b'\n') || b == 0x7f {
+    for chunk in text.as_bytes().chunks(32) {
+        // No early exit within a chunk: the compiler checks it many bytes at a time.
+        let (mut control, mut high) = (false, false);
+        for &b in chunk {
+            control |= ((b < 0x20) & (b != b'\n')) | (b == 0x7f);
+            high |= b >= 0x80;
+        }
+        if control {
             return true;
         }
-        non_ascii |= b >= 0x80;
+        non_ascii |= high;
     }
     non_ascii
         && text.chars().any(|c| {
@@ -237,32 +306,41 @@ struct Line<'a> {
     text: &'a str,
 }
 
-/// The lines that hold content; `None` on directives, `...` and a `---` after content.
-fn significant_lines(text: &str) -> Option<Vec<Line<'_>>> {
-    let mut lines = Vec::new();
-    for raw in text.split('\n') {
-        let indent = raw.len() - raw.trim_start_matches(' ').len();
-        let rest = &raw[indent..];
-        if rest.is_empty() || rest.starts_with('#') {
+/// The lines that hold content, into `lines`; `false` on directives, `...` and a `---` after
+/// content.
+fn significant_lines<'a>(text: &'a str, lines: &mut Vec<Line<'a>>) -> bool {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    // Line ends found many bytes at a time, then each line looked at by its bytes: the lines of
+    // manifests are short, and `str::split` searched each one anew.
+    for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
+        let raw = &bytes[start..end];
+        let line_start = start;
+        start = end + 1;
+        let indent = raw.iter().position(|&b| b != b' ').unwrap_or(raw.len());
+        let (Some(&first), rest) = (raw.get(indent), &text[line_start + indent..end]) else {
+            continue; // blank
+        };
+        if first == b'#' {
             continue;
         }
-        if indent == 0 {
+        if indent == 0 && matches!(first, b'-' | b'%' | b'.') {
             if let Some(after) = rest.strip_prefix("---") {
                 let after_ok = after.is_empty() || after.starts_with(' ');
                 if after_ok && lines.is_empty() && is_blank_or_comment(after) {
                     continue; // the document's start marker
                 }
                 if after_ok {
-                    return None; // a second document, or content after the marker
+                    return false; // a second document, or content after the marker
                 }
             }
-            if rest.starts_with('%') || rest.starts_with("...") {
-                return None;
+            if first == b'%' || rest.starts_with("...") {
+                return false;
             }
         }
         lines.push(Line { indent, text: rest });
     }
-    Some(lines)
+    true
 }
 
 /// Nothing but spaces, or spaces then a comment.
@@ -436,12 +514,13 @@ impl<'a> Parser<'a> {
                 let bytes = text.as_bytes();
                 let (mut end, mut colon_space) = (bytes.len(), false);
                 for i in 1..bytes.len() {
-                    match (bytes[i - 1], bytes[i]) {
-                        (b' ', b'#') => {
+                    // By the byte itself first: most are neither `#` nor a space.
+                    match bytes[i] {
+                        b'#' if bytes[i - 1] == b' ' => {
                             end = i - 1;
                             break;
                         }
-                        (b':', b' ') => colon_space = true,
+                        b' ' if bytes[i - 1] == b':' => colon_space = true,
                         _ => {}
                     }
                 }
@@ -520,16 +599,28 @@ fn split_key(text: &str) -> Option<Option<(Cow<'_, str>, &str)>> {
         }
         first if first.is_ascii_alphanumeric() || matches!(first, b'_' | b'/' | b'.') => {
             let bytes = text.as_bytes();
-            let mut i = 0;
+            // Most lines are a key of key bytes, then `: ` or the line's end: one pass over the
+            // key. Neither `: ` nor ` #` can start within the key bytes, so the search below
+            // goes on from the first other byte.
+            let run = bytes
+                .iter()
+                .position(|&b| !is_key_byte(b))
+                .unwrap_or(bytes.len());
+            if bytes.get(run) == Some(&b':') && bytes.get(run + 1).is_none_or(|&b| b == b' ') {
+                let key = &text[..run];
+                if key.len() > MAX_KEY_BYTES || !plain_key_is_string(key) {
+                    return None;
+                }
+                return Some(Some((Cow::Borrowed(key), &text[run + 1..])));
+            }
+            let mut i = run;
             while i < bytes.len() {
                 match bytes[i] {
                     b':' if i + 1 == bytes.len() || bytes[i + 1] == b' ' => {
                         let key = &text[..i];
                         if key.len() > MAX_KEY_BYTES
-                            || !key.bytes().all(|b| {
-                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-')
-                            })
-                            || !matches!(plain_scalar(key), Some(Node::Str(_)))
+                            || !key.bytes().all(is_key_byte)
+                            || !plain_key_is_string(key)
                         {
                             return None;
                         }
@@ -544,6 +635,33 @@ fn split_key(text: &str) -> Option<Option<(Cow<'_, str>, &str)>> {
         }
         _ => Some(None),
     }
+}
+
+/// The bytes a plain key is made of (a key of others is declined).
+fn is_key_byte(b: u8) -> bool {
+    KEY_BYTES[usize::from(b)]
+}
+
+/// [`is_key_byte`] as a table: one load a byte where the tests took several compares.
+static KEY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'/' | b'-');
+        b += 1;
+    }
+    table
+};
+
+/// Whether a plain key (of key bytes) resolves to a string, as [`plain_scalar`] says: a key
+/// starting with a letter does unless it is one of the words [`plain_scalar`] resolves or
+/// declines; the others are asked.
+fn plain_key_is_string(key: &str) -> bool {
+    if key.as_bytes()[0].is_ascii_alphabetic() {
+        return !is_special_word(key);
+    }
+    matches!(plain_scalar(key), Some(Node::Str(_)))
 }
 
 /// Whether what follows a closing quote or bracket ends the line: nothing, or spaces and
@@ -628,24 +746,17 @@ fn plain_scalar(s: &str) -> Option<Node<'_>> {
         "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
         _ => {}
     }
-    // YAML 1.1 booleans (resolved or not, depending on options), odd spellings of null, and
-    // the words Rust's float parser reads.
-    const WORDS: [&str; 12] = [
-        "y", "yes", "n", "no", "on", "off", "true", "false", "null", "inf", "infinity", "nan",
-    ];
+    let first = s.as_bytes()[0];
+    if first.is_ascii_alphabetic() {
+        // Most scalars: a word that is not special is a string.
+        return (!is_special_word(s)).then_some(Node::Str(Cow::Borrowed(s)));
+    }
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
     let word = unsigned.strip_prefix('.').unwrap_or(unsigned);
-    if word.len() <= "infinity".len()
-        && word
-            .bytes()
-            .next()
-            .is_some_and(|b| b"ynotfiYNOTFI".contains(&b))
-        && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
-    {
+    if is_special_word(word) {
         return None;
     }
-    let first = s.as_bytes()[0];
-    if first.is_ascii_alphabetic() || first == b'/' || !first.is_ascii() {
+    if first == b'/' || !first.is_ascii() {
         return Some(Node::Str(Cow::Borrowed(s)));
     }
     if let Some(n) = decimal_integer(s) {
@@ -653,11 +764,31 @@ fn plain_scalar(s: &str) -> Option<Node<'_>> {
     }
     // Text that no integer or float spelling can be: a character outside them, or two dots
     // (an IPv4 address).
-    let numeric = |b: u8| b.is_ascii_hexdigit() || b"xXoObB_.+-".contains(&b);
+    let numeric = |b: u8| {
+        b.is_ascii_hexdigit()
+            || matches!(
+                b,
+                b'x' | b'X' | b'o' | b'O' | b'b' | b'B' | b'_' | b'.' | b'+' | b'-'
+            )
+    };
     if !s.bytes().all(numeric) || s.bytes().filter(|&b| b == b'.').count() >= 2 {
         return Some(Node::Str(Cow::Borrowed(s)));
     }
     None
+}
+
+/// YAML 1.1 booleans (resolved or not, depending on options), spellings of null, true and
+/// false, and the words Rust's float parser reads, in any case.
+fn is_special_word(word: &str) -> bool {
+    const WORDS: [&str; 12] = [
+        "y", "yes", "n", "no", "on", "off", "true", "false", "null", "inf", "infinity", "nan",
+    ];
+    word.len() <= "infinity".len()
+        && matches!(
+            word.as_bytes().first(),
+            Some(b'y' | b'n' | b'o' | b't' | b'f' | b'i' | b'Y' | b'N' | b'O' | b'T' | b'F' | b'I')
+        )
+        && WORDS.iter().any(|w| word.eq_ignore_ascii_case(w))
 }
 
 /// `0`, or digits without a leading zero, optionally after `-`, within u64 (i64 when negative).

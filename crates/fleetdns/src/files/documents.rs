@@ -19,7 +19,9 @@ use rustc_hash::FxHasher;
 
 use fleetdns_core::translate::by_service::{ServiceName, named, slice_owner};
 
-use super::{ClusterManifests, ManifestError, parse_file};
+use fleetdns_core::yaml_subset;
+
+use super::{ClusterManifests, ManifestError, ObjectSink, parse_file, parse_manifest_into};
 
 /// The documents of `text` as byte ranges, or `None` when the file is not cut (JSON, YAML
 /// directives or `...` document ends).
@@ -27,22 +29,34 @@ fn split(text: &str) -> Option<Vec<Range<usize>>> {
     if text.trim_start().starts_with(['{', '[']) {
         return None;
     }
+    let bytes = text.as_bytes();
+    // Only lines starting with `%`, `.` or `-` matter: found by searching for a line feed and
+    // that byte together (many bytes at a time; the lines of manifests are short).
+    let body_at = |at: usize| {
+        let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i);
+        text[at..end].trim_end_matches(['\n', '\r'])
+    };
+    let starting = |first: &'static [u8], after_newline: &'static [u8]| {
+        let at_start = bytes.starts_with(first).then_some(0);
+        at_start
+            .into_iter()
+            .chain(memchr::memmem::find_iter(bytes, after_newline).map(|i| i + 1))
+    };
+    if starting(b"%", b"\n%").next().is_some()
+        || starting(b".", b"\n.").any(|at| is_marker(body_at(at), "..."))
+    {
+        return None;
+    }
     let mut docs = Vec::new();
     let mut start = 0;
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        let body = line.trim_end_matches(['\n', '\r']);
-        if body.starts_with('%') || is_marker(body, "...") {
-            return None;
-        }
-        if is_marker(body, "---") && at > start {
+    for at in starting(b"-", b"\n-") {
+        if at > start && is_marker(body_at(at), "---") {
             docs.push(start..at);
             start = at;
         }
-        at += line.len();
     }
-    if at > start {
-        docs.push(start..at);
+    if bytes.len() > start {
+        docs.push(start..bytes.len());
     }
     Some(docs)
 }
@@ -69,13 +83,19 @@ pub(super) fn hash_of(text: &str) -> u64 {
     h.finish()
 }
 
-/// The services one document's objects belong to, in the order they first appear, each with
-/// a fingerprint of its objects in the document (Services, then slices, then ServiceExports,
-/// each kind in document order: what a translation reads of them).
-fn fingerprints(m: &ClusterManifests) -> Vec<(ServiceName, u64)> {
+/// The services the objects of `m` from `from` on (one document's) belong to, in the order
+/// they first appear, each with a fingerprint of its objects there (Services, then slices,
+/// then ServiceExports, each kind in document order: what a translation reads of them),
+/// appended to `held`; `by` is room for the hashers, kept between documents.
+fn fingerprints(
+    m: &ClusterManifests,
+    from: [usize; 4],
+    by: &mut Vec<(ServiceName, FxHasher)>,
+    held: &mut Vec<(ServiceName, u64)>,
+) {
     // FxHasher, not SipHash: every object of a fleet is hashed field by field at start-up, and
     // SipHash's cost per write made it a tenth of the read.
-    let mut by: Vec<(ServiceName, FxHasher)> = Vec::new();
+    by.clear();
     let mut feed = |name: ServiceName, kind: u8, object: &dyn Fn(&mut FxHasher)| {
         let at = match by.iter().position(|(n, _)| *n == name) {
             Some(at) => at,
@@ -88,18 +108,18 @@ fn fingerprints(m: &ClusterManifests) -> Vec<(ServiceName, u64)> {
         hasher.write_u8(kind);
         object(hasher);
     };
-    for s in &m.objects.services {
+    for s in &m.objects.services[from[0]..] {
         feed(named(&s.metadata), 0, &|h| s.hash(h));
     }
-    for s in &m.objects.endpoint_slices {
+    for s in &m.objects.endpoint_slices[from[1]..] {
         if let Some(owner) = slice_owner(s) {
             feed(owner, 1, &|h| s.hash(h));
         }
     }
-    for e in &m.objects.service_exports {
+    for e in &m.objects.service_exports[from[2]..] {
         feed(named(&e.metadata), 2, &|h| e.hash(h));
     }
-    by.into_iter().map(|(n, h)| (n, h.finish())).collect()
+    held.extend(by.drain(..).map(|(n, h)| (n, h.finish())));
 }
 
 /// One document decoded: its objects and the services they belong to.
@@ -109,9 +129,42 @@ struct DocDecoded {
 }
 
 fn decode(path: &Path, text: &str) -> Result<DocDecoded, ManifestError> {
-    let objects = parse_file(path, text)?;
-    let held = fingerprints(&objects);
+    let mut objects = ClusterManifests::default();
+    let mut held = Vec::new();
+    DocReader::default().decode_into(path, text, &mut objects, &mut held)?;
     Ok(DocDecoded { objects, held })
+}
+
+/// What decoding a file's documents one after the other keeps between them: the vectors the
+/// YAML fast path reads into and the fingerprints' hashers, so that a document allocates
+/// little beyond its objects.
+#[derive(Default)]
+struct DocReader<'a> {
+    yaml: yaml_subset::Buffers<'a>,
+    hashers: Vec<(ServiceName, FxHasher)>,
+}
+
+impl<'a> DocReader<'a> {
+    /// Decodes one document, appending its objects to `objects` and its services to `held`
+    /// (each kind in document order, as [`Decoded`] keeps them); on an error both may hold
+    /// some of them.
+    fn decode_into(
+        &mut self,
+        path: &Path,
+        text: &'a str,
+        objects: &mut ClusterManifests,
+        held: &mut Vec<(ServiceName, u64)>,
+    ) -> Result<DocCounts, ManifestError> {
+        let from = objects.mark();
+        let held_from = held.len();
+        parse_manifest_into(path, text, &mut self.yaml, objects)?;
+        fingerprints(objects, from, &mut self.hashers, held);
+        let to = objects.mark();
+        Ok(DocCounts {
+            objects: std::array::from_fn(|i| u32::try_from(to[i] - from[i]).unwrap_or(u32::MAX)),
+            held: u32::try_from(held.len() - held_from).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 /// What one decoded document gave: how many services, slices, ServiceExports and
@@ -355,6 +408,8 @@ pub(super) fn read(path: &Path, text: String, known: &[u64]) -> Result<FileRead,
     };
     let mut hashes = Vec::with_capacity(ranges.len());
     let mut skipped = false;
+    let mut failed = false;
+    let mut reader = DocReader::default();
     for range in ranges {
         let doc = &text[range];
         let hash = hash_of(doc);
@@ -364,24 +419,26 @@ pub(super) fn read(path: &Path, text: String, known: &[u64]) -> Result<FileRead,
             skipped = true;
             continue;
         }
+        match reader.decode_into(path, doc, &mut decoded.objects, &mut decoded.held) {
+            Ok(counts) => decoded.docs.push(Some(counts)),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    drop(reader);
+    if failed {
         // A document's errors name lines of the document: the whole file is parsed again for
         // the error the reader sees (only when there is one).
-        let Ok(mut one) = decode(path, doc) else {
-            return Err(parse_file(path, &text)
-                .err()
-                .unwrap_or_else(|| ManifestError {
-                    file: path.to_owned(),
-                    line: 0,
-                    reason: "a document does not parse on its own (YAML anchors across documents?)"
-                        .into(),
-                }));
-        };
-        decoded.docs.push(Some(DocCounts {
-            objects: counts_of(&one.objects),
-            held: u32::try_from(one.held.len()).unwrap_or(u32::MAX),
-        }));
-        decoded.objects.append(&mut one.objects);
-        decoded.held.append(&mut one.held);
+        return Err(parse_file(path, &text)
+            .err()
+            .unwrap_or_else(|| ManifestError {
+                file: path.to_owned(),
+                line: 0,
+                reason: "a document does not parse on its own (YAML anchors across documents?)"
+                    .into(),
+            }));
     }
     Ok(FileRead {
         decoded,
@@ -411,7 +468,12 @@ mod tests {
             texts("a: |\n  ---\nb: ----\n---x: 1\n"),
             Some(vec!["a: |\n  ---\nb: ----\n---x: 1\n"])
         );
+        assert_eq!(
+            texts("- a\n---\n- b\n...x: 1\n---\r\nc: 1"),
+            Some(vec!["- a\n", "---\n- b\n...x: 1\n", "---\r\nc: 1"])
+        );
         assert_eq!(texts("%YAML 1.2\n---\na: 1\n"), None, "directives");
+        assert_eq!(texts("a: 1\n---\n%TAG ! x\n"), None, "a later directive");
         assert_eq!(texts("a: 1\n...\n---\nb: 1\n"), None, "document ends");
         assert_eq!(texts("{\"kind\": \"List\"}"), None, "JSON");
     }

@@ -47,26 +47,95 @@ pub enum Object {
 
 /// Parses a (multi-document) YAML manifest. Kinds fleetdns does not read are skipped; a `List`
 /// is unpacked.
+#[cfg(test)]
 pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestError> {
+    let mut out = Vec::new();
+    parse_manifest_into(file, text, &mut yaml_subset::Buffers::default(), &mut out)?;
+    Ok(out)
+}
+
+/// Where a manifest's objects go: a list of them, or a file's objects by kind.
+trait ObjectSink {
+    fn push(&mut self, object: Object);
+    /// How many objects it holds (of each kind).
+    fn mark(&self) -> [usize; 4];
+    /// Drops the objects pushed since `mark`.
+    fn truncate(&mut self, mark: [usize; 4]);
+}
+
+impl ObjectSink for Vec<Object> {
+    fn push(&mut self, object: Object) {
+        self.push(object);
+    }
+
+    fn mark(&self) -> [usize; 4] {
+        [self.len(), 0, 0, 0]
+    }
+
+    fn truncate(&mut self, mark: [usize; 4]) {
+        self.truncate(mark[0]);
+    }
+}
+
+impl ObjectSink for ClusterManifests {
+    fn push(&mut self, object: Object) {
+        match object {
+            Object::Service(s) => self.objects.services.push(s),
+            Object::EndpointSlice(s) => self.objects.endpoint_slices.push(s),
+            Object::ServiceExport(s) => self.objects.service_exports.push(s),
+            Object::ServiceEntry(e) => self.service_entries.push(*e),
+        }
+    }
+
+    fn mark(&self) -> [usize; 4] {
+        [
+            self.objects.services.len(),
+            self.objects.endpoint_slices.len(),
+            self.objects.service_exports.len(),
+            self.service_entries.len(),
+        ]
+    }
+
+    fn truncate(&mut self, mark: [usize; 4]) {
+        self.objects.services.truncate(mark[0]);
+        self.objects.endpoint_slices.truncate(mark[1]);
+        self.objects.service_exports.truncate(mark[2]);
+        self.service_entries.truncate(mark[3]);
+    }
+}
+
+/// Parses a (multi-document) manifest into `out`, the YAML fast path reading into `buffers`
+/// (kept between the documents of a file). Kinds fleetdns does not read are skipped; a `List`
+/// is unpacked. On an error `out` may hold some of the text's objects.
+fn parse_manifest_into<'a>(
+    file: &Path,
+    text: &'a str,
+    buffers: &mut yaml_subset::Buffers<'a>,
+    out: &mut impl ObjectSink,
+) -> Result<(), ManifestError> {
     if text.trim_start().starts_with(['{', '[']) {
         // JSON (`kubectl get -o json`): serde_json reads it tens of times faster than a YAML
         // parser. What it refuses goes on to the YAML parser, which names the line at fault.
-        if let Some(out) = serde_json::from_str::<Value>(text)
+        if let Some(objects) = serde_json::from_str::<Value>(text)
             .ok()
             .and_then(|value| objects_of(file, &value))
         {
-            return Ok(out);
+            objects.into_iter().for_each(|o| out.push(o));
+            return Ok(());
         }
     }
     // The YAML that Kubernetes manifests are written in takes a fast path that reads exactly
     // serde-saphyr's value or declines (`fleetdns_core::yaml_subset`), and the objects are
     // read straight from its nodes, as from that value. What it declines, and a document whose
     // objects are refused, go to serde-saphyr, whose errors name the line.
-    if let Some(doc) = yaml_subset::read_document(text) {
-        let mut out = Vec::new();
-        if push_read_object(&mut out, doc.root()).is_ok() {
-            return Ok(out);
+    if let Some(doc) = yaml_subset::read_document_with(text, buffers) {
+        let mark = out.mark();
+        let read = push_read_object(out, doc.root()).is_ok();
+        buffers.recycle(doc);
+        if read {
+            return Ok(());
         }
+        out.truncate(mark);
     }
     // serde-saphyr's default budget (1024 documents, 250k nodes) protects against YAML bombs
     // but refuses an ordinary `kubectl get -o yaml` dump of a big cluster; keep the protection,
@@ -84,16 +153,17 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Vec<Object>, ManifestEr
             line: e.location().map_or(0, |l| l.line()),
             reason: first_line(&e.to_string()),
         })?;
-    let mut out = Vec::new();
+    let mut objects = Vec::new();
     for doc in docs {
         let line = doc.referenced.line();
-        push_object(&mut out, &doc.value, &|reason| ManifestError {
+        push_object(&mut objects, &doc.value, &|reason| ManifestError {
             file: file.to_owned(),
             line,
             reason,
         })?;
     }
-    Ok(out)
+    objects.into_iter().for_each(|o| out.push(o));
+    Ok(())
 }
 
 /// The objects of one document read by a fast path (JSON, the YAML subset), or `None` when
@@ -186,7 +256,7 @@ fn push_object(
 /// [`push_object`] on a document the YAML fast path read: the same objects from the same
 /// value, or `Err` where `push_object` fails (and for what the fast path does not mirror).
 fn push_read_object(
-    out: &mut Vec<Object>,
+    out: &mut impl ObjectSink,
     node: yaml_subset::NodeRef<'_>,
 ) -> Result<(), yaml_subset::NotRead> {
     use serde::de::Error as _;
@@ -848,14 +918,12 @@ fn read_file(path: &Path, known: Option<u64>, known_docs: &[u64]) -> ReadOutcome
 /// Parses one file's text into its objects.
 fn parse_file(path: &Path, text: &str) -> Result<ClusterManifests, ManifestError> {
     let mut manifests = ClusterManifests::default();
-    for obj in parse_manifest(path, text)? {
-        match obj {
-            Object::Service(s) => manifests.objects.services.push(s),
-            Object::EndpointSlice(s) => manifests.objects.endpoint_slices.push(s),
-            Object::ServiceExport(s) => manifests.objects.service_exports.push(s),
-            Object::ServiceEntry(e) => manifests.service_entries.push(*e),
-        }
-    }
+    parse_manifest_into(
+        path,
+        text,
+        &mut yaml_subset::Buffers::default(),
+        &mut manifests,
+    )?;
     Ok(manifests)
 }
 
