@@ -281,20 +281,10 @@ impl TableBuilder {
     /// The position of `name`, added in `zone` if it is not there; and whether it was added.
     /// One probe of the index either way.
     fn find_or_insert(&mut self, hash: u64, name: &[u8], zone: u16) -> (u32, bool) {
-        let Self {
-            names,
-            nodes,
-            index,
-            ..
-        } = self;
-        match index.entry(
-            hash,
-            |&j| name_at(names, &nodes[j as usize]) == name,
-            |&j| nodes[j as usize].hash,
-        ) {
+        match probe(&mut self.index, &self.names, &self.nodes, hash, name) {
             Entry::Occupied(e) => (*e.get(), false),
             Entry::Vacant(e) => {
-                let i = push_name(names, nodes, hash, name, zone);
+                let i = push_name(&mut self.names, &mut self.nodes, hash, name, zone);
                 e.insert(i);
                 (i, true)
             }
@@ -304,20 +294,10 @@ impl TableBuilder {
     /// Adds `name`, in place of any name of the same bytes (whose records are then dropped).
     fn insert_name(&mut self, hash: u64, name: &[u8], zone: u16) -> u32 {
         let i = push_name(&mut self.names, &mut self.nodes, hash, name, zone);
-        let Self {
-            names,
-            nodes,
-            index,
-            ..
-        } = self;
-        match index.entry(
-            hash,
-            |&j| name_at(names, &nodes[j as usize]) == name,
-            |&j| nodes[j as usize].hash,
-        ) {
+        match probe(&mut self.index, &self.names, &self.nodes, hash, name) {
             Entry::Occupied(mut e) => {
                 let old = std::mem::replace(e.get_mut(), i);
-                nodes[old as usize].live = false;
+                self.nodes[old as usize].live = false;
                 self.last = None;
             }
             Entry::Vacant(e) => {
@@ -643,6 +623,21 @@ fn push_name(names: &mut Vec<u8>, nodes: &mut Vec<Name>, hash: u64, name: &[u8],
         live: true,
     });
     i
+}
+
+/// The index entry of `name`: where it is, or where it goes (one probe).
+fn probe<'t>(
+    index: &'t mut HashTable<u32>,
+    names: &[u8],
+    nodes: &[Name],
+    hash: u64,
+    name: &[u8],
+) -> Entry<'t, u32> {
+    index.entry(
+        hash,
+        |&j| name_at(names, &nodes[j as usize]) == name,
+        |&j| nodes[j as usize].hash,
+    )
 }
 
 /// The bytes of a name.
