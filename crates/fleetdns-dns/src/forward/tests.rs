@@ -19,11 +19,27 @@ enum Mode {
     Silent,
 }
 
+/// A UDP socket and a TCP listener on one loopback port, as an upstream serves both. The port
+/// the kernel picks for UDP may be taken for TCP (by another test's connection): then another.
+async fn udp_and_tcp_on_one_port() -> (UdpSocket, tokio::net::TcpListener) {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        match tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::AddrInUse,
+                "cannot listen on TCP: {e}"
+            ),
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP in 100 tries");
+}
+
 /// A loopback upstream for `*.fwd.test A` answering 192.0.2.<n>, TTL 60.
 async fn upstream(mode: Mode, n: u8, alive: Arc<AtomicBool>) -> SocketAddr {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (udp, tcp) = udp_and_tcp_on_one_port().await;
     let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
     let answer = move |q: &[u8], tc: bool| -> Vec<u8> {
         let end = skip_name(q, HEADER_LEN).unwrap() + 4;
         let mut r = q[..end].to_vec();
